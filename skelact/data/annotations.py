@@ -1,0 +1,110 @@
+"""The annotation pickle every skeleton source in skelact exchanges.
+
+Compatible with pyskl / mmaction2 (`ntu60_3danno.pkl` loads as is)::
+
+    {"split": {name: [frame_dir, ...]},
+     "annotations": [{"frame_dir": str, "label": int (0-based),
+                      "keypoint": float32 (M, T, V, C), "total_frames": int, ...}]}
+
+Optional per-sample fields skelact adds (pyskl ignores unknown keys): "keypoint_score"
+(M, T, V), "subject", "camera", "setup", "view", "modalities", "color_xy" / "depth_xy"
+(M, T, V, 2 pixel positions for cropping). Optional top-level keys: "layout" (a name from
+`skelact.layouts`), "classes" (class names, index = label), "dataset", "report".
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REQUIRED_FIELDS = ("frame_dir", "label", "keypoint", "total_frames")
+
+
+class AnnotationError(ValueError):
+    """A malformed annotation file; the message names the file and the offending sample."""
+
+
+def save_annotations(data: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Validate `data` and write it atomically as a pickle; returns the path."""
+    path = Path(path)
+    validate(data, source=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+    return path
+
+
+def load_annotations(path: str | os.PathLike, validate_data: bool = True) -> dict[str, Any]:
+    """Read an annotation pickle (skelact's, pyskl's or mmaction2's) and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file {path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise AnnotationError(f"{path}: not a readable pickle ({err})") from err
+    if validate_data:
+        validate(data, source=str(path))
+    return data
+
+
+def num_classes(data: dict[str, Any]) -> int:
+    """Class count: the class table's length if present, else max label + 1."""
+    if data.get("classes"):
+        return len(data["classes"])
+    return max(int(a["label"]) for a in data["annotations"]) + 1
+
+
+def validate(data: Any, source: str = "<annotations>") -> None:
+    """Raise AnnotationError naming `source` and the sample for anything malformed."""
+    if not isinstance(data, dict) or "annotations" not in data or "split" not in data:
+        raise AnnotationError(f"{source}: expected a dict with keys 'split' and 'annotations'")
+    anns = data["annotations"]
+    if not isinstance(anns, list) or not anns:
+        raise AnnotationError(f"{source}: 'annotations' must be a non-empty list")
+    classes = data.get("classes")
+    n_cls = len(classes) if classes else None
+    names = set()
+    for i, ann in enumerate(anns):
+        _validate_sample(ann, i, n_cls, source)
+        names.add(ann["frame_dir"])
+    for split, members in data["split"].items():
+        unknown = [m for m in members if m not in names]
+        if unknown:
+            raise AnnotationError(
+                f"{source}: split {split!r} names {len(unknown)} unknown sample(s), "
+                f"e.g. {unknown[0]!r}"
+            )
+
+
+def _validate_sample(ann: Any, i: int, n_cls: int | None, source: str) -> None:
+    where = f"{source}: annotation {i}"
+    if not isinstance(ann, dict):
+        raise AnnotationError(f"{where} is not a dict")
+    missing = [k for k in REQUIRED_FIELDS if k not in ann]
+    if missing:
+        raise AnnotationError(f"{where} ({ann.get('frame_dir', '?')}) misses field(s) {missing}")
+    where = f"{source}: sample {ann['frame_dir']!r}"
+    label = ann["label"]
+    if not isinstance(label, (int, np.integer)) or label < 0 or (n_cls and label >= n_cls):
+        bound = f"0..{n_cls - 1}" if n_cls else ">= 0"
+        raise AnnotationError(f"{where}: label {label!r} out of range ({bound})")
+    kp = ann["keypoint"]
+    if not isinstance(kp, np.ndarray) or kp.ndim != 4:
+        shape = getattr(kp, "shape", type(kp).__name__)
+        raise AnnotationError(f"{where}: keypoint must be an array (M, T, V, C), got {shape}")
+    if not np.isfinite(kp).all():
+        bad = np.argwhere(~np.isfinite(kp))[0]
+        raise AnnotationError(
+            f"{where}: non-finite coordinate at body {bad[0]}, frame {bad[1]}, joint {bad[2]}"
+        )
+    if "keypoint_score" in ann and ann["keypoint_score"].shape != kp.shape[:3]:
+        raise AnnotationError(f"{where}: keypoint_score shape {ann['keypoint_score'].shape} "
+                              f"does not match keypoint {kp.shape[:3]}")

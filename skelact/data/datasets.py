@@ -1,0 +1,118 @@
+"""torch Datasets that assemble, per sample, the streams a modality asks for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+# A stream loader turns one annotation sample into that stream's tensor, (K, ...) with K
+# test-time clips (K = 1 in training).
+StreamLoader = Callable[[dict, np.random.Generator], torch.Tensor]
+
+
+class ActionDataset(Dataset):
+    """Samples of one split; item i is {"label", "index", <stream>: tensor (K, ...)}.
+
+    Every random choice of sample i in epoch e comes from a Generator seeded with
+    (seed, e, i), so an epoch is the same with any number of workers or after a resume.
+    """
+
+    def __init__(self, samples: Sequence[dict], loaders: dict[str, StreamLoader], seed: int = 0):
+        self.samples = list(samples)
+        self.loaders = loaders
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = self.samples[i]
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        item = {"label": int(sample["label"]), "index": i}
+        for name, load in self.loaders.items():
+            item[name] = load(sample, rng)
+        return item
+
+
+def skeleton_loader(pipeline: Callable[[dict], dict]) -> StreamLoader:
+    """Wrap a transform pipeline as a stream loader: (K, M, T, V, C') float tensor."""
+
+    def load(sample: dict, rng: np.random.Generator) -> torch.Tensor:
+        results = {"keypoint": np.asarray(sample["keypoint"], np.float32), "rng": rng}
+        return torch.from_numpy(np.ascontiguousarray(pipeline(results)["keypoint"]))
+
+    return load
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffle with a permutation seeded by (seed, epoch) and shard it across ranks.
+
+    Each rank gets every world-th index (padded by wrapping so ranks get equal counts);
+    reproducible for a given epoch, which is what makes resume exact.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world = rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.size // self.world)
+
+    def __iter__(self):
+        order = np.arange(self.size)
+        if self.shuffle:
+            order = np.random.default_rng((self.seed, self.epoch, 7)).permutation(self.size)
+        total = len(self) * self.world
+        order = np.resize(order, total)  # wraps around to pad
+        return iter(order[self.rank :: self.world].tolist())
+
+
+def resolve_layout(dcfg, data: dict):
+    """The Layout for a run: data.layout, or "auto" = the file's own, else generic."""
+    from skelact.layouts import get_layout
+
+    num_joints = data["annotations"][0]["keypoint"].shape[2]
+    name = dcfg.layout
+    if name in (None, "auto"):
+        name = data.get("layout") or "generic"
+    return get_layout(name, num_joints)
+
+
+def split_samples(data: dict, split: str, source: str = "annotations") -> list[dict]:
+    """The annotation samples of `split`, in the split's order."""
+    if split not in data["split"]:
+        raise KeyError(f"{source}: no split {split!r}; it has {sorted(data['split'])}")
+    by_name = {a["frame_dir"]: a for a in data["annotations"]}
+    return [by_name[name] for name in data["split"][split]]
+
+
+def build_loaders(dcfg, data: dict, streams, train: bool) -> tuple[dict, dict]:
+    """Stream loaders for one split and the input spec each stream's encoder needs."""
+    from skelact.data.transforms import build_skeleton_pipeline
+
+    loaders, specs = {}, {}
+    for name in streams:
+        if name == "skeleton":
+            layout = resolve_layout(dcfg, data)
+            scfg = dcfg.skeleton
+            bodies = scfg.num_bodies or max(a["keypoint"].shape[0] for a in data["annotations"])
+            pipe = build_skeleton_pipeline(layout, scfg, train, bodies)
+            loaders[name] = skeleton_loader(pipe)
+            specs[name] = {"num_joints": layout.num_joints, "num_bodies": bodies,
+                           "channels": data["annotations"][0]["keypoint"].shape[3]
+                           * len(scfg.features)}
+        else:
+            raise ValueError(f"unknown stream {name!r}")
+    return loaders, specs

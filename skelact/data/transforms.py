@@ -1,0 +1,270 @@
+"""Skeleton preprocessing as plain dict -> dict callables.
+
+Every transform reads "keypoint" (..., M, T, V, C) float32 and writes it back; leading dims
+(test-time clips) pass through. Randomness comes only from results["rng"], a numpy Generator
+the dataset seeds per (seed, epoch, sample): results are identical across workers, processes
+and resumed runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from skelact.layouts import Layout, spine_points
+
+Results = dict
+
+
+class Compose:
+    """Apply transforms in order."""
+
+    def __init__(self, transforms: Sequence[Callable[[Results], Results]]):
+        self.transforms = list(transforms)
+
+    def __call__(self, results: Results) -> Results:
+        for t in self.transforms:
+            results = t(results)
+        return results
+
+    def __repr__(self) -> str:
+        return "Compose(" + ", ".join(type(t).__name__ for t in self.transforms) + ")"
+
+
+def _valid(kp: np.ndarray) -> np.ndarray:
+    """(M, T) mask of body-frames that hold any non-zero coordinate."""
+    return np.abs(kp).sum((-1, -2)) > 0
+
+
+class PadBodies:
+    """Keep the first `num_bodies` bodies, zero-pad to exactly that many.
+
+    Needs "keypoint" (M, T, V, C); rewrites it as (num_bodies, T, V, C).
+    """
+
+    def __init__(self, num_bodies: int):
+        self.num_bodies = num_bodies
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"][: self.num_bodies]
+        if kp.shape[0] < self.num_bodies:
+            pad = np.zeros((self.num_bodies - kp.shape[0], *kp.shape[1:]), kp.dtype)
+            kp = np.concatenate([kp, pad], 0)
+        results["keypoint"] = kp
+        return results
+
+
+class TrimEmpty:
+    """Drop leading and trailing frames where no body is present.
+
+    Needs "keypoint" (M, T, V, C); rewrites it, sets "total_frames".
+    """
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"]
+        present = np.flatnonzero(_valid(kp).any(0))
+        if len(present):
+            kp = kp[:, present[0] : present[-1] + 1]
+        results["keypoint"] = kp
+        results["total_frames"] = kp.shape[1]
+        return results
+
+
+class Center:
+    """Translate so the main body's centre (mean over its valid frames) is the origin.
+
+    One offset for the whole clip keeps the motion of the body through space (walking,
+    sitting down). Needs "keypoint" (M, T, V, C); absent body-frames stay zero.
+    """
+
+    def __init__(self, layout: Layout):
+        self.center = list(layout.center)
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"]
+        valid = _valid(kp)
+        if valid[0].any():
+            origin = kp[0, valid[0]][:, self.center].mean((0, 1))  # (C,)
+            kp = np.where(valid[..., None, None], kp - origin, 0.0).astype(np.float32)
+        results["keypoint"] = kp
+        return results
+
+
+class AlignView:
+    """Rotate so the main body's left->right shoulder (or hip) line lies on +x, spine on +y.
+
+    Axes are averaged over the main body's valid frames. Needs "keypoint" (M, T, V, 3) in a
+    layout with named joints; other layouts pass through unchanged.
+    """
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"]
+        valid = _valid(kp)
+        if not self.layout.named or kp.shape[-1] != 3 or not valid[0].any():
+            return results
+        body = kp[0, valid[0]]  # (T', V, 3)
+        bottom, top = spine_points(self.layout, body)
+        left, right = self.layout.left_right
+        rot = rotation_to_axes(body[:, right] - body[:, left], top - bottom)
+        results["keypoint"] = np.where(valid[..., None, None], kp @ rot.T, 0.0).astype(np.float32)
+        return results
+
+
+def rotation_to_axes(x_dir: np.ndarray, y_dir: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation taking the mean of `y_dir` (K, 3) to +y and `x_dir` (K, 3) into x-y."""
+    y = y_dir.mean(0)
+    y = y / (np.linalg.norm(y) + 1e-8)
+    x = x_dir.mean(0)
+    x = x - (x @ y) * y  # Gram-Schmidt: the shoulders are not exactly square to the spine
+    if np.linalg.norm(x) < 1e-6:
+        return np.eye(3, dtype=np.float32)
+    x = x / np.linalg.norm(x)
+    z = np.cross(x, y)
+    return np.stack([x, y, z]).astype(np.float32)
+
+
+class ScaleNormalize:
+    """Divide coordinates by a body size so that people of any height look alike.
+
+    Named layouts: mean spine length (bottom to top) of the main body. Generic: RMS distance
+    of the main body's joints from their centre. Needs "keypoint" (M, T, V, C).
+    """
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"]
+        valid = _valid(kp)
+        if not valid[0].any():
+            return results
+        body = kp[0, valid[0]]  # (T', V, C)
+        if self.layout.named or self.layout.hips is not None:
+            bottom, top = spine_points(self.layout, body)
+            size = np.linalg.norm(top - bottom, axis=-1).mean()
+        else:
+            size = np.sqrt(((body - body.mean(1, keepdims=True)) ** 2).sum(-1).mean())
+        if size > 1e-6:
+            results["keypoint"] = (kp / size).astype(np.float32)
+        return results
+
+
+class RandomAugment:
+    """Random rotation (about y most, x and z a little), anisotropic scale and shear.
+
+    Needs "keypoint" (..., V, 3) and "rng". Absent body-frames stay zero.
+    """
+
+    def __init__(self, rotate_deg: Sequence[float] = (15.0, 30.0, 15.0), scale: float = 0.1,
+                 shear: float = 0.0):
+        self.rotate = np.deg2rad(np.asarray(rotate_deg, np.float64))
+        self.scale = scale
+        self.shear = shear
+
+    def matrix(self, rng: np.random.Generator) -> np.ndarray:
+        ax, ay, az = rng.uniform(-self.rotate, self.rotate)
+        cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+        rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+        ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+        rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+        s = np.diag(rng.uniform(1 - self.scale, 1 + self.scale, 3))
+        sh = np.eye(3) + (rng.uniform(-self.shear, self.shear, (3, 3)) * (1 - np.eye(3)))
+        return (rz @ ry @ rx @ s @ sh).astype(np.float32)
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"]
+        if kp.shape[-1] != 3:
+            return results
+        valid = np.abs(kp).sum(-1, keepdims=True) > 0
+        results["keypoint"] = np.where(valid, kp @ self.matrix(results["rng"]).T, 0.0).astype(
+            np.float32
+        )
+        return results
+
+
+class Resample:
+    """Sample `length` frames by segments; stack `num_clips` clips for test-time averaging.
+
+    Training: a random temporal crop (a fraction in `crop` of the clip), then a random frame
+    in each of `length` equal segments. Test: segment centres, clip k shifted by k/num_clips
+    of a segment. Needs "keypoint" (M, T, V, C); writes (K, M, length, V, C).
+    """
+
+    def __init__(self, length: int, train: bool, num_clips: int = 1,
+                 crop: Sequence[float] = (1.0, 1.0)):
+        self.length, self.train, self.num_clips = length, train, num_clips
+        self.crop = crop
+
+    def indices(self, total: int, rng: np.random.Generator | None) -> np.ndarray:
+        if self.train:
+            span = max(1, int(round(total * rng.uniform(*self.crop))))
+            start = rng.integers(0, total - span + 1)
+            edges = np.linspace(0, span, self.length + 1)
+            pos = edges[:-1] + rng.uniform(0, 1, self.length) * np.diff(edges)
+            return (start + np.minimum(pos.astype(int), span - 1))[None]
+        edges = np.linspace(0, total, self.length + 1)
+        shifts = (np.arange(self.num_clips) + 0.5) / self.num_clips
+        pos = edges[:-1][None] + shifts[:, None] * np.diff(edges)[None]
+        return np.minimum(pos.astype(int), total - 1)  # (K, length)
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"]
+        inds = self.indices(kp.shape[1], results.get("rng"))
+        results["keypoint"] = np.stack([kp[:, i] for i in inds])  # (K, M, length, V, C)
+        results["frame_inds"] = inds
+        return results
+
+
+class MotionFeatures:
+    """Append joint velocity and bone vectors as channels: C -> C * len(kinds).
+
+    kinds from "joint", "velocity" (frame difference, last frame repeated), "bone" (joint minus
+    its parent; layouts without bones use the offset from the joints' mean). Needs "keypoint"
+    (..., T, V, C).
+    """
+
+    def __init__(self, layout: Layout, kinds: Sequence[str] = ("joint",)):
+        unknown = set(kinds) - {"joint", "velocity", "bone"}
+        if unknown:
+            raise ValueError(f"unknown feature kinds {sorted(unknown)}")
+        self.kinds = list(kinds)
+        self.parents = np.array([p if p >= 0 else v for v, p in enumerate(layout.parents)])
+        self.has_bones = any(p >= 0 for p in layout.parents)
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"]
+        feats = []
+        for kind in self.kinds:
+            if kind == "joint":
+                feats.append(kp)
+            elif kind == "velocity":
+                vel = np.diff(kp, axis=-3, append=kp[..., -1:, :, :])
+                feats.append(vel)
+            elif self.has_bones:
+                feats.append(kp - kp[..., self.parents, :])
+            else:
+                feats.append(kp - kp.mean(-2, keepdims=True))
+        results["keypoint"] = np.concatenate(feats, -1).astype(np.float32)
+        return results
+
+
+def build_skeleton_pipeline(layout: Layout, cfg, train: bool, num_bodies: int) -> Compose:
+    """The skeleton stream's transforms from the `data.skeleton` config node."""
+    steps: list = [PadBodies(num_bodies), TrimEmpty()]
+    if cfg.center:
+        steps.append(Center(layout))
+    if cfg.align_view:
+        steps.append(AlignView(layout))
+    if cfg.scale_normalize:
+        steps.append(ScaleNormalize(layout))
+    if train and cfg.augment.enabled:
+        aug = cfg.augment
+        steps.append(RandomAugment(aug.rotate_deg, aug.scale, aug.shear))
+    crop = tuple(cfg.augment.temporal_crop) if train and cfg.augment.enabled else (1.0, 1.0)
+    steps.append(Resample(cfg.clip_len, train, 1 if train else cfg.test_clips, crop))
+    steps.append(MotionFeatures(layout, cfg.features))
+    return Compose(steps)

@@ -1,0 +1,155 @@
+"""Plain-torch training and evaluation: one epoch, evaluation, checkpoints, run outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from skelact.metrics import confusion_matrix, summarize
+from skelact.viz import plot_confusion
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; anything else is passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int, min_ratio: float = 0.0):
+    """Per-step LR multiplier: linear warmup, then cosine decay to `min_ratio`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def split_batch(batch: dict, streams, device) -> tuple[dict, torch.Tensor, int]:
+    """Stream tensors (N, K, ...) -> (N*K, ...) on device; labels (N,); clips per sample K."""
+    inputs = {}
+    k = 1
+    for name in streams:
+        x = batch[name]
+        k = x.shape[1]
+        inputs[name] = x.flatten(0, 1).to(device, non_blocking=True)
+    return inputs, batch["label"].to(device), k
+
+
+def stream_loss(out: dict, labels: torch.Tensor, smoothing: float, aux_weight: float):
+    """Cross-entropy on the fused logits plus `aux_weight` x each stream's own loss."""
+    loss = F.cross_entropy(out["logits"], labels, label_smoothing=smoothing)
+    if aux_weight > 0 and len(out["streams"]) > 1:
+        for logits in out["streams"].values():
+            loss = loss + aux_weight * F.cross_entropy(logits, labels, label_smoothing=smoothing)
+    return loss
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, device, streams, tcfg,
+                    epoch: int, show: bool = True) -> dict:
+    """One pass over `loader` with backpropagation through time; returns loss, accuracy, lr."""
+    model.train()
+    start = time.perf_counter()
+    total_loss = torch.zeros((), dtype=torch.float64)
+    correct = seen = 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, disable=not show,
+               dynamic_ncols=True)
+    for batch in bar:
+        inputs, labels, _ = split_batch(batch, streams, device)
+        out = model(inputs)
+        loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tcfg.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        n = len(labels)
+        total_loss += loss.detach().double().cpu() * n
+        correct += int((out["logits"].argmax(1) == labels).sum())
+        seen += n
+        bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return {"loss": total_loss.item() / max(seen, 1), "acc": correct / max(seen, 1),
+            "seen": seen, "seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device, streams, show: bool = True) -> dict:
+    """Scores averaged over each sample's K clips: fused and per stream, plus attention."""
+    model.eval()
+    fused, per_stream, labels, index, attention = [], {s: [] for s in streams}, [], [], []
+    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not show, dynamic_ncols=True):
+        inputs, y, k = split_batch(batch, streams, device)
+        out = model(inputs)
+        n = len(y)
+        fused.append(torch.softmax(out["logits"], -1).view(n, k, -1).mean(1).cpu())
+        for s in streams:
+            per_stream[s].append(torch.softmax(out["streams"][s], -1).view(n, k, -1).mean(1).cpu())
+        first = out["attention"][streams[0]]
+        attention.append(first.view(n, k, -1)[:, 0].cpu())
+        labels.append(y.cpu())
+        index.append(batch["index"])
+    cat = lambda xs: torch.cat(xs).numpy()  # noqa: E731
+    return {"scores": cat(fused), "stream_scores": {s: cat(v) for s, v in per_stream.items()},
+            "labels": cat(labels), "index": cat(index), "attention": cat(attention)}
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """torch.save to a temporary file, then rename: a kill never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - report which file is broken
+        raise RuntimeError(f"checkpoint {path} could not be read: {err}") from err
+
+
+def write_eval_outputs(result: dict, samples: list, classes: list[str], split: str,
+                       out_dir: str | Path) -> dict:
+    """metrics.json, predictions.csv, confusion_matrix.csv/.png into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scores, labels = result["scores"], result["labels"]
+    metrics = {**summarize(scores, labels), "split": split}
+    if len(result["stream_scores"]) > 1:
+        metrics["streams"] = {s: summarize(v, labels) for s, v in result["stream_scores"].items()}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    preds = scores.argmax(1)
+    top_p = scores.max(1)
+    names = [samples[i]["frame_dir"] for i in result["index"]]
+    pd.DataFrame({"frame_dir": names, "label": labels, "pred": preds,
+                  "label_name": [classes[i] for i in labels],
+                  "pred_name": [classes[i] for i in preds], "prob": top_p.round(5)}
+                 ).to_csv(out_dir / "predictions.csv", index=False)
+    # only classes that occur (as label or prediction) get a row/column: NTU-wide tables
+    # for a 6-class demo would be mostly empty
+    shown = np.union1d(labels, preds)
+    cm = confusion_matrix(labels, preds, scores.shape[1])[np.ix_(shown, shown)]
+    shown_names = [classes[i] for i in shown]
+    pd.DataFrame(cm, index=shown_names, columns=shown_names).to_csv(
+        out_dir / "confusion_matrix.csv")
+    plot_confusion(cm, shown_names, out_dir / "confusion_matrix.png",
+                   title=f"{split}: top-1 {metrics['top1']:.3f}")
+    return metrics

@@ -1,0 +1,1 @@
+"""Per-frame encoders, the recurrent core with temporal attention, and the recognizer."""

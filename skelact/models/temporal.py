@@ -1,0 +1,42 @@
+"""The recurrent core over per-frame features and temporal attention pooling."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RecurrentCore(nn.Module):
+    """LSTM or GRU over time, uni- or bidirectional, 1..N layers: (N, T, D) -> (N, T, H*dirs)."""
+
+    def __init__(self, in_dim: int, hidden: int = 256, layers: int = 1, cell: str = "lstm",
+                 bidirectional: bool = True, dropout: float = 0.0):
+        super().__init__()
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell)
+        if rnn is None:
+            raise ValueError(f"unknown recurrent cell {cell!r}; use 'lstm' or 'gru'")
+        # torch applies `dropout` between stacked layers only
+        self.rnn = rnn(in_dim, hidden, num_layers=layers, batch_first=True,
+                       bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
+        self.out_dim = hidden * (2 if bidirectional else 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return out  # (N, T, H*dirs)
+
+
+class TemporalAttention(nn.Module):
+    """Softmax attention over time: (N, T, D) -> pooled (N, D) and weights (N, T).
+
+    Scores come from a small MLP per frame; the weights are returned so a user can see which
+    frames decided the prediction.
+    """
+
+    def __init__(self, dim: int, hidden: int = 128):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = torch.softmax(self.score(h).squeeze(-1), dim=1)  # (N, T)
+        pooled = torch.einsum("nt,ntd->nd", weights, h)  # (N, D)
+        return pooled, weights

@@ -1,0 +1,197 @@
+"""`skelact train`: compose the hydra config, train, evaluate, write the run directory.
+
+Run directly or under torchrun for DistributedDataParallel:
+    python -m skelact.train data=ntu60_xsub data.ann_file=ntu60.pkl
+    torchrun --nproc_per_node=2 -m skelact.train hydra.run.dir=runs/ddp ...
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from skelact.data.annotations import load_annotations, num_classes
+from skelact.data.datasets import ActionDataset, EpochSampler, build_loaders, split_samples
+from skelact.engine import (cosine_with_warmup, evaluate, load_checkpoint, pick_device,
+                            save_checkpoint, train_one_epoch, write_eval_outputs)
+from skelact.models.recognizer import build_recognizer
+
+log = logging.getLogger("skelact")
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); starts the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(device_name)
+    if world == 1:
+        return 0, 1, device
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return dist.get_rank(), world, device
+
+
+class Data:
+    """The annotation file of a run with its train and test datasets."""
+
+    def __init__(self, cfg: DictConfig):
+        self.ann = load_annotations(cfg.data.ann_file)
+        self.classes = self.ann.get("classes") or [str(i) for i in range(num_classes(self.ann))]
+        self.num_classes = cfg.data.num_classes or len(self.classes)
+        self.streams = list(cfg.modality.streams)
+        self.seed = cfg.seed
+
+    def dataset(self, dcfg, split: str, train: bool) -> tuple[ActionDataset, dict]:
+        samples = split_samples(self.ann, split, str(dcfg.ann_file))
+        loaders, specs = build_loaders(dcfg, self.ann, self.streams, train)
+        return ActionDataset(samples, loaders, seed=self.seed), specs
+
+
+def make_loader(dataset, tcfg, shuffle: bool, rank: int = 0, world: int = 1, seed: int = 0,
+                eval_mode: bool = False) -> DataLoader:
+    sampler = EpochSampler(len(dataset), shuffle, seed, rank, world) if not eval_mode else None
+    return DataLoader(dataset, batch_size=tcfg.batch_size, sampler=sampler, shuffle=False,
+                      num_workers=tcfg.num_workers, drop_last=False,
+                      pin_memory=torch.cuda.is_available())
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
+    """Train as configured, write the run directory; returns final metrics (rank 0)."""
+    run_dir = Path(run_dir)
+    tcfg = cfg.trainer
+    rank, world, device = init_distributed(tcfg.device)
+    seed_everything(cfg.seed)
+    data = Data(cfg)
+    train_set, specs = data.dataset(cfg.data, cfg.data.train_split, train=True)
+    model = build_recognizer(cfg.model, data.streams, data.num_classes, specs).to(device)
+    train_loader = make_loader(train_set, tcfg, True, rank, world, cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    steps = len(train_loader) * tcfg.epochs
+    scheduler = cosine_with_warmup(optimizer, steps, len(train_loader) * tcfg.warmup_epochs,
+                                   tcfg.min_lr_ratio)
+    ckpt_dir = run_dir / "checkpoints"
+    state = {"epoch": 0, "history": [], "best": None}
+    if tcfg.resume and (ckpt_dir / "last.pt").is_file():
+        ck = load_checkpoint(ckpt_dir / "last.pt")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        state = {k: ck[k] for k in state}
+        if rank == 0:
+            log.info("resumed from %s after epoch %d", ckpt_dir / "last.pt", state["epoch"])
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=len(data.streams) > 1)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+    monitor = _monitor(cfg, data) if rank == 0 else None
+    for epoch in range(state["epoch"], tcfg.epochs):
+        train_set.set_epoch(epoch)
+        train_loader.sampler.set_epoch(epoch)
+        torch.manual_seed(cfg.seed * 100_003 + epoch * 101 + rank)  # dropout: same after resume
+        stats = train_one_epoch(net, train_loader, optimizer, scheduler, device, data.streams,
+                                tcfg, epoch, show=tcfg.progress and rank == 0)
+        stats = _reduce(stats, world)
+        row = {"epoch": epoch + 1, "loss": stats["loss"], "acc": stats["acc"],
+               "lr": optimizer.param_groups[0]["lr"], "seconds": round(stats["seconds"], 3)}
+        state["epoch"] = epoch + 1
+        if rank == 0:
+            if monitor is not None and _due(epoch, tcfg):
+                row["val_top1"] = monitor(model)
+                if state["best"] is None or row["val_top1"] > state["best"]:
+                    state["best"] = row["val_top1"]
+                    _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, cfg, data)
+            state["history"].append(row)
+            _save(ckpt_dir / "last.pt", model, optimizer, scheduler, state, cfg, data)
+            pd.DataFrame(state["history"]).to_csv(run_dir / "train_log.csv", index=False)
+            log.info("epoch %d/%d loss %.4f acc %.4f lr %.2e %.1fs%s", epoch + 1, tcfg.epochs,
+                     row["loss"], row["acc"], row["lr"], row["seconds"],
+                     f" val_top1 {row['val_top1']:.4f}" if "val_top1" in row else "")
+    if world > 1:
+        dist.barrier()
+    if rank != 0:
+        return None
+    if not (ckpt_dir / "best.pt").exists():  # no monitored epoch: the final model is the best
+        _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, cfg, data)
+    return evaluate_model(model, cfg, data, run_dir, device)
+
+
+def _due(epoch: int, tcfg) -> bool:
+    last = epoch + 1 == tcfg.epochs
+    return last or (tcfg.eval_every > 0 and (epoch + 1) % tcfg.eval_every == 0)
+
+
+def _monitor(cfg: DictConfig, data: Data):
+    """Top-1 on data.val_split (carved from training data) for best.pt; None if unset."""
+    if not cfg.data.val_split:
+        return None
+    val_set, _ = data.dataset(cfg.data, cfg.data.val_split, train=False)
+    loader = make_loader(val_set, cfg.trainer, False, eval_mode=True)
+    device = pick_device(cfg.trainer.device)
+
+    def score(model) -> float:
+        res = evaluate(model, loader, device, data.streams, show=False)
+        return float((res["scores"].argmax(1) == res["labels"]).mean())
+
+    return score
+
+
+def _reduce(stats: dict, world: int) -> dict:
+    if world == 1:
+        return stats
+    t = torch.tensor([stats["loss"] * stats["seen"], stats["acc"] * stats["seen"], stats["seen"]],
+                     dtype=torch.float64)
+    dist.all_reduce(t)
+    return {**stats, "loss": (t[0] / t[2]).item(), "acc": (t[1] / t[2]).item()}
+
+
+def _save(path, model, optimizer, scheduler, state, cfg, data: Data) -> None:
+    save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), **state,
+                     "config": OmegaConf.to_container(cfg, resolve=True),
+                     "classes": data.classes, "num_classes": data.num_classes}, path)
+
+
+def evaluate_model(model, cfg: DictConfig, data: Data, out_dir: Path, device) -> dict:
+    """Evaluate on data.test_split and write metrics, predictions and confusion matrix."""
+    test_set, _ = data.dataset(cfg.data, cfg.data.test_split, train=False)
+    loader = make_loader(test_set, cfg.trainer, False, eval_mode=True)
+    result = evaluate(model, loader, device, data.streams, show=cfg.trainer.progress)
+    metrics = write_eval_outputs(result, test_set.samples, data.classes, cfg.data.test_split,
+                                 out_dir)
+    log.info("%s: top1 %.4f top5 %.4f mean-class %.4f (%d samples) -> %s", cfg.data.test_split,
+             metrics["top1"], metrics["top5"], metrics["mean_class_accuracy"],
+             metrics["num_samples"], out_dir)
+    return metrics
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    train(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Shared fixtures: paths to the real data, a learnable toy annotation file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skelact.data.annotations import save_annotations
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, skipping the test when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} (see ../shared/data/README.md)")
+    return path
+
+
+def toy_annotations(num_classes: int = 3, per_class: int = 24, frames: int = 40, joints: int = 25,
+                    bodies: int = 1, seed: int = 0) -> dict:
+    """A learnable set: class c moves joint group c along a sine of its own frequency.
+
+    Two "subjects" per class alternate between the train and test splits.
+    """
+    rng = np.random.default_rng(seed)
+    anns, split = [], {"train": [], "test": []}
+    base = rng.normal(0, 0.3, (joints, 3)).astype(np.float32)
+    for c in range(num_classes):
+        for i in range(per_class):
+            t = np.linspace(0, 2 * np.pi, frames)
+            kp = np.repeat(base[None], frames, 0) + rng.normal(0, 0.02, (frames, joints, 3))
+            group = slice(c * joints // num_classes, (c + 1) * joints // num_classes)
+            kp[:, group, 1] += 0.4 * np.sin((c + 1) * t + rng.uniform(0, 1))[:, None]
+            kp = np.repeat(kp[None], bodies, 0).astype(np.float32)
+            name = f"toy_c{c}_{i:03d}"
+            anns.append({"frame_dir": name, "label": c, "keypoint": kp, "total_frames": frames})
+            split["train" if i % 4 else "test"].append(name)
+    return {"split": split, "annotations": anns, "classes": [f"class{c}" for c in range(num_classes)]}
+
+
+@pytest.fixture
+def toy_ann_file(tmp_path) -> Path:
+    return save_annotations(toy_annotations(), tmp_path / "toy.pkl")
