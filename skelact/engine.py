@@ -20,7 +20,7 @@ from skelact.viz import plot_confusion
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else is passed to torch."""
+    """ "auto" -> cuda when available, else cpu; anything else is passed to torch."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -58,15 +58,29 @@ def stream_loss(out: dict, labels: torch.Tensor, smoothing: float, aux_weight: f
     return loss
 
 
-def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, device, streams, tcfg,
-                    epoch: int, show: bool = True) -> dict:
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    optimizer,
+    scheduler,
+    device,
+    streams,
+    tcfg,
+    epoch: int,
+    show: bool = True,
+) -> dict:
     """One pass over `loader` with backpropagation through time; returns loss, accuracy, lr."""
     model.train()
     start = time.perf_counter()
     total_loss = torch.zeros((), dtype=torch.float64)
     correct = seen = 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, disable=not show,
-               dynamic_ncols=True)
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch + 1}/{tcfg.epochs}",
+        leave=False,
+        disable=not show,
+        dynamic_ncols=True,
+    )
     for batch in bar:
         inputs, labels, _ = split_batch(batch, streams, device)
         out = model(inputs)
@@ -82,8 +96,12 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, device, stre
         correct += int((out["logits"].argmax(1) == labels).sum())
         seen += n
         bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", acc=f"{correct / seen:.3f}")
-    return {"loss": total_loss.item() / max(seen, 1), "acc": correct / max(seen, 1),
-            "seen": seen, "seconds": time.perf_counter() - start}
+    return {
+        "loss": total_loss.item() / max(seen, 1),
+        "acc": correct / max(seen, 1),
+        "seen": seen,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 @torch.no_grad()
@@ -103,8 +121,13 @@ def evaluate(model: nn.Module, loader, device, streams, show: bool = True) -> di
         labels.append(y.cpu())
         index.append(batch["index"])
     cat = lambda xs: torch.cat(xs).numpy()  # noqa: E731
-    return {"scores": cat(fused), "stream_scores": {s: cat(v) for s, v in per_stream.items()},
-            "labels": cat(labels), "index": cat(index), "attention": cat(attention)}
+    return {
+        "scores": cat(fused),
+        "stream_scores": {s: cat(v) for s, v in per_stream.items()},
+        "labels": cat(labels),
+        "index": cat(index),
+        "attention": cat(attention),
+    }
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -126,8 +149,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise RuntimeError(f"checkpoint {path} could not be read: {err}") from err
 
 
-def write_eval_outputs(result: dict, samples: list, classes: list[str], split: str,
-                       out_dir: str | Path) -> dict:
+def write_eval_outputs(
+    result: dict, samples: list, classes: list[str], split: str, out_dir: str | Path
+) -> dict:
     """metrics.json, predictions.csv, confusion_matrix.csv/.png into `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,17 +163,28 @@ def write_eval_outputs(result: dict, samples: list, classes: list[str], split: s
     preds = scores.argmax(1)
     top_p = scores.max(1)
     names = [samples[i]["frame_dir"] for i in result["index"]]
-    pd.DataFrame({"frame_dir": names, "label": labels, "pred": preds,
-                  "label_name": [classes[i] for i in labels],
-                  "pred_name": [classes[i] for i in preds], "prob": top_p.round(5)}
-                 ).to_csv(out_dir / "predictions.csv", index=False)
+    pd.DataFrame(
+        {
+            "frame_dir": names,
+            "label": labels,
+            "pred": preds,
+            "label_name": [classes[i] for i in labels],
+            "pred_name": [classes[i] for i in preds],
+            "prob": top_p.round(5),
+        }
+    ).to_csv(out_dir / "predictions.csv", index=False)
     # only classes that occur (as label or prediction) get a row/column: NTU-wide tables
     # for a 6-class demo would be mostly empty
     shown = np.union1d(labels, preds)
     cm = confusion_matrix(labels, preds, scores.shape[1])[np.ix_(shown, shown)]
     shown_names = [classes[i] for i in shown]
     pd.DataFrame(cm, index=shown_names, columns=shown_names).to_csv(
-        out_dir / "confusion_matrix.csv")
-    plot_confusion(cm, shown_names, out_dir / "confusion_matrix.png",
-                   title=f"{split}: top-1 {metrics['top1']:.3f}")
+        out_dir / "confusion_matrix.csv"
+    )
+    plot_confusion(
+        cm,
+        shown_names,
+        out_dir / "confusion_matrix.png",
+        title=f"{split}: top-1 {metrics['top1']:.3f}",
+    )
     return metrics

@@ -119,8 +119,12 @@ def get_layout(name: str, num_joints: int | None = None) -> Layout:
     if name == "generic":
         if num_joints is None:
             raise ValueError("layout 'generic' needs the joint count")
-        return Layout(name="generic", joints=tuple(f"j{v}" for v in range(num_joints)),
-                      parents=(-1,) * num_joints, center=tuple(range(num_joints)))
+        return Layout(
+            name="generic",
+            joints=tuple(f"j{v}" for v in range(num_joints)),
+            parents=(-1,) * num_joints,
+            center=tuple(range(num_joints)),
+        )
     if name not in LAYOUTS:
         raise ValueError(f"unknown layout {name!r}; known: {sorted(LAYOUTS) + ['generic']}")
     layout = LAYOUTS[name]

@@ -21,9 +21,22 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from skelact.data.annotations import load_annotations, num_classes
-from skelact.data.datasets import ActionDataset, EpochSampler, build_loaders, split_samples
-from skelact.engine import (cosine_with_warmup, evaluate, load_checkpoint, pick_device,
-                            save_checkpoint, train_one_epoch, write_eval_outputs)
+from skelact.data.datasets import (
+    ActionDataset,
+    EpochSampler,
+    build_loaders,
+    keep_available,
+    split_samples,
+)
+from skelact.engine import (
+    cosine_with_warmup,
+    evaluate,
+    load_checkpoint,
+    pick_device,
+    save_checkpoint,
+    train_one_epoch,
+    write_eval_outputs,
+)
 from skelact.models.recognizer import build_recognizer
 
 log = logging.getLogger("skelact")
@@ -59,19 +72,34 @@ class Data:
         self.num_classes = cfg.data.num_classes or len(self.classes)
         self.streams = list(cfg.modality.streams)
         self.seed = cfg.seed
+        self.mcfg = cfg.model
 
     def dataset(self, dcfg, split: str, train: bool) -> tuple[ActionDataset, dict]:
         samples = split_samples(self.ann, split, str(dcfg.ann_file))
-        loaders, specs = build_loaders(dcfg, self.ann, self.streams, train)
+        loaders, specs = build_loaders(dcfg, self.mcfg, self.ann, self.streams, train)
+        samples = keep_available(samples, specs, split)
         return ActionDataset(samples, loaders, seed=self.seed), specs
 
 
-def make_loader(dataset, tcfg, shuffle: bool, rank: int = 0, world: int = 1, seed: int = 0,
-                eval_mode: bool = False) -> DataLoader:
+def make_loader(
+    dataset,
+    tcfg,
+    shuffle: bool,
+    rank: int = 0,
+    world: int = 1,
+    seed: int = 0,
+    eval_mode: bool = False,
+) -> DataLoader:
     sampler = EpochSampler(len(dataset), shuffle, seed, rank, world) if not eval_mode else None
-    return DataLoader(dataset, batch_size=tcfg.batch_size, sampler=sampler, shuffle=False,
-                      num_workers=tcfg.num_workers, drop_last=False,
-                      pin_memory=torch.cuda.is_available())
+    return DataLoader(
+        dataset,
+        batch_size=tcfg.batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=tcfg.num_workers,
+        drop_last=False,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
@@ -86,8 +114,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     train_loader = make_loader(train_set, tcfg, True, rank, world, cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     steps = len(train_loader) * tcfg.epochs
-    scheduler = cosine_with_warmup(optimizer, steps, len(train_loader) * tcfg.warmup_epochs,
-                                   tcfg.min_lr_ratio)
+    scheduler = cosine_with_warmup(
+        optimizer, steps, len(train_loader) * tcfg.warmup_epochs, tcfg.min_lr_ratio
+    )
     ckpt_dir = run_dir / "checkpoints"
     state = {"epoch": 0, "history": [], "best": None}
     if tcfg.resume and (ckpt_dir / "last.pt").is_file():
@@ -101,7 +130,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, find_unused_parameters=len(data.streams) > 1)
+            model, find_unused_parameters=len(data.streams) > 1
+        )
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml")
@@ -110,11 +140,25 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
         train_set.set_epoch(epoch)
         train_loader.sampler.set_epoch(epoch)
         torch.manual_seed(cfg.seed * 100_003 + epoch * 101 + rank)  # dropout: same after resume
-        stats = train_one_epoch(net, train_loader, optimizer, scheduler, device, data.streams,
-                                tcfg, epoch, show=tcfg.progress and rank == 0)
+        stats = train_one_epoch(
+            net,
+            train_loader,
+            optimizer,
+            scheduler,
+            device,
+            data.streams,
+            tcfg,
+            epoch,
+            show=tcfg.progress and rank == 0,
+        )
         stats = _reduce(stats, world)
-        row = {"epoch": epoch + 1, "loss": stats["loss"], "acc": stats["acc"],
-               "lr": optimizer.param_groups[0]["lr"], "seconds": round(stats["seconds"], 3)}
+        row = {
+            "epoch": epoch + 1,
+            "loss": stats["loss"],
+            "acc": stats["acc"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(stats["seconds"], 3),
+        }
         state["epoch"] = epoch + 1
         if rank == 0:
             if monitor is not None and _due(epoch, tcfg):
@@ -125,9 +169,16 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
             state["history"].append(row)
             _save(ckpt_dir / "last.pt", model, optimizer, scheduler, state, cfg, data)
             pd.DataFrame(state["history"]).to_csv(run_dir / "train_log.csv", index=False)
-            log.info("epoch %d/%d loss %.4f acc %.4f lr %.2e %.1fs%s", epoch + 1, tcfg.epochs,
-                     row["loss"], row["acc"], row["lr"], row["seconds"],
-                     f" val_top1 {row['val_top1']:.4f}" if "val_top1" in row else "")
+            log.info(
+                "epoch %d/%d loss %.4f acc %.4f lr %.2e %.1fs%s",
+                epoch + 1,
+                tcfg.epochs,
+                row["loss"],
+                row["acc"],
+                row["lr"],
+                row["seconds"],
+                f" val_top1 {row['val_top1']:.4f}" if "val_top1" in row else "",
+            )
     if world > 1:
         dist.barrier()
     if rank != 0:
@@ -160,17 +211,27 @@ def _monitor(cfg: DictConfig, data: Data):
 def _reduce(stats: dict, world: int) -> dict:
     if world == 1:
         return stats
-    t = torch.tensor([stats["loss"] * stats["seen"], stats["acc"] * stats["seen"], stats["seen"]],
-                     dtype=torch.float64)
+    t = torch.tensor(
+        [stats["loss"] * stats["seen"], stats["acc"] * stats["seen"], stats["seen"]],
+        dtype=torch.float64,
+    )
     dist.all_reduce(t)
     return {**stats, "loss": (t[0] / t[2]).item(), "acc": (t[1] / t[2]).item()}
 
 
 def _save(path, model, optimizer, scheduler, state, cfg, data: Data) -> None:
-    save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), **state,
-                     "config": OmegaConf.to_container(cfg, resolve=True),
-                     "classes": data.classes, "num_classes": data.num_classes}, path)
+    save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            **state,
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "classes": data.classes,
+            "num_classes": data.num_classes,
+        },
+        path,
+    )
 
 
 def evaluate_model(model, cfg: DictConfig, data: Data, out_dir: Path, device) -> dict:
@@ -178,11 +239,18 @@ def evaluate_model(model, cfg: DictConfig, data: Data, out_dir: Path, device) ->
     test_set, _ = data.dataset(cfg.data, cfg.data.test_split, train=False)
     loader = make_loader(test_set, cfg.trainer, False, eval_mode=True)
     result = evaluate(model, loader, device, data.streams, show=cfg.trainer.progress)
-    metrics = write_eval_outputs(result, test_set.samples, data.classes, cfg.data.test_split,
-                                 out_dir)
-    log.info("%s: top1 %.4f top5 %.4f mean-class %.4f (%d samples) -> %s", cfg.data.test_split,
-             metrics["top1"], metrics["top5"], metrics["mean_class_accuracy"],
-             metrics["num_samples"], out_dir)
+    metrics = write_eval_outputs(
+        result, test_set.samples, data.classes, cfg.data.test_split, out_dir
+    )
+    log.info(
+        "%s: top1 %.4f top5 %.4f mean-class %.4f (%d samples) -> %s",
+        cfg.data.test_split,
+        metrics["top1"],
+        metrics["top5"],
+        metrics["mean_class_accuracy"],
+        metrics["num_samples"],
+        out_dir,
+    )
     return metrics
 
 

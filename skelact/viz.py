@@ -12,8 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: str | Path,
-                   title: str = "") -> Path:
+def plot_confusion(
+    cm: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = ""
+) -> Path:
     """Row-normalised confusion matrix as a PNG; big matrices drop the cell numbers."""
     cm = np.asarray(cm, np.float64)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -27,8 +28,15 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: str | Path,
     ax.set_ylabel("true")
     if n <= 30:
         for i, j in zip(*np.nonzero(cm), strict=True):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                int(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
@@ -37,8 +45,12 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: str | Path,
     return Path(path)
 
 
-def plot_attention(weights: np.ndarray, path: str | Path, times: np.ndarray | None = None,
-                   title: str = "temporal attention") -> Path:
+def plot_attention(
+    weights: np.ndarray,
+    path: str | Path,
+    times: np.ndarray | None = None,
+    title: str = "temporal attention",
+) -> Path:
     """Attention weight per sampled frame (T,), optionally against their times in seconds."""
     x = np.arange(len(weights)) if times is None else times
     fig, ax = plt.subplots(figsize=(8, 2.5))

@@ -106,5 +106,7 @@ def _validate_sample(ann: Any, i: int, n_cls: int | None, source: str) -> None:
             f"{where}: non-finite coordinate at body {bad[0]}, frame {bad[1]}, joint {bad[2]}"
         )
     if "keypoint_score" in ann and ann["keypoint_score"].shape != kp.shape[:3]:
-        raise AnnotationError(f"{where}: keypoint_score shape {ann['keypoint_score'].shape} "
-                              f"does not match keypoint {kp.shape[:3]}")
+        raise AnnotationError(
+            f"{where}: keypoint_score shape {ann['keypoint_score'].shape} "
+            f"does not match keypoint {kp.shape[:3]}"
+        )

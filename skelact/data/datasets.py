@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,7 +99,7 @@ def split_samples(data: dict, split: str, source: str = "annotations") -> list[d
     return [by_name[name] for name in data["split"][split]]
 
 
-def build_loaders(dcfg, data: dict, streams, train: bool) -> tuple[dict, dict]:
+def build_loaders(dcfg, mcfg, data: dict, streams, train: bool) -> tuple[dict, dict]:
     """Stream loaders for one split and the input spec each stream's encoder needs."""
     from skelact.data.transforms import build_skeleton_pipeline
 
@@ -110,9 +111,100 @@ def build_loaders(dcfg, data: dict, streams, train: bool) -> tuple[dict, dict]:
             bodies = scfg.num_bodies or max(a["keypoint"].shape[0] for a in data["annotations"])
             pipe = build_skeleton_pipeline(layout, scfg, train, bodies)
             loaders[name] = skeleton_loader(pipe)
-            specs[name] = {"num_joints": layout.num_joints, "num_bodies": bodies,
-                           "channels": data["annotations"][0]["keypoint"].shape[3]
-                           * len(scfg.features)}
+            specs[name] = {
+                "num_joints": layout.num_joints,
+                "num_bodies": bodies,
+                "channels": data["annotations"][0]["keypoint"].shape[3] * len(scfg.features),
+            }
+        elif name in ("rgb", "depth"):
+            loaders[name], specs[name] = frame_stream(name, dcfg[name], mcfg[name], train)
         else:
             raise ValueError(f"unknown stream {name!r}")
     return loaders, specs
+
+
+def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict]:
+    """Loader and spec of an RGB or depth stream: cached features (K, T, D) or frames.
+
+    Frames: (1, T, C, H, W) per sample, decoded in the DataLoader workers.
+    """
+    from skelact.data.video import sample_indices
+
+    if mcfg.input == "features":
+        if not scfg.features:
+            raise ValueError(
+                f"model.{kind}.input=features needs data.{kind}.features=DIR "
+                f"(made by `skelact prepare features --modality {kind}`)"
+            )
+        root = Path(scfg.features)
+        dim = feature_dim(root)
+
+        def load(sample: dict, rng: np.random.Generator) -> torch.Tensor:
+            feats = np.load(root / f"{sample['frame_dir']}.npy").astype(np.float32)  # (T0, D)
+            inds = sample_indices(len(feats), scfg.num_frames, train, rng)
+            return torch.from_numpy(feats[inds])[None]  # (1, T, D)
+
+        return load, {
+            "feature_dim": dim,
+            "has": lambda s: (root / f"{s['frame_dir']}.npy").is_file(),
+        }
+
+    from skelact.data.depth import load_depth_clip
+    from skelact.data.video import load_rgb_clip
+
+    if not scfg.root:
+        raise ValueError(f"model.{kind}.input=frames needs data.{kind}.root=DIR")
+    root = Path(scfg.root)
+
+    def path_of(sample: dict) -> Path:
+        if kind == "rgb":
+            return Path(sample.get("rgb_path") or root / f"{sample['frame_dir']}_rgb.avi")
+        return Path(sample.get("depth_path") or root / sample["frame_dir"])
+
+    def load_frames(sample: dict, rng: np.random.Generator) -> torch.Tensor:
+        xy = sample.get("color_xy" if kind == "rgb" else "depth_xy")
+        fn = load_rgb_clip if kind == "rgb" else load_depth_clip
+        clip = fn(path_of(sample), scfg.num_frames, xy=xy, size=scfg.size, train=train, rng=rng)
+        return clip[None]  # (1, T, C, H, W)
+
+    return load_frames, {
+        "in_channels": 3 if kind == "rgb" else 1,
+        "has": lambda s: path_of(s).exists(),
+    }
+
+
+def feature_dim(root: Path) -> int:
+    """Feature width D of a cache folder, from its index.json or its first file."""
+    index = root / "index.json"
+    if index.is_file():
+        import json
+
+        return int(json.loads(index.read_text())["feature_dim"])
+    first = next(root.glob("*.npy"), None)
+    if first is None:
+        raise FileNotFoundError(f"feature cache {root} holds no .npy files")
+    return int(np.load(first, mmap_mode="r").shape[-1])
+
+
+def keep_available(samples: list[dict], specs: dict, split: str) -> list[dict]:
+    """Drop samples lacking a stream's input, naming them once in the log."""
+    import logging
+
+    kept = samples
+    for name, spec in specs.items():
+        has = spec.get("has")
+        if has is None:
+            continue
+        missing = [s["frame_dir"] for s in kept if not has(s)]
+        if missing:
+            logging.getLogger("skelact").warning(
+                "%s: %d sample(s) have no %s input and are left out: %s%s",
+                split,
+                len(missing),
+                name,
+                ", ".join(missing[:20]),
+                " ..." if len(missing) > 20 else "",
+            )
+            gone = set(missing)
+            kept = [s for s in kept if s["frame_dir"] not in gone]
+    return kept

@@ -159,15 +159,26 @@ class RandomAugment:
     Needs "keypoint" (..., V, 3) and "rng". Absent body-frames stay zero.
     """
 
-    def __init__(self, rotate_deg: Sequence[float] = (15.0, 30.0, 15.0), scale: float = 0.1,
-                 shear: float = 0.0):
+    def __init__(
+        self,
+        rotate_deg: Sequence[float] = (15.0, 30.0, 15.0),
+        scale: float = 0.1,
+        shear: float = 0.0,
+    ):
         self.rotate = np.deg2rad(np.asarray(rotate_deg, np.float64))
         self.scale = scale
         self.shear = shear
 
     def matrix(self, rng: np.random.Generator) -> np.ndarray:
         ax, ay, az = rng.uniform(-self.rotate, self.rotate)
-        cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+        cx, sx, cy, sy, cz, sz = (
+            np.cos(ax),
+            np.sin(ax),
+            np.cos(ay),
+            np.sin(ay),
+            np.cos(az),
+            np.sin(az),
+        )
         rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
         ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
         rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
@@ -194,8 +205,9 @@ class Resample:
     of a segment. Needs "keypoint" (M, T, V, C); writes (K, M, length, V, C).
     """
 
-    def __init__(self, length: int, train: bool, num_clips: int = 1,
-                 crop: Sequence[float] = (1.0, 1.0)):
+    def __init__(
+        self, length: int, train: bool, num_clips: int = 1, crop: Sequence[float] = (1.0, 1.0)
+    ):
         self.length, self.train, self.num_clips = length, train, num_clips
         self.crop = crop
 

@@ -42,7 +42,26 @@ def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
         enc = JointMLP(spec["num_joints"], spec["channels"], spec["num_bodies"], cfg.hidden,
                        cfg.embed, cfg.dropout)
         return enc, cfg.embed
+    if stream in ("rgb", "depth") and cfg.input == "features":
+        return FeatureProjector(spec["feature_dim"], cfg.embed, cfg.dropout), cfg.embed
+    if stream in ("rgb", "depth"):
+        resnet = FrameResNet(cfg.arch, cfg.pretrained, spec["in_channels"], cfg.frozen,
+                             cfg.weights_file)
+        proj = FeatureProjector(resnet.out_dim, cfg.embed, cfg.dropout)
+        return nn.Sequential(resnet, proj), cfg.embed
     raise ValueError(f"no encoder for stream {stream!r}")
+
+
+class FeatureProjector(nn.Module):
+    """Per-frame projection of cached (or freshly computed) CNN features: (N, T, D) -> (N, T, E)."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Dropout(dropout),
+                                  nn.Linear(in_dim, out_dim), nn.GELU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
 
 
 # --- RGB / depth frames -------------------------------------------------------------------

@@ -15,12 +15,19 @@ class Stream(nn.Module):
     handled by the encoder itself); output embedding (N, E) and attention (N, T).
     """
 
-    def __init__(self, encoder: nn.Module, enc_dim: int, core_cfg, attn_hidden: int,
-                 dropout: float):
+    def __init__(
+        self, encoder: nn.Module, enc_dim: int, core_cfg, attn_hidden: int, dropout: float
+    ):
         super().__init__()
         self.encoder = encoder
-        self.core = RecurrentCore(enc_dim, core_cfg.hidden, core_cfg.layers, core_cfg.cell,
-                                  core_cfg.bidirectional, core_cfg.dropout)
+        self.core = RecurrentCore(
+            enc_dim,
+            core_cfg.hidden,
+            core_cfg.layers,
+            core_cfg.cell,
+            core_cfg.bidirectional,
+            core_cfg.dropout,
+        )
         self.attention = TemporalAttention(self.core.out_dim, attn_hidden)
         self.dropout = nn.Dropout(dropout)
         self.out_dim = self.core.out_dim
@@ -39,18 +46,30 @@ class Recognizer(nn.Module):
     so every stream can be scored alone (and trained with an auxiliary loss).
     """
 
-    def __init__(self, streams: dict[str, Stream], num_classes: int, fusion: str = "concat",
-                 fusion_hidden: int = 256, dropout: float = 0.0):
+    def __init__(
+        self,
+        streams: dict[str, Stream],
+        num_classes: int,
+        fusion: str = "concat",
+        fusion_hidden: int = 256,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if fusion not in ("concat", "mean", "weighted"):
             raise ValueError(f"unknown fusion {fusion!r}; use concat, mean or weighted")
         self.streams = nn.ModuleDict(streams)
-        self.heads = nn.ModuleDict({k: nn.Linear(s.out_dim, num_classes) for k, s in streams.items()})
+        self.heads = nn.ModuleDict(
+            {k: nn.Linear(s.out_dim, num_classes) for k, s in streams.items()}
+        )
         self.fusion = fusion
         if fusion == "concat" and len(streams) > 1:
             total = sum(s.out_dim for s in streams.values())
-            self.fuse = nn.Sequential(nn.Linear(total, fusion_hidden), nn.GELU(),
-                                      nn.Dropout(dropout), nn.Linear(fusion_hidden, num_classes))
+            self.fuse = nn.Sequential(
+                nn.Linear(total, fusion_hidden),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(fusion_hidden, num_classes),
+            )
         if fusion == "weighted":
             self.stream_logit_weights = nn.Parameter(torch.zeros(len(streams)))
 
@@ -71,7 +90,9 @@ class Recognizer(nn.Module):
         return {"logits": fused, "streams": logits, "attention": attention}
 
 
-def build_recognizer(mcfg, streams: list[str], num_classes: int, specs: dict[str, dict]) -> Recognizer:
+def build_recognizer(
+    mcfg, streams: list[str], num_classes: int, specs: dict[str, dict]
+) -> Recognizer:
     """Build the model from the `model` config node for the streams the modality asks for.
 
     `specs[stream]` describes the input: skeleton {"num_joints", "channels", "num_bodies"};

@@ -9,15 +9,28 @@ from torch import nn
 class RecurrentCore(nn.Module):
     """LSTM or GRU over time, uni- or bidirectional, 1..N layers: (N, T, D) -> (N, T, H*dirs)."""
 
-    def __init__(self, in_dim: int, hidden: int = 256, layers: int = 1, cell: str = "lstm",
-                 bidirectional: bool = True, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int = 256,
+        layers: int = 1,
+        cell: str = "lstm",
+        bidirectional: bool = True,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell)
         if rnn is None:
             raise ValueError(f"unknown recurrent cell {cell!r}; use 'lstm' or 'gru'")
         # torch applies `dropout` between stacked layers only
-        self.rnn = rnn(in_dim, hidden, num_layers=layers, batch_first=True,
-                       bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
+        self.rnn = rnn(
+            in_dim,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.out_dim = hidden * (2 if bidirectional else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,248 @@
+"""Feature cache: run a frozen per-frame ResNet once over every sample's frames.
+
+`skelact prepare features --modality rgb|depth` calls `extract_features`; training with
+`model.<stream>.input=features` then reads (T, D) arrays with `load_features` instead of
+decoding pixels. Layout of `out_dir`::
+
+    index.json              settings (modality, arch, pretrained, num_frames, size, dim) and
+                            the status of every sample ("ok", "cached", "absent", or the reason
+                            it failed)
+    <frame_dir>.npy         float16 (T, D), T = num_frames (test-mode, deterministic sampling)
+
+Runs are resumable: existing .npy files are kept and skipped, provided the settings match.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from skelact.data.annotations import load_annotations
+from skelact.data.depth import load_depth_clip
+from skelact.data.video import load_rgb_clip
+
+INDEX = "index.json"
+SETTINGS = ("modality", "arch", "pretrained", "num_frames", "size", "dim")
+
+
+def source_path(sample: dict, modality: str, data_root: str | os.PathLike) -> Path:
+    """Where a sample's frames live: its "rgb_path" / "depth_path" field if present (absolute or
+    relative to data_root), else NTU's naming: data_root/<frame_dir>_rgb.avi for RGB,
+    data_root/<frame_dir>/ (MDepth-%08d.png files) for depth."""
+    if modality not in ("rgb", "depth"):
+        raise ValueError(f"modality must be 'rgb' or 'depth', got {modality!r}")
+    own = sample.get(f"{modality}_path")
+    if own:
+        return Path(data_root) / own
+    name = sample["frame_dir"]
+    return Path(data_root) / (f"{name}_rgb.avi" if modality == "rgb" else name)
+
+
+class ClipDataset(Dataset):
+    """Decodes one sample per item (in DataLoader workers) -> (name, clip or None, error)."""
+
+    def __init__(
+        self,
+        items: list[tuple[str, Path, Any]],
+        modality: str,
+        num_frames: int,
+        size: int,
+        depth_range: tuple[float, float] = (500, 4500),
+    ):
+        self.items, self.modality = items, modality
+        self.num_frames, self.size, self.depth_range = num_frames, size, depth_range
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[str, torch.Tensor | None, str]:
+        name, path, xy = self.items[i]
+        try:
+            if self.modality == "rgb":
+                clip = load_rgb_clip(path, self.num_frames, xy, self.size)
+            else:
+                clip = load_depth_clip(
+                    path, self.num_frames, xy, self.size, depth_range=self.depth_range
+                )
+        except Exception as err:  # noqa: BLE001 - a bad sample is reported, the run goes on
+            return name, None, f"error: {err}"
+        return name, clip, ""
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def _read_index(out_dir: Path) -> dict | None:
+    path = out_dir / INDEX
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_index(out_dir: Path, settings: dict, status: dict[str, str]) -> None:
+    tmp = out_dir / (INDEX + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({**settings, "samples": status}, f, indent=1)
+    os.replace(tmp, out_dir / INDEX)
+
+
+def _save(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
+        np.save(f, arr)
+    os.replace(tmp, path)  # an interrupted run never leaves a truncated .npy behind
+
+
+def _plan(samples, modality, data_root, out_dir) -> tuple[list, dict[str, str]]:
+    """Split samples into items to decode and statuses known up front."""
+    todo, status = [], {}
+    for s in samples:
+        name = s["frame_dir"]
+        if "modalities" in s and modality not in s["modalities"]:
+            status[name] = "absent"
+        elif (out_dir / f"{name}.npy").is_file():
+            status[name] = "cached"
+        elif not (src := source_path(s, modality, data_root)).exists():
+            status[name] = f"missing: {src} does not exist"
+        else:
+            todo.append((name, src, s.get("color_xy" if modality == "rgb" else "depth_xy")))
+    return todo, status
+
+
+def _check_settings(out_dir: Path, settings: dict) -> dict[str, str]:
+    """Previous statuses if out_dir holds a cache made with the same settings; else raise."""
+    old = _read_index(out_dir)
+    if old is None:
+        if any(out_dir.glob("*.npy")):
+            raise ValueError(
+                f"feature cache {out_dir}: holds .npy files but no {INDEX}; "
+                "cannot tell how they were made, use an empty out_dir"
+            )
+        return {}
+    diff = {k: (old.get(k), settings[k]) for k in SETTINGS if old.get(k) != settings[k]}
+    if diff:
+        raise ValueError(
+            f"feature cache {out_dir}: made with other settings "
+            f"(was, now): {diff}; use another out_dir or delete it"
+        )
+    return old.get("samples", {})
+
+
+def _encode_all(loader, encoder, device, out_dir, status, progress) -> int:
+    """Encode and save every decoded clip; returns the number of frames encoded."""
+    frames = 0
+    for batch in loader:
+        good = [(name, clip) for name, clip, err in batch if clip is not None]
+        status.update({name: err for name, clip, err in batch if clip is None})
+        if good:
+            x = torch.stack([clip for _, clip in good]).to(device)  # (B, T, C, S, S)
+            with torch.inference_mode():
+                feats = encoder(x).float().cpu().numpy().astype(np.float16)  # (B, T, D)
+            for (name, _), f in zip(good, feats, strict=True):
+                _save(out_dir / f"{name}.npy", f)
+                status[name] = "ok"
+            frames += x.shape[0] * x.shape[1]
+        progress.update(len(batch))
+    return frames
+
+
+def extract_features(
+    ann_file: str | os.PathLike | dict,
+    modality: str,
+    data_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    arch: str = "resnet18",
+    pretrained: str | None = "imagenet",
+    num_frames: int = 16,
+    size: int = 224,
+    batch_size: int = 8,
+    workers: int = 2,
+    device: str = "auto",
+    weights_file: str | None = None,
+    split: str | None = None,
+    depth_range: tuple[float, float] = (500, 4500),
+) -> dict[str, Any]:
+    """Cache frozen-ResNet features (float16 (T, D) per sample) for one modality.
+
+    ann_file: an annotation pickle (or its loaded dict); split: only that split's samples.
+    batch_size counts samples (each num_frames frames). Missing or corrupt videos are counted
+    with their reason, never stop the run. Returns a report: counts per status, the failures
+    {frame_dir: reason}, dim, seconds, encoded frames per second, out_dir.
+    """
+    from skelact.models.encoders import FrameResNet
+
+    data = ann_file if isinstance(ann_file, dict) else load_annotations(ann_file)
+    samples = data["annotations"]
+    if split is not None:
+        keep = set(data["split"][split])
+        samples = [s for s in samples if s["frame_dir"] in keep]
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    encoder = FrameResNet(arch, pretrained, in_channels=3, frozen=True, weights_file=weights_file)
+    encoder = encoder.to(device).eval()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "modality": modality,
+        "arch": arch,
+        "pretrained": pretrained,
+        "num_frames": num_frames,
+        "size": size,
+        "dim": encoder.out_dim,
+    }
+    status = _check_settings(out_dir, settings)
+    todo, planned = _plan(samples, modality, data_root, out_dir)
+    status.update(planned)
+    _write_index(out_dir, settings, status)  # settings on disk before any .npy is written
+    dataset = ClipDataset(todo, modality, num_frames, size, depth_range)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_as_list,
+        pin_memory=device.startswith("cuda"),
+    )
+    start = time.perf_counter()
+    with tqdm(total=len(todo), desc=f"{modality} features", unit="sample") as progress:
+        frames = _encode_all(loader, encoder, device, out_dir, status, progress)
+    seconds = time.perf_counter() - start
+    _write_index(out_dir, settings, status)
+    return _report(samples, status, settings, out_dir, seconds, frames)
+
+
+def _report(samples, status, settings, out_dir, seconds, frames) -> dict[str, Any]:
+    names = [s["frame_dir"] for s in samples]
+    kinds = [status[n].split(":")[0] for n in names]
+    bad = ("missing", "error")
+    failures = {n: status[n] for n, k in zip(names, kinds, strict=True) if k in bad}
+    counts = {k: kinds.count(k) for k in ("ok", "cached", "absent", "missing", "error")}
+    return {
+        **counts,
+        "total": len(names),
+        "failures": failures,
+        "dim": settings["dim"],
+        "seconds": round(seconds, 2),
+        "frames_per_s": frames / seconds if seconds else 0.0,
+        "out_dir": str(out_dir),
+        "index": str(out_dir / INDEX),
+    }
+
+
+def load_features(out_dir: str | os.PathLike, frame_dir: str) -> np.ndarray:
+    """A cached sample's features -> float16 (T, D)."""
+    path = Path(out_dir) / f"{frame_dir}.npy"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"feature cache {out_dir}: no features for {frame_dir} "
+            f"(expected {path}; see {Path(out_dir) / INDEX} for its status)"
+        )
+    return np.load(path)
