@@ -135,6 +135,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml")
+        log.info("training %s on %s, world size %d, %d train samples -> %s", "+".join(
+            data.streams), device, world, len(train_set), run_dir)
     monitor = _monitor(cfg, data) if rank == 0 else None
     for epoch in range(state["epoch"], tcfg.epochs):
         train_set.set_epoch(epoch)

@@ -21,8 +21,14 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
-def toy_annotations(num_classes: int = 3, per_class: int = 24, frames: int = 40, joints: int = 25,
-                    bodies: int = 1, seed: int = 0) -> dict:
+def toy_annotations(
+    num_classes: int = 3,
+    per_class: int = 24,
+    frames: int = 40,
+    joints: int = 25,
+    bodies: int = 1,
+    seed: int = 0,
+) -> dict:
     """A learnable set: class c moves joint group c along a sine of its own frequency.
 
     Two "subjects" per class alternate between the train and test splits.
@@ -40,7 +46,11 @@ def toy_annotations(num_classes: int = 3, per_class: int = 24, frames: int = 40,
             name = f"toy_c{c}_{i:03d}"
             anns.append({"frame_dir": name, "label": c, "keypoint": kp, "total_frames": frames})
             split["train" if i % 4 else "test"].append(name)
-    return {"split": split, "annotations": anns, "classes": [f"class{c}" for c in range(num_classes)]}
+    return {
+        "split": split,
+        "annotations": anns,
+        "classes": [f"class{c}" for c in range(num_classes)],
+    }
 
 
 @pytest.fixture

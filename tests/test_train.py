@@ -1,0 +1,154 @@
+"""Training end to end: learning, determinism, resume after kill -9, DDP, eval."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from skelact.data.annotations import save_annotations
+from skelact.demo import compose_config
+from skelact.evaluate import evaluate_checkpoint
+from skelact.train import train
+from tests.conftest import toy_annotations
+
+SPLITS = ["data.train_split=train", "data.test_split=test"]
+FAST = [
+    "trainer.num_workers=0",
+    "trainer.progress=false",
+    "data.skeleton.clip_len=16",
+    "data.skeleton.test_clips=2",
+    "model.core.hidden=64",
+    "model.skeleton.hidden=64",
+    "model.skeleton.embed=64",
+]
+
+
+def run_cli(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "skelact.train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def toy_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("toy") / "toy.pkl"
+    return save_annotations(toy_annotations(num_classes=4, per_class=40, frames=40), path)
+
+
+def test_tiny_run_learns_and_writes_run_dir(toy_file, tmp_path):
+    cfg = compose_config([f"data.ann_file={toy_file}", *SPLITS, *FAST, "trainer.epochs=12"])
+    metrics = train(cfg, tmp_path)
+    assert metrics["top1"] >= 0.8  # chance is 0.25
+    for name in (
+        "config.yaml",
+        "train_log.csv",
+        "metrics.json",
+        "predictions.csv",
+        "confusion_matrix.csv",
+        "confusion_matrix.png",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
+        assert (tmp_path / name).is_file(), name
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    assert list(log["epoch"]) == list(range(1, 13))
+    assert log["loss"].iloc[-1] < log["loss"].iloc[0]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["num_samples"] == 40 and 0 <= saved["mean_class_accuracy"] <= 1
+    preds = pd.read_csv(tmp_path / "predictions.csv")
+    assert (preds["label"] == preds["pred"]).mean() == pytest.approx(saved["top1"])
+
+    # skelact eval on the same checkpoint reproduces the metrics
+    out = tmp_path / "eval"
+    again = evaluate_checkpoint([f"ckpt={tmp_path / 'checkpoints/last.pt'}", f"out_dir={out}"])
+    assert again["top1"] == pytest.approx(saved["top1"])
+    assert (out / "confusion_matrix.png").is_file()
+
+
+def test_same_seed_same_result(toy_file, tmp_path):
+    args = [f"data.ann_file={toy_file}", *SPLITS, *FAST, "trainer.epochs=2", "seed=3"]
+    a = train(compose_config(args), tmp_path / "a")
+    b = train(compose_config(args), tmp_path / "b")
+    assert a == b
+    wa = torch.load(tmp_path / "a/checkpoints/last.pt", weights_only=False)["model"]
+    wb = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=False)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(toy_file, tmp_path):
+    epochs = 6
+    args = [
+        f"data.ann_file={toy_file}",
+        *SPLITS,
+        *FAST,
+        f"trainer.epochs={epochs}",
+        "trainer.batch_size=8",
+        "trainer.num_workers=2",
+    ]
+    full = run_cli([*args, f"hydra.run.dir={tmp_path / 'full'}"])
+    assert full.wait(timeout=300) == 0, full.stdout.read()
+
+    killed_dir = tmp_path / "killed"
+    proc = run_cli([*args, f"hydra.run.dir={killed_dir}"], start_new_session=True)
+    log = killed_dir / "train_log.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 3:  # header + 2 epochs
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # kill -9, DataLoader workers included
+    proc.wait()
+    done = len(pd.read_csv(log))
+    assert 2 <= done < epochs and not (killed_dir / "metrics.json").exists()
+
+    resumed = run_cli([*args, f"hydra.run.dir={killed_dir}", "trainer.resume=true"])
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    a = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=False)
+    b = torch.load(killed_dir / "checkpoints/last.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == epochs
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert json.loads((tmp_path / "full/metrics.json").read_text()) == json.loads(
+        (killed_dir / "metrics.json").read_text()
+    )
+    assert len(pd.read_csv(killed_dir / "train_log.csv")) == epochs
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_two_process_ddp_on_cpu(toy_file, tmp_path):
+    run_dir = tmp_path / "ddp"
+    cmd = [
+        "torchrun",
+        "--nproc_per_node=2",
+        "--master_port=29517",
+        "-m",
+        "skelact.train",
+        f"data.ann_file={toy_file}",
+        *SPLITS,
+        *FAST,
+        "trainer.epochs=8",
+        "trainer.batch_size=16",
+        "trainer.device=cpu",
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "world size 2" in res.stdout + res.stderr
+    log = pd.read_csv(run_dir / "train_log.csv")
+    assert len(log) == 8
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["top1"] > 0.5  # chance 0.25

@@ -1,0 +1,102 @@
+"""Skeleton transforms: values after centring, alignment, scaling, resampling, features."""
+
+import numpy as np
+import pytest
+
+from skelact.data.transforms import (
+    AlignView,
+    Center,
+    MotionFeatures,
+    PadBodies,
+    Resample,
+    ScaleNormalize,
+    TrimEmpty,
+    rotation_to_axes,
+)
+from skelact.layouts import KINECT20, NTU25, get_layout
+
+
+def standing_ntu(frames: int = 10, yaw_deg: float = 40.0, offset=(0.5, 0.2, 3.0)) -> np.ndarray:
+    """(1, T, 25, 3) a T-posed body rotated about y by `yaw_deg` and moved to `offset`."""
+    kp = np.zeros((25, 3), np.float32)
+    kp[0] = [0, 0, 0]  # spine base
+    kp[20] = [0, 0.5, 0]  # spine shoulder
+    kp[1] = [0, 0.25, 0]
+    kp[4], kp[8] = [-0.2, 0.5, 0], [0.2, 0.5, 0]  # shoulders
+    kp[12], kp[16] = [-0.1, 0, 0], [0.1, 0, 0]  # hips
+    kp[3] = [0, 0.7, 0]
+    a = np.deg2rad(yaw_deg)
+    rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    body = kp @ rot.T + np.asarray(offset)
+    return np.repeat(body[None, None], frames, 1).astype(np.float32)
+
+
+def test_center_puts_main_body_centre_at_origin_and_keeps_absent_zero():
+    kp = np.concatenate([standing_ntu(), np.zeros((1, 10, 25, 3), np.float32)])
+    out = Center(NTU25)({"keypoint": kp})["keypoint"]
+    np.testing.assert_allclose(out[0, :, 1].mean(0), 0, atol=1e-6)  # spine mid at origin
+    assert np.all(out[1] == 0)
+
+
+def test_align_view_undoes_a_yaw_rotation():
+    kp = Center(NTU25)({"keypoint": standing_ntu(yaw_deg=40)})["keypoint"]
+    out = AlignView(NTU25)({"keypoint": kp})["keypoint"]
+    shoulder = out[0, 0, 8] - out[0, 0, 4]
+    spine = out[0, 0, 20] - out[0, 0, 0]
+    np.testing.assert_allclose(shoulder / np.linalg.norm(shoulder), [1, 0, 0], atol=1e-5)
+    np.testing.assert_allclose(spine / np.linalg.norm(spine), [0, 1, 0], atol=1e-5)
+
+
+def test_rotation_to_axes_is_orthonormal():
+    rng = np.random.default_rng(0)
+    r = rotation_to_axes(rng.normal(size=(5, 3)), rng.normal(size=(5, 3)))
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-5)
+    assert np.linalg.det(r) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_scale_normalize_gives_unit_spine():
+    kp = standing_ntu() * 1.7
+    out = ScaleNormalize(NTU25)({"keypoint": kp})["keypoint"]
+    assert np.linalg.norm(out[0, 0, 20] - out[0, 0, 0]) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_scale_normalize_generic_uses_rms_spread():
+    kp = np.random.default_rng(1).normal(size=(1, 8, 7, 3)).astype(np.float32) * 5
+    out = ScaleNormalize(get_layout("generic", 7))({"keypoint": kp})["keypoint"]
+    spread = np.sqrt(((out[0] - out[0].mean(1, keepdims=True)) ** 2).sum(-1).mean())
+    assert spread == pytest.approx(1.0, rel=1e-4)
+
+
+def test_pad_and_trim():
+    kp = np.zeros((3, 12, 20, 3), np.float32)
+    kp[0, 3:9] = 1.0
+    res = TrimEmpty()(PadBodies(2)({"keypoint": kp}))
+    assert res["keypoint"].shape == (2, 6, 20, 3) and res["total_frames"] == 6
+    assert PadBodies(4)({"keypoint": kp})["keypoint"].shape[0] == 4
+
+
+def test_resample_test_clips_cover_the_sequence():
+    kp = np.arange(50, dtype=np.float32)[None, :, None, None] * np.ones((1, 50, 2, 3), np.float32)
+    res = Resample(10, train=False, num_clips=2)({"keypoint": kp})
+    assert res["keypoint"].shape == (2, 1, 10, 2, 3)
+    first = res["keypoint"][0, 0, :, 0, 0]
+    assert first[0] >= 0 and first[-1] <= 49 and np.all(np.diff(first) == 5)
+    assert not np.array_equal(res["keypoint"][0], res["keypoint"][1])  # shifted clips
+
+
+def test_resample_train_is_seeded_and_in_range():
+    kp = np.random.default_rng(0).normal(size=(1, 30, 2, 3)).astype(np.float32)
+    sample = lambda seed: Resample(8, train=True, crop=(0.5, 1.0))(  # noqa: E731
+        {"keypoint": kp, "rng": np.random.default_rng(seed)}
+    )["frame_inds"]
+    a, b = sample(3), sample(3)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (1, 8) and a.min() >= 0 and a.max() < 30 and np.all(np.diff(a) >= 0)
+
+
+def test_motion_features_channels_and_values():
+    kp = np.random.default_rng(0).normal(size=(1, 1, 5, 20, 3)).astype(np.float32)
+    out = MotionFeatures(KINECT20, ["joint", "velocity", "bone"])({"keypoint": kp})["keypoint"]
+    assert out.shape == (1, 1, 5, 20, 9)
+    np.testing.assert_allclose(out[..., 3:6][0, 0, 1], kp[0, 0, 2] - kp[0, 0, 1], rtol=1e-6)
+    np.testing.assert_allclose(out[..., 6:9][0, 0, 0, 5], kp[0, 0, 0, 5] - kp[0, 0, 0, 4])
