@@ -95,6 +95,61 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         from skelact.data.importers import prepare_utd_mhad
 
         prepare_utd_mhad(args.root, args.out)
+    elif args.source == "features":
+        from skelact.data.features import extract_features
+
+        extract_features(
+            args.ann,
+            args.modality,
+            args.root,
+            args.out,
+            arch=args.arch,
+            pretrained=None if args.pretrained == "none" else args.pretrained,
+            num_frames=args.frames,
+            size=args.size,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            device=args.device,
+            weights_file=args.weights_file,
+        )
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from skelact.pose.convert import convert_videos
+
+    convert_videos(
+        args.inputs,
+        args.out,
+        layout=args.layout,
+        max_people=args.max_people,
+        workers=args.workers,
+        labels_from_folders=args.labels_from_folders,
+        pose_model=args.pose_model,
+    )
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from skelact.predict import predict_video
+
+    predict_video(
+        args.video,
+        args.ckpt,
+        topk=args.topk,
+        json_out=args.json,
+        render=args.render,
+        window=args.window,
+        stride=args.stride,
+        pose_model=args.pose_model,
+    )
+
+
+def cmd_pose_model(args: argparse.Namespace) -> None:
+    from skelact.pose.model import ensure_pose_model
+
+    path = ensure_pose_model(
+        args.path, variant=args.variant, offline=True if args.offline else None, force=args.force
+    )
+    print(path)
 
 
 def _add_prepare(sub) -> None:
@@ -121,6 +176,33 @@ def _add_prepare(sub) -> None:
     ntu.add_argument("--max-bodies", type=int, default=2, help="bodies kept per sample")
     ntu.add_argument("--rgb", help="folder of <name>_rgb.avi videos (records availability)")
     ntu.add_argument("--depth", help="folder of masked depth folders <name>/MDepth-*.png")
+    feat = src.add_parser(
+        "features",
+        help="cache frozen-ResNet features for rgb or depth",
+        description="Run a frozen ResNet once over the sampled frames of every "
+        "sample and store (T, D) float16 arrays, so training reads features "
+        "(model.rgb.input=features data.rgb.features=OUT) instead of pixels.",
+    )
+    feat.add_argument("--modality", choices=["rgb", "depth"], required=True)
+    feat.add_argument("--ann", required=True, help="annotation pickle (from prepare ntu)")
+    feat.add_argument(
+        "--root", required=True, help="NTU nturgb+d_rgb/ or nturgb+d_depth_masked/ folder"
+    )
+    feat.add_argument("--out", required=True, help="feature cache folder")
+    feat.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    feat.add_argument(
+        "--pretrained",
+        default="imagenet",
+        choices=["imagenet", "none"],
+        help="imagenet (torchvision weights; must be downloadable or cached) or "
+        "none (random weights, on purpose)",
+    )
+    feat.add_argument("--weights-file", help="local torchvision weights file (offline machines)")
+    feat.add_argument("--frames", type=int, default=16, help="frames sampled per sample")
+    feat.add_argument("--size", type=int, default=224, help="crop size")
+    feat.add_argument("--batch-size", type=int, default=8, help="samples per forward pass")
+    feat.add_argument("--workers", type=int, default=2, help="decoding processes")
+    feat.add_argument("--device", default="auto", help="auto | cpu | cuda")
     for name, text in (
         ("nucla", "Northwestern-UCLA: ROOT holds all_sqe/*.json"),
         ("utd-mhad", "UTD-MHAD: ROOT holds Skeleton/*.mat"),
@@ -182,6 +264,74 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("overrides", nargs=argparse.REMAINDER, help="ckpt=PATH and overrides")
     ev.set_defaults(func=cmd_eval)
+
+    conv = sub.add_parser(
+        "convert",
+        help="videos -> skeleton annotation file (MediaPipe)",
+        description="Run MediaPipe PoseLandmarker over videos (files or "
+        "folders, searched recursively) and write an annotation pickle. Videos "
+        "that fail are listed in <out>.report.json; reruns skip videos "
+        "already converted.",
+    )
+    conv.add_argument("inputs", nargs="+", help="video files or folders")
+    conv.add_argument("--out", required=True, help="annotation pickle to write")
+    conv.add_argument(
+        "--layout",
+        choices=["mediapipe33", "ntu25"],
+        default="mediapipe33",
+        help="keep BlazePose's 33 landmarks or map onto NTU's 25 Kinect joints",
+    )
+    conv.add_argument("--max-people", type=int, default=1, help="people tracked per video")
+    conv.add_argument("--workers", type=int, default=1, help="videos converted in parallel")
+    conv.add_argument(
+        "--labels-from-folders",
+        action="store_true",
+        help="videos/<class>/<clip>: the folder names become the labels",
+    )
+    conv.add_argument(
+        "--pose-model",
+        help="a pose_landmarker .task bundle (default: cached "
+        "official one, else `skelact pose-model --offline`)",
+    )
+    conv.set_defaults(func=cmd_convert)
+
+    pred = sub.add_parser(
+        "predict",
+        help="classify the action in a video",
+        description="Convert a video in memory, run a skeleton checkpoint on "
+        "it and print the top-k actions with the temporal attention.",
+    )
+    pred.add_argument("video")
+    pred.add_argument("--ckpt", required=True, help="checkpoint (…/checkpoints/best.pt)")
+    pred.add_argument("--topk", type=int, default=5)
+    pred.add_argument("--json", help="write the prediction and attention as JSON")
+    pred.add_argument(
+        "--render", help="write the video with skeleton and label (mp4), and <name>.attention.png"
+    )
+    pred.add_argument(
+        "--window",
+        type=float,
+        help="sliding window length in seconds: writes <name>.timeline.csv and .png",
+    )
+    pred.add_argument(
+        "--stride", type=float, help="sliding window step in seconds (default: half the window)"
+    )
+    pred.add_argument("--pose-model", help="a pose_landmarker .task bundle")
+    pred.set_defaults(func=cmd_predict)
+
+    pm = sub.add_parser(
+        "pose-model",
+        help="fetch or build the MediaPipe pose bundle",
+        description="Make a PoseLandmarker bundle available and print its path. "
+        "Default: the official bundle (downloaded once into the cache). "
+        "--offline: build one from the models inside the mediapipe 0.10.21 "
+        "wheel (fetched with pip), for machines without internet access.",
+    )
+    pm.add_argument("--offline", action="store_true", help="build the offline bundle")
+    pm.add_argument("--variant", default="full", choices=["lite", "full", "heavy"])
+    pm.add_argument("--path", help="verify and use this bundle file")
+    pm.add_argument("--force", action="store_true", help="rebuild / re-download")
+    pm.set_defaults(func=cmd_pose_model)
     return parser
 
 
@@ -191,7 +341,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command != "train":  # hydra configures logging for train itself
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args.func(args)
+    try:
+        args.func(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        # input problems (a missing file, a malformed dataset, no pose model): one clear line
+        raise SystemExit(f"skelact {args.command}: error: {err}") from err
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from skelact.data.datasets import (
     EpochSampler,
     build_loaders,
     keep_available,
+    resolve_layout,
     split_samples,
 )
 from skelact.engine import (
@@ -73,11 +74,14 @@ class Data:
         self.streams = list(cfg.modality.streams)
         self.seed = cfg.seed
         self.mcfg = cfg.model
+        self.layout = resolve_layout(cfg.data, self.ann).name
 
     def dataset(self, dcfg, split: str, train: bool) -> tuple[ActionDataset, dict]:
         samples = split_samples(self.ann, split, str(dcfg.ann_file))
         loaders, specs = build_loaders(dcfg, self.mcfg, self.ann, self.streams, train)
         samples = keep_available(samples, specs, split)
+        # input specs without their availability checks: they go into checkpoints
+        self.specs = {k: {n: v for n, v in s.items() if n != "has"} for k, s in specs.items()}
         return ActionDataset(samples, loaders, seed=self.seed), specs
 
 
@@ -231,6 +235,8 @@ def _save(path, model, optimizer, scheduler, state, cfg, data: Data) -> None:
             "config": OmegaConf.to_container(cfg, resolve=True),
             "classes": data.classes,
             "num_classes": data.num_classes,
+            "layout": data.layout,
+            "specs": data.specs,
         },
         path,
     )

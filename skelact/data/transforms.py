@@ -58,7 +58,8 @@ class PadBodies:
 class TrimEmpty:
     """Drop leading and trailing frames where no body is present.
 
-    Needs "keypoint" (M, T, V, C); rewrites it, sets "total_frames".
+    Needs "keypoint" (M, T, V, C); rewrites it, sets "total_frames" and "trim_offset" (the
+    first kept frame's index in the input).
     """
 
     def __call__(self, results: Results) -> Results:
@@ -66,6 +67,7 @@ class TrimEmpty:
         present = np.flatnonzero(_valid(kp).any(0))
         if len(present):
             kp = kp[:, present[0] : present[-1] + 1]
+        results["trim_offset"] = int(present[0]) if len(present) else 0
         results["keypoint"] = kp
         results["total_frames"] = kp.shape[1]
         return results
@@ -154,9 +156,13 @@ class ScaleNormalize:
 
 
 class RandomAugment:
-    """Random rotation (about y most, x and z a little), anisotropic scale and shear.
+    """Random rotation (about y most, x and z a little), anisotropic scale and shear, plus
+    optional view drift and joint jitter.
 
-    Needs "keypoint" (..., V, 3) and "rng". Absent body-frames stay zero.
+    `drift_deg`: an extra rotation about y that moves linearly from one random angle in
+    [-d, d] to another over the clip (a camera circling the person). `noise`: Gaussian
+    jitter of each joint, std in the normalised units (spine lengths after ScaleNormalize).
+    Needs "keypoint" (..., T, V, 3) and "rng". Absent body-frames stay zero.
     """
 
     def __init__(
@@ -164,37 +170,55 @@ class RandomAugment:
         rotate_deg: Sequence[float] = (15.0, 30.0, 15.0),
         scale: float = 0.1,
         shear: float = 0.0,
+        drift_deg: float = 0.0,
+        noise: float = 0.0,
     ):
         self.rotate = np.deg2rad(np.asarray(rotate_deg, np.float64))
         self.scale = scale
         self.shear = shear
+        self.drift = np.deg2rad(drift_deg)
+        self.noise = noise
 
     def matrix(self, rng: np.random.Generator) -> np.ndarray:
         ax, ay, az = rng.uniform(-self.rotate, self.rotate)
-        cx, sx, cy, sy, cz, sz = (
-            np.cos(ax),
-            np.sin(ax),
-            np.cos(ay),
-            np.sin(ay),
-            np.cos(az),
-            np.sin(az),
-        )
-        rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-        ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-        rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+        rx, ry, rz = _rot_x(ax), _rot_y(ay), _rot_z(az)
         s = np.diag(rng.uniform(1 - self.scale, 1 + self.scale, 3))
         sh = np.eye(3) + (rng.uniform(-self.shear, self.shear, (3, 3)) * (1 - np.eye(3)))
         return (rz @ ry @ rx @ s @ sh).astype(np.float32)
+
+    def drift_matrices(self, rng: np.random.Generator, t: int) -> np.ndarray:
+        """(T, 3, 3) rotations about y moving linearly between two random angles."""
+        start, end = rng.uniform(-self.drift, self.drift, 2)
+        return np.stack([_rot_y(a) for a in np.linspace(start, end, t)]).astype(np.float32)
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
         if kp.shape[-1] != 3:
             return results
+        rng = results["rng"]
         valid = np.abs(kp).sum(-1, keepdims=True) > 0
-        results["keypoint"] = np.where(valid, kp @ self.matrix(results["rng"]).T, 0.0).astype(
-            np.float32
-        )
+        out = kp @ self.matrix(rng).T
+        if self.drift > 0:
+            out = np.einsum("...tvc,tdc->...tvd", out, self.drift_matrices(rng, kp.shape[-3]))
+        if self.noise > 0:
+            out = out + rng.normal(0.0, self.noise, out.shape)
+        results["keypoint"] = np.where(valid, out, 0.0).astype(np.float32)
         return results
+
+
+def _rot_x(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def _rot_y(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def _rot_z(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
 
 
 class Resample:
@@ -275,7 +299,7 @@ def build_skeleton_pipeline(layout: Layout, cfg, train: bool, num_bodies: int) -
         steps.append(ScaleNormalize(layout))
     if train and cfg.augment.enabled:
         aug = cfg.augment
-        steps.append(RandomAugment(aug.rotate_deg, aug.scale, aug.shear))
+        steps.append(RandomAugment(aug.rotate_deg, aug.scale, aug.shear, aug.drift_deg, aug.noise))
     crop = tuple(cfg.augment.temporal_crop) if train and cfg.augment.enabled else (1.0, 1.0)
     steps.append(Resample(cfg.clip_len, train, 1 if train else cfg.test_clips, crop))
     steps.append(MotionFeatures(layout, cfg.features))

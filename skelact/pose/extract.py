@@ -1,0 +1,211 @@
+"""One video -> one skeleton sample: MediaPipe PoseLandmarker (VIDEO mode) and person tracking.
+
+Per frame and person MediaPipe gives 33 world landmarks (metres, origin at the mid-hip), 33
+normalised image landmarks and their visibility. Frames without a person stay zeros with
+`mask` False, they are not dropped. With several people, each detection is matched to a
+track by its hip centre in the image (Hungarian assignment), so body index m is the same
+person throughout the clip.
+
+Axis convention (both layouts): NTU / Kinect v2 camera space, x = -x_mp, y = -y_mp, z = z_mp.
+MediaPipe's world frame has x to the image right, y down, z away from the camera; Kinect's has
+x to the camera's left (which is the image right of NTU's RGB videos: they are mirrored, see
+`convert_layout`), y up, z away. Both are right-handed, so the change is a rotation (180 deg
+about z) and never mirrors the body. Skeletons stay hip-centred (spine base at the origin in
+every frame): a body's travel through the room is lost, skelact's `Center` transform removes
+the rest of the translation anyway.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from skelact.layouts import MEDIAPIPE33, NTU25, mediapipe_to_ntu_matrix
+
+# mediapipe world (x right, y down, z away) -> Kinect camera space (x left, y up, z away)
+AXIS_SIGN = np.array([-1.0, -1.0, 1.0], np.float32)
+LAYOUTS = ("mediapipe33", "ntu25")
+HIPS = (23, 24)  # BlazePose left / right hip
+FREE_SLOT_COST = 0.3  # image-width units: a new person farther than this opens a new track
+
+
+class PoseExtractionError(ValueError):
+    """No skeleton from this video (missing, undecodable, no frames, no person); the message
+    names the file. (Not `skelact.data.video.VideoError`: importing that module loads torch,
+    which would cost every conversion worker seconds.)"""
+
+
+class Tracker:
+    """Keep `slots` person identities across frames by nearest hip centre (image coords)."""
+
+    def __init__(self, slots: int):
+        self.last = np.full((slots, 2), np.nan)  # last seen hip centre per slot
+
+    def assign(self, centres: np.ndarray) -> list[int]:
+        """Slot index for each of the (P, 2) detected centres, P <= slots."""
+        # Unused slots cost a constant: an old track wins unless it is farther than that.
+        dist = np.linalg.norm(centres[:, None] - self.last[None], axis=-1)  # (P, slots)
+        cost = np.where(np.isnan(dist), FREE_SLOT_COST, dist)
+        rows, cols = linear_sum_assignment(cost)
+        slot = [0] * len(centres)
+        for r, c in zip(rows, cols, strict=True):
+            slot[r] = int(c)
+            self.last[c] = centres[r]
+        return slot
+
+
+def read_frames(path: str | os.PathLike) -> tuple[Iterator[np.ndarray], dict[str, Any]]:
+    """RGB (H, W, 3) uint8 frames of `path` and {"fps", "frames", "img_shape"} from the header."""
+    path = Path(path)
+    if not path.is_file():
+        raise PoseExtractionError(f"video {path}: file does not exist")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise PoseExtractionError(
+            f"video {path}: OpenCV cannot open it (not a video or unknown codec)"
+        )
+    fps = float(cap.get(cv2.CAP_PROP_FPS))
+    info = {
+        "fps": fps if np.isfinite(fps) and fps > 0 else 30.0,  # unknown rate: assume 30
+        "frames": int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
+        "img_shape": (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                      int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))),
+    }  # fmt: skip
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            while True:
+                ok, bgr = cap.read()
+                if not ok or bgr is None:
+                    return
+                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        finally:
+            cap.release()
+
+    return frames(), info
+
+
+def open_landmarker(pose_model: str | os.PathLike, max_people: int = 1):
+    """A PoseLandmarker in VIDEO mode for up to `max_people` poses (a context manager)."""
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    options = vision.PoseLandmarkerOptions(
+        base_options=BaseOptions(model_asset_path=str(pose_model)),
+        running_mode=vision.RunningMode.VIDEO,
+        num_poses=max_people,
+    )
+    return vision.PoseLandmarker.create_from_options(options)
+
+
+def extract_video(
+    path: str | os.PathLike,
+    pose_model: str | os.PathLike,
+    max_people: int = 1,
+    layout: str = "ntu25",
+    on_frame: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Run PoseLandmarker over every frame of `path`; one annotation sample (label 0).
+
+    Returns "keypoint" (M, T, V, 3) camera-space metres, "keypoint_2d" (M, T, V, 2) normalised
+    image coords, "keypoint_score" (M, T, V) visibility, "mask" (M, T) bool, "total_frames",
+    "img_shape", "fps", "video", "frame_dir", "label". M = tracks used (<= max_people).
+    Raises PoseExtractionError for an unreadable video, one without frames or without any person.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known: {LAYOUTS}")
+    frames, info = read_frames(path)
+    world, image, score, mask = _track(frames, info["fps"], pose_model, max_people, on_frame)
+    t = mask.shape[1]
+    if t == 0:
+        raise PoseExtractionError(f"video {path}: no frame could be decoded")
+    if not mask.any():
+        raise PoseExtractionError(f"video {path}: no person found in any of its {t} frames")
+    used = mask.any(1)  # drop tracks never filled (fewer people than max_people)
+    sample = {
+        "frame_dir": Path(path).stem,
+        "label": 0,
+        "keypoint": world[used] * AXIS_SIGN,
+        "keypoint_2d": image[used],
+        "keypoint_score": score[used],
+        "mask": mask[used],
+        "total_frames": t,
+        "img_shape": info["img_shape"],
+        "fps": info["fps"],
+        "video": str(path),
+    }
+    return convert_layout(sample, layout)
+
+
+def _track(frames, fps, pose_model, max_people, on_frame):
+    """Arrays (M, T, 33, C) for world (C=3), image (C=2), score (M, T, 33), mask (M, T)."""
+    import mediapipe as mp
+
+    per_frame = []
+    tracker = Tracker(max_people)
+    with open_landmarker(pose_model, max_people) as landmarker:
+        last_ms = -1
+        for i, rgb in enumerate(frames):
+            # VIDEO mode needs strictly increasing timestamps (ms); derive them from the index.
+            ms = last_ms = max(int(round(i * 1000.0 / fps)), last_ms + 1)
+            mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+            result = landmarker.detect_for_video(mp_image, ms)
+            per_frame.append(_frame_arrays(result, tracker, max_people))
+            if on_frame is not None:
+                on_frame()
+    if not per_frame:
+        empty = np.zeros((max_people, 0, 33), np.float32)
+        return (
+            empty[..., None].repeat(3, -1),
+            empty[..., None].repeat(2, -1),
+            empty,
+            empty[..., 0] > 0,
+        )
+    world, image, score = (np.stack(arrs, 1) for arrs in zip(*per_frame, strict=True))
+    return world, image, score, np.abs(world).sum((2, 3)) > 0
+
+
+def _frame_arrays(result, tracker: Tracker, max_people: int):
+    """One frame's (M, 33, 3) world, (M, 33, 2) image, (M, 33) visibility, by track slot."""
+    world = np.zeros((max_people, 33, 3), np.float32)
+    image = np.zeros((max_people, 33, 2), np.float32)
+    score = np.zeros((max_people, 33), np.float32)
+    if result.pose_landmarks:
+        pts = np.asarray(
+            [[(q.x, q.y, q.visibility or 0.0) for q in pose] for pose in result.pose_landmarks],
+            np.float32,
+        )  # (P, 33, 3)
+        slots = tracker.assign(pts[:, HIPS, :2].mean(1))
+        for p, m in enumerate(slots):
+            world[m] = [(q.x, q.y, q.z) for q in result.pose_world_landmarks[p]]
+            image[m], score[m] = pts[p, :, :2], pts[p, :, 2]
+    return world, image, score
+
+
+def convert_layout(sample: dict[str, Any], layout: str) -> dict[str, Any]:
+    """Map a "mediapipe33" sample onto `layout` ("mediapipe33": unchanged, "ntu25": Kinect v2).
+
+    Needs "keypoint" (M, T, 33, 3), "keypoint_2d" (M, T, 33, 2), "keypoint_score" (M, T, 33);
+    rewrites them with V=25 for "ntu25" (each NTU joint the mean of its BlazePose landmarks, see
+    `skelact.layouts.MEDIAPIPE_TO_NTU25`) and sets "layout". Axes are already Kinect's: on the
+    real NTU clip the mapped left shoulder has the smaller x in every detected frame, as the
+    left shoulder does in NTU's own skeleton files (their RGB videos are mirrored: x grows with
+    colorX, while Kinect's x points to the camera's left).
+    """
+    out = dict(sample)
+    if layout == "mediapipe33":
+        out["layout"] = MEDIAPIPE33.name
+        return out
+    if layout != "ntu25":
+        raise ValueError(f"unknown layout {layout!r}; known: {LAYOUTS}")
+    w = mediapipe_to_ntu_matrix()  # (25, 33)
+    for key in ("keypoint", "keypoint_2d"):
+        out[key] = np.einsum("uv,mtvc->mtuc", w, sample[key]).astype(np.float32)
+    out["keypoint_score"] = np.einsum("uv,mtv->mtu", w, sample["keypoint_score"]).astype(np.float32)
+    out["layout"] = NTU25.name
+    return out

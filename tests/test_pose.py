@@ -1,0 +1,223 @@
+"""Pose extraction: the offline model bundle, MediaPipe on the real NTU clip, batch conversion.
+
+The bundle is built once per session from the mediapipe 0.10.21 wheel (pip fetches it from
+PyPI) and cached in `$SKELACT_CACHE` or `~/.cache/skelact`; nothing else downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from skelact.data.annotations import load_annotations, num_classes
+from skelact.pose import convert_layout, convert_videos, ensure_pose_model, extract_video
+from skelact.pose import model as pose_model_mod
+from skelact.pose.extract import Tracker
+from skelact.pose.model import BUNDLE_MEMBERS, PoseModelError, verify_bundle
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CLIP = DATA / "ntu" / "videos" / "ntu_sample.avi"
+NTU_SKELETON = DATA / "ntu" / "skeletons" / "S001C001P001R001A001.skeleton"
+SHORT_FRAMES = 12
+
+
+@pytest.fixture(scope="module")
+def clip_mp33(clip, pose_model) -> dict:
+    return extract_video(clip, pose_model, max_people=1, layout="mediapipe33")
+
+
+@pytest.fixture(scope="module")
+def short_clip(clip, tmp_path_factory) -> Path:
+    """The first 12 frames of the real clip re-encoded (MJPG): a fast video with a person."""
+    path = tmp_path_factory.mktemp("short") / "short.avi"
+    cap = cv2.VideoCapture(str(clip))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (960, 540))
+    for _ in range(SHORT_FRAMES):
+        ok, frame = cap.read()
+        assert ok
+        writer.write(cv2.resize(frame, (960, 540)))
+    writer.release()
+    cap.release()
+    return path
+
+
+def _input_normalisation(tflite: bytes) -> tuple[float, float]:
+    from mediapipe.tasks.metadata import metadata_schema_py_generated as mfb
+    from mediapipe.tasks.metadata import schema_py_generated as sfb
+
+    model = sfb.Model.GetRootAsModel(tflite, 0)
+    for i in range(model.MetadataLength()):
+        if model.Metadata(i).Name() == b"TFLITE_METADATA":
+            buf = model.Buffers(model.Metadata(i).Buffer()).DataAsNumpy().tobytes()
+            meta = mfb.ModelMetadata.GetRootAsModelMetadata(buf, 0)
+            unit = meta.SubgraphMetadata(0).InputTensorMetadata(0).ProcessUnits(0)
+            opts = mfb.NormalizationOptions()
+            opts.Init(unit.Options().Bytes, unit.Options().Pos)
+            return float(opts.Mean(0)), float(opts.Std(0))
+    raise AssertionError("no TFLITE_METADATA in the model")
+
+
+def test_offline_bundle_has_both_models_with_normalisation(pose_model):
+    with zipfile.ZipFile(pose_model) as zf:
+        assert sorted(zf.namelist()) == sorted(BUNDLE_MEMBERS)
+        assert _input_normalisation(zf.read("pose_detector.tflite")) == (127.5, 127.5)
+        assert _input_normalisation(zf.read("pose_landmarks_detector.tflite")) == (0.0, 255.0)
+
+
+def test_verify_bundle_rejects_bad_files(tmp_path):
+    text = tmp_path / "model.task"
+    text.write_text("not a model")
+    with pytest.raises(PoseModelError, match="not a zip"):
+        verify_bundle(text)
+    half = tmp_path / "half.task"
+    with zipfile.ZipFile(half, "w") as zf:
+        zf.writestr("pose_detector.tflite", b"1234TFL3")
+    with pytest.raises(PoseModelError, match="lacks.*pose_landmarks_detector"):
+        verify_bundle(half)
+    with pytest.raises(PoseModelError, match="does not exist"):
+        verify_bundle(tmp_path / "missing.task")
+
+
+def _url(folder: Path, name: str) -> str:
+    return folder.as_uri() + "/" + name  # as_uri() would escape the {variant} braces
+
+
+def test_ensure_pose_model_order_and_download(tmp_path, monkeypatch, pose_model):
+    monkeypatch.setenv("SKELACT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SKELACT_POSE_MODEL", raising=False)
+    assert ensure_pose_model(pose_model) == pose_model  # a given path is used as is
+    # Empty cache, download fails (a file:// URL that does not exist: no network involved).
+    monkeypatch.setattr(pose_model_mod, "OFFICIAL_URL", _url(tmp_path, "no_{variant}"))
+    with pytest.raises(PoseModelError, match="skelact pose-model --offline"):
+        ensure_pose_model()
+    # A "download" that is not a bundle is rejected and leaves nothing behind.
+    (tmp_path / "bad_full").write_text("<html>error page</html>")
+    monkeypatch.setattr(pose_model_mod, "OFFICIAL_URL", _url(tmp_path, "bad_{variant}"))
+    with pytest.raises(PoseModelError, match="not a zip"):
+        ensure_pose_model(offline=False)
+    assert list((tmp_path / "cache").iterdir()) == []
+    # A good download is verified, cached, then reused without the network.
+    monkeypatch.setattr(pose_model_mod, "OFFICIAL_URL", pose_model.as_uri())
+    got = ensure_pose_model()
+    assert got == tmp_path / "cache" / "pose_landmarker_full.task"
+    assert got.stat().st_size == pose_model.stat().st_size
+    monkeypatch.setattr(pose_model_mod, "OFFICIAL_URL", _url(tmp_path, "no_{variant}"))
+    assert ensure_pose_model() == got
+
+
+def test_tracker_keeps_identities_when_detection_order_changes():
+    tracker = Tracker(slots=3)
+    a, b = np.array([0.2, 0.5]), np.array([0.7, 0.5])
+    first = tracker.assign(np.stack([a, b]))
+    assert first == [0, 1]
+    for t in range(1, 10):
+        a, b = a + 0.01, b - 0.01  # both drift; MediaPipe lists them in changing order
+        dets = [b, a] if t % 2 else [a, b]
+        slots = tracker.assign(np.stack(dets))
+        assert slots == ([1, 0] if t % 2 else [0, 1])
+    assert tracker.assign(b[None]) == [1]  # a missing for a frame: b keeps its slot
+    far = np.array([0.05, 0.1])  # a newcomer far from both goes to the free slot
+    assert tracker.assign(np.stack([far, a, b])) == [2, 0, 1]
+
+
+def test_real_clip_detection_rate_and_shapes(clip_mp33):
+    s = clip_mp33
+    assert s["keypoint"].shape == (1, 72, 33, 3)
+    assert s["keypoint_2d"].shape == (1, 72, 33, 2)
+    assert s["keypoint_score"].shape == s["mask"].shape + (33,) == (1, 72, 33)
+    assert (s["fps"], s["img_shape"], s["total_frames"]) == (30.0, (1080, 1920), 72)
+    rate = s["mask"].mean()
+    assert rate >= 0.95, f"person found in {s['mask'].sum()}/72 frames"  # measured 71/72
+    missing = ~s["mask"][0]
+    assert np.all(s["keypoint"][0, missing] == 0) and np.all(s["keypoint_score"][0, missing] == 0)
+    xy = s["keypoint_2d"][0, s["mask"][0]]
+    # The performer stands near the image centre (x 0.45-0.6 of the width).
+    assert 0.4 < np.median(xy[:, 0, 0]) < 0.65 and 0.2 < np.median(xy[:, 0, 1]) < 0.45
+    assert np.median(s["keypoint_score"][0, s["mask"][0]][:, [11, 12]]) > 0.9  # shoulders
+
+
+def _ntu_first_frame(path: Path) -> np.ndarray:
+    """(25, 12) joint rows of the first body of the first frame of an NTU .skeleton file."""
+    lines = path.read_text().splitlines()
+    return np.array([row.split() for row in lines[4:29]], float)
+
+
+def test_real_clip_ntu25_mapping_obeys_physics(clip_mp33):
+    s = convert_layout(clip_mp33, "ntu25")
+    assert s["keypoint"].shape == (1, 72, 25, 3) and s["layout"] == "ntu25"
+    kp = s["keypoint"][0, s["mask"][0]]  # (T', 25, 3) metres, y up
+    assert np.abs(kp[:, 0]).max() < 1e-3  # hip-centred: spine base at the origin
+    assert np.all(kp[:, 3, 1] - kp[:, 0, 1] > 0.4)  # head well above spine base
+    assert np.all(kp[:, 20, 1] > kp[:, 1, 1])  # spine shoulder above spine mid
+    shoulder = np.median(np.linalg.norm(kp[:, 4] - kp[:, 8], axis=-1))
+    upper_arm = np.median(np.linalg.norm(kp[:, [4, 8]] - kp[:, [5, 9]], axis=-1))
+    assert 0.25 < shoulder < 0.5 and 0.2 < upper_arm < 0.4, (shoulder, upper_arm)
+    # Handedness as in NTU's own files: there the left shoulder has the smaller x, and x grows
+    # with the RGB column (the videos are mirrored). The mapped skeleton must agree.
+    if NTU_SKELETON.is_file():
+        joints = _ntu_first_frame(NTU_SKELETON)
+        assert joints[4, 0] < joints[8, 0] and joints[4, 5] < joints[8, 5]
+        assert np.corrcoef(joints[:, 0], joints[:, 5])[0, 1] > 0.9
+    assert np.mean(kp[:, 4, 0] < kp[:, 8, 0]) > 0.95
+
+
+def _write_black_video(path: Path, frames: int) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 240))
+    for _ in range(frames):
+        writer.write(np.zeros((240, 320, 3), np.uint8))
+    writer.release()
+
+
+def test_convert_skips_bad_videos_reports_them_and_resumes(tmp_path, short_clip, pose_model):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "good.avi").symlink_to(short_clip)
+    (folder / "text.mp4").write_text("this is not a video")
+    (folder / "empty.mp4").write_bytes(b"")
+    _write_black_video(folder / "black.avi", 8)
+    _write_black_video(folder / "noframes.avi", 0)
+    out = tmp_path / "out" / "poses.pkl"
+    inputs = [folder, tmp_path / "missing.mp4"]
+    report = convert_videos(inputs, out, pose_model=pose_model, progress=False)
+    reasons = {Path(f["video"]).name: f["reason"] for f in report["failed"]}
+    assert report["converted"] == 1 and len(reasons) == 5
+    assert "does not exist" in reasons["missing.mp4"]
+    assert "cannot open" in reasons["text.mp4"] and "cannot open" in reasons["empty.mp4"]
+    assert "no person found in any of its 8 frames" in reasons["black.avi"]
+    assert "no frame could be decoded" in reasons["noframes.avi"]
+    on_disk = json.loads(out.with_name("poses.pkl.report.json").read_text())
+    assert len(on_disk["failed"]) == 5
+    data = load_annotations(out)
+    (ann,) = data["annotations"]
+    assert ann["frame_dir"] == "good" and ann["label"] == 0 and data["classes"] == ["unknown"]
+    assert ann["keypoint"].shape == (1, SHORT_FRAMES, 33, 3) and ann["mask"].sum() >= 11
+    again = convert_videos(inputs, out, pose_model=pose_model, progress=False)
+    assert (again["converted"], again["skipped_existing"], len(again["failed"])) == (0, 1, 5)
+    assert len(load_annotations(out)["annotations"]) == 1
+
+
+def test_convert_labels_from_folders_in_parallel(tmp_path, short_clip, pose_model):
+    root = tmp_path / "videos"
+    for cls, clip_name in (("wave", "w1"), ("clap", "c1"), ("clap", "c2")):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        (root / cls / f"{clip_name}.avi").symlink_to(short_clip)
+    out = tmp_path / "mine.pkl"
+    report = convert_videos(
+        [root], out, layout="ntu25", workers=2, labels_from_folders=True,
+        pose_model=pose_model, progress=False,
+    )  # fmt: skip
+    assert report["converted"] == 3 and report["failed"] == []
+    data = load_annotations(out)
+    assert data["classes"] == ["clap", "wave"] and num_classes(data) == 2
+    labels = {a["frame_dir"]: a["label"] for a in data["annotations"]}
+    assert labels == {"clap/c1": 0, "clap/c2": 0, "wave/w1": 1}
+    assert sorted(data["split"]["train"]) == sorted(labels) and data["split"]["test"] == []
+    kps = [a["keypoint"] for a in data["annotations"]]
+    assert all(k.shape == (1, SHORT_FRAMES, 25, 3) for k in kps)
+    # The same frames in different worker processes give the same skeleton.
+    np.testing.assert_allclose(kps[0], kps[2], atol=1e-5)

@@ -1,0 +1,64 @@
+"""`skelact predict` on the real NTU clip with a small NTU-layout checkpoint."""
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from skelact.data.annotations import save_annotations
+from skelact.demo import compose_config
+from skelact.predict import predict_video
+from skelact.train import train
+from tests.conftest import toy_annotations
+
+
+@pytest.fixture(scope="module")
+def ntu_ckpt(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pred")
+    data = {**toy_annotations(num_classes=6, per_class=8, frames=30), "layout": "ntu25"}
+    ann = save_annotations(data, root / "toy_ntu.pkl")
+    cfg = compose_config(
+        [
+            f"data.ann_file={ann}",
+            "data.train_split=train",
+            "data.test_split=test",
+            "trainer.epochs=1",
+            "trainer.num_workers=0",
+            "trainer.progress=false",
+            "data.skeleton.clip_len=16",
+        ]
+    )
+    train(cfg, root / "run")
+    return root / "run" / "checkpoints" / "last.pt"
+
+
+def test_predict_real_clip_with_render_json_and_timeline(ntu_ckpt, clip, pose_model, tmp_path):
+    out = tmp_path / "pred.mp4"
+    js = tmp_path / "pred.json"
+    res = predict_video(
+        clip,
+        ntu_ckpt,
+        topk=3,
+        json_out=js,
+        render=out,
+        window=1.0,
+        stride=0.5,
+        pose_model=pose_model,
+    )
+    probs = [t["prob"] for t in res["top"]]
+    assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    assert res["frames"] == 72 and res["frames_with_person"] >= 65
+    att = res["attention"]
+    assert np.sum(att["weight"]) == pytest.approx(1.0, abs=1e-3)
+    assert len(att["frame"]) == 16 and 0 <= min(att["frame"]) and max(att["frame"]) < 72
+    assert json.loads(js.read_text())["top"][0]["name"] == res["top"][0]["name"]
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 72
+    cap.release()
+    assert out.with_suffix(".attention.png").stat().st_size > 1000
+    timeline = pd.read_csv(js.with_suffix(".timeline.csv"))
+    # 72 frames at 30 fps, 30-frame windows every 15 frames: starts 0, 15, 30
+    assert list(timeline["start"]) == [0.0, 0.5, 1.0]
+    assert (timeline["end"] - timeline["start"]).round(3).eq(1.0).all()
