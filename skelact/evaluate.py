@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from skelact.engine import load_checkpoint, pick_device
 from skelact.models.recognizer import build_recognizer
-from skelact.train import CONFIG_DIR, Data, evaluate_model
+from skelact.train import CONFIG_DIR, Data, evaluate_model, set_threads
 
 log = logging.getLogger("skelact")
 GROUPS = ("data", "modality", "model", "trainer")
@@ -51,6 +51,7 @@ def evaluate_checkpoint(args: list[str]) -> dict:
     ckpt = load_checkpoint(ckpt_path)
     rest = [a for a in args if a.split("=", 1)[0] not in ("ckpt", "out_dir")]
     cfg = config_with_overrides(ckpt["config"], rest)
+    set_threads(cfg.trainer, 1)
     data = Data(cfg)
     specs = data.dataset(cfg.data, cfg.data.test_split, train=False)[1]
     model = build_recognizer(cfg.model, data.streams, ckpt["num_classes"], specs)

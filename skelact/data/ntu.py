@@ -1,0 +1,487 @@
+"""NTU RGB+D: sample names, the .skeleton parser, body selection, protocols and missing lists.
+
+A sample name `SsssCcccPpppRrrrAaaa` gives setup, camera, performer (subject), replication and
+action (1-based). A `.skeleton` file is CRLF text: the frame count; per frame the body count;
+per body a 10-field line starting with the tracking ID, the joint count (25) and 25 lines of
+`x y z depthX depthY colorX colorY orientW orientX orientY orientZ trackingState`.
+
+The parser follows only the count lines in Python and converts every joint line of a file in
+one C-level call (pandas' CSV reader; numpy's text readers are barely faster than `float()`),
+which makes it about 4x a line-by-line reader (`tools/bench_parse.py`). `prepare_ntu` turns a
+folder of files into an annotation pickle (see `skelact.data.annotations`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import os
+import re
+import time
+from collections.abc import Iterator
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from tqdm import tqdm
+
+from skelact.data.annotations import save_annotations
+
+NUM_JOINTS = 25
+# When a file holds more bodies than asked for, a body seen in at most this many frames is a
+# noise detection (a chair, a reflection) rather than a performer.
+NOISE_MAX_FRAMES = 10
+_COLUMNS = {"keypoint": slice(0, 3), "depth_xy": slice(3, 5), "color_xy": slice(5, 7)}
+
+NTU60_XSUB_TRAIN_SUBJECTS = frozenset(
+    {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38}
+)
+NTU120_XSUB_TRAIN_SUBJECTS = NTU60_XSUB_TRAIN_SUBJECTS | frozenset(
+    {45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85,
+     86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103}
+)  # fmt: skip
+XVIEW_TRAIN_CAMERAS = frozenset({2, 3})  # camera 1 tests
+# Cross-setup (NTU120): even setup ids train, odd ones test.
+DATASETS = {
+    "ntu60": {"setups": 17, "actions": 60, "protocols": ("xsub", "xview")},
+    "ntu120": {"setups": 32, "actions": 120, "protocols": ("xsub", "xset")},
+}
+_MISSING_LISTS = {
+    "ntu60": ("NTU_RGBD_samples_with_missing_skeletons.txt", 302),
+    "ntu120": ("NTU_RGBD120_samples_with_missing_skeletons.txt", 535),
+}
+_NAME_RE = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})(?!\d)")
+
+
+class SkeletonFormatError(ValueError):
+    """A malformed .skeleton file; the message names the file and the line and/or frame."""
+
+
+class NTUName(NamedTuple):
+    """The fields of an NTU sample name; `str()` gives the name back."""
+
+    setup: int
+    camera: int
+    subject: int
+    replication: int
+    action: int
+
+    def __str__(self) -> str:
+        s, c, p, r, a = self
+        return f"S{s:03d}C{c:03d}P{p:03d}R{r:03d}A{a:03d}"
+
+
+def parse_name(name: str | os.PathLike) -> NTUName:
+    """Fields of "S001C002P003R002A013" (a bare name, a path, or a name with a suffix)."""
+    base = Path(name).name
+    m = _NAME_RE.match(base)
+    fields = tuple(int(g) for g in m.groups()) if m else ()
+    if not fields or min(fields) < 1:
+        raise ValueError(
+            f"{str(name)!r} is not an NTU sample name "
+            "(expected SsssCcccPpppRrrrAaaa with 1-based ids, e.g. S001C002P003R002A013)"
+        )
+    return NTUName(*fields)
+
+
+# ---------------------------------------------------------------------------- protocols
+def _check_dataset(dataset: str) -> dict[str, Any]:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown NTU dataset {dataset!r}; expected one of {sorted(DATASETS)}")
+    return DATASETS[dataset]
+
+
+def in_dataset(name: str | os.PathLike | NTUName, dataset: str) -> bool:
+    """Whether a sample belongs to "ntu60" (setups 1-17, actions 1-60) or "ntu120" (all)."""
+    spec = _check_dataset(dataset)
+    n = name if isinstance(name, NTUName) else parse_name(name)
+    return n.setup <= spec["setups"] and n.action <= spec["actions"]
+
+
+def split_of(name: str | os.PathLike | NTUName, dataset: str = "ntu60") -> dict[str, str]:
+    """Membership per protocol: {"xsub": "train"|"val", "xview"|"xset": "train"|"val"}."""
+    n = name if isinstance(name, NTUName) else parse_name(name)
+    if not in_dataset(n, dataset):
+        raise ValueError(f"sample {n} is not part of {dataset}")
+    subjects = NTU60_XSUB_TRAIN_SUBJECTS if dataset == "ntu60" else NTU120_XSUB_TRAIN_SUBJECTS
+    train = {"xsub": n.subject in subjects}
+    if dataset == "ntu60":
+        train["xview"] = n.camera in XVIEW_TRAIN_CAMERAS
+    else:
+        train["xset"] = n.setup % 2 == 0
+    return {proto: "train" if is_train else "val" for proto, is_train in train.items()}
+
+
+def _resource(filename: str) -> str:
+    return resources.files("skelact").joinpath("resources", filename).read_text("utf-8")
+
+
+@cache
+def _missing(dataset: str) -> frozenset[str]:
+    filename, expected = _MISSING_LISTS[dataset]
+    lines = _resource(filename).splitlines()[3:]  # 3 header lines
+    names = frozenset(str(parse_name(ln.strip())) for ln in lines if ln.strip())
+    if len(names) != expected:
+        raise RuntimeError(f"packaged {filename} lists {len(names)} names, expected {expected}")
+    return names
+
+
+def missing_samples(dataset: str = "ntu60") -> set[str]:
+    """The official names of samples without usable skeletons (302 for ntu60, 535 for ntu120)."""
+    _check_dataset(dataset)
+    return set(_missing(dataset))
+
+
+def ntu_classes(dataset: str = "ntu60") -> list[str]:
+    """The official action names in label order (60 or 120)."""
+    names = [ln for ln in _resource("ntu120_classes.txt").splitlines() if ln]
+    return names[: _check_dataset(dataset)["actions"]]
+
+
+# ---------------------------------------------------------------------------- parsing
+def _fail(name: str, problem: str) -> SkeletonFormatError:
+    return SkeletonFormatError(f"NTU skeleton {name}: {problem}")
+
+
+def _count(lines: list[bytes], i: int, n: int, name: str, what: str) -> int:
+    if i >= n:
+        raise _fail(name, f"the file ends before {what} (line {i + 1})")
+    try:
+        value = int(lines[i])
+    except ValueError:
+        text = lines[i].strip().decode("utf-8", "replace")[:40]
+        raise _fail(name, f"line {i + 1}: expected {what}, got {text!r}") from None
+    if value < 0:
+        raise _fail(name, f"line {i + 1}: {what} is negative ({value})")
+    return value
+
+
+def _walk(lines: list[bytes], name: str) -> tuple[int, list[int], list[bytes], list[int]]:
+    """Follow the count lines: T and, per body record, its frame, tracking ID, first joint line."""
+    n = len(lines) - (not lines[-1].strip())  # a final CRLF leaves one empty piece
+    num_frames = _count(lines, 0, n, name, "the frame count")
+    frames, ids, starts = [], [], []
+    i = 1
+    for t in range(num_frames):
+        num_bodies = _count(lines, i, n, name, f"the body count of frame {t + 1}")
+        i += 1
+        for b in range(num_bodies):
+            where = f"frame {t + 1}, body {b + 1}"
+            if i >= n:
+                raise _fail(name, f"the file ends before the info line of {where} (line {i + 1})")
+            num_joints = _count(lines, i + 1, n, name, f"the joint count of {where}")
+            if num_joints != NUM_JOINTS:
+                raise _fail(
+                    name, f"line {i + 2}: {where} declares {num_joints} joints, expected 25"
+                )
+            if i + 2 + num_joints > n:
+                raise _fail(
+                    name,
+                    f"frame {t + 1} declares {num_joints} joints but the file ends after "
+                    f"{n - i - 2}",
+                )
+            frames.append(t)
+            ids.append(lines[i].split(None, 1)[0] if lines[i].strip() else b"")
+            starts.append(i + 2)
+            i += 2 + num_joints
+    return num_frames, frames, ids, starts
+
+
+def _fast_table(block: bytes, rows: int) -> np.ndarray | None:
+    """(rows, 7) float64: the first 7 of 12 space-separated values per line, or None when
+    anything looks off (the strict path then finds the line)."""
+    import pandas as pd  # imported here: only parsing needs it
+
+    if block.count(b" ") != rows * 11:  # 12 fields a line, single spaces
+        return None
+    try:
+        table = pd.read_csv(
+            io.BytesIO(block), sep=" ", header=None, usecols=range(7), dtype=np.float64,
+            na_filter=False, engine="c", low_memory=False,
+        ).to_numpy()  # fmt: skip
+    except (ValueError, TypeError, OverflowError):  # pandas' ParserError is a ValueError
+        return None
+    if table.shape != (rows, 7) or not np.isfinite(table).all():
+        return None
+    return table
+
+
+def _strict_table(lines: list[bytes], starts: list[int], frames: list[int], name: str):
+    """The slow path: parse line by line, raising on the first bad line; (B*V, 7) float64.
+
+    Accepts what the fast path refuses but is valid: odd spacing, inf pixel positions (where
+    Kinect could not project a joint).
+    """
+    out = np.empty((len(starts) * NUM_JOINTS, 7))
+    for r, (s, t) in enumerate(zip(starts, frames, strict=True)):
+        for j in range(NUM_JOINTS):
+            try:
+                values = [float(v) for v in lines[s + j].split()]
+            except ValueError:
+                values = []
+            if len(values) != 12 or not np.isfinite(values[:3]).all():
+                text = lines[s + j].strip().decode("utf-8", "replace")[:60]
+                raise _fail(
+                    name,
+                    f"line {s + j + 1} (frame {t + 1}, joint {j + 1}): expected 12 numbers "
+                    f"(finite x y z), got {text!r}",
+                )
+            out[r * NUM_JOINTS + j] = values[:7]
+    return out
+
+
+def _parse(data: bytes, name: str) -> tuple[int, list[int], list[bytes], np.ndarray]:
+    """T, and per body record its frame, tracking ID and (V, 7) float32 joint values."""
+    if not data.strip():
+        raise _fail(name, "the file is empty")
+    lines = data.split(b"\n")
+    num_frames, frames, ids, starts = _walk(lines, name)
+    if not starts:
+        return num_frames, frames, ids, np.zeros((0, NUM_JOINTS, 7), np.float32)
+    block = b"\n".join([b"\n".join(lines[s : s + NUM_JOINTS]) for s in starts])
+    table = _fast_table(block, len(starts) * NUM_JOINTS)
+    if table is None:
+        table = _strict_table(lines, starts, frames, name)  # raises, or handles odd spacing
+    values = table.reshape(len(starts), NUM_JOINTS, 7).astype(np.float32)
+    return num_frames, frames, ids, values
+
+
+def _select_bodies(ids: list[bytes], xyz: np.ndarray, max_bodies: int) -> list[np.ndarray]:
+    """Record indices of the kept bodies, most active first.
+
+    Bodies are tracked by ID. Over budget, bodies seen in <= NOISE_MAX_FRAMES frames are dropped
+    (unless that drops all). Activity: sum over joints/coords of the temporal variance.
+    """
+    groups: dict[bytes, list[int]] = {}
+    for r, body_id in enumerate(ids):
+        groups.setdefault(body_id, []).append(r)
+    bodies = [np.asarray(g) for g in groups.values()]
+    if len(bodies) > max_bodies:
+        bodies = [b for b in bodies if len(b) > NOISE_MAX_FRAMES] or bodies
+    activity = [float(xyz[b].astype(np.float64).var(axis=0).sum()) for b in bodies]
+    order = sorted(range(len(bodies)), key=lambda k: -activity[k])  # stable on ties
+    return [bodies[k] for k in order[:max_bodies]]
+
+
+def load_skeleton_full(
+    path: str | os.PathLike,
+    max_bodies: int = 2,
+    extras: tuple[str, ...] = ("color_xy", "depth_xy"),
+) -> dict[str, Any]:
+    """Parse one .skeleton file once and return what is asked.
+
+    Returns {"keypoint": (M, T, 25, 3) float32 x y z in metres, "color_xy" / "depth_xy" (M, T,
+    25, 2) float32 pixel positions (those named in `extras`), "total_frames": T, "num_bodies":
+    distinct tracking IDs in the file, "body_ids": the kept IDs, most active first}. M =
+    max_bodies; body-frames where a kept body is absent are zeros.
+    """
+    if max_bodies < 1:
+        raise ValueError(f"max_bodies must be >= 1, got {max_bodies}")
+    unknown = set(extras) - set(_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown extras {sorted(unknown)}; expected color_xy and/or depth_xy")
+    path = Path(path)
+    num_frames, frames, ids, values = _parse(path.read_bytes(), path.name)
+    kept = _select_bodies(ids, values[..., :3], max_bodies)
+    frame_of = np.asarray(frames, dtype=np.int64)
+    out: dict[str, Any] = {}
+    for key in ("keypoint", *extras):
+        cols = values[..., _COLUMNS[key]]
+        arr = np.zeros((max_bodies, num_frames, NUM_JOINTS, cols.shape[-1]), np.float32)
+        for m, records in enumerate(kept):
+            arr[m, frame_of[records]] = cols[records]
+        out[key] = arr
+    out["total_frames"] = num_frames
+    out["num_bodies"] = len(set(ids))
+    out["body_ids"] = [ids[records[0]].decode("ascii", "replace") for records in kept]
+    return out
+
+
+def load_skeleton(path: str | os.PathLike, max_bodies: int = 2) -> np.ndarray:
+    """x y z of the `max_bodies` most active bodies: (M, T, 25, 3) float32, zeros where absent."""
+    return load_skeleton_full(path, max_bodies, extras=())["keypoint"]
+
+
+# ---------------------------------------------------------------------------- preparation
+def _parse_sample(task: tuple[str, int]) -> tuple[str, dict[str, Any] | None, str | None]:
+    """Worker: one file -> (name, sample, None) or (name, None, reason); returns only arrays."""
+    path, max_bodies = task
+    name = parse_name(path)
+    try:
+        full = load_skeleton_full(path, max_bodies)
+    except (SkeletonFormatError, OSError) as err:
+        return str(name), None, str(err)
+    m = len(full["body_ids"])
+    if m == 0:
+        return str(name), None, f"no body in any of its {full['total_frames']} frames"
+    # Only the bodies found are stored (M = 1 or 2): consumers pad, as for pyskl's pickles.
+    # Pixel positions as float16 (1 px steps up to 2048) keep the pickle small enough.
+    sample = {
+        "frame_dir": str(name), "label": name.action - 1, "keypoint": full["keypoint"][:m],
+        "total_frames": full["total_frames"], "subject": name.subject, "camera": name.camera,
+        "setup": name.setup, "replication": name.replication, "num_bodies": full["num_bodies"],
+        "color_xy": full["color_xy"][:m].astype(np.float16),
+        "depth_xy": full["depth_xy"][:m].astype(np.float16),
+    }  # fmt: skip
+    return str(name), sample, None
+
+
+def _find_skeletons(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"NTU skeleton folder {root} does not exist")
+    files = sorted(root.rglob("*.skeleton"))
+    if not files:
+        raise FileNotFoundError(
+            f"no *.skeleton files under {root} (expected NTU's raw skeleton folder, files named "
+            "SsssCcccPpppRrrrAaaa.skeleton)"
+        )
+    return files
+
+
+def _select_files(files: list[Path], dataset: str, report: dict[str, Any]) -> list[Path]:
+    """Files to parse; counts the unrecognised, out-of-dataset, duplicate and missing ones."""
+    missing, seen, todo = missing_samples(dataset), set(), []
+    for f in files:
+        try:
+            name = parse_name(f)
+        except ValueError:
+            report["unrecognised_names"].append(f.name)
+            continue
+        if not in_dataset(name, dataset):
+            report["outside_dataset"] += 1
+        elif str(name) in seen:
+            report["duplicates"].append(str(f))
+        elif str(name) in missing:
+            report["skipped_missing_names"].append(str(name))
+        else:
+            seen.add(str(name))
+            todo.append(f)
+    report["skipped_missing"] = len(report["skipped_missing_names"])
+    return todo
+
+
+def _parse_all(files: list[Path], workers: int, max_bodies: int, desc: str) -> Iterator[tuple]:
+    """(name, sample, reason) per file, in file order; a Pool of `workers` when > 1."""
+    tasks = [(str(f), max_bodies) for f in files]
+    bar = {"total": len(tasks), "desc": desc, "unit": "file", "smoothing": 0.05}
+    if workers <= 1:
+        yield from tqdm(map(_parse_sample, tasks), **bar)
+        return
+    chunksize = max(1, min(32, len(tasks) // (workers * 8)))
+    with multiprocessing.Pool(workers) as pool:
+        yield from tqdm(pool.imap(_parse_sample, tasks, chunksize), **bar)
+
+
+def _add_modalities(anns: list[dict], rgb: Path | None, depth: Path | None) -> dict[str, int]:
+    """Sets each sample's "modalities"; returns how many have RGB / depth next to the skeleton."""
+    found = {"rgb": 0, "depth": 0}
+    for ann in anns:
+        mods = ["skeleton"]
+        if rgb is not None and (rgb / f"{ann['frame_dir']}_rgb.avi").is_file():
+            mods.append("rgb")
+        if depth is not None and (depth / ann["frame_dir"]).is_dir():
+            mods.append("depth")
+        for kind in ("rgb", "depth"):
+            found[kind] += kind in mods
+        ann["modalities"] = mods
+    return {k: v for k, v in found.items() if {"rgb": rgb, "depth": depth}[k] is not None}
+
+
+def _parse_into(report: dict[str, Any], todo: list[Path], workers: int, max_bodies: int):
+    """Parse `todo`; returns the samples, records failures in `report`."""
+    anns = []
+    desc = f"parse {report['dataset']}"
+    for name, sample, reason in _parse_all(todo, workers, max_bodies, desc):
+        if sample is None:
+            report["failures"][name] = reason
+        else:
+            anns.append(sample)
+    report["failed"] = len(report["failures"])
+    if not anns:
+        raise ValueError(
+            f"no usable {report['dataset']} skeleton among the {report['files_found']} files "
+            f"under {report['source']} ({report['skipped_missing']} official missing, "
+            f"{report['failed']} failed, {report['outside_dataset']} outside {report['dataset']})"
+        )
+    return anns
+
+
+def _splits(anns: list[dict], dataset: str) -> dict[str, list[str]]:
+    split: dict[str, list[str]] = {
+        f"{proto}_{part}": []
+        for proto in DATASETS[dataset]["protocols"]
+        for part in ("train", "val")
+    }
+    for ann in anns:
+        for proto, part in split_of(ann["frame_dir"], dataset).items():
+            split[f"{proto}_{part}"].append(ann["frame_dir"])
+    return split
+
+
+def prepare_ntu(
+    skeletons: str | os.PathLike,
+    out: str | os.PathLike,
+    dataset: str = "ntu60",
+    workers: int = 1,
+    max_bodies: int = 2,
+    rgb: str | os.PathLike | None = None,
+    depth: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Parse every NTU .skeleton file under `skeletons` into the annotation pickle `out`.
+
+    Keeps the files of `dataset` ("ntu60": S001-S017, A001-A060; "ntu120": all), skips the
+    official missing-skeleton samples, parses with `workers` processes, records bad files with
+    their reason, writes `out` (splits xsub/xview or xsub/xset, train/val) and
+    `<out stem>.report.json`, prints a summary and returns the report.
+    """
+    _check_dataset(dataset)
+    start, root, out = time.perf_counter(), Path(skeletons), Path(out)
+    files = _find_skeletons(root)
+    report: dict[str, Any] = {
+        "dataset": dataset, "source": str(root), "output": str(out), "files_found": len(files),
+        "outside_dataset": 0, "unrecognised_names": [], "duplicates": [],
+        "skipped_missing": 0, "skipped_missing_names": [], "failed": 0, "failures": {},
+    }  # fmt: skip
+    todo = _select_files(files, dataset, report)
+    anns = _parse_into(report, todo, workers, max_bodies)
+    report["modalities"] = _add_modalities(
+        anns, Path(rgb) if rgb else None, Path(depth) if depth else None
+    )
+    split = _splits(anns, dataset)
+    frames = np.array([a["total_frames"] for a in anns])
+    report.update(
+        samples=len(anns), splits={k: len(v) for k, v in split.items()},
+        frames={"min": int(frames.min()), "max": int(frames.max()), "mean": float(frames.mean())},
+        over_max_bodies=sum(a["num_bodies"] > max_bodies for a in anns), max_bodies=max_bodies,
+        workers=workers, seconds=round(time.perf_counter() - start, 2),
+    )  # fmt: skip
+    data = {"split": split, "annotations": anns, "layout": "ntu25", "dataset": dataset,
+            "classes": ntu_classes(dataset), "report": report}  # fmt: skip
+    save_annotations(data, out)
+    report_path = out.with_suffix(".report.json")
+    report_path.write_text(json.dumps(report, indent=1))
+    print(_summary(report, out, report_path))
+    return report
+
+
+def _summary(report: dict[str, Any], out: Path, report_path: Path) -> str:
+    r = report
+    lines = [
+        f"NTU {r['dataset']}: {r['samples']} samples from {r['files_found']} .skeleton files "
+        f"in {r['seconds']:.1f} s ({r['workers']} worker(s))",
+        f"  skipped: {r['skipped_missing']} official missing-skeleton samples, "
+        f"{r['outside_dataset']} outside {r['dataset']}, {len(r['unrecognised_names'])} "
+        f"unrecognised names, {len(r['duplicates'])} duplicates",
+        "  splits: " + " | ".join(f"{k} {v}" for k, v in r["splits"].items()),
+        f"  failed: {r['failed']}",
+    ]
+    for name, reason in list(r["failures"].items())[:10]:
+        lines.append(f"    {name}: {reason}")
+    if r["failed"] > 10:
+        lines.append(f"    ... and {r['failed'] - 10} more (see {report_path})")
+    size = out.stat().st_size / 2**20
+    lines.append(f"  wrote {out} ({size:.1f} MiB) and {report_path}")
+    return "\n".join(lines)
