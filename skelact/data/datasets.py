@@ -150,6 +150,7 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
         }
 
     from skelact.data.depth import load_depth_clip
+    from skelact.data.features import source_path
     from skelact.data.video import load_rgb_clip
 
     if not scfg.root:
@@ -157,9 +158,7 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
     root = Path(scfg.root)
 
     def path_of(sample: dict) -> Path:
-        if kind == "rgb":
-            return Path(sample.get("rgb_path") or root / f"{sample['frame_dir']}_rgb.avi")
-        return Path(sample.get("depth_path") or root / sample["frame_dir"])
+        return source_path(sample, kind, root)
 
     def load_frames(sample: dict, rng: np.random.Generator) -> torch.Tensor:
         xy = sample.get("color_xy" if kind == "rgb" else "depth_xy")

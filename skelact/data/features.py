@@ -4,7 +4,7 @@
 `model.<stream>.input=features` then reads (T, D) arrays with `load_features` instead of
 decoding pixels. Layout of `out_dir`::
 
-    index.json              settings (modality, arch, pretrained, num_frames, size, dim) and
+    index.json              settings (modality, arch, pretrained, num_frames, size, feature_dim) and
                             the status of every sample ("ok", "cached", "absent", or the reason
                             it failed)
     <frame_dir>.npy         float16 (T, D), T = num_frames (test-mode, deterministic sampling)
@@ -30,7 +30,7 @@ from skelact.data.depth import load_depth_clip
 from skelact.data.video import load_rgb_clip
 
 INDEX = "index.json"
-SETTINGS = ("modality", "arch", "pretrained", "num_frames", "size", "dim")
+SETTINGS = ("modality", "arch", "pretrained", "num_frames", "size", "feature_dim")
 
 
 def source_path(sample: dict, modality: str, data_root: str | os.PathLike) -> Path:
@@ -177,7 +177,7 @@ def extract_features(
     ann_file: an annotation pickle (or its loaded dict); split: only that split's samples.
     batch_size counts samples (each num_frames frames). Missing or corrupt videos are counted
     with their reason, never stop the run. Returns a report: counts per status, the failures
-    {frame_dir: reason}, dim, seconds, encoded frames per second, out_dir.
+    {frame_dir: reason}, feature_dim, seconds, encoded frames per second, out_dir.
     """
     from skelact.models.encoders import FrameResNet
 
@@ -197,7 +197,7 @@ def extract_features(
         "pretrained": pretrained,
         "num_frames": num_frames,
         "size": size,
-        "dim": encoder.out_dim,
+        "feature_dim": encoder.out_dim,
     }
     status = _check_settings(out_dir, settings)
     todo, planned = _plan(samples, modality, data_root, out_dir)
@@ -229,7 +229,7 @@ def _report(samples, status, settings, out_dir, seconds, frames) -> dict[str, An
         **counts,
         "total": len(names),
         "failures": failures,
-        "dim": settings["dim"],
+        "feature_dim": settings["feature_dim"],
         "seconds": round(seconds, 2),
         "frames_per_s": frames / seconds if seconds else 0.0,
         "out_dir": str(out_dir),

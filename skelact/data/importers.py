@@ -166,17 +166,28 @@ def prepare_nucla(
 ) -> dict[str, Any]:
     """Import N-UCLA `root/all_sqe/*.json` into the pickle `out` (cross-view splits).
 
-    Splits "xview_train" (views 1, 2) and "xview_val" (view 3). Returns the report, also
-    stored under the pickle's "report"; checks the val split against `root/val_label.pkl`
-    when present.
+    Splits "xview_train" (views 1, 2) and "xview_val" (view 3), plus the development pair
+    "xview_dev_train" (view 1) / "xview_dev_val" (view 2) carved from the training views for
+    tuning without the test view, and "xview_val_unique": view 3 without the files that are
+    byte-identical copies of a training file. Returns the report, also stored under the pickle's
+    "report"; checks the val split against `root/val_label.pkl` when present.
     """
     folder = Path(root) / "all_sqe"
-    splits = {"xview_train": set(train_views), "xview_val": set(val_views)}
+    train_views = list(train_views)
+    splits = {
+        "xview_train": set(train_views),
+        "xview_val": set(val_views),
+        **_dev_splits("xview", train_views),
+    }
     anns, split, dropped, n_files = _collect(
         folder, "*.json", read_nucla_json, "view", splits, verbose
     )
     report = _report("nucla", n_files, anns, split, dropped, short_frames)
     report["val_label_check"] = _check_nucla_val(Path(root), anns, split["xview_val"])
+    # the test view without the files that repeat a training file byte for byte
+    repeated = {name for pair in report["cross_split_duplicates"] for name in pair}
+    split["xview_val_unique"] = [n for n in split["xview_val"] if n not in repeated]
+    report["split_counts"]["xview_val_unique"] = len(split["xview_val_unique"])
     return _save("nucla", NUCLA_CLASSES, anns, split, report, out, verbose)
 
 
@@ -191,16 +202,35 @@ def prepare_utd_mhad(
 ) -> dict[str, Any]:
     """Import UTD-MHAD `root/Skeleton/*.mat` into the pickle `out` (cross-subject splits).
 
-    Splits "xsub_train" (subjects 1 3 5 7) and "xsub_val" (2 4 6 8); joints reordered to
-    KINECT20. Returns the report, also stored under the pickle's "report".
+    Splits "xsub_train" (subjects 1 3 5 7) and "xsub_val" (2 4 6 8), plus the development
+    pair "xsub_dev_train" (1 3 5) / "xsub_dev_val" (7) carved from the training subjects;
+    joints reordered to KINECT20. Returns the report, also stored under the pickle's "report".
     """
     folder = Path(root) / "Skeleton"
-    splits = {"xsub_train": set(train_subjects), "xsub_val": set(val_subjects)}
+    train_subjects = list(train_subjects)
+    splits = {
+        "xsub_train": set(train_subjects),
+        "xsub_val": set(val_subjects),
+        **_dev_splits("xsub", train_subjects),
+    }
     anns, split, dropped, n_files = _collect(
         folder, "*.mat", read_utd_mhad_mat, "subject", splits, verbose
     )
     report = _report("utd_mhad", n_files, anns, split, dropped, short_frames)
     return _save("utd_mhad", UTD_MHAD_CLASSES, anns, split, report, out, verbose)
+
+
+def _dev_splits(protocol: str, train_groups: list[int]) -> dict[str, set[int]]:
+    """A validation pair inside the training groups: the last group held out, the rest train.
+
+    Hyper-parameters are tuned on these, never on the test split.
+    """
+    if len(train_groups) < 2:
+        return {}
+    return {
+        f"{protocol}_dev_train": set(train_groups[:-1]),
+        f"{protocol}_dev_val": {train_groups[-1]},
+    }
 
 
 def _collect(
@@ -271,7 +301,8 @@ def _report(dataset, n_files, anns, split, dropped, short_frames) -> dict[str, A
 def _cross_split_duplicates(anns: list[dict], split: dict[str, list[str]]) -> list[list[str]]:
     """Pairs of samples in different splits whose keypoints are byte-identical."""
     digest = {a["frame_dir"]: hashlib.sha1(a["keypoint"].tobytes()).hexdigest() for a in anns}
-    where = {name: s for s, members in split.items() for name in members}
+    # dev splits overlap the train split by design: only the protocol's own splits count
+    where = {n: s for s, members in split.items() if "_dev_" not in s for n in members}
     first: dict[str, str] = {}
     pairs = []
     for name, h in digest.items():

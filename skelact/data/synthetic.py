@@ -343,3 +343,128 @@ def write_synthetic_ntu(
                         path.write_bytes(text.encode("ascii"))
                         paths.append(path)
     return sorted(paths)
+
+
+# ---------------------------------------------------------------------------- fusion set
+# Four classes in two pairs, each pair separable by one modality only:
+#   A001/A002: the same drinking motion, the cup in the hand is red / blue -> only RGB tells.
+#   A003/A004: the right arm reaches forward / backward: mirror images along the camera axis,
+#   the same pictures under the orthographic RGB camera (drawn in a fixed order) -> only the
+#   skeleton (and depth) tell.
+# Everything else (subject, size, timing, position, scale, background, clothes) is drawn from
+# distributions that do not depend on the class.
+FUSION_CLASSES = ["drink from red cup", "drink from blue cup", "reach forward", "reach back"]
+_CUP_BGR = {1: (30, 30, 210), 2: (210, 70, 30)}  # red, blue
+_CLOTHES_HUES = tuple(range(20, 95, 5))  # yellow to cyan-green: never close to red or blue
+_RIGHT_ARM = [9, 10, 11, 23, 24]  # elbow, wrist, hand, hand tip, thumb
+
+
+def _reach(s, k, e, c):  # the right hand out at chest height, hold, back
+    c["rh"] = _lerp(c["rh"], [0.20, 0.20, -0.42], e)
+
+
+def _fusion_motion(name: NTUName, seed: int) -> np.ndarray:
+    """(T, 25, 3) body-frame joints of one fusion-set performance (36-52 frames)."""
+    style = _subject_style(seed, name.subject)
+    rng = np.random.default_rng([seed, 5, name.setup, name.subject, name.replication, name.action])
+    s = np.linspace(0.0, 1.0, int(rng.integers(36, 53)))
+    warped = s + rng.uniform(-0.08, 0.08) * np.sin(np.pi * s)
+    c = _motion(1, warped, style["cycles"])
+    if name.action > 2:
+        c["rh"], c["nod"] = np.tile(_REST[11], (len(s), 1)), np.zeros(len(s))
+        _reach(warped, 1.0, _bump(warped, 0.12, 0.88, 0.2), c)
+    joints = _pose(c, style["size"])
+    if name.action == 4:  # mirror the arm through the shoulder's frontal plane
+        sh = joints[:, 8:9, 2]
+        joints[:, _RIGHT_ARM, 2] = 2 * sh - joints[:, _RIGHT_ARM, 2]
+    sway = 0.015 * np.sin(2 * np.pi * (s * rng.uniform(0.5, 1.5) + rng.uniform()))
+    joints[..., 0] += sway[:, None]
+    return joints
+
+
+def _fusion_placement(body: np.ndarray, size: tuple[int, int], rng) -> tuple[np.ndarray, float]:
+    """Camera-space offset (3,) of the body and the pixels per metre of its camera."""
+    w, h = size
+    scale = rng.uniform(75, 100) * h / 240
+    margin = rng.uniform(0.04, 0.12) * h  # feet above the bottom edge, pixels
+    feet = body[:, [15, 19], 1].min()
+    x = rng.uniform(-0.22, 0.22) * w / scale
+    return np.array([x, (margin - h / 2) / scale - feet, rng.uniform(2.6, 3.4)]), scale
+
+
+def _ortho(xyz: np.ndarray, scale: float, size: tuple[int, int]) -> np.ndarray:
+    """Orthographic camera: (..., 3) metres -> (..., 2) pixels; depth does not move a point."""
+    return np.stack([size[0] / 2 + scale * xyz[..., 0], size[1] / 2 - scale * xyz[..., 1]], -1)
+
+
+def _write_fusion_sample(task: tuple) -> str:
+    """Worker: one sample's .skeleton file, RGB video and (optionally) depth folder."""
+    from skelact.data.render import Look, random_colors, render_depth, render_rgb
+    from skelact.data.render import textured_background as backdrop
+
+    name, seed, dirs, size, depth_size = task
+    rng = np.random.default_rng([seed, 6, *name])
+    body = _fusion_motion(name, seed)
+    pos, scale = _fusion_placement(body, size, rng)
+    clean = body + pos  # camera space, metres
+    xyz, state = _noisy(clean, rng)
+    k = depth_size[0] / size[0]  # depth pixels per colour pixel
+    rows = _rows(xyz, (1.0, 0.0), state)
+    rows[..., 5:7] = _ortho(xyz, scale, size)
+    rows[..., 3:5] = rows[..., 5:7] * k
+    body_id = 72057594037927936 + int(rng.integers(1000, 20000))
+    text = _skeleton_text(len(rows), [(body_id, 0, rows)], rng)
+    (dirs["skeletons"] / f"{name}.skeleton").write_bytes(text.encode("ascii"))
+    clothes = random_colors(np.random.default_rng([seed, 7, name.subject]), _CLOTHES_HUES)
+    look = Look(colors=clothes)
+    if name.action in _CUP_BGR:
+        look.obj_joint = 11
+        look.obj_color = tuple(int(np.clip(v + rng.integers(-25, 26), 0, 255))
+                               for v in _CUP_BGR[name.action])  # fmt: skip
+    pix = _ortho(clean, scale, size)
+    render_rgb(dirs["rgb"] / f"{name}_rgb.avi", pix, backdrop(size, rng), look, rng=rng)
+    if "depth" in dirs:
+        render_depth(dirs["depth"] / str(name), pix * k, clean[..., 2] * 1000, depth_size, look)
+    return str(name)
+
+
+def write_fusion_set(
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    subjects: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 8),
+    cameras: Sequence[int] = (1, 2, 3),
+    replications: Sequence[int] = (1, 2),
+    size: tuple[int, int] = (256, 192),
+    depth: bool = True,
+    depth_size: tuple[int, int] = (256, 192),
+    workers: int = 1,
+) -> dict[str, Path]:
+    """Write the 4-class fusion set (see FUSION_CLASSES, actions A001-A004) in NTU's layout.
+
+    out_dir/nturgb+d_skeletons/SsssCcccPpppRrrrAaaa.skeleton, out_dir/nturgb+d_rgb/<name>
+    _rgb.avi (MJPG, size = (width, height)) and, with depth, out_dir/nturgb+d_depth_masked/
+    <name>/MDepth-%08d.png (16-bit mm, depth_size). Cameras differ in placement, scale and
+    background, not angle: every camera faces the performer. Same seed, same files.
+    Returns the folders {"skeletons", "rgb"[, "depth"]}.
+    """
+    from multiprocessing import Pool
+
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    dirs = {"skeletons": out / "nturgb+d_skeletons", "rgb": out / "nturgb+d_rgb"}
+    if depth:
+        dirs["depth"] = out / "nturgb+d_depth_masked"
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    tasks = [
+        (NTUName(1, cam, sub, rep, action), seed, dirs, tuple(size), tuple(depth_size))
+        for sub in subjects for rep in replications for action in (1, 2, 3, 4) for cam in cameras
+    ]  # fmt: skip
+    bar = {"total": len(tasks), "desc": "render fusion set", "unit": "sample"}
+    if workers <= 1:
+        list(tqdm(map(_write_fusion_sample, tasks), **bar))
+    else:
+        with Pool(workers) as pool:
+            list(tqdm(pool.imap_unordered(_write_fusion_sample, tasks), **bar))
+    return dirs

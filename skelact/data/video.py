@@ -16,6 +16,8 @@ import torch
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+_SCALE = torch.from_numpy(1 / (255 * IMAGENET_STD)).view(1, 3, 1, 1)
+_SHIFT = torch.from_numpy(IMAGENET_MEAN / IMAGENET_STD).view(1, 3, 1, 1)
 
 # Gaps (in frames) at least this long are skipped with a seek, shorter ones with grab().
 # Seeking decodes again from the previous key frame: on the real NTU clip (one key frame for
@@ -142,8 +144,8 @@ def iter_frames(path: str | os.PathLike, indices: Sequence[int]) -> Iterator[np.
             if frame is not None and idx == pos - 1:
                 yield frame  # repeated index
                 continue
-            if idx - pos >= SEEK_MIN_GAP and cap.set(cv2.CAP_PROP_POS_FRAMES, idx):
-                pos = idx
+            if idx - pos >= SEEK_MIN_GAP:
+                cap, pos = _seek(cap, path, idx, pos)
             while pos < idx:
                 if not cap.grab():
                     raise VideoError(_short(path, idx, pos), frames_read=pos)
@@ -155,6 +157,15 @@ def iter_frames(path: str | os.PathLike, indices: Sequence[int]) -> Iterator[np.
             yield frame
     finally:
         cap.release()
+
+
+def _seek(cap: cv2.VideoCapture, path, idx: int, pos: int) -> tuple[cv2.VideoCapture, int]:
+    """Seek to frame idx; -> (capture, position). An inexact seek (some containers land on
+    another frame) would return wrong frames silently, so it reopens the file and grabs."""
+    if cap.set(cv2.CAP_PROP_POS_FRAMES, idx) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == idx:
+        return cap, idx
+    cap.release()
+    return _open(path), 0
 
 
 def _short(path, idx: int, pos: int) -> str:
@@ -170,9 +181,18 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
 
 
 def crop_resize(frame: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """Crop (H, W, C) to `box` and resize to (size, size, C): area when shrinking, else linear."""
+    """Crop (H, W, C) to `box` and resize to (size, size, C) -> same dtype.
+
+    Shrinking averages pixels (area): first by the largest integer factor, which OpenCV does
+    about 2x faster than a fractional area resize (4.8 -> 2.2 ms for 1080 -> 224 here), then
+    by the remaining fraction. Enlarging is bilinear.
+    """
     x0, y0, x1, y1 = box
     patch = frame[y0:y1, x0:x1]
+    k = min(patch.shape[0], patch.shape[1]) // size
+    if k >= 2:
+        h, w = patch.shape[0] // k, patch.shape[1] // k
+        patch = cv2.resize(patch[: h * k, : w * k], (w, h), interpolation=cv2.INTER_AREA)
     shrink = patch.shape[0] > size or patch.shape[1] > size
     interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
     return cv2.resize(patch, (size, size), interpolation=interp)
@@ -208,8 +228,9 @@ def load_rgb_clip(
         total = err.frames_read  # the header count lied: resample within what decodes
         inds = sample_indices(total, num_frames, train, rng)
         frames = _decode_crop(path, inds, xy, w, h, size, margin, total)
-    x = (np.stack(frames).astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()  # (T, 3, S, S)
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()  # (T, 3, S, S) 0-255
+    x.mul_(_SCALE).sub_(_SHIFT)  # in place: (x / 255 - mean) / std
+    return x.contiguous()
 
 
 def _decode_crop(path, inds, xy, w, h, size, margin, total) -> list[np.ndarray]:

@@ -14,8 +14,15 @@ class JointMLP(nn.Module):
     most active actor, so the roles of actor and partner stay distinct for the recurrent core.
     """
 
-    def __init__(self, num_joints: int, in_channels: int, num_bodies: int, hidden: int = 256,
-                 out_dim: int = 256, dropout: float = 0.0):
+    def __init__(
+        self,
+        num_joints: int,
+        in_channels: int,
+        num_bodies: int,
+        hidden: int = 256,
+        out_dim: int = 256,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.mlp = nn.Sequential(
             nn.Linear(num_joints * in_channels, hidden),
@@ -39,14 +46,21 @@ class JointMLP(nn.Module):
 def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
     """The per-frame encoder of one stream and its output width."""
     if stream == "skeleton":
-        enc = JointMLP(spec["num_joints"], spec["channels"], spec["num_bodies"], cfg.hidden,
-                       cfg.embed, cfg.dropout)
+        enc = JointMLP(
+            spec["num_joints"],
+            spec["channels"],
+            spec["num_bodies"],
+            cfg.hidden,
+            cfg.embed,
+            cfg.dropout,
+        )
         return enc, cfg.embed
     if stream in ("rgb", "depth") and cfg.input == "features":
         return FeatureProjector(spec["feature_dim"], cfg.embed, cfg.dropout), cfg.embed
     if stream in ("rgb", "depth"):
-        resnet = FrameResNet(cfg.arch, cfg.pretrained, spec["in_channels"], cfg.frozen,
-                             cfg.weights_file)
+        resnet = FrameResNet(
+            cfg.arch, cfg.pretrained, spec["in_channels"], cfg.frozen, cfg.weights_file
+        )
         proj = FeatureProjector(resnet.out_dim, cfg.embed, cfg.dropout)
         return nn.Sequential(resnet, proj), cfg.embed
     raise ValueError(f"no encoder for stream {stream!r}")
@@ -57,8 +71,9 @@ class FeatureProjector(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0):
         super().__init__()
-        self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Dropout(dropout),
-                                  nn.Linear(in_dim, out_dim), nn.GELU())
+        self.proj = nn.Sequential(
+            nn.LayerNorm(in_dim), nn.Dropout(dropout), nn.Linear(in_dim, out_dim), nn.GELU()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)

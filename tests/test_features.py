@@ -1,0 +1,153 @@
+"""FrameResNet and the feature cache (extract_features / load_features)."""
+
+from __future__ import annotations
+
+import json
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+
+from skelact.data.annotations import save_annotations
+from skelact.data.datasets import feature_dim
+from skelact.data.depth import load_depth_clip
+from skelact.data.features import extract_features, load_features
+from skelact.data.video import load_rgb_clip
+from skelact.models.encoders import FrameResNet
+from tests.conftest import shared_data
+from tests.test_video_depth import person_xy, write_depth_fixture
+
+
+@pytest.mark.parametrize("arch,size,dim", [("resnet18", 64, 512), ("resnet50", 32, 2048)])
+def test_frame_resnet_shapes(arch, size, dim):
+    enc = FrameResNet(arch, pretrained=None, frozen=False)
+    out = enc(torch.randn(2, 3, 3, size, size))
+    assert out.shape == (2, 3, dim) and enc.out_dim == dim and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None for p in enc.parameters())
+
+
+def test_frozen_resnet_stays_frozen():
+    enc = FrameResNet("resnet18", pretrained=None, frozen=True)
+    assert sum(p.requires_grad for p in enc.parameters()) == 0
+    enc.train()  # a parent model going to training mode must not touch BatchNorm statistics
+    assert not any(m.training for m in enc.backbone.modules())
+    before = enc.backbone.bn1.running_mean.clone()
+    out = enc(torch.randn(1, 2, 3, 32, 32) * 5 + 3)
+    assert torch.equal(before, enc.backbone.bn1.running_mean) and not out.requires_grad
+
+
+def test_depth_replication_equals_summed_conv1():
+    x = torch.rand(1, 2, 1, 48, 48)  # (N, T, 1, H, W) depth
+    torch.manual_seed(0)
+    rgb = FrameResNet("resnet18", in_channels=3)
+    torch.manual_seed(0)
+    one = FrameResNet("resnet18", in_channels=1)
+    assert one.backbone.conv1.weight.shape == (64, 1, 7, 7)
+    assert torch.allclose(rgb(x), one(x), atol=1e-4)
+    with pytest.raises(ValueError, match="expected 1 channels, got 3"):
+        one(torch.rand(1, 2, 3, 48, 48))
+
+
+def test_imagenet_offline_error_is_clear(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))  # empty cache
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
+    with pytest.raises(RuntimeError) as err:
+        FrameResNet("resnet18", pretrained="imagenet")
+    msg = str(err.value)
+    assert "could not download the resnet18 ImageNet weights" in msg
+    assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in msg
+    assert "weights_file" in msg and "pretrained=null" in msg
+
+
+def test_imagenet_from_weights_file_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    torch.manual_seed(1)
+    src = FrameResNet("resnet18").backbone
+    state = {k: v for k, v in src.state_dict().items()}
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
+    path = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(state, path)
+    enc = FrameResNet("resnet18", pretrained="imagenet", weights_file=str(path))
+    assert torch.equal(enc.backbone.conv1.weight, src.conv1.weight)
+    with pytest.raises(FileNotFoundError, match="nowhere.pth does not exist"):
+        FrameResNet("resnet18", pretrained="imagenet", weights_file=str(tmp_path / "nowhere.pth"))
+    cached = tmp_path / "hub" / "checkpoints" / path.name
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"truncated")
+    with pytest.raises(RuntimeError, match="not a readable checkpoint"):
+        FrameResNet("resnet18", pretrained="imagenet")
+    path.replace(cached)  # a good file in torch's cache is used without any download
+    assert torch.equal(
+        FrameResNet(pretrained="imagenet").backbone.layer4[1].bn2.weight, src.layer4[1].bn2.weight
+    )
+
+
+def sample(name: str, frames: int = 72, **extra) -> dict:
+    kp = np.zeros((1, frames, 25, 3), np.float32)
+    return {"frame_dir": name, "label": 0, "keypoint": kp, "total_frames": frames, **extra}
+
+
+def test_extract_rgb_features_end_to_end(tmp_path):
+    clip = shared_data("ntu", "videos", "ntu_sample.avi")
+    root = tmp_path / "rgb"
+    root.mkdir()
+    (root / "S001C001P001R001A002_rgb.avi").write_bytes(b"\x00corrupt" * 64)
+    anns = [
+        sample("S001C001P001R001A001", rgb_path=str(clip)),  # absolute path in the sample
+        sample("S001C001P001R001A002"),  # NTU naming, corrupt file
+        sample("S001C001P001R001A003"),  # NTU naming, no file
+        sample("S001C001P001R001A004", modalities=["skeleton"]),
+    ]
+    ann_file = save_annotations({"split": {"all": []}, "annotations": anns}, tmp_path / "a.pkl")
+    out = tmp_path / "feats"
+    kw = dict(arch="resnet18", pretrained=None, num_frames=4, size=64, batch_size=2, workers=1)
+    torch.manual_seed(0)
+    rep = extract_features(ann_file, "rgb", root, out, **kw)
+    assert (rep["ok"], rep["error"], rep["missing"], rep["absent"]) == (1, 1, 1, 1)
+    assert "S001C001P001R001A002_rgb.avi" in rep["failures"]["S001C001P001R001A002"]
+    feats = load_features(out, "S001C001P001R001A001")
+    assert feats.shape == (4, 512) and feats.dtype == np.float16
+    torch.manual_seed(0)  # same random weights -> same features as encoding directly
+    ref = FrameResNet("resnet18")(load_rgb_clip(clip, 4, size=64)[None])[0]
+    assert np.allclose(feats.astype(np.float32), ref.numpy(), rtol=2e-3, atol=2e-3)
+    index = json.loads((out / "index.json").read_text())
+    assert (index["arch"], index["num_frames"], index["size"], index["feature_dim"]) == (
+        "resnet18",
+        4,
+        64,
+        512,
+    )
+    assert index["samples"]["S001C001P001R001A001"] == "ok"
+    assert feature_dim(out) == 512  # what the training loader reads back
+    mtime = (out / "S001C001P001R001A001.npy").stat().st_mtime_ns
+    rep2 = extract_features(ann_file, "rgb", root, out, **kw)  # resumes: nothing re-encoded
+    assert (rep2["ok"], rep2["cached"], rep2["error"]) == (0, 1, 1)
+    assert (out / "S001C001P001R001A001.npy").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="other settings"):
+        extract_features(ann_file, "rgb", root, out, **{**kw, "size": 32})
+
+
+def test_extract_depth_features(tmp_path):
+    write_depth_fixture(tmp_path / "S001C002P001R001A001", 10)
+    data = {
+        "split": {},
+        "annotations": [sample("S001C002P001R001A001", 10, depth_xy=person_xy(10))],
+    }
+    torch.manual_seed(0)
+    rep = extract_features(
+        data, "depth", tmp_path, tmp_path / "f", pretrained=None, num_frames=3, size=32, workers=0
+    )
+    assert rep["ok"] == 1 and rep["feature_dim"] == 512
+    torch.manual_seed(0)
+    clip = load_depth_clip(tmp_path / "S001C002P001R001A001", 3, person_xy(10), 32)
+    ref = FrameResNet("resnet18")(clip[None])[0].numpy()
+    got = load_features(tmp_path / "f", "S001C002P001R001A001").astype(np.float32)
+    assert got.shape == (3, 512) and np.allclose(got, ref, rtol=2e-3, atol=2e-3)
+    with pytest.raises(FileNotFoundError, match="no features for S999"):
+        load_features(tmp_path / "f", "S999")
