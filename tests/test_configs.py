@@ -82,3 +82,55 @@ def test_data_configs_need_only_the_annotation_file(dataset):
         else ["data.ann_file=x.pkl", "data.train_split=a", "data.test_split=b"]
     )
     assert cfg.data.train_split and cfg.data.test_split and cfg.data.layout
+
+
+def test_end_to_end_frames_input_trains_the_resnets(tmp_path):
+    """model.<stream>.input=frames: pixels -> trainable ResNet -> core, one step."""
+    import cv2
+
+    from tests.test_video_depth import write_depth_fixture
+
+    data = toy_annotations(num_classes=2, per_class=4, frames=12)
+    for ann in data["annotations"]:
+        name = ann["frame_dir"]
+        writer = cv2.VideoWriter(
+            str(tmp_path / f"{name}_rgb.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30, (96, 64)
+        )
+        for t in range(12):
+            writer.write(np.full((64, 96, 3), 10 * t + 80 * ann["label"], np.uint8))
+        writer.release()
+        write_depth_fixture(tmp_path / name, 12)
+    save_annotations(data, tmp_path / "toy.pkl")
+    frames = [
+        f"model.{s}.{k}"
+        for s in ("rgb", "depth")
+        for k in ("input=frames", "pretrained=null", "frozen=false")
+    ]
+    cfg = compose_config(
+        [
+            "modality=rgb_skeleton_depth",
+            f"data.ann_file={tmp_path / 'toy.pkl'}",
+            "data.train_split=train",
+            "data.test_split=test",
+            *frames,
+            f"data.rgb.root={tmp_path}",
+            f"data.depth.root={tmp_path}",
+            "data.rgb.size=32",
+            "data.depth.size=32",
+            "data.rgb.num_frames=4",
+            "data.depth.num_frames=4",
+            "trainer.batch_size=2",
+            "trainer.num_workers=0",
+        ]
+    )
+    d = Data(cfg)
+    dataset, specs = d.dataset(cfg.data, "train", train=True)
+    net = build_recognizer(cfg.model, d.streams, d.num_classes, specs)
+    batch = next(iter(make_loader(dataset, cfg.trainer, shuffle=True)))
+    assert batch["rgb"].shape == (2, 1, 4, 3, 32, 32)
+    assert batch["depth"].shape == (2, 1, 4, 1, 32, 32)
+    inputs, labels, _ = split_batch(batch, d.streams, "cpu")
+    stream_loss(net(inputs), labels, 0.0, 0.5).backward()
+    for s in ("rgb", "depth"):
+        conv1 = net.streams[s].encoder[0].backbone.conv1.weight
+        assert conv1.grad is not None and conv1.grad.abs().sum() > 0

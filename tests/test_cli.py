@@ -1,0 +1,74 @@
+"""The command line: every command explains itself; --modality is sugar for modality=."""
+
+import subprocess
+import sys
+
+import pytest
+
+from skelact.cli import build_parser, modality_override
+
+COMMANDS = [
+    "demo",
+    "prepare",
+    "prepare ntu",
+    "prepare nucla",
+    "prepare utd-mhad",
+    "prepare features",
+    "train",
+    "eval",
+    "convert",
+    "predict",
+    "pose-model",
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_for_every_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([*command.split(), "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert f"usage: skelact {command}" in text and len(text) > 200
+
+
+def test_top_level_help_lists_commands():
+    out = subprocess.run(
+        [sys.executable, "-m", "skelact.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for command in ("demo", "prepare", "train", "eval", "convert", "predict", "pose-model"):
+        assert command in out
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("skeleton", "modality=skeleton"),
+        ("rgb+skeleton", "modality=rgb_skeleton"),
+        ("skeleton+rgb", "modality=rgb_skeleton"),
+        ("depth+skeleton+rgb", "modality=rgb_skeleton_depth"),
+    ],
+)
+def test_modality_sugar(spec, expected):
+    assert modality_override(spec) == expected
+
+
+def test_unknown_modality_is_a_clear_error():
+    with pytest.raises(SystemExit, match="unknown modality 'audio'"):
+        modality_override("audio")
+
+
+def test_train_help_lists_config_groups(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "ntu60_xsub" in text and "rgb_skeleton" in text and "stacked_bilstm" in text
+
+
+def test_missing_annotation_file_is_one_clear_line(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "skelact.cli", "eval", f"ckpt={tmp_path / 'nope.pt'}"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode != 0
+    assert "nope.pt does not exist" in res.stderr and "Traceback" not in res.stderr
