@@ -124,6 +124,12 @@ def make_loader(
 def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     """Train as configured, write the run directory; returns final metrics (rank 0)."""
     run_dir = Path(run_dir)
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise SystemExit(
+            f"skelact train: set {' '.join(k + '=...' for k in missing)} "
+            "(e.g. data=ntu60_xsub data.ann_file=ntu60.pkl); see skelact train --help"
+        )
     tcfg = cfg.trainer
     rank, world, device = init_distributed(tcfg.device)
     set_threads(tcfg, world)
@@ -155,8 +161,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml")
-        log.info("training %s on %s, world size %d, %d train samples -> %s", "+".join(
-            data.streams), device, world, len(train_set), run_dir)
+        log.info(
+            "training %s on %s, world size %d, %d train samples -> %s",
+            "+".join(data.streams),
+            device,
+            world,
+            len(train_set),
+            run_dir,
+        )
     monitor = _monitor(cfg, data) if rank == 0 else None
     for epoch in range(state["epoch"], tcfg.epochs):
         train_set.set_epoch(epoch)
