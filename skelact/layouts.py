@@ -145,13 +145,14 @@ def spine_points(layout: Layout, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 # MediaPipe BlazePose (33) -> Kinect v2 (25). Each NTU joint is the mean of the listed
-# BlazePose landmarks (one listed three times weighs three times). Hips: Kinect's hip joints
-# sit further in than BlazePose's (0.12 m vs 0.22 m apart on real data), so each NTU hip is
-# pulled a quarter of the way toward the other. Exact: shoulders, elbows, wrists, hips, knees, ankles. Approximated:
-# spine base (mid-hips), spine shoulder (mid-shoulders), spine mid (mean of both), neck (half
-# way between mid-shoulders and the mouth), head (mid-ears, the skull centre Kinect tracks),
-# hands (mean of the index and pinky knuckles), hand tips (index knuckle), thumbs (thumb
-# landmark), feet (foot index, i.e. the toes; Kinect's foot joint sits a little behind).
+# BlazePose landmarks (one listed three times weighs three times).
+# Exact: shoulders, elbows, wrists, knees, ankles.
+# Approximated: hips (Kinect's sit further in, 0.12 m vs 0.22 m apart on real data, so each is
+# pulled a quarter of the way toward the other), spine base (mid-hips), spine shoulder
+# (mid-shoulders), spine mid (mean of both), neck (half way between mid-shoulders and the
+# mouth), head (mid-ears, the skull centre Kinect tracks), hands (mean of the index and pinky
+# knuckles), hand tips (index knuckle), thumbs (thumb landmark), feet (foot index, i.e. the
+# toes; Kinect's foot joint sits a little behind).
 MEDIAPIPE_TO_NTU25: tuple[tuple[int, ...], ...] = (
     (23, 24),           # spine_base
     (11, 12, 23, 24),   # spine_mid
