@@ -39,12 +39,20 @@ def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int, min_ratio
 
 
 def split_batch(batch: dict, streams, device) -> tuple[dict, torch.Tensor, int]:
-    """Stream tensors (N, K, ...) -> (N*K, ...) on device; labels (N,); clips per sample K."""
+    """Stream tensors (N, K, ...) -> (N*K, ...) on device; labels (N,); clips per sample K.
+
+    Streams may bring different clip counts at test time (5 skeleton clips, 1 cached RGB
+    feature clip): a stream with one clip is repeated so that clip k of every stream is fused
+    with clip k of the others.
+    """
+    k = max(batch[name].shape[1] for name in streams)
     inputs = {}
-    k = 1
     for name in streams:
         x = batch[name]
-        k = x.shape[1]
+        if x.shape[1] != k:
+            if x.shape[1] != 1:
+                raise ValueError(f"stream {name!r} has {x.shape[1]} clips per sample, others {k}")
+            x = x.expand(-1, k, *x.shape[2:])
         inputs[name] = x.flatten(0, 1).to(device, non_blocking=True)
     return inputs, batch["label"].to(device), k
 

@@ -134,3 +134,14 @@ def test_end_to_end_frames_input_trains_the_resnets(tmp_path):
     for s in ("rgb", "depth"):
         conv1 = net.streams[s].encoder[0].backbone.conv1.weight
         assert conv1.grad is not None and conv1.grad.abs().sum() > 0
+
+
+def test_streams_with_different_test_clip_counts_are_fused_clip_by_clip():
+    batch = {
+        "skeleton": torch.randn(3, 5, 2, 8, 25, 9),
+        "rgb": torch.randn(3, 1, 6, 24),
+        "label": torch.tensor([0, 1, 2]),
+    }
+    inputs, labels, k = split_batch(batch, ["rgb", "skeleton"], "cpu")
+    assert k == 5 and inputs["skeleton"].shape[0] == inputs["rgb"].shape[0] == 15
+    torch.testing.assert_close(inputs["rgb"][5:10], batch["rgb"][1].expand(5, 6, 24))

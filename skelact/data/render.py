@@ -6,7 +6,7 @@ caller owns the projection, so the skeleton file's colorX/colorY/depthX/depthY p
 what is drawn).
 
 RGB draws its parts in a fixed order, ignoring depth: two motions that differ only along the
-camera axis give the same pictures (what the fusion set's depth-only class pair relies on).
+camera axis give the same pictures (what the fusion set's skeleton-only class pair relies on).
 Depth draws far parts first (painter's algorithm), so nearer limbs cover farther ones, and
 writes NTU's format: one 16-bit PNG per frame, millimetres, background 0.
 """
@@ -64,26 +64,25 @@ def _pt(p: np.ndarray, shift: int) -> tuple[int, int]:
     return int(round(p[0] * (1 << shift))), int(round(p[1] * (1 << shift)))
 
 
-def draw_figure(img: np.ndarray, xy: np.ndarray, look: Look, unit: float, value=None) -> None:
-    """Draw one frame's figure into img (H, W, 3 or H, W) in place; xy (25, 2) pixels.
+def draw_figure(img: np.ndarray, xy: np.ndarray, look: Look, unit: float) -> None:
+    """Draw one frame's figure into the BGR image img (H, W, 3) in place; xy (25, 2) pixels.
 
-    unit: the figure height in pixels (sets thicknesses). value: a single colour for every part
-    (depth), else the look's colours.
+    unit: the figure height in pixels (sets the thicknesses). Parts go in LIMBS order, depth
+    ignored, then the head, then the held object.
     """
     shift = 4  # sub-pixel precision for smooth motion
     for a, b, part in LIMBS:
-        color = value if value is not None else look.colors[part]
         w = max(1, int(round(_WIDTH[part] * unit)))
-        cv2.line(img, _pt(xy[a], shift), _pt(xy[b], shift), color, w, cv2.LINE_AA, shift)
+        cv2.line(
+            img, _pt(xy[a], shift), _pt(xy[b], shift), look.colors[part], w, cv2.LINE_AA, shift
+        )
     r = max(2, int(round(_HEAD_RADIUS * unit * (1 << shift))))
-    color = value if value is not None else look.colors["skin"]
-    cv2.circle(img, _pt(xy[HEAD], shift), r, color, -1, cv2.LINE_AA, shift)
+    cv2.circle(img, _pt(xy[HEAD], shift), r, look.colors["skin"], -1, cv2.LINE_AA, shift)
     if look.obj_joint >= 0:
         c = xy[look.obj_joint]
         half = np.array(look.obj_size) * unit
         p0, p1 = _pt(c - half, shift), _pt(c + half, shift)
-        color = value if value is not None else look.obj_color
-        cv2.rectangle(img, p0, p1, color, -1, cv2.LINE_AA, shift)
+        cv2.rectangle(img, p0, p1, look.obj_color, -1, cv2.LINE_AA, shift)
 
 
 def render_rgb(
@@ -97,7 +96,8 @@ def render_rgb(
 ) -> Path:
     """Write an MJPG .avi of the figure: xy (T, 25, 2) colour pixels, background (H, W, 3) BGR.
 
-    Every frame gets fresh Gaussian pixel noise of std `noise` (camera grain). Returns the path.
+    Frames get Gaussian grain of std `noise` (a random window of one noise field per frame, so
+    it changes from frame to frame). Returns the path.
     """
     path = Path(path)
     h, w = background.shape[:2]
