@@ -174,6 +174,10 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
 
 def feature_dim(root: Path) -> int:
     """Feature width D of a cache folder, from its index.json or its first file."""
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"feature cache {root} does not exist (make it with `skelact prepare features`)"
+        )
     index = root / "index.json"
     if index.is_file():
         import json
