@@ -76,7 +76,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     if args.source == "ntu":
-        from skelact.data.ntu import prepare_ntu
+        from skelact.data.ntu_prepare import prepare_ntu
 
         prepare_ntu(
             args.skeletons,

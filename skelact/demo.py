@@ -46,7 +46,7 @@ def run_demo(
     {"skeleton": metrics, "rgb": metrics, ..., "rgb+skeleton": metrics}.
     """
     from skelact.cli import modality_override
-    from skelact.data.ntu import prepare_ntu
+    from skelact.data.ntu_prepare import prepare_ntu
     from skelact.data.synthetic import write_synthetic_ntu
     from skelact.train import train
 
@@ -131,7 +131,7 @@ def prepare_fusion_data(
     set_kwargs go to write_fusion_set (subjects, cameras, replications, size ...).
     """
     from skelact.data.annotations import load_annotations, save_annotations
-    from skelact.data.ntu import prepare_ntu
+    from skelact.data.ntu_prepare import prepare_ntu
     from skelact.data.synthetic import FUSION_CLASSES, write_fusion_set
 
     out = Path(out)

@@ -23,9 +23,9 @@ from skelact.data.ntu import (
     missing_samples,
     ntu_classes,
     parse_name,
-    prepare_ntu,
     split_of,
 )
+from skelact.data.ntu_prepare import prepare_ntu
 from skelact.data.synthetic import write_synthetic_ntu
 from tests.conftest import SHARED_DATA, shared_data
 

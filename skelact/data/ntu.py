@@ -7,28 +7,21 @@ per body a 10-field line starting with the tracking ID, the joint count (25) and
 
 The parser follows only the count lines in Python and converts every joint line of a file in
 one C-level call (pandas' CSV reader; numpy's text readers are barely faster than `float()`),
-which makes it about 4x a line-by-line reader (`tools/bench_parse.py`). `prepare_ntu` turns a
-folder of files into an annotation pickle (see `skelact.data.annotations`).
+which makes it about 4x a line-by-line reader (`tools/bench_parse.py`). `skelact.data.ntu_prepare`
+turns a folder of files into an annotation pickle (see `skelact.data.annotations`).
 """
 
 from __future__ import annotations
 
 import io
-import json
-import multiprocessing
 import os
 import re
-import time
-from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from tqdm import tqdm
-
-from skelact.data.annotations import save_annotations
 
 NUM_JOINTS = 25
 # When a file holds more bodies than asked for, a body seen in at most this many frames is a
@@ -303,185 +296,3 @@ def load_skeleton_full(
 def load_skeleton(path: str | os.PathLike, max_bodies: int = 2) -> np.ndarray:
     """x y z of the `max_bodies` most active bodies: (M, T, 25, 3) float32, zeros where absent."""
     return load_skeleton_full(path, max_bodies, extras=())["keypoint"]
-
-
-# ---------------------------------------------------------------------------- preparation
-def _parse_sample(task: tuple[str, int]) -> tuple[str, dict[str, Any] | None, str | None]:
-    """Worker: one file -> (name, sample, None) or (name, None, reason); returns only arrays."""
-    path, max_bodies = task
-    name = parse_name(path)
-    try:
-        full = load_skeleton_full(path, max_bodies)
-    except (SkeletonFormatError, OSError) as err:
-        return str(name), None, str(err)
-    m = len(full["body_ids"])
-    if m == 0:
-        return str(name), None, f"no body in any of its {full['total_frames']} frames"
-    # Only the bodies found are stored (M = 1 or 2): consumers pad, as for pyskl's pickles.
-    # Pixel positions as float16 (1 px steps up to 2048) keep the pickle small enough.
-    sample = {
-        "frame_dir": str(name), "label": name.action - 1, "keypoint": full["keypoint"][:m],
-        "total_frames": full["total_frames"], "subject": name.subject, "camera": name.camera,
-        "setup": name.setup, "replication": name.replication, "num_bodies": full["num_bodies"],
-        "color_xy": full["color_xy"][:m].astype(np.float16),
-        "depth_xy": full["depth_xy"][:m].astype(np.float16),
-    }  # fmt: skip
-    return str(name), sample, None
-
-
-def _find_skeletons(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise FileNotFoundError(f"NTU skeleton folder {root} does not exist")
-    files = sorted(root.rglob("*.skeleton"))
-    if not files:
-        raise FileNotFoundError(
-            f"no *.skeleton files under {root} (expected NTU's raw skeleton folder, files named "
-            "SsssCcccPpppRrrrAaaa.skeleton)"
-        )
-    return files
-
-
-def _select_files(files: list[Path], dataset: str, report: dict[str, Any]) -> list[Path]:
-    """Files to parse; counts the unrecognised, out-of-dataset, duplicate and missing ones."""
-    missing, seen, todo = missing_samples(dataset), set(), []
-    for f in files:
-        try:
-            name = parse_name(f)
-        except ValueError:
-            report["unrecognised_names"].append(f.name)
-            continue
-        if not in_dataset(name, dataset):
-            report["outside_dataset"] += 1
-        elif str(name) in seen:
-            report["duplicates"].append(str(f))
-        elif str(name) in missing:
-            report["skipped_missing_names"].append(str(name))
-        else:
-            seen.add(str(name))
-            todo.append(f)
-    report["skipped_missing"] = len(report["skipped_missing_names"])
-    return todo
-
-
-def _parse_all(files: list[Path], workers: int, max_bodies: int, desc: str) -> Iterator[tuple]:
-    """(name, sample, reason) per file, in file order; a Pool of `workers` when > 1."""
-    tasks = [(str(f), max_bodies) for f in files]
-    bar = {"total": len(tasks), "desc": desc, "unit": "file", "smoothing": 0.05}
-    if workers <= 1:
-        yield from tqdm(map(_parse_sample, tasks), **bar)
-        return
-    chunksize = max(1, min(32, len(tasks) // (workers * 8)))
-    with multiprocessing.Pool(workers) as pool:
-        yield from tqdm(pool.imap(_parse_sample, tasks, chunksize), **bar)
-
-
-def _add_modalities(anns: list[dict], rgb: Path | None, depth: Path | None) -> dict[str, int]:
-    """Sets each sample's "modalities"; returns how many have RGB / depth next to the skeleton."""
-    found = {"rgb": 0, "depth": 0}
-    for ann in anns:
-        mods = ["skeleton"]
-        if rgb is not None and (rgb / f"{ann['frame_dir']}_rgb.avi").is_file():
-            mods.append("rgb")
-        if depth is not None and (depth / ann["frame_dir"]).is_dir():
-            mods.append("depth")
-        for kind in ("rgb", "depth"):
-            found[kind] += kind in mods
-        ann["modalities"] = mods
-    return {k: v for k, v in found.items() if {"rgb": rgb, "depth": depth}[k] is not None}
-
-
-def _parse_into(report: dict[str, Any], todo: list[Path], workers: int, max_bodies: int):
-    """Parse `todo`; returns the samples, records failures in `report`."""
-    anns = []
-    desc = f"parse {report['dataset']}"
-    for name, sample, reason in _parse_all(todo, workers, max_bodies, desc):
-        if sample is None:
-            report["failures"][name] = reason
-        else:
-            anns.append(sample)
-    report["failed"] = len(report["failures"])
-    if not anns:
-        raise ValueError(
-            f"no usable {report['dataset']} skeleton among the {report['files_found']} files "
-            f"under {report['source']} ({report['skipped_missing']} official missing, "
-            f"{report['failed']} failed, {report['outside_dataset']} outside {report['dataset']})"
-        )
-    return anns
-
-
-def _splits(anns: list[dict], dataset: str) -> dict[str, list[str]]:
-    split: dict[str, list[str]] = {
-        f"{proto}_{part}": []
-        for proto in DATASETS[dataset]["protocols"]
-        for part in ("train", "val")
-    }
-    for ann in anns:
-        for proto, part in split_of(ann["frame_dir"], dataset).items():
-            split[f"{proto}_{part}"].append(ann["frame_dir"])
-    return split
-
-
-def prepare_ntu(
-    skeletons: str | os.PathLike,
-    out: str | os.PathLike,
-    dataset: str = "ntu60",
-    workers: int = 1,
-    max_bodies: int = 2,
-    rgb: str | os.PathLike | None = None,
-    depth: str | os.PathLike | None = None,
-) -> dict[str, Any]:
-    """Parse every NTU .skeleton file under `skeletons` into the annotation pickle `out`.
-
-    Keeps the files of `dataset` ("ntu60": S001-S017, A001-A060; "ntu120": all), skips the
-    official missing-skeleton samples, parses with `workers` processes, records bad files with
-    their reason, writes `out` (splits xsub/xview or xsub/xset, train/val) and
-    `<out stem>.report.json`, prints a summary and returns the report.
-    """
-    _check_dataset(dataset)
-    start, root, out = time.perf_counter(), Path(skeletons), Path(out)
-    files = _find_skeletons(root)
-    report: dict[str, Any] = {
-        "dataset": dataset, "source": str(root), "output": str(out), "files_found": len(files),
-        "outside_dataset": 0, "unrecognised_names": [], "duplicates": [],
-        "skipped_missing": 0, "skipped_missing_names": [], "failed": 0, "failures": {},
-    }  # fmt: skip
-    todo = _select_files(files, dataset, report)
-    anns = _parse_into(report, todo, workers, max_bodies)
-    report["modalities"] = _add_modalities(
-        anns, Path(rgb) if rgb else None, Path(depth) if depth else None
-    )
-    split = _splits(anns, dataset)
-    frames = np.array([a["total_frames"] for a in anns])
-    report.update(
-        samples=len(anns), splits={k: len(v) for k, v in split.items()},
-        frames={"min": int(frames.min()), "max": int(frames.max()), "mean": float(frames.mean())},
-        over_max_bodies=sum(a["num_bodies"] > max_bodies for a in anns), max_bodies=max_bodies,
-        workers=workers, seconds=round(time.perf_counter() - start, 2),
-    )  # fmt: skip
-    data = {"split": split, "annotations": anns, "layout": "ntu25", "dataset": dataset,
-            "classes": ntu_classes(dataset), "report": report}  # fmt: skip
-    save_annotations(data, out)
-    report_path = out.with_suffix(".report.json")
-    report_path.write_text(json.dumps(report, indent=1))
-    print(_summary(report, out, report_path))
-    return report
-
-
-def _summary(report: dict[str, Any], out: Path, report_path: Path) -> str:
-    r = report
-    lines = [
-        f"NTU {r['dataset']}: {r['samples']} samples from {r['files_found']} .skeleton files "
-        f"in {r['seconds']:.1f} s ({r['workers']} worker(s))",
-        f"  skipped: {r['skipped_missing']} official missing-skeleton samples, "
-        f"{r['outside_dataset']} outside {r['dataset']}, {len(r['unrecognised_names'])} "
-        f"unrecognised names, {len(r['duplicates'])} duplicates",
-        "  splits: " + " | ".join(f"{k} {v}" for k, v in r["splits"].items()),
-        f"  failed: {r['failed']}",
-    ]
-    for name, reason in list(r["failures"].items())[:10]:
-        lines.append(f"    {name}: {reason}")
-    if r["failed"] > 10:
-        lines.append(f"    ... and {r['failed'] - 10} more (see {report_path})")
-    size = out.stat().st_size / 2**20
-    lines.append(f"  wrote {out} ({size:.1f} MiB) and {report_path}")
-    return "\n".join(lines)
