@@ -51,7 +51,19 @@ def by_name(data, name):
 
 def test_nucla_counts_and_report(nucla):
     report, data = nucla
-    assert {k: len(v) for k, v in data["split"].items()} == {"xview_train": 1020, "xview_val": 464}
+    counts = {k: len(v) for k, v in data["split"].items()}
+    assert counts == {
+        "xview_train": 1020,
+        "xview_val": 464,
+        "xview_dev_train": 516,  # view 1: tuning happens on views 1 -> 2, never on view 3
+        "xview_dev_val": 504,
+        "xview_val_unique": 369,  # view 3 less the 95 copies of view-2 training files
+    }
+    dev_views = {
+        s: {a["view"] for a in data["annotations"] if a["frame_dir"] in set(data["split"][s])}
+        for s in ("xview_dev_train", "xview_dev_val")
+    }
+    assert dev_views == {"xview_dev_train": {1}, "xview_dev_val": {2}}
     assert (data["layout"], data["dataset"], data["classes"]) == (
         "kinect20",
         "nucla",
@@ -96,7 +108,13 @@ def test_nucla_axes_are_kinect_camera_space(nucla):
 
 def test_utd_counts_and_report(utd):
     report, data = utd
-    assert {k: len(v) for k, v in data["split"].items()} == {"xsub_train": 431, "xsub_val": 430}
+    counts = {k: len(v) for k, v in data["split"].items()}
+    assert counts == {
+        "xsub_train": 431,
+        "xsub_val": 430,
+        "xsub_dev_train": 323,
+        "xsub_dev_val": 108,
+    }
     assert report["samples"] == 861 and report["dropped"]["count"] == 0
     assert data["classes"] == list(UTD_MHAD_CLASSES) and len(data["classes"]) == 27
     labels = np.array([a["label"] for a in data["annotations"]])
@@ -106,6 +124,12 @@ def test_utd_counts_and_report(utd):
         a["subject"] for a in data["annotations"] if a["frame_dir"] in data["split"]["xsub_train"]
     }
     assert train == {1, 3, 5, 7}
+    dev_val = {
+        a["subject"] for a in data["annotations"] if a["frame_dir"] in data["split"]["xsub_dev_val"]
+    }
+    assert dev_val == {7} and not set(data["split"]["xsub_dev_train"]) & set(
+        data["split"]["xsub_dev_val"]
+    )
 
 
 def test_utd_joint_reordering(utd):
@@ -157,7 +181,13 @@ def test_nucla_degenerate_files(tmp_path):
     write_json(folder, "a02_s02_e00_v02", nan_pose.tolist())
     report = prepare_nucla(tmp_path, tmp_path / "out.pkl", verbose=False)
     data = load_annotations(tmp_path / "out.pkl")
-    assert report["split_counts"] == {"xview_train": 2, "xview_val": 1}
+    assert report["split_counts"] == {
+        "xview_train": 2,
+        "xview_val": 1,
+        "xview_dev_train": 1,
+        "xview_dev_val": 1,
+        "xview_val_unique": 1,
+    }
     assert report["kept_short"]["names"] == ["a02_s01_e00_v03"]
     assert report["dropped"]["count"] == 2
     assert set(report["dropped"]["reasons"]) == {"all_zero", "unreadable"}
@@ -179,7 +209,12 @@ def test_utd_degenerate_files(tmp_path):
     scipy.io.savemat(folder / "a5_s1_t1_skeleton.mat", {"d_skel": np.full((20, 3, 8), np.nan)})
     (folder / "a6_s1_t1_skeleton.mat").write_bytes(b"MATLAB 5.0 MAT-file, truncated")
     report = prepare_utd_mhad(tmp_path, tmp_path / "out.pkl", verbose=False)
-    assert report["split_counts"] == {"xsub_train": 1, "xsub_val": 1}
+    assert report["split_counts"] == {
+        "xsub_train": 1,
+        "xsub_val": 1,
+        "xsub_dev_train": 1,
+        "xsub_dev_val": 0,
+    }
     assert report["kept_short"]["names"] == ["a2_s2_t1"]
     reasons = {k: len(v) for k, v in report["dropped"]["reasons"].items()}
     assert reasons == {"all_zero": 1, "unreadable": 2, "non_finite": 1}

@@ -1,0 +1,65 @@
+"""The default skeleton recipe: augmentation options and the pipeline the configs build."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from skelact.data.transforms import RandomAugment, build_skeleton_pipeline
+from skelact.demo import compose_config
+from skelact.layouts import KINECT20
+
+
+def clip(t: int = 40, seed: int = 0) -> np.ndarray:
+    kp = np.random.default_rng(seed).normal(size=(1, t, 20, 3)).astype(np.float32)
+    kp[0, 5] = 0.0  # an absent frame must stay absent
+    return kp
+
+
+def augment(aug: RandomAugment, kp: np.ndarray, seed: int = 0) -> np.ndarray:
+    return aug({"keypoint": kp.copy(), "rng": np.random.default_rng(seed)})["keypoint"]
+
+
+def test_drift_rotates_about_y_by_an_angle_that_moves_linearly():
+    kp = clip()
+    out = augment(RandomAugment((0, 0, 0), scale=0.0, drift_deg=40.0), kp)
+    # about y only: heights and distances from the y axis are kept
+    np.testing.assert_allclose(out[..., 1], kp[..., 1], atol=1e-6)
+    np.testing.assert_allclose(
+        np.hypot(out[..., 0], out[..., 2]), np.hypot(kp[..., 0], kp[..., 2]), atol=1e-5
+    )
+    assert np.abs(out[0, 5]).max() == 0.0
+    # per-frame angle of joint 3, unwrapped: a straight line in t, within +-40 degrees
+    ang = np.arctan2(kp[0, :, 3, 0], kp[0, :, 3, 2]) - np.arctan2(out[0, :, 3, 0], out[0, :, 3, 2])
+    ang = np.rad2deg(np.angle(np.exp(1j * ang)))
+    t = np.delete(np.arange(40), 5)
+    ang = np.delete(ang, 5)
+    slope, icpt = np.polyfit(t, ang, 1)
+    np.testing.assert_allclose(ang, slope * t + icpt, atol=1e-3)
+    assert np.abs(ang).max() <= 40.0 + 1e-3 and abs(slope) > 1e-3
+
+
+def test_noise_has_the_configured_std_and_keeps_absent_frames():
+    kp = clip(t=400)
+    out = augment(RandomAugment((0, 0, 0), scale=0.0, noise=0.05), kp)
+    diff = np.delete(out - kp, 5, axis=1)
+    assert abs(diff.std() - 0.05) < 0.002 and abs(diff.mean()) < 0.002
+    assert np.abs(out[0, 5]).max() == 0.0
+
+
+def test_defaults_off_leave_the_random_stream_unchanged():
+    # drift and noise off draw nothing extra from the rng: old recipes reproduce exactly
+    kp = clip()
+    a = augment(RandomAugment((15, 30, 15), 0.1, 0.0), kp)
+    b = augment(RandomAugment((15, 30, 15), 0.1, 0.0, drift_deg=0.0, noise=0.0), kp)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_default_pipeline_shapes(train):
+    cfg = compose_config(["data=nucla_xview", "data.ann_file=none"]).data.skeleton
+    pipe = build_skeleton_pipeline(KINECT20, cfg, train, num_bodies=1)
+    out = pipe({"keypoint": clip(t=13), "rng": np.random.default_rng(1)})["keypoint"]
+    k = 1 if train else cfg.test_clips
+    assert out.shape == (k, 1, cfg.clip_len, 20, 3 * len(cfg.features))
+    assert np.isfinite(out).all()
