@@ -101,7 +101,7 @@ def split_samples(data: dict, split: str, source: str = "annotations") -> list[d
 
 def build_loaders(dcfg, mcfg, data: dict, streams, train: bool) -> tuple[dict, dict]:
     """Stream loaders for one split and the input spec each stream's encoder needs."""
-    from skelact.data.transforms import build_skeleton_pipeline
+    from skelact.data.transforms import MotionFeatures, build_skeleton_pipeline
 
     loaders, specs = {}, {}
     for name in streams:
@@ -114,7 +114,9 @@ def build_loaders(dcfg, mcfg, data: dict, streams, train: bool) -> tuple[dict, d
             specs[name] = {
                 "num_joints": layout.num_joints,
                 "num_bodies": bodies,
-                "channels": data["annotations"][0]["keypoint"].shape[3] * len(scfg.features),
+                "channels": MotionFeatures.channels(
+                    scfg.features, data["annotations"][0]["keypoint"].shape[3], layout.num_joints
+                ),
             }
         elif name in ("rgb", "depth"):
             loaders[name], specs[name] = frame_stream(name, dcfg[name], mcfg[name], train)

@@ -256,15 +256,22 @@ class Resample:
 
 
 class MotionFeatures:
-    """Append joint velocity and bone vectors as channels: C -> C * len(kinds).
+    """Per-joint input channels: C -> `channels(kinds, C, V)`.
 
     kinds from "joint", "velocity" (frame difference, last frame repeated), "bone" (joint minus
-    its parent; layouts without bones use the offset from the joints' mean). Needs "keypoint"
-    (..., T, V, C).
+    its parent; layouts without bones use the offset from the joints' mean), each C channels,
+    and "distance": the joint's distance to every joint of its body (V channels), which no
+    rotation of the view changes. Needs "keypoint" (..., T, V, C).
     """
 
+    KINDS = ("joint", "velocity", "bone", "distance")
+
+    @staticmethod
+    def channels(kinds: Sequence[str], c: int, v: int) -> int:
+        return sum(v if k == "distance" else c for k in kinds)
+
     def __init__(self, layout: Layout, kinds: Sequence[str] = ("joint",)):
-        unknown = set(kinds) - {"joint", "velocity", "bone"}
+        unknown = set(kinds) - set(self.KINDS)
         if unknown:
             raise ValueError(f"unknown feature kinds {sorted(unknown)}")
         self.kinds = list(kinds)
@@ -280,6 +287,8 @@ class MotionFeatures:
             elif kind == "velocity":
                 vel = np.diff(kp, axis=-3, append=kp[..., -1:, :, :])
                 feats.append(vel)
+            elif kind == "distance":
+                feats.append(np.linalg.norm(kp[..., :, None, :] - kp[..., None, :, :], axis=-1))
             elif self.has_bones:
                 feats.append(kp - kp[..., self.parents, :])
             else:
