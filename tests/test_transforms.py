@@ -100,3 +100,19 @@ def test_motion_features_channels_and_values():
     assert out.shape == (1, 1, 5, 20, 9)
     np.testing.assert_allclose(out[..., 3:6][0, 0, 1], kp[0, 0, 2] - kp[0, 0, 1], rtol=1e-6)
     np.testing.assert_allclose(out[..., 6:9][0, 0, 0, 5], kp[0, 0, 0, 5] - kp[0, 0, 0, 4])
+
+
+def test_distance_features_are_view_invariant():
+    kp = np.random.default_rng(2).normal(size=(1, 1, 4, 20, 3)).astype(np.float32)
+    feats = MotionFeatures(KINECT20, ["distance"])
+    out = feats({"keypoint": kp})["keypoint"]
+    assert (
+        out.shape == (1, 1, 4, 20, 20)
+        and MotionFeatures.channels(["joint", "distance"], 3, 20) == 23
+    )
+    assert out[0, 0, 1, 3, 7] == pytest.approx(
+        np.linalg.norm(kp[0, 0, 1, 3] - kp[0, 0, 1, 7]), rel=1e-5
+    )
+    rot = rotation_to_axes(np.array([[1.0, 0.2, 0.3]]), np.array([[0.1, 1.0, -0.2]]))
+    turned = feats({"keypoint": kp @ rot.T})["keypoint"]
+    np.testing.assert_allclose(turned, out, atol=1e-5)
