@@ -36,7 +36,8 @@ class Layout:
 
     @property
     def named(self) -> bool:
-        return self.left_right is not None and self.spine is not None
+        """Has the joints view alignment needs: a left/right pair and a spine (or hips)."""
+        return self.left_right is not None and (self.spine is not None or self.hips is not None)
 
     def index(self, joint: str) -> int:
         return self.joints.index(joint)

@@ -116,3 +116,17 @@ def test_distance_features_are_view_invariant():
     rot = rotation_to_axes(np.array([[1.0, 0.2, 0.3]]), np.array([[0.1, 1.0, -0.2]]))
     turned = feats({"keypoint": kp @ rot.T})["keypoint"]
     np.testing.assert_allclose(turned, out, atol=1e-5)
+
+
+def test_align_view_on_hips_and_on_mediapipe33():
+    kp = Center(NTU25)({"keypoint": standing_ntu(yaw_deg=-30)})["keypoint"]
+    out = AlignView(NTU25, "hips")({"keypoint": kp})["keypoint"]
+    hips = out[0, 0, 16] - out[0, 0, 12]
+    np.testing.assert_allclose(hips / np.linalg.norm(hips), [1, 0, 0], atol=1e-5)
+    mp = get_layout("mediapipe33")
+    assert mp.named  # spine derived from mid-hips -> mid-shoulders
+    body = np.zeros((1, 3, 33, 3), np.float32)
+    body[0, :, 11], body[0, :, 12] = [0, 1, 0.3], [0, 1, -0.3]  # shoulders along z
+    body[0, :, 23], body[0, :, 24] = [0, 0, 0.1], [0, 0, -0.1]
+    out = AlignView(mp)({"keypoint": body})["keypoint"]
+    np.testing.assert_allclose(out[0, 0, 12] - out[0, 0, 11], [0.6, 0, 0], atol=1e-5)

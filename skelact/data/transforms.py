@@ -94,14 +94,22 @@ class Center:
 
 
 class AlignView:
-    """Rotate so the main body's left->right shoulder (or hip) line lies on +x, spine on +y.
+    """Rotate so the main body's left->right line lies on +x and its spine on +y.
 
-    Axes are averaged over the main body's valid frames. Needs "keypoint" (M, T, V, 3) in a
-    layout with named joints; other layouts pass through unchanged.
+    The left->right line is the shoulders', the hips', or their sum ("both": steadier when one
+    pair is badly tracked, as in side views). Axes are averaged over the main body's valid
+    frames. Needs "keypoint" (M, T, V, 3) in a layout with named joints; others pass through.
     """
 
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: Layout, axis: str = "shoulders"):
+        if axis not in ("shoulders", "hips", "both"):
+            raise ValueError(f"align axis must be shoulders, hips or both, not {axis!r}")
         self.layout = layout
+        self.pairs = {
+            "shoulders": [layout.left_right],
+            "hips": [layout.hips],
+            "both": [layout.left_right, layout.hips],
+        }[axis]
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
@@ -110,8 +118,8 @@ class AlignView:
             return results
         body = kp[0, valid[0]]  # (T', V, 3)
         bottom, top = spine_points(self.layout, body)
-        left, right = self.layout.left_right
-        rot = rotation_to_axes(body[:, right] - body[:, left], top - bottom)
+        x_dir = sum(body[:, right] - body[:, left] for left, right in self.pairs)
+        rot = rotation_to_axes(x_dir, top - bottom)
         results["keypoint"] = np.where(valid[..., None, None], kp @ rot.T, 0.0).astype(np.float32)
         return results
 
@@ -303,7 +311,7 @@ def build_skeleton_pipeline(layout: Layout, cfg, train: bool, num_bodies: int) -
     if cfg.center:
         steps.append(Center(layout))
     if cfg.align_view:
-        steps.append(AlignView(layout))
+        steps.append(AlignView(layout, cfg.get("align_axis", "shoulders")))
     if cfg.scale_normalize:
         steps.append(ScaleNormalize(layout))
     if train and cfg.augment.enabled:
