@@ -116,15 +116,11 @@ def render_video(video: str | Path, sample: dict, layout, top: dict, out: str | 
                 for a, b in bones:
                     cv2.line(frame, tuple(xy[a]), tuple(xy[b]), (0, 255, 0), max(2, w // 400))
         text = f"{top['name']} ({top['prob']:.2f})"
-        cv2.putText(
-            frame,
-            text,
-            (20, 20 + h // 25),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            h / 700,
-            (0, 0, 255),
-            max(2, h // 300),
-        )
+        scale, thick = h / 700, max(2, h // 300)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        x, y = 20, 20 + th
+        cv2.rectangle(frame, (x - 6, y - th - 6), (x + tw + 6, y + base + 6), (255, 255, 255), -1)
+        cv2.putText(frame, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 200), thick)
         writer.write(frame)
         t += 1
     cap.release()
