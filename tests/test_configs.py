@@ -145,3 +145,29 @@ def test_streams_with_different_test_clip_counts_are_fused_clip_by_clip():
     inputs, labels, k = split_batch(batch, ["rgb", "skeleton"], "cpu")
     assert k == 5 and inputs["skeleton"].shape[0] == inputs["rgb"].shape[0] == 15
     torch.testing.assert_close(inputs["rgb"][5:10], batch["rgb"][1].expand(5, 6, 24))
+
+
+def test_sample_without_a_modality_is_named_once_and_left_out(toy_with_features, tmp_path, caplog):
+    root = toy_with_features
+    feats = tmp_path / "rgb"
+    feats.mkdir()
+    first = "toy_c0_001"  # a training sample without RGB
+    for f in (root / "rgb").glob("*.npy"):
+        if f.stem != first:
+            (feats / f.name).symlink_to(f)
+    cfg = compose_config(
+        [
+            "modality=rgb_skeleton",
+            f"data.ann_file={root / 'toy.pkl'}",
+            "data.train_split=train",
+            "data.test_split=test",
+            f"data.rgb.features={feats}",
+        ]
+    )
+    data = Data(cfg)
+    with caplog.at_level("WARNING", logger="skelact"):
+        dataset, _ = data.dataset(cfg.data, "train", train=True)
+    assert first not in [s["frame_dir"] for s in dataset.samples]
+    assert len(dataset) == len(data.ann["split"]["train"]) - 1
+    warnings = [r.getMessage() for r in caplog.records if first in r.getMessage()]
+    assert len(warnings) == 1 and "no rgb input" in warnings[0]
