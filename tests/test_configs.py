@@ -171,3 +171,13 @@ def test_sample_without_a_modality_is_named_once_and_left_out(toy_with_features,
     assert len(dataset) == len(data.ann["split"]["train"]) - 1
     warnings = [r.getMessage() for r in caplog.records if first in r.getMessage()]
     assert len(warnings) == 1 and "no rgb input" in warnings[0]
+
+
+def test_joint_mlp_input_norm_normalises_each_channel():
+    from skelact.models.encoders import JointMLP
+
+    enc = JointMLP(20, 9, 1, hidden=16, out_dim=8, input_norm=True)
+    x = torch.randn(4, 1, 6, 20, 9) * torch.linspace(0.01, 10, 9)  # channels of unequal scale
+    assert enc(x).shape == (4, 6, 8)
+    normed = enc.input_norm(x.reshape(-1, 180))
+    torch.testing.assert_close(normed.std(0, unbiased=False), torch.ones(180), atol=1e-3, rtol=0)

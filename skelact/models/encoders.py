@@ -22,8 +22,12 @@ class JointMLP(nn.Module):
         hidden: int = 256,
         out_dim: int = 256,
         dropout: float = 0.0,
+        input_norm: bool = False,
     ):
         super().__init__()
+        # joints, velocities and bones differ in scale by 10x: BatchNorm per input channel
+        # puts them on one footing (ST-GCN's data_bn)
+        self.input_norm = nn.BatchNorm1d(num_joints * in_channels) if input_norm else None
         self.mlp = nn.Sequential(
             nn.Linear(num_joints * in_channels, hidden),
             nn.LayerNorm(hidden),
@@ -38,7 +42,10 @@ class JointMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, m, t, v, c = x.shape
-        h = self.mlp(x.reshape(n, m, t, v * c))  # (N, M, T, H)
+        x = x.reshape(n, m, t, v * c)
+        if self.input_norm is not None:
+            x = self.input_norm(x.reshape(-1, v * c)).reshape(n, m, t, v * c)
+        h = self.mlp(x)  # (N, M, T, H)
         h = h.permute(0, 2, 1, 3).reshape(n, t, -1)  # (N, T, M*H)
         return self.merge(h)  # (N, T, D)
 
@@ -53,6 +60,7 @@ def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
             cfg.hidden,
             cfg.embed,
             cfg.dropout,
+            cfg.get("input_norm", False),
         )
         return enc, cfg.embed
     if stream in ("rgb", "depth") and cfg.input == "features":
