@@ -177,7 +177,7 @@ def test_joint_mlp_input_norm_normalises_each_channel():
     from skelact.models.encoders import JointMLP
 
     enc = JointMLP(20, 9, 1, hidden=16, out_dim=8, input_norm=True)
-    x = torch.randn(4, 1, 6, 20, 9) * torch.linspace(0.01, 10, 9)  # channels of unequal scale
+    x = torch.randn(4, 1, 6, 20, 9) * torch.linspace(0.1, 10, 9)  # channels of unequal scale
     assert enc(x).shape == (4, 6, 8)
     normed = enc.input_norm(x.reshape(-1, 180))
     torch.testing.assert_close(normed.std(0, unbiased=False), torch.ones(180), atol=1e-3, rtol=0)
