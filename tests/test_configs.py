@@ -176,8 +176,11 @@ def test_sample_without_a_modality_is_named_once_and_left_out(toy_with_features,
 def test_joint_mlp_input_norm_normalises_each_channel():
     from skelact.models.encoders import JointMLP
 
+    torch.manual_seed(0)
     enc = JointMLP(20, 9, 1, hidden=16, out_dim=8, input_norm=True)
     x = torch.randn(4, 1, 6, 20, 9) * torch.linspace(0.1, 10, 9)  # channels of unequal scale
     assert enc(x).shape == (4, 6, 8)
     normed = enc.input_norm(x.reshape(-1, 180))
-    torch.testing.assert_close(normed.std(0, unbiased=False), torch.ones(180), atol=1e-3, rtol=0)
+    # BatchNorm's eps (1e-5) pulls the std of the 0.1-scale channels slightly below 1
+    torch.testing.assert_close(normed.std(0, unbiased=False), torch.ones(180), atol=5e-3, rtol=0)
+    torch.testing.assert_close(normed.mean(0), torch.zeros(180), atol=1e-5, rtol=0)
