@@ -53,8 +53,8 @@ def evaluate_checkpoint(args: list[str]) -> dict:
     cfg = config_with_overrides(ckpt["config"], rest)
     set_threads(cfg.trainer, 1)
     data = Data(cfg)
-    specs = data.dataset(cfg.data, cfg.data.test_split, train=False)[1]
-    model = build_recognizer(cfg.model, data.streams, ckpt["num_classes"], specs)
+    # the checkpoint's input specs: the test dataset is built (and checked) once, below
+    model = build_recognizer(cfg.model, data.streams, ckpt["num_classes"], ckpt["specs"])
     model.load_state_dict(ckpt["model"])
     device = pick_device(cfg.trainer.device)
     out_dir = Path(opts.get("out_dir") or ckpt_path.parent.parent / f"eval_{cfg.data.test_split}")

@@ -51,8 +51,9 @@ def seed_everything(seed: int) -> None:
 
 
 def set_threads(tcfg, world: int) -> None:
-    """CPU threads per process. Oversubscribed cores make torch's OpenMP threads spin: a 2-core
-    machine training with 2 threads and 2 DataLoader workers ran 10x slower than 1 thread."""
+    """CPU threads per process: the cores the DataLoader workers leave free. Oversubscribed
+    cores make torch's OpenMP threads spin: on 2 busy cores, 2 threads ran an epoch 10x slower
+    than 1."""
     n = tcfg.threads
     if n == "auto":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -94,8 +95,6 @@ class Data:
         samples = split_samples(self.ann, split, str(dcfg.ann_file))
         loaders, specs = build_loaders(dcfg, self.mcfg, self.ann, self.streams, train)
         samples = keep_available(samples, specs, split)
-        # input specs without their availability checks: they go into checkpoints
-        self.specs = {k: {n: v for n, v in s.items() if n != "has"} for k, s in specs.items()}
         return ActionDataset(samples, loaders, seed=self.seed), specs
 
 
@@ -137,6 +136,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     data = Data(cfg)
     train_set, specs = data.dataset(cfg.data, cfg.data.train_split, train=True)
     model = build_recognizer(cfg.model, data.streams, data.num_classes, specs).to(device)
+    info = run_info(cfg, data, specs)
     train_loader = make_loader(train_set, tcfg, True, rank, world, cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     steps = len(train_loader) * tcfg.epochs
@@ -169,7 +169,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
             len(train_set),
             run_dir,
         )
-    monitor = _monitor(cfg, data) if rank == 0 else None
+    monitor = _monitor(cfg, data, device) if rank == 0 else None
     for epoch in range(state["epoch"], tcfg.epochs):
         train_set.set_epoch(epoch)
         train_loader.sampler.set_epoch(epoch)
@@ -199,9 +199,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
                 row["val_top1"] = monitor(model)
                 if state["best"] is None or row["val_top1"] > state["best"]:
                     state["best"] = row["val_top1"]
-                    _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, cfg, data)
+                    _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
             state["history"].append(row)
-            _save(ckpt_dir / "last.pt", model, optimizer, scheduler, state, cfg, data)
+            _save(ckpt_dir / "last.pt", model, optimizer, scheduler, state, info)
             pd.DataFrame(state["history"]).to_csv(run_dir / "train_log.csv", index=False)
             log.info(
                 "epoch %d/%d loss %.4f acc %.4f lr %.2e %.1fs%s",
@@ -218,7 +218,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     if rank != 0:
         return None
     if not (ckpt_dir / "best.pt").exists():  # no monitored epoch: the final model is the best
-        _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, cfg, data)
+        _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
     return evaluate_model(model, cfg, data, run_dir, device)
 
 
@@ -227,13 +227,12 @@ def _due(epoch: int, tcfg) -> bool:
     return last or (tcfg.eval_every > 0 and (epoch + 1) % tcfg.eval_every == 0)
 
 
-def _monitor(cfg: DictConfig, data: Data):
+def _monitor(cfg: DictConfig, data: Data, device: torch.device):
     """Top-1 on data.val_split (carved from training data) for best.pt; None if unset."""
     if not cfg.data.val_split:
         return None
     val_set, _ = data.dataset(cfg.data, cfg.data.val_split, train=False)
     loader = make_loader(val_set, cfg.trainer, False, eval_mode=True)
-    device = pick_device(cfg.trainer.device)
 
     def score(model) -> float:
         res = evaluate(model, loader, device, data.streams, show=False)
@@ -253,18 +252,26 @@ def _reduce(stats: dict, world: int) -> dict:
     return {**stats, "loss": (t[0] / t[2]).item(), "acc": (t[1] / t[2]).item()}
 
 
-def _save(path, model, optimizer, scheduler, state, cfg, data: Data) -> None:
+def run_info(cfg: DictConfig, data: Data, specs: dict) -> dict:
+    """What a checkpoint needs besides weights to rebuild the model and read its outputs."""
+    return {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "classes": data.classes,
+        "num_classes": data.num_classes,
+        "layout": data.layout,
+        # input specs without their availability checks (functions)
+        "specs": {k: {n: v for n, v in s.items() if n != "has"} for k, s in specs.items()},
+    }
+
+
+def _save(path, model, optimizer, scheduler, state: dict, info: dict) -> None:
     save_checkpoint(
         {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             **state,
-            "config": OmegaConf.to_container(cfg, resolve=True),
-            "classes": data.classes,
-            "num_classes": data.num_classes,
-            "layout": data.layout,
-            "specs": data.specs,
+            **info,
         },
         path,
     )

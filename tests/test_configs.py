@@ -33,6 +33,14 @@ def toy_with_features(tmp_path_factory) -> Path:
     return root
 
 
+def model_and_batch(cfg):
+    """The run's Data, a freshly built model and one training batch."""
+    data = Data(cfg)
+    dataset, specs = data.dataset(cfg.data, "train", train=True)
+    net = build_recognizer(cfg.model, data.streams, data.num_classes, specs)
+    return data, net, next(iter(make_loader(dataset, cfg.trainer, shuffle=True)))
+
+
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("modality", MODALITIES)
 def test_one_training_step(model, modality, toy_with_features):
@@ -53,10 +61,7 @@ def test_one_training_step(model, modality, toy_with_features):
             "trainer.num_workers=0",
         ]
     )
-    data = Data(cfg)
-    dataset, specs = data.dataset(cfg.data, "train", train=True)
-    net = build_recognizer(cfg.model, data.streams, data.num_classes, specs)
-    batch = next(iter(make_loader(dataset, cfg.trainer, shuffle=True)))
+    data, net, batch = model_and_batch(cfg)
     inputs, labels, _ = split_batch(batch, data.streams, "cpu")
     out = net(inputs)
     assert out["logits"].shape == (4, 3)
@@ -123,10 +128,7 @@ def test_end_to_end_frames_input_trains_the_resnets(tmp_path):
             "trainer.num_workers=0",
         ]
     )
-    d = Data(cfg)
-    dataset, specs = d.dataset(cfg.data, "train", train=True)
-    net = build_recognizer(cfg.model, d.streams, d.num_classes, specs)
-    batch = next(iter(make_loader(dataset, cfg.trainer, shuffle=True)))
+    d, net, batch = model_and_batch(cfg)
     assert batch["rgb"].shape == (2, 1, 4, 3, 32, 32)
     assert batch["depth"].shape == (2, 1, 4, 1, 32, 32)
     inputs, labels, _ = split_batch(batch, d.streams, "cpu")
