@@ -91,18 +91,8 @@ def train_one_epoch(
     )
     for batch in bar:
         inputs, labels, _ = split_batch(batch, streams, device)
-        mix = tcfg.get("mixup", 0.0)
-        if mix > 0:  # mixup: blend each sample with another one of the batch, and their losses
-            lam = float(torch.distributions.Beta(mix, mix).sample())
-            perm = torch.randperm(len(labels), device=labels.device)
-            out = model({k: lam * v + (1 - lam) * v[perm] for k, v in inputs.items()})
-            loss = lam * stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
-            loss = loss + (1 - lam) * stream_loss(
-                out, labels[perm], tcfg.label_smoothing, tcfg.aux_loss_weight
-            )
-        else:
-            out = model(inputs)
-            loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
+        out = model(inputs)
+        loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg.grad_clip:

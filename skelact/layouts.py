@@ -42,34 +42,6 @@ class Layout:
     def index(self, joint: str) -> int:
         return self.joints.index(joint)
 
-    def mirror(self) -> tuple[int, ...] | None:
-        """The joint each joint becomes in a mirror image (left and right names swapped);
-        None when the layout names no left/right joints."""
-        swap = {"left": "right", "right": "left"}
-        perm = []
-        for name in self.joints:
-            parts = name.split("_")
-            twin = "_".join(swap.get(p, p) for p in parts)
-            perm.append(self.joints.index(twin) if twin in self.joints else self.joints.index(name))
-        return tuple(perm) if perm != list(range(len(perm))) else None
-
-    def parts(self) -> list[list[int]] | None:
-        """Joints grouped into torso, left/right arm and left/right leg by their names (a hip
-        goes with its leg, a shoulder with its arm); None for layouts without left/right names.
-        Parts that would be empty are left out."""
-        if self.mirror() is None:
-            return None
-        arm = {"shoulder", "elbow", "wrist", "hand", "thumb", "pinky", "index", "tip"}
-        leg = {"hip", "knee", "ankle", "foot", "heel"}
-        groups: dict[str, list[int]] = {}
-        for v, name in enumerate(self.joints):
-            words = set(name.split("_"))
-            side = "left" if "left" in words else "right" if "right" in words else ""
-            limb = "leg" if words & leg else "arm" if words & arm else ""
-            key = f"{side} {limb}" if side and limb else "torso"
-            groups.setdefault(key, []).append(v)
-        return [groups[k] for k in sorted(groups)]
-
     def bones(self) -> list[tuple[int, int]]:
         """(child, parent) pairs of every bone."""
         return [(v, p) for v, p in enumerate(self.parents) if p >= 0]

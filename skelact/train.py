@@ -144,14 +144,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
         optimizer, steps, len(train_loader) * tcfg.warmup_epochs, tcfg.min_lr_ratio
     )
     ckpt_dir = run_dir / "checkpoints"
-    # "average": the running mean of the weights at the ends of epochs (trainer.average_from)
-    state = {"epoch": 0, "history": [], "best": None, "average": None, "average_n": 0}
+    state = {"epoch": 0, "history": [], "best": None}
     if tcfg.resume and (ckpt_dir / "last.pt").is_file():
         ck = load_checkpoint(ckpt_dir / "last.pt")
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
-        state = {k: ck.get(k, v) for k, v in state.items()}
+        state = {k: ck[k] for k in state}
         if rank == 0:
             log.info("resumed from %s after epoch %d", ckpt_dir / "last.pt", state["epoch"])
     net = model
@@ -195,9 +194,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
             "seconds": round(stats["seconds"], 3),
         }
         state["epoch"] = epoch + 1
-        if rank == 0 and tcfg.get("average_from") is not None:
-            if epoch + 1 > int(tcfg.average_from * tcfg.epochs):
-                _update_average(state, model)
         if rank == 0:
             if monitor is not None and _due(epoch, tcfg):
                 row["val_top1"] = monitor(model)
@@ -221,28 +217,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
         dist.barrier()
     if rank != 0:
         return None
-    if state["average"] is not None:  # the averaged weights are the final model
-        model.load_state_dict(state["average"])
-        log.info("final model: weights averaged over the last %d epochs", state["average_n"])
     if not (ckpt_dir / "best.pt").exists():  # no monitored epoch: the final model is the best
         _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
     return evaluate_model(model, cfg, data, run_dir, device)
-
-
-def _update_average(state: dict, model: torch.nn.Module) -> None:
-    """Fold the current weights into state["average"], a uniform mean over epochs."""
-    current = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    n = state["average_n"]
-    if state["average"] is None:
-        state["average"] = current
-    else:
-        for k, v in current.items():
-            avg = state["average"][k]
-            if avg.is_floating_point():
-                avg += (v - avg) / (n + 1)
-            else:  # counters (BatchNorm's num_batches_tracked) follow the live model
-                avg.copy_(v)
-    state["average_n"] = n + 1
 
 
 def _due(epoch: int, tcfg) -> bool:

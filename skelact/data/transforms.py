@@ -73,31 +73,6 @@ class TrimEmpty:
         return results
 
 
-class Smooth:
-    """Moving average over `window` frames (centred) to damp sensor jitter before velocities
-    are taken. Each body is averaged over its own valid frames only, so a gap or the edge of a
-    clip never pulls joints toward zero. Needs "keypoint" (M, T, V, C).
-    """
-
-    def __init__(self, window: int):
-        if window < 1 or window % 2 == 0:
-            raise ValueError(f"smoothing window must be an odd number of frames, got {window}")
-        self.window = window
-
-    def __call__(self, results: Results) -> Results:
-        from scipy.ndimage import uniform_filter1d
-
-        kp = results["keypoint"]
-        if self.window == 1 or kp.shape[1] < 2:
-            return results
-        valid = _valid(kp).astype(np.float64)[..., None, None]  # (M, T, 1, 1)
-        total = uniform_filter1d(kp * valid, self.window, axis=1, mode="constant")
-        weight = uniform_filter1d(valid, self.window, axis=1, mode="constant")
-        out = np.where(valid > 0, total / np.maximum(weight, 1e-8), 0.0)
-        results["keypoint"] = out.astype(np.float32)
-        return results
-
-
 class Center:
     """Translate so the main body's centre (mean over its valid frames) is the origin.
 
@@ -126,10 +101,7 @@ class AlignView:
     frames. Needs "keypoint" (M, T, V, 3) in a layout with named joints; others pass through.
     """
 
-    def __init__(self, layout: Layout, axis: str = "shoulders", up: str = "spine"):
-        if up not in ("spine", "camera"):
-            raise ValueError(f"align up must be spine or camera, not {up!r}")
-        self.up = up  # experiment: "camera" keeps the camera's y as up (yaw-only alignment)
+    def __init__(self, layout: Layout, axis: str = "shoulders"):
         if axis not in ("shoulders", "hips", "both"):
             raise ValueError(f"align axis must be shoulders, hips or both, not {axis!r}")
         self.layout = layout
@@ -147,8 +119,7 @@ class AlignView:
         body = kp[0, valid[0]]  # (T', V, 3)
         bottom, top = spine_points(self.layout, body)
         x_dir = sum(body[:, right] - body[:, left] for left, right in self.pairs)
-        y_dir = top - bottom if self.up == "spine" else np.array([[0.0, 1.0, 0.0]])
-        rot = rotation_to_axes(x_dir, y_dir)
+        rot = rotation_to_axes(x_dir, top - bottom)
         results["keypoint"] = np.where(valid[..., None, None], kp @ rot.T, 0.0).astype(np.float32)
         return results
 
@@ -243,22 +214,6 @@ class RandomAugment:
         return results
 
 
-class RandomMirror:
-    """Experiment: with probability `p`, x -> -x and left/right joints swapped."""
-
-    def __init__(self, layout: Layout, p: float = 0.5):
-        self.perm = layout.mirror()
-        self.p = p
-
-    def __call__(self, results: Results) -> Results:
-        kp = results["keypoint"]
-        if self.perm is None or kp.shape[-1] != 3 or results["rng"].uniform() >= self.p:
-            return results
-        kp = kp[..., list(self.perm), :] * np.array([-1.0, 1.0, 1.0], np.float32)
-        results["keypoint"] = kp.astype(np.float32)
-        return results
-
-
 def _rot_x(a: float) -> np.ndarray:
     c, s = np.cos(a), np.sin(a)
     return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
@@ -279,62 +234,31 @@ class Resample:
 
     Training: a random temporal crop (a fraction in `crop` of the clip), then a random frame
     in each of `length` equal segments. Test: segment centres, clip k shifted by k/num_clips
-    of a segment. `interpolate` (experiment): continuous times, linear interpolation between
-    neighbouring frames where both hold the body. Needs "keypoint" (M, T, V, C); writes
-    (K, M, length, V, C).
+    of a segment. Needs "keypoint" (M, T, V, C); writes (K, M, length, V, C).
     """
 
     def __init__(
-        self,
-        length: int,
-        train: bool,
-        num_clips: int = 1,
-        crop: Sequence[float] = (1.0, 1.0),
-        interpolate: bool = False,
+        self, length: int, train: bool, num_clips: int = 1, crop: Sequence[float] = (1.0, 1.0)
     ):
         self.length, self.train, self.num_clips = length, train, num_clips
         self.crop = crop
-        self.interpolate = interpolate
-
-    def times(self, total: int, rng: np.random.Generator | None) -> np.ndarray:
-        extent = total - 1 if self.interpolate else total
-        if self.train:
-            span = extent * rng.uniform(*self.crop)
-            if self.interpolate:
-                start = rng.uniform(0, extent - span)
-            else:
-                span = max(1, int(round(span)))
-                start = rng.integers(0, total - span + 1)
-            edges = np.linspace(0, span, self.length + 1)
-            pos = (start + edges[:-1] + rng.uniform(0, 1, self.length) * np.diff(edges))[None]
-        else:
-            edges = np.linspace(0, extent, self.length + 1)
-            shifts = (np.arange(self.num_clips) + 0.5) / self.num_clips
-            pos = edges[:-1][None] + shifts[:, None] * np.diff(edges)[None]
-        if self.interpolate:
-            return np.clip(pos, 0, total - 1)
-        return np.minimum(pos.astype(int), total - 1)
 
     def indices(self, total: int, rng: np.random.Generator | None) -> np.ndarray:
-        t = self.times(total, rng)
-        return np.rint(t).astype(int) if self.interpolate else t
+        if self.train:
+            span = max(1, int(round(total * rng.uniform(*self.crop))))
+            start = rng.integers(0, total - span + 1)
+            edges = np.linspace(0, span, self.length + 1)
+            pos = edges[:-1] + rng.uniform(0, 1, self.length) * np.diff(edges)
+            return (start + np.minimum(pos.astype(int), span - 1))[None]
+        edges = np.linspace(0, total, self.length + 1)
+        shifts = (np.arange(self.num_clips) + 0.5) / self.num_clips
+        pos = edges[:-1][None] + shifts[:, None] * np.diff(edges)[None]
+        return np.minimum(pos.astype(int), total - 1)  # (K, length)
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
-        times = self.times(kp.shape[1], results.get("rng"))
-        if self.interpolate:
-            clips, inds, valid = [], np.rint(times).astype(int), _valid(kp)
-            for t in times:
-                lo = np.floor(t).astype(int)
-                hi = np.minimum(lo + 1, kp.shape[1] - 1)
-                w = (t - lo).astype(np.float32)
-                both = valid[:, lo] & valid[:, hi]
-                w = np.where(both, w[None], np.rint(w)[None])[..., None, None]
-                clips.append(kp[:, lo] * (1 - w) + kp[:, hi] * w)
-            results["keypoint"] = np.stack(clips).astype(np.float32)
-        else:
-            inds = times
-            results["keypoint"] = np.stack([kp[:, i] for i in inds])  # (K, M, length, V, C)
+        inds = self.indices(kp.shape[1], results.get("rng"))
+        results["keypoint"] = np.stack([kp[:, i] for i in inds])  # (K, M, length, V, C)
         results["frame_inds"] = inds
         return results
 
@@ -348,7 +272,7 @@ class MotionFeatures:
     rotation of the view changes. Needs "keypoint" (..., T, V, C).
     """
 
-    KINDS = ("joint", "velocity", "bone", "distance", "local")
+    KINDS = ("joint", "velocity", "bone", "distance")
 
     @staticmethod
     def channels(kinds: Sequence[str], c: int, v: int) -> int:
@@ -361,7 +285,6 @@ class MotionFeatures:
         self.kinds = list(kinds)
         self.parents = np.array([p if p >= 0 else v for v, p in enumerate(layout.parents)])
         self.has_bones = any(p >= 0 for p in layout.parents)
-        self.center = list(layout.center) or list(range(layout.num_joints))
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
@@ -372,8 +295,6 @@ class MotionFeatures:
             elif kind == "velocity":
                 vel = np.diff(kp, axis=-3, append=kp[..., -1:, :, :])
                 feats.append(vel)
-            elif kind == "local":  # experiment: joints relative to this frame's centre
-                feats.append(kp - kp[..., self.center, :].mean(-2, keepdims=True))
             elif kind == "distance":
                 feats.append(np.linalg.norm(kp[..., :, None, :] - kp[..., None, :, :], axis=-1))
             elif self.has_bones:
@@ -387,23 +308,16 @@ class MotionFeatures:
 def build_skeleton_pipeline(layout: Layout, cfg, train: bool, num_bodies: int) -> Compose:
     """The skeleton stream's transforms from the `data.skeleton` config node."""
     steps: list = [PadBodies(num_bodies), TrimEmpty()]
-    if cfg.get("smooth", 1) > 1:
-        steps.append(Smooth(cfg.smooth))
     if cfg.center:
         steps.append(Center(layout))
     if cfg.align_view:
-        steps.append(
-            AlignView(layout, cfg.get("align_axis", "shoulders"), cfg.get("align_up", "spine"))
-        )
+        steps.append(AlignView(layout, cfg.get("align_axis", "shoulders")))
     if cfg.scale_normalize:
         steps.append(ScaleNormalize(layout))
     if train and cfg.augment.enabled:
         aug = cfg.augment
         steps.append(RandomAugment(aug.rotate_deg, aug.scale, aug.shear, aug.drift_deg, aug.noise))
-        if aug.get("mirror", 0.0) > 0:
-            steps.append(RandomMirror(layout, aug.mirror))
     crop = tuple(cfg.augment.temporal_crop) if train and cfg.augment.enabled else (1.0, 1.0)
-    clips = 1 if train else cfg.test_clips
-    steps.append(Resample(cfg.clip_len, train, clips, crop, cfg.get("interpolate", False)))
+    steps.append(Resample(cfg.clip_len, train, 1 if train else cfg.test_clips, crop))
     steps.append(MotionFeatures(layout, cfg.features))
     return Compose(steps)

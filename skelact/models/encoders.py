@@ -6,43 +6,6 @@ import torch
 from torch import nn
 
 
-class ViewAdapter(nn.Module):
-    """A learned per-frame rotation of the skeleton, in the manner of view-adaptive LSTMs
-    (Zhang et al., ICCV 2017): a small LSTM reads the main body's frames and predicts three
-    rotation angles per frame, which turn every 3-vector channel group (joint, velocity,
-    bone) of every body. The angle layer starts at zero, so training starts from the
-    identity. Input and output (N, M, T, V, C) with C a multiple of 3.
-    """
-
-    def __init__(self, num_joints: int, in_channels: int, hidden: int = 64):
-        super().__init__()
-        if in_channels % 3:
-            raise ValueError(f"view adapter: channels must be 3-vectors, got {in_channels}")
-        self.rnn = nn.LSTM(num_joints * in_channels, hidden, batch_first=True)
-        self.angles = nn.Linear(hidden, 3)
-        nn.init.zeros_(self.angles.weight)
-        nn.init.zeros_(self.angles.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, m, t, v, c = x.shape
-        h, _ = self.rnn(x[:, 0].reshape(n, t, v * c))
-        a = self.angles(h)  # (N, T, 3)
-        cos, sin = torch.cos(a), torch.sin(a)
-        one, zero = torch.ones_like(a[..., 0]), torch.zeros_like(a[..., 0])
-
-        def rot(i: int, j: int, k: int) -> torch.Tensor:  # rotation in the (j, k) plane
-            c_, s_ = cos[..., i], sin[..., i]
-            m_ = [[None] * 3 for _ in range(3)]
-            m_[i][i], m_[i][j], m_[i][k] = one, zero, zero
-            m_[j][i], m_[k][i] = zero, zero
-            m_[j][j], m_[j][k], m_[k][j], m_[k][k] = c_, -s_, s_, c_
-            return torch.stack([torch.stack(r, -1) for r in m_], -2)  # (N, T, 3, 3)
-
-        r = rot(2, 0, 1) @ rot(1, 2, 0) @ rot(0, 1, 2)  # z @ y @ x
-        x = x.reshape(n, m, t, v, c // 3, 3)
-        return torch.einsum("ntij,nmtvgj->nmtvgi", r, x).reshape(n, m, t, v, c)
-
-
 class JointMLP(nn.Module):
     """Encode the joints of each body in each frame with a shared MLP, then join the bodies.
 
@@ -60,12 +23,8 @@ class JointMLP(nn.Module):
         out_dim: int = 256,
         dropout: float = 0.0,
         input_norm: bool = False,
-        view_adapt: bool = False,
-        joint_dropout: float = 0.0,
     ):
         super().__init__()
-        self.joint_dropout = joint_dropout
-        self.view = ViewAdapter(num_joints, in_channels) if view_adapt else None
         # joints, velocities and bones differ in scale by 10x: BatchNorm per input channel
         # puts them on one footing (ST-GCN's data_bn)
         self.input_norm = nn.BatchNorm1d(num_joints * in_channels) if input_norm else None
@@ -83,11 +42,6 @@ class JointMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, m, t, v, c = x.shape
-        if self.view is not None:
-            x = self.view(x)
-        if self.training and self.joint_dropout > 0:  # whole joints, for the whole clip
-            keep = torch.rand(n, m, 1, v, 1, device=x.device) >= self.joint_dropout
-            x = x * keep / (1 - self.joint_dropout)
         x = x.reshape(n, m, t, v * c)
         if self.input_norm is not None:
             x = self.input_norm(x.reshape(-1, v * c)).reshape(n, m, t, v * c)
@@ -96,60 +50,8 @@ class JointMLP(nn.Module):
         return self.merge(h)  # (N, T, D)
 
 
-class PartMLP(nn.Module):
-    """JointMLP whose first layers see one body part each (torso, arms, legs).
-
-    Each part's joints go through their own two-layer MLP, so a badly tracked arm corrupts
-    only its part's features until the parts are joined by one more layer; then the bodies
-    are joined as in JointMLP. Input (N, M, T, V, C) -> (N, T, D).
-    """
-
-    def __init__(
-        self,
-        parts: list[list[int]],
-        in_channels: int,
-        num_bodies: int,
-        hidden: int = 256,
-        out_dim: int = 256,
-        dropout: float = 0.0,
-    ):
-        super().__init__()
-        self.parts = [list(p) for p in parts]
-        width = max(16, hidden // len(parts))
-
-        def block(n_in: int, n_out: int) -> list[nn.Module]:
-            return [nn.Linear(n_in, n_out), nn.LayerNorm(n_out), nn.GELU()]
-
-        self.part_mlps = nn.ModuleList(
-            nn.Sequential(
-                *block(len(p) * in_channels, width), nn.Dropout(dropout), *block(width, width)
-            )
-            for p in self.parts
-        )
-        self.join = nn.Sequential(*block(width * len(parts), hidden))
-        self.merge = nn.Linear(num_bodies * hidden, out_dim)
-        self.out_dim = out_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, m, t, v, c = x.shape
-        h = torch.cat(
-            [
-                mlp(x[:, :, :, p].reshape(n, m, t, -1))
-                for p, mlp in zip(self.parts, self.part_mlps, strict=True)
-            ],
-            -1,
-        )
-        h = self.join(h)  # (N, M, T, H)
-        return self.merge(h.permute(0, 2, 1, 3).reshape(n, t, -1))
-
-
 def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
     """The per-frame encoder of one stream and its output width."""
-    if stream == "skeleton" and cfg.get("parts", False) and spec.get("parts"):
-        enc = PartMLP(
-            spec["parts"], spec["channels"], spec["num_bodies"], cfg.hidden, cfg.embed, cfg.dropout
-        )
-        return enc, cfg.embed
     if stream == "skeleton":
         enc = JointMLP(
             spec["num_joints"],
@@ -159,8 +61,6 @@ def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
             cfg.embed,
             cfg.dropout,
             cfg.get("input_norm", False),
-            cfg.get("view_adapt", False),
-            cfg.get("joint_dropout", 0.0),
         )
         return enc, cfg.embed
     if stream in ("rgb", "depth") and cfg.input == "features":
