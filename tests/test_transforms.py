@@ -102,6 +102,17 @@ def test_motion_features_channels_and_values():
     np.testing.assert_allclose(out[..., 6:9][0, 0, 0, 5], kp[0, 0, 0, 5] - kp[0, 0, 0, 4])
 
 
+def test_root_features_are_the_body_centre_at_every_joint():
+    kp = np.random.default_rng(1).normal(size=(1, 2, 4, 25, 3)).astype(np.float32)
+    kp[0, 1, 2] = 0  # body 1 absent in frame 2
+    out = MotionFeatures(NTU25, ["velocity", "root"])({"keypoint": kp})["keypoint"]
+    assert out.shape == (1, 2, 4, 25, 6)
+    # NTU25's centre is the spine-mid joint (1): its position, copied to all 25 joints
+    np.testing.assert_allclose(out[0, 0, 3, :, 3:], np.repeat(kp[0, 0, 3, 1][None], 25, 0))
+    np.testing.assert_allclose(out[0, 1, 1, 7, 3:], kp[0, 1, 1, 1])
+    assert not out[0, 1, 2, :, 3:].any()
+
+
 def test_distance_features_are_view_invariant():
     kp = np.random.default_rng(2).normal(size=(1, 1, 4, 20, 3)).astype(np.float32)
     feats = MotionFeatures(KINECT20, ["distance"])

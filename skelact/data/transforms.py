@@ -267,12 +267,13 @@ class MotionFeatures:
     """Per-joint input channels: C -> `channels(kinds, C, V)`.
 
     kinds from "joint", "velocity" (frame difference, last frame repeated), "bone" (joint minus
-    its parent; layouts without bones use the offset from the joints' mean), each C channels,
-    and "distance": the joint's distance to every joint of its body (V channels), which no
-    rotation of the view changes. Needs "keypoint" (..., T, V, C).
+    its parent; layouts without bones use the offset from the joints' mean), "root" (the body's
+    centre joints, the same for every joint: where the body is, without its posture), each C
+    channels, and "distance": the joint's distance to every joint of its body (V channels),
+    which no rotation of the view changes. Needs "keypoint" (..., T, V, C).
     """
 
-    KINDS = ("joint", "velocity", "bone", "distance")
+    KINDS = ("joint", "velocity", "bone", "distance", "root")
 
     @staticmethod
     def channels(kinds: Sequence[str], c: int, v: int) -> int:
@@ -285,6 +286,7 @@ class MotionFeatures:
         self.kinds = list(kinds)
         self.parents = np.array([p if p >= 0 else v for v, p in enumerate(layout.parents)])
         self.has_bones = any(p >= 0 for p in layout.parents)
+        self.center = list(layout.center) or list(range(layout.num_joints))
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
@@ -295,6 +297,9 @@ class MotionFeatures:
             elif kind == "velocity":
                 vel = np.diff(kp, axis=-3, append=kp[..., -1:, :, :])
                 feats.append(vel)
+            elif kind == "root":
+                root = kp[..., self.center, :].mean(-2, keepdims=True)
+                feats.append(np.broadcast_to(root, kp.shape))  # absent bodies stay zero
             elif kind == "distance":
                 feats.append(np.linalg.norm(kp[..., :, None, :] - kp[..., None, :, :], axis=-1))
             elif self.has_bones:
