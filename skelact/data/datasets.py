@@ -114,7 +114,6 @@ def build_loaders(dcfg, mcfg, data: dict, streams, train: bool) -> tuple[dict, d
             specs[name] = {
                 "num_joints": layout.num_joints,
                 "num_bodies": bodies,
-                "layout": layout.name,
                 "channels": MotionFeatures.channels(
                     scfg.features, data["annotations"][0]["keypoint"].shape[3], layout.num_joints
                 ),

@@ -50,47 +50,8 @@ class JointMLP(nn.Module):
         return self.merge(h)  # (N, T, D)
 
 
-class JointGraph(nn.Module):
-    """Experiment: per-frame graph convolution over the skeleton's bones, then a linear
-    layer over all joints. Input (N, M, T, V, C) -> (N, T, D)."""
-
-    def __init__(self, parents, in_channels, num_bodies, hidden=64, out_dim=128, layers=3):
-        super().__init__()
-        v = len(parents)
-        adj = torch.eye(v)
-        for j, p in enumerate(parents):
-            if p >= 0:
-                adj[j, p] = adj[p, j] = 1.0
-        deg = adj.sum(1)
-        self.register_buffer("adj", adj / torch.sqrt(deg[:, None] * deg[None, :]))
-        self.learned = nn.Parameter(torch.zeros(v, v))  # data-dependent extra edges
-        dims = [in_channels] + [hidden] * layers
-        self.lin = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
-        self.norm = nn.ModuleList(nn.LayerNorm(b) for b in dims[1:])
-        self.joint_embed = nn.Parameter(torch.zeros(v, in_channels))
-        self.out = nn.Linear(v * hidden, out_dim)
-        self.merge = nn.Linear(num_bodies * out_dim, out_dim)
-        self.act = nn.GELU()
-
-    def forward(self, x):
-        n, m, t, v, c = x.shape
-        h = x + self.joint_embed
-        a = self.adj + self.learned
-        for i, (lin, norm) in enumerate(zip(self.lin, self.norm, strict=True)):
-            y = self.act(norm(lin(torch.einsum("uv,nmtvc->nmtuc", a, h))))
-            h = y if i == 0 else h + y
-        h = self.act(self.out(h.reshape(n, m, t, -1)))
-        return self.merge(h.permute(0, 2, 1, 3).reshape(n, t, -1))
-
-
 def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
     """The per-frame encoder of one stream and its output width."""
-    if stream == "skeleton" and cfg.get("graph", False):
-        from skelact.layouts import get_layout
-
-        layout = get_layout(spec["layout"], spec["num_joints"])
-        enc = JointGraph(layout.parents, spec["channels"], spec["num_bodies"], out_dim=cfg.embed)
-        return enc, cfg.embed
     if stream == "skeleton":
         enc = JointMLP(
             spec["num_joints"],
