@@ -263,16 +263,6 @@ class Resample:
         return results
 
 
-def _relative_to_main(kp: np.ndarray, center: list[int]) -> np.ndarray:
-    """Joints minus the main body's centre in the same frame (each body's own centre where the
-    main body is absent); absent body-frames stay zero. kp (..., M, T, V, C)."""
-    own = kp[..., center, :].mean(-2, keepdims=True)  # (..., M, T, 1, C)
-    main_present = np.abs(kp[..., :1, :, :, :]).sum((-1, -2), keepdims=True) > 0
-    origin = np.where(main_present, own[..., :1, :, :, :], own)
-    present = np.abs(kp).sum((-1, -2), keepdims=True) > 0
-    return np.where(present, kp - origin, 0.0)
-
-
 class MotionFeatures:
     """Per-joint input channels: C -> `channels(kinds, C, V)`.
 
@@ -283,7 +273,7 @@ class MotionFeatures:
     which no rotation of the view changes. Needs "keypoint" (..., T, V, C).
     """
 
-    KINDS = ("joint", "velocity", "bone", "distance", "root", "relative")
+    KINDS = ("joint", "velocity", "bone", "distance", "root")
 
     @staticmethod
     def channels(kinds: Sequence[str], c: int, v: int) -> int:
@@ -298,9 +288,6 @@ class MotionFeatures:
         self.has_bones = any(p >= 0 for p in layout.parents)
         self.center = list(layout.center) or list(range(layout.num_joints))
 
-    def relative(self, kp: np.ndarray) -> np.ndarray:
-        return _relative_to_main(kp, self.center)
-
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
         feats = []
@@ -313,8 +300,6 @@ class MotionFeatures:
             elif kind == "root":
                 root = kp[..., self.center, :].mean(-2, keepdims=True)
                 feats.append(np.broadcast_to(root, kp.shape))  # absent bodies stay zero
-            elif kind == "relative":
-                feats.append(self.relative(kp))
             elif kind == "distance":
                 feats.append(np.linalg.norm(kp[..., :, None, :] - kp[..., None, :, :], axis=-1))
             elif self.has_bones:
