@@ -80,8 +80,10 @@ def train_one_epoch(
     """One pass over `loader` with backpropagation through time; returns loss, accuracy, lr."""
     model.train()
     start = time.perf_counter()
-    total_loss = torch.zeros((), dtype=torch.float64)
-    correct = seen = 0
+    # running totals stay on the device: reading them every step would sync it every step
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
     bar = tqdm(
         loader,
         desc=f"epoch {epoch + 1}/{tcfg.epochs}",
@@ -100,13 +102,16 @@ def train_one_epoch(
         optimizer.step()
         scheduler.step()
         n = len(labels)
-        total_loss += loss.detach().double().cpu() * n
-        correct += int((out["logits"].argmax(1) == labels).sum())
+        total_loss += loss.detach().double() * n
+        correct += (out["logits"].argmax(1) == labels).sum()
         seen += n
-        bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if show:
+            bar.set_postfix(
+                loss=f"{total_loss.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}"
+            )
     return {
         "loss": total_loss.item() / max(seen, 1),
-        "acc": correct / max(seen, 1),
+        "acc": correct.item() / max(seen, 1),
         "seen": seen,
         "seconds": time.perf_counter() - start,
     }
@@ -114,27 +119,27 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device, streams, show: bool = True) -> dict:
-    """Scores averaged over each sample's K clips: fused and per stream, plus attention."""
+    """Scores averaged over each sample's K clips: fused and per stream."""
     model.eval()
-    fused, per_stream, labels, index, attention = [], {s: [] for s in streams}, [], [], []
+    fused, labels, index = [], [], []
+    # a single stream's scores are the fused scores: not computed twice
+    per_stream = {s: [] for s in streams} if len(streams) > 1 else {}
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=not show, dynamic_ncols=True):
         inputs, y, k = split_batch(batch, streams, device)
         out = model(inputs)
         n = len(y)
         fused.append(torch.softmax(out["logits"], -1).view(n, k, -1).mean(1).cpu())
-        for s in streams:
+        for s in per_stream:
             per_stream[s].append(torch.softmax(out["streams"][s], -1).view(n, k, -1).mean(1).cpu())
-        first = out["attention"][streams[0]]
-        attention.append(first.view(n, k, -1)[:, 0].cpu())
         labels.append(y.cpu())
         index.append(batch["index"])
     cat = lambda xs: torch.cat(xs).numpy()  # noqa: E731
+    scores = cat(fused)
     return {
-        "scores": cat(fused),
-        "stream_scores": {s: cat(v) for s, v in per_stream.items()},
+        "scores": scores,
+        "stream_scores": {s: cat(v) for s, v in per_stream.items()} or {streams[0]: scores},
         "labels": cat(labels),
         "index": cat(index),
-        "attention": cat(attention),
     }
 
 

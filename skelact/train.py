@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 
 import hydra
@@ -38,6 +39,7 @@ from skelact.engine import (
     train_one_epoch,
     write_eval_outputs,
 )
+from skelact.metrics import topk_accuracy
 from skelact.models.recognizer import build_recognizer
 
 log = logging.getLogger("skelact")
@@ -84,8 +86,11 @@ class Data:
 
     def __init__(self, cfg: DictConfig):
         self.ann = load_annotations(cfg.data.ann_file)
-        self.classes = self.ann.get("classes") or [str(i) for i in range(num_classes(self.ann))]
-        self.num_classes = cfg.data.num_classes or len(self.classes)
+        self.num_classes = cfg.data.num_classes or num_classes(self.ann)
+        # classes without a name (no table, or data.num_classes beyond it) go by their index
+        named = list(self.ann.get("classes") or [])
+        n = max(self.num_classes, num_classes(self.ann))
+        self.classes = named + [str(i) for i in range(len(named), n)]
         self.streams = list(cfg.modality.streams)
         self.seed = cfg.seed
         self.mcfg = cfg.model
@@ -217,7 +222,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
         dist.barrier()
     if rank != 0:
         return None
-    if not (ckpt_dir / "best.pt").exists():  # no monitored epoch: the final model is the best
+    if state["best"] is None and (ckpt_dir / "last.pt").is_file():
+        # no monitored epoch: the final model is the best
+        tmp = ckpt_dir / f".best.pt.tmp{os.getpid()}"  # copy, then rename, as save_checkpoint
+        shutil.copyfile(ckpt_dir / "last.pt", tmp)
+        os.replace(tmp, ckpt_dir / "best.pt")
+    elif state["best"] is None:  # epochs=0: nothing was trained, save the model as it is
         _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
     return evaluate_model(model, cfg, data, run_dir, device)
 
@@ -236,7 +246,7 @@ def _monitor(cfg: DictConfig, data: Data, device: torch.device):
 
     def score(model) -> float:
         res = evaluate(model, loader, device, data.streams, show=False)
-        return float((res["scores"].argmax(1) == res["labels"]).mean())
+        return topk_accuracy(res["scores"], res["labels"], 1)
 
     return score
 

@@ -13,24 +13,22 @@ from skelact.data.annotations import load_annotations
 from skelact.data.importers import (
     NUCLA_CLASSES,
     UTD_MHAD_CLASSES,
-    UTD_TO_KINECT20,
     SkeletonFileError,
     prepare_nucla,
     prepare_utd_mhad,
     read_utd_mhad_mat,
 )
 from skelact.layouts import KINECT20
+from tests.conftest import SHARED_DATA, shared_data
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-NUCLA = DATA / "nw_ucla"
-UTD = DATA / "utd_mhad"
+NUCLA = SHARED_DATA / "nw_ucla"
+UTD = SHARED_DATA / "utd_mhad"
 J = KINECT20.index
 
 
 @pytest.fixture(scope="module")
 def nucla(tmp_path_factory):
-    if not (NUCLA / "all_sqe").is_dir():
-        pytest.skip(f"N-UCLA skeletons not found at {NUCLA}")
+    shared_data("nw_ucla", "all_sqe")
     out = tmp_path_factory.mktemp("nucla") / "nucla.pkl"
     report = prepare_nucla(NUCLA, out, verbose=False)
     return report, load_annotations(out)
@@ -38,8 +36,7 @@ def nucla(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def utd(tmp_path_factory):
-    if not (UTD / "Skeleton").is_dir():
-        pytest.skip(f"UTD-MHAD skeletons not found at {UTD}")
+    shared_data("utd_mhad", "Skeleton")
     out = tmp_path_factory.mktemp("utd") / "utd.pkl"
     report = prepare_utd_mhad(UTD, out, verbose=False)
     return report, load_annotations(out)
@@ -143,7 +140,6 @@ def test_utd_joint_reordering(utd):
         np.testing.assert_allclose(kp[:, J(kinect)], raw[source].T.astype(np.float32))
     np.testing.assert_allclose(kp[:, J("right_hand")], raw[11].T.astype(np.float32))
     np.testing.assert_allclose(kp[:, J("left_foot")], raw[15].T.astype(np.float32))
-    assert UTD_TO_KINECT20[:5] == (3, 2, 1, 0, 4)
 
 
 def test_utd_joint_semantics_after_import(utd):

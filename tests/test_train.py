@@ -16,7 +16,7 @@ import torch
 from skelact.data.annotations import save_annotations
 from skelact.demo import compose_config
 from skelact.evaluate import evaluate_checkpoint
-from skelact.train import train
+from skelact.train import Data, train
 from tests.conftest import toy_annotations
 
 SPLITS = ["data.train_split=train", "data.test_split=test"]
@@ -82,11 +82,23 @@ def test_tiny_run_learns_and_writes_run_dir(toy_file, tmp_path):
 def test_same_seed_same_result(toy_file, tmp_path):
     args = [f"data.ann_file={toy_file}", *SPLITS, *FAST, "trainer.epochs=2", "seed=3"]
     a = train(compose_config(args), tmp_path / "a")
+    stale = tmp_path / "b/checkpoints/best.pt"  # from an earlier run in the same directory
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"stale")
     b = train(compose_config(args), tmp_path / "b")
     assert a == b
     wa = torch.load(tmp_path / "a/checkpoints/last.pt", weights_only=False)["model"]
     wb = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=False)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # no validation split: best.pt is the final model, not the stale file
+    assert stale.read_bytes() == (tmp_path / "b/checkpoints/last.pt").read_bytes()
+
+
+def test_classes_beyond_the_table_get_index_names(toy_file):
+    cfg = compose_config([f"data.ann_file={toy_file}", *SPLITS, "data.num_classes=6"])
+    data = Data(cfg)
+    assert data.num_classes == 6
+    assert data.classes == ["class0", "class1", "class2", "class3", "4", "5"]
 
 
 def test_resume_after_kill_matches_uninterrupted_run(toy_file, tmp_path):

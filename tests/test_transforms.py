@@ -71,7 +71,7 @@ def test_pad_and_trim():
     kp = np.zeros((3, 12, 20, 3), np.float32)
     kp[0, 3:9] = 1.0
     res = TrimEmpty()(PadBodies(2)({"keypoint": kp}))
-    assert res["keypoint"].shape == (2, 6, 20, 3) and res["total_frames"] == 6
+    assert res["keypoint"].shape == (2, 6, 20, 3) and res["trim_offset"] == 3
     assert PadBodies(4)({"keypoint": kp})["keypoint"].shape[0] == 4
 
 
@@ -79,9 +79,10 @@ def test_resample_test_clips_cover_the_sequence():
     kp = np.arange(50, dtype=np.float32)[None, :, None, None] * np.ones((1, 50, 2, 3), np.float32)
     res = Resample(10, train=False, num_clips=2)({"keypoint": kp})
     assert res["keypoint"].shape == (2, 1, 10, 2, 3)
-    first = res["keypoint"][0, 0, :, 0, 0]
-    assert first[0] >= 0 and first[-1] <= 49 and np.all(np.diff(first) == 5)
-    assert not np.array_equal(res["keypoint"][0], res["keypoint"][1])  # shifted clips
+    # 10 segments of 5 frames; clip k at k/2 + 1/4 of each segment: frames 1, 6, ... / 3, 8, ...
+    want = np.stack([np.arange(1, 50, 5), np.arange(3, 50, 5)])
+    np.testing.assert_array_equal(res["frame_inds"], want)
+    np.testing.assert_array_equal(res["keypoint"][:, 0, :, 0, 0], want)  # value = frame index
 
 
 def test_resample_train_is_seeded_and_in_range():
@@ -91,7 +92,18 @@ def test_resample_train_is_seeded_and_in_range():
     )["frame_inds"]
     a, b = sample(3), sample(3)
     np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, sample(4))  # the seed drives the choice
     assert a.shape == (1, 8) and a.min() >= 0 and a.max() < 30 and np.all(np.diff(a) >= 0)
+    # crop=(0.5, 0.5): a 15-frame window of the 30, one frame in each 15/8-frame segment, so
+    # first and last index lie 12 to 14 frames apart wherever the window starts
+    half = [
+        Resample(8, train=True, crop=(0.5, 0.5))(
+            {"keypoint": kp, "rng": np.random.default_rng(seed)}
+        )["frame_inds"][0]
+        for seed in range(20)
+    ]
+    assert all(12 <= np.ptp(i) <= 14 for i in half)
+    assert len({int(i[0]) for i in half}) > 1  # the window moves
 
 
 def test_motion_features_channels_and_values():

@@ -118,9 +118,6 @@ def test_load_rgb_clip_crop_and_normalisation(clip):
     ref = crop_resize(read_frames(clip, [9, 27, 45, 63])[2], box, 112).astype(np.float32) / 255
     got = x[2].permute(1, 2, 0).numpy() * IMAGENET_STD + IMAGENET_MEAN
     assert np.abs(got - ref).max() < 1e-5
-    # normalised per channel: mean (pixel mean - imagenet mean) / std
-    expect = (ref.mean((0, 1)) - IMAGENET_MEAN) / IMAGENET_STD
-    assert np.allclose(x[2].mean((1, 2)).numpy(), expect, atol=1e-4)
 
 
 def write_depth_fixture(sample_dir: Path, T: int, person_mm=lambda t: 1000 + 100 * t) -> None:

@@ -34,9 +34,13 @@ def save_annotations(data: dict[str, Any], path: str | os.PathLike) -> Path:
     validate(data, source=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -74,6 +78,11 @@ def validate(data: Any, source: str = "<annotations>") -> None:
     names = set()
     for i, ann in enumerate(anns):
         _validate_sample(ann, i, n_cls, source)
+        if ann["frame_dir"] in names:
+            raise AnnotationError(
+                f"{source}: annotation {i} repeats the name {ann['frame_dir']!r} "
+                "(frame_dir must be unique)"
+            )
         names.add(ann["frame_dir"])
     for split, members in data["split"].items():
         unknown = [m for m in members if m not in names]

@@ -130,6 +130,7 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
 
     Frames: (1, T, C, H, W) per sample, decoded in the DataLoader workers.
     """
+    from skelact.data.features import CHANNELS, XY_KEY, load_clip, load_features, source_path
     from skelact.data.video import sample_indices
 
     if mcfg.input == "features":
@@ -142,7 +143,7 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
         dim = feature_dim(root)
 
         def load(sample: dict, rng: np.random.Generator) -> torch.Tensor:
-            feats = np.load(root / f"{sample['frame_dir']}.npy").astype(np.float32)  # (T0, D)
+            feats = load_features(root, sample["frame_dir"]).astype(np.float32)  # (T0, D)
             inds = sample_indices(len(feats), scfg.num_frames, train, rng)
             return torch.from_numpy(feats[inds])[None]  # (1, T, D)
 
@@ -150,10 +151,6 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
             "feature_dim": dim,
             "has": lambda s: (root / f"{s['frame_dir']}.npy").is_file(),
         }
-
-    from skelact.data.depth import load_depth_clip
-    from skelact.data.features import source_path
-    from skelact.data.video import load_rgb_clip
 
     if not scfg.root:
         raise ValueError(f"model.{kind}.input=frames needs data.{kind}.root=DIR")
@@ -163,28 +160,27 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
         return source_path(sample, kind, root)
 
     def load_frames(sample: dict, rng: np.random.Generator) -> torch.Tensor:
-        xy = sample.get("color_xy" if kind == "rgb" else "depth_xy")
-        fn = load_rgb_clip if kind == "rgb" else load_depth_clip
-        clip = fn(path_of(sample), scfg.num_frames, xy=xy, size=scfg.size, train=train, rng=rng)
+        xy = sample.get(XY_KEY[kind])
+        clip = load_clip(path_of(sample), xy, kind, scfg.num_frames, scfg.size, train, rng)
         return clip[None]  # (1, T, C, H, W)
 
     return load_frames, {
-        "in_channels": 3 if kind == "rgb" else 1,
+        "in_channels": CHANNELS[kind],
         "has": lambda s: path_of(s).exists(),
     }
 
 
 def feature_dim(root: Path) -> int:
-    """Feature width D of a cache folder, from its index.json or its first file."""
+    """Feature width D of a cache folder, from its index.json or, without one, its first file."""
+    from skelact.data.features import _read_index
+
     if not root.is_dir():
         raise FileNotFoundError(
             f"feature cache {root} does not exist (make it with `skelact prepare features`)"
         )
-    index = root / "index.json"
-    if index.is_file():
-        import json
-
-        return int(json.loads(index.read_text())["feature_dim"])
+    index = _read_index(root)
+    if index is not None:
+        return int(index["feature_dim"])
     first = next(root.glob("*.npy"), None)
     if first is None:
         raise FileNotFoundError(f"feature cache {root} holds no .npy files")

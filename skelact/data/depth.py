@@ -7,10 +7,10 @@ range (`depth_range`, default 500-4500 mm, the Kinect v2 working range) and clip
 kept at exactly 0. A fixed range (rather than per-clip min/max) keeps the distance to the camera
 comparable across samples.
 
-The single channel goes to `FrameResNet` as is: the encoder replicates it to 3 channels so that
-ImageNet weights stay usable unchanged. Replicating is exactly the same as summing conv1's
-weights over RGB (what `FrameResNet(in_channels=1)` does, 3x cheaper in conv1); both keep the
-pretrained features instead of retraining a new first layer.
+The single channel goes to `FrameResNet(in_channels=1)`, whose conv1 weights are ImageNet's
+summed over RGB: exactly the same as replicating the channel to 3 (which the encoder also
+accepts), 3x cheaper in conv1; both keep the pretrained features instead of retraining a new
+first layer.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import torch
 
 from skelact.data.video import crop_box, sample_indices
 
-DEPTH_W, DEPTH_H = 512, 424
 _NAME = re.compile(r"MDepth-(\d{8})\.png$")
 
 

@@ -31,6 +31,8 @@ from skelact.data.video import load_rgb_clip
 
 INDEX = "index.json"
 SETTINGS = ("modality", "arch", "pretrained", "num_frames", "size", "feature_dim")
+XY_KEY = {"rgb": "color_xy", "depth": "depth_xy"}  # annotation field with the crop's joints
+CHANNELS = {"rgb": 3, "depth": 1}  # channels of a decoded frame
 
 
 def source_path(sample: dict, modality: str, data_root: str | os.PathLike) -> Path:
@@ -46,19 +48,29 @@ def source_path(sample: dict, modality: str, data_root: str | os.PathLike) -> Pa
     return Path(data_root) / (f"{name}_rgb.avi" if modality == "rgb" else name)
 
 
+def load_clip(
+    path: str | os.PathLike,
+    xy: np.ndarray | None,
+    modality: str,
+    num_frames: int,
+    size: int,
+    train: bool = False,
+    rng: np.random.Generator | None = None,
+) -> torch.Tensor:
+    """One sample's frames, cropped around the person -> float (T, C, size, size), C =
+    CHANNELS[modality]. xy: the sample's XY_KEY[modality] field, or None for a centre crop."""
+    load = load_rgb_clip if modality == "rgb" else load_depth_clip
+    return load(path, num_frames, xy=xy, size=size, train=train, rng=rng)
+
+
 class ClipDataset(Dataset):
     """Decodes one sample per item (in DataLoader workers) -> (name, clip or None, error)."""
 
     def __init__(
-        self,
-        items: list[tuple[str, Path, Any]],
-        modality: str,
-        num_frames: int,
-        size: int,
-        depth_range: tuple[float, float] = (500, 4500),
+        self, items: list[tuple[str, Path, Any]], modality: str, num_frames: int, size: int
     ):
         self.items, self.modality = items, modality
-        self.num_frames, self.size, self.depth_range = num_frames, size, depth_range
+        self.num_frames, self.size = num_frames, size
 
     def __len__(self) -> int:
         return len(self.items)
@@ -66,12 +78,7 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[str, torch.Tensor | None, str]:
         name, path, xy = self.items[i]
         try:
-            if self.modality == "rgb":
-                clip = load_rgb_clip(path, self.num_frames, xy, self.size)
-            else:
-                clip = load_depth_clip(
-                    path, self.num_frames, xy, self.size, depth_range=self.depth_range
-                )
+            clip = load_clip(path, xy, self.modality, self.num_frames, self.size)
         except Exception as err:  # noqa: BLE001 - a bad sample is reported, the run goes on
             return name, None, f"error: {err}"
         return name, clip, ""
@@ -115,7 +122,7 @@ def _plan(samples, modality, data_root, out_dir) -> tuple[list, dict[str, str]]:
         elif not (src := source_path(s, modality, data_root)).exists():
             status[name] = f"missing: {src} does not exist"
         else:
-            todo.append((name, src, s.get("color_xy" if modality == "rgb" else "depth_xy")))
+            todo.append((name, src, s.get(XY_KEY[modality])))
     return todo, status
 
 
@@ -170,7 +177,6 @@ def extract_features(
     device: str = "auto",
     weights_file: str | None = None,
     split: str | None = None,
-    depth_range: tuple[float, float] = (500, 4500),
 ) -> dict[str, Any]:
     """Cache frozen-ResNet features (float16 (T, D) per sample) for one modality.
 
@@ -187,7 +193,8 @@ def extract_features(
         keep = set(data["split"][split])
         samples = [s for s in samples if s["frame_dir"] in keep]
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    encoder = FrameResNet(arch, pretrained, in_channels=3, frozen=True, weights_file=weights_file)
+    channels = CHANNELS[modality]  # depth: conv1 summed over RGB, same output as replicating
+    encoder = FrameResNet(arch, pretrained, channels, frozen=True, weights_file=weights_file)
     encoder = encoder.to(device).eval()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +210,7 @@ def extract_features(
     todo, planned = _plan(samples, modality, data_root, out_dir)
     status.update(planned)
     _write_index(out_dir, settings, status)  # settings on disk before any .npy is written
-    dataset = ClipDataset(todo, modality, num_frames, size, depth_range)
+    dataset = ClipDataset(todo, modality, num_frames, size)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

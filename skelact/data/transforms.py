@@ -58,8 +58,8 @@ class PadBodies:
 class TrimEmpty:
     """Drop leading and trailing frames where no body is present.
 
-    Needs "keypoint" (M, T, V, C); rewrites it, sets "total_frames" and "trim_offset" (the
-    first kept frame's index in the input).
+    Needs "keypoint" (M, T, V, C); rewrites it, sets "trim_offset" (the first kept frame's
+    index in the input).
     """
 
     def __call__(self, results: Results) -> Results:
@@ -69,7 +69,6 @@ class TrimEmpty:
             kp = kp[:, present[0] : present[-1] + 1]
         results["trim_offset"] = int(present[0]) if len(present) else 0
         results["keypoint"] = kp
-        results["total_frames"] = kp.shape[1]
         return results
 
 

@@ -70,7 +70,7 @@ class Recognizer(nn.Module):
                 nn.Dropout(dropout),
                 nn.Linear(fusion_hidden, num_classes),
             )
-        if fusion == "weighted":
+        if fusion == "weighted" and len(streams) > 1:
             self.stream_logit_weights = nn.Parameter(torch.zeros(len(streams)))
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict:

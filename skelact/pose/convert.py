@@ -37,11 +37,15 @@ class ConvertError(RuntimeError):
     """No video could be converted; the message points at the report."""
 
 
-def collect_videos(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
+def collect_videos(
+    inputs: Iterable[str | os.PathLike], taken: Iterable[str] = ()
+) -> list[tuple[Path, str]]:
     """(video path, sample name) for every input file and every video under input folders.
 
     Files are taken whatever their extension (a bad one fails later, with a reason); a name is
     the path relative to its input folder without extension ("walk/clip01"), or a file's stem.
+    Names are unique and avoid `taken` (e.g. the names already in the output file): a clash
+    gets the first free suffix "_2", "_3", ...
     """
     found: list[tuple[Path, str]] = []
     for item in inputs:
@@ -51,11 +55,15 @@ def collect_videos(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, str]
             found += [(p, p.relative_to(item).with_suffix("").as_posix()) for p in videos]
         else:
             found.append((item, item.stem))
-    names: dict[str, int] = {}
+    used = set(taken)
     unique = []
     for path, name in found:  # two inputs may give the same name: number the later ones
-        names[name] = names.get(name, 0) + 1
-        unique.append((path, name if names[name] == 1 else f"{name}_{names[name]}"))
+        new, k = name, 1
+        while new in used:
+            k += 1
+            new = f"{name}_{k}"
+        used.add(new)
+        unique.append((path, new))
     return unique
 
 
@@ -85,8 +93,8 @@ def convert_videos(
         raise ValueError(f"max_people and workers must be >= 1, got {max_people}, {workers}")
     out = Path(out)
     model = ensure_pose_model(pose_model)
-    videos = collect_videos(inputs)
     existing = _load_existing(out, layout)
+    videos = collect_videos(inputs, taken={a["frame_dir"] for a in existing})
     done = {a.get("video") for a in existing}
     todo = [(p, n) for p, n in videos if str(p.absolute()) not in done]
     anns, failed = _run(todo, model, layout, max_people, workers, progress)
