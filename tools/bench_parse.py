@@ -82,10 +82,12 @@ def main() -> None:
     print(f"{len(files)} files, mean {mean_size / 1e3:.1f} kB, {args.rounds} rounds x 3 trials")
     plain = best_rate(plain_reader, files, max(1, args.rounds // 4))
     fast = best_rate(fast_reader, files, args.rounds)
+    one_wall = pool_rate(files, args.rounds, workers=1)
     two = pool_rate(files, args.rounds * 2, workers=2)
     print(f"plain line-by-line reader: {plain:7.1f} MB/s (CPU time)")
     print(f"skelact load_skeleton:     {fast:7.1f} MB/s (CPU time, {fast / plain:.2f}x plain)")
-    print(f"load_skeleton, 2 workers:  {two:7.1f} MB/s (wall time, {two / fast:.2f}x one worker)")
+    print(f"load_skeleton, 1 worker:   {one_wall:7.1f} MB/s (wall time, pool of 1)")
+    print(f"load_skeleton, 2 workers:  {two:7.1f} MB/s (wall time, {two / one_wall:.2f}x 1 worker)")
     total = NTU60_FILES * mean_size / 1e6
     print(
         f"projected NTU60 parse ({NTU60_FILES} files of this mean size, {total / 1e3:.1f} GB):\n"
