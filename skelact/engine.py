@@ -48,12 +48,12 @@ def split_batch(batch: dict, streams, device) -> tuple[dict, torch.Tensor, int]:
     k = max(batch[name].shape[1] for name in streams)
     inputs = {}
     for name in streams:
-        x = batch[name]
+        x = batch[name].to(device, non_blocking=True)  # moved once, before any repeat
         if x.shape[1] != k:
             if x.shape[1] != 1:
                 raise ValueError(f"stream {name!r} has {x.shape[1]} clips per sample, others {k}")
             x = x.expand(-1, k, *x.shape[2:])
-        inputs[name] = x.flatten(0, 1).to(device, non_blocking=True)
+        inputs[name] = x.flatten(0, 1)
     return inputs, batch["label"].to(device), k
 
 

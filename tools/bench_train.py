@@ -15,10 +15,11 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from skelact.data.transforms import MotionFeatures
 from skelact.demo import compose_config
+from skelact.engine import stream_loss
 from skelact.models.recognizer import build_recognizer
 
 # training-set sizes of the standard protocols (after removing the missing skeletons)
@@ -33,7 +34,7 @@ TRAIN_SIZES = {
 def build(overrides: list[str], device: torch.device):
     """The default recognizer for NTU (60 classes, 25 joints, 2 bodies) and its config."""
     cfg = compose_config(["data=ntu60_xsub", "data.ann_file=none", *overrides])
-    channels = 3 * len(cfg.data.skeleton.features)
+    channels = MotionFeatures.channels(cfg.data.skeleton.features, 3, 25)
     spec = {"num_joints": 25, "channels": channels, "num_bodies": 2}
     model = build_recognizer(cfg.model, ["skeleton"], 60, {"skeleton": spec}).to(device)
     return model, cfg, channels
@@ -47,7 +48,7 @@ def samples_per_second(model, cfg, x, y, steps: int, warmup: int) -> float:
 
     def step():
         out = model({"skeleton": x})
-        loss = F.cross_entropy(out["logits"], y, label_smoothing=tcfg.label_smoothing)
+        loss = stream_loss(out, y, tcfg.label_smoothing, tcfg.aux_loss_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg.grad_clip:
