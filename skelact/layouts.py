@@ -39,6 +39,9 @@ class Layout:
         """Has the joints view alignment needs: a left/right pair and a spine (or hips)."""
         return self.left_right is not None and (self.spine is not None or self.hips is not None)
 
+    def index(self, joint: str) -> int:
+        return self.joints.index(joint)
+
     def bones(self) -> list[tuple[int, int]]:
         """(child, parent) pairs of every bone."""
         return [(v, p) for v, p in enumerate(self.parents) if p >= 0]
