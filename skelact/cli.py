@@ -95,6 +95,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         from skelact.data.importers import prepare_utd_mhad
 
         prepare_utd_mhad(args.root, args.out)
+    elif args.source in _TEXT_IMPORTERS:
+        from skelact.data import text_importers
+
+        getattr(text_importers, _TEXT_IMPORTERS[args.source])(args.root, args.out)
     elif args.source == "features":
         from skelact.data.features import extract_features
 
@@ -112,6 +116,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             device=args.device,
             weights_file=args.weights_file,
         )
+
+
+_TEXT_IMPORTERS = {"sbu": "prepare_sbu", "kard": "prepare_kard", "msr-daily": "prepare_msr_daily"}
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -206,6 +213,9 @@ def _add_prepare(sub) -> None:
     for name, text in (
         ("nucla", "Northwestern-UCLA: ROOT holds all_sqe/*.json"),
         ("utd-mhad", "UTD-MHAD: ROOT holds Skeleton/*.mat"),
+        ("sbu", "SBU Kinect Interaction: ROOT holds <set>/<class>/<take>/skeleton_pos.txt"),
+        ("kard", "KARD: ROOT holds aAA_sSS_eEE_realworld.txt"),
+        ("msr-daily", "MSR DailyActivity3D: ROOT holds aAA_sSS_eEE_skeleton_proj.txt"),
     ):
         q = src.add_parser(name, help=text, description=text)
         q.add_argument("root", help="dataset folder")

@@ -1,8 +1,8 @@
 """Joint layouts as data: names, bone parents and the joints that define a body frame.
 
 One home for every joint order in skelact. A layout with named joints (`ntu25`, `kinect20`,
-`mediapipe33`) supports view alignment; `generic` works for any joint count V and uses only
-statistics over all joints.
+`mediapipe33`, `openni15`) supports view alignment; `generic` works for any joint count V and
+uses only statistics over all joints.
 """
 
 from __future__ import annotations
@@ -112,7 +112,28 @@ MEDIAPIPE33 = Layout(
     spine=None,  # derived: mid-hips -> mid-shoulders, see spine_points()
 )
 
-LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (NTU25, KINECT20, MEDIAPIPE33)}
+# The 15-joint OpenNI/NiTE skeleton (SBU Kinect Interaction, KARD), in SBU's joint order; KARD
+# files list the same joints right side first and are reordered at import.
+_OPENNI15_JOINTS = (
+    "head", "neck", "torso",
+    "left_shoulder", "left_elbow", "left_hand",
+    "right_shoulder", "right_elbow", "right_hand",
+    "left_hip", "left_knee", "left_foot",
+    "right_hip", "right_knee", "right_foot",
+)  # fmt: skip
+_OPENNI15_PARENTS = (1, 2, -1, 1, 3, 4, 1, 6, 7, 2, 9, 10, 2, 12, 13)
+
+OPENNI15 = Layout(
+    name="openni15",
+    joints=_OPENNI15_JOINTS,
+    parents=_OPENNI15_PARENTS,
+    center=(2,),  # torso
+    left_right=(3, 6),
+    hips=(9, 12),
+    spine=(2, 1),  # torso -> neck
+)
+
+LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (NTU25, KINECT20, MEDIAPIPE33, OPENNI15)}
 
 
 def get_layout(name: str, num_joints: int | None = None) -> Layout:

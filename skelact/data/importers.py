@@ -220,16 +220,16 @@ def prepare_utd_mhad(
     return _save("utd_mhad", UTD_MHAD_CLASSES, anns, split, report, out, verbose)
 
 
-def _dev_splits(protocol: str, train_groups: list[int]) -> dict[str, set[int]]:
-    """A validation pair inside the training groups: the last group held out, the rest train.
+def _dev_splits(protocol: str, train_groups: list, held_out: int = 1) -> dict[str, set]:
+    """A validation pair inside the training groups: the last `held_out` groups held out.
 
     Hyper-parameters are tuned on these, never on the test split.
     """
-    if len(train_groups) < 2:
+    if len(train_groups) <= held_out:
         return {}
     return {
-        f"{protocol}_dev_train": set(train_groups[:-1]),
-        f"{protocol}_dev_val": {train_groups[-1]},
+        f"{protocol}_dev_train": set(train_groups[:-held_out]),
+        f"{protocol}_dev_val": set(train_groups[-held_out:]),
     }
 
 
@@ -263,12 +263,12 @@ def _collect(
     return anns, split, dropped, len(files)
 
 
-def _save(dataset, classes, anns, split, report, out, verbose) -> dict[str, Any]:
+def _save(dataset, classes, anns, split, report, out, verbose, layout=KINECT20) -> dict[str, Any]:
     report["out"] = str(out)
     data = {
         "split": split,
         "annotations": anns,
-        "layout": KINECT20.name,
+        "layout": layout.name,
         "dataset": dataset,
         "classes": list(classes),
         "report": report,
