@@ -165,7 +165,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 def write_eval_outputs(
     result: dict, samples: list, classes: list[str], split: str, out_dir: str | Path
 ) -> dict:
-    """metrics.json, predictions.csv, confusion_matrix.csv/.png into `out_dir`."""
+    """metrics.json, predictions.csv, scores.npy, confusion_matrix.csv/.png into `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores, labels = result["scores"], result["labels"]
@@ -173,6 +173,7 @@ def write_eval_outputs(
     if len(result["stream_scores"]) > 1:
         metrics["streams"] = {s: summarize(v, labels) for s, v in result["stream_scores"].items()}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    np.save(out_dir / "scores.npy", scores.astype(np.float32))  # (N, classes), rows as the csv
     preds = scores.argmax(1)
     top_p = scores.max(1)
     names = [samples[i]["frame_dir"] for i in result["index"]]

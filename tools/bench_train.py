@@ -1,12 +1,14 @@
 """Training throughput of the default skeleton stream at NTU shape, and projected epoch times.
 
 Builds the recognizer from the real config (configs/ composed with hydra, plus any overrides),
-feeds random tensors of NTU's shape (N, K=1, M=2, T, V=25, C = 3 x the default feature kinds)
+with every skeleton stream of the modality, feeds random tensors of NTU's shape (N, K=1, M=2,
+T, V=25, C = 3 x each stream's feature kinds)
 and times forward + backward + optimizer step, as `skelact.engine.train_one_epoch` does.
 Data loading is not included (skeleton transforms cost about 1-2 ms per sample per worker).
 
     python tools/bench_train.py                      # CPU, and CUDA when available
     python tools/bench_train.py --frames 32 model.core.hidden=256
+    PYTHONPATH=. python tools/bench_train.py modality=skeleton_4s   # from a checkout
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 import torch
 from torch import nn
 
+from skelact.data.datasets import skeleton_streams
 from skelact.data.transforms import MotionFeatures
 from skelact.demo import compose_config
 from skelact.engine import stream_loss
@@ -32,22 +35,33 @@ TRAIN_SIZES = {
 
 
 def build(overrides: list[str], device: torch.device):
-    """The default recognizer for NTU (60 classes, 25 joints, 2 bodies) and its config."""
+    """The configured recognizer for NTU (60 classes, 25 joints, 2 bodies): every skeleton
+    stream of the modality, each with its own input channels. Returns model, cfg, specs."""
     cfg = compose_config(["data=ntu60_xsub", "data.ann_file=none", *overrides])
-    channels = MotionFeatures.channels(cfg.data.skeleton.features, 3, 25)
-    spec = {"num_joints": 25, "channels": channels, "num_bodies": 2}
-    model = build_recognizer(cfg.model, ["skeleton"], 60, {"skeleton": spec}).to(device)
-    return model, cfg, channels
+    kinds = skeleton_streams(cfg.data, cfg.modality.streams)
+    if list(kinds) != list(cfg.modality.streams):
+        raise SystemExit(f"bench_train measures skeleton streams only, not {cfg.modality.streams}")
+    specs = {
+        name: {
+            "num_joints": 25,
+            "channels": MotionFeatures.channels(ks, 3, 25),
+            "num_bodies": 2,
+            "layout": "ntu25",
+        }
+        for name, ks in kinds.items()
+    }
+    model = build_recognizer(cfg.model, list(kinds), 60, specs).to(device)
+    return model, cfg, specs
 
 
-def samples_per_second(model, cfg, x, y, steps: int, warmup: int) -> float:
+def samples_per_second(model, cfg, x: dict, y, steps: int, warmup: int) -> float:
     """Mean samples/s over `steps` training steps after `warmup` untimed ones."""
     tcfg = cfg.trainer
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     model.train()
 
     def step():
-        out = model({"skeleton": x})
+        out = model(x)
         loss = stream_loss(out, y, tcfg.label_smoothing, tcfg.aux_loss_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -57,7 +71,7 @@ def samples_per_second(model, cfg, x, y, steps: int, warmup: int) -> float:
 
     for _ in range(warmup):
         step()
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    sync = torch.cuda.synchronize if y.is_cuda else (lambda: None)
     sync()
     start = time.perf_counter()
     for _ in range(steps):
@@ -67,11 +81,14 @@ def samples_per_second(model, cfg, x, y, steps: int, warmup: int) -> float:
 
 
 def bench(device: torch.device, args) -> None:
-    model, cfg, channels = build(args.overrides, device)
+    model, cfg, specs = build(args.overrides, device)
     params = sum(p.numel() for p in model.parameters())
-    shape = (args.batch_size, 1, 2, args.frames, 25, channels)  # (N, K, M, T, V, C)
-    x = torch.randn(shape, device=device).flatten(0, 1)  # engine feeds (N*K, M, T, V, C)
+    x = {  # the engine feeds (N*K, M, T, V, C) per stream, K = 1 clip in training
+        name: torch.randn((args.batch_size, 2, args.frames, 25, spec["channels"]), device=device)
+        for name, spec in specs.items()
+    }
     y = torch.randint(0, 60, (args.batch_size,), device=device)
+    channels = "+".join(str(spec["channels"]) for spec in specs.values())
     steps = args.steps if device.type == "cpu" else args.steps * 5
     rate = samples_per_second(model, cfg, x, y, steps, args.warmup)
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""

@@ -39,7 +39,11 @@ class ActionDataset(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, i))
         item = {"label": int(sample["label"]), "index": i}
         for name, load in self.loaders.items():
-            item[name] = load(sample, rng)
+            out = load(sample, rng)
+            if isinstance(out, dict):
+                item.update(out)  # a loader of several streams (the skeleton streams)
+            else:
+                item[name] = out
         return item
 
 
@@ -51,6 +55,38 @@ def skeleton_loader(pipeline: Callable[[dict], dict]) -> StreamLoader:
         return torch.from_numpy(np.ascontiguousarray(pipeline(results)["keypoint"]))
 
     return load
+
+
+def skeleton_group_loader(
+    pipeline: Callable[[dict], dict], channels: dict[str, list[int]]
+) -> Callable[[dict, np.random.Generator], dict[str, torch.Tensor]]:
+    """Several skeleton streams from one pass of the pipeline: each stream takes its channels
+    of the shared output, {stream: (K, M, T, V, C_stream)}."""
+    load_all = skeleton_loader(pipeline)
+
+    def load(sample: dict, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        x = load_all(sample, rng)  # (K, M, T, V, C_all)
+        return {name: x[..., idx].contiguous() for name, idx in channels.items()}
+
+    return load
+
+
+def skeleton_streams(dcfg, streams: Sequence[str]) -> dict[str, list[str]]:
+    """The feature kinds of each skeleton stream: "skeleton" takes data.skeleton.features, any
+    other "skeleton_*" stream its entry in data.skeleton.stream_features."""
+    table = dcfg.skeleton.get("stream_features") or {}
+    kinds = {}
+    for name in streams:
+        if name == "skeleton":
+            kinds[name] = list(dcfg.skeleton.features)
+        elif name.startswith("skeleton_"):
+            if name not in table:
+                raise ValueError(
+                    f"skeleton stream {name!r} has no data.skeleton.stream_features entry; "
+                    f"known: {sorted(table)}"
+                )
+            kinds[name] = list(table[name])
+    return kinds
 
 
 class EpochSampler(Sampler[int]):
@@ -101,28 +137,47 @@ def split_samples(data: dict, split: str, source: str = "annotations") -> list[d
 
 def build_loaders(dcfg, mcfg, data: dict, streams, train: bool) -> tuple[dict, dict]:
     """Stream loaders for one split and the input spec each stream's encoder needs."""
-    from skelact.data.transforms import MotionFeatures, build_skeleton_pipeline
-
     loaders, specs = {}, {}
+    skel = skeleton_streams(dcfg, streams)
+    if skel:
+        key = "skeleton" if list(skel) == ["skeleton"] else "skeleton*"  # * : several streams
+        loaders[key], specs = _skeleton_group(dcfg, data, skel, train)
     for name in streams:
-        if name == "skeleton":
-            layout = resolve_layout(dcfg, data)
-            scfg = dcfg.skeleton
-            bodies = scfg.num_bodies or max(a["keypoint"].shape[0] for a in data["annotations"])
-            pipe = build_skeleton_pipeline(layout, scfg, train, bodies)
-            loaders[name] = skeleton_loader(pipe)
-            specs[name] = {
-                "num_joints": layout.num_joints,
-                "num_bodies": bodies,
-                "channels": MotionFeatures.channels(
-                    scfg.features, data["annotations"][0]["keypoint"].shape[3], layout.num_joints
-                ),
-            }
-        elif name in ("rgb", "depth"):
+        if name in skel:
+            continue
+        if name in ("rgb", "depth"):
             loaders[name], specs[name] = frame_stream(name, dcfg[name], mcfg[name], train)
         else:
             raise ValueError(f"unknown stream {name!r}")
     return loaders, specs
+
+
+def _skeleton_group(dcfg, data: dict, kinds: dict[str, list[str]], train: bool):
+    """One pipeline for every skeleton stream (preprocessing runs once per sample), computing
+    the union of their feature kinds; one loader and a spec per stream."""
+    from skelact.data.transforms import MotionFeatures, build_skeleton_pipeline
+
+    layout = resolve_layout(dcfg, data)
+    scfg = dcfg.skeleton
+    bodies = scfg.num_bodies or max(a["keypoint"].shape[0] for a in data["annotations"])
+    c, v = data["annotations"][0]["keypoint"].shape[3], layout.num_joints
+    union = list(dict.fromkeys(k for ks in kinds.values() for k in ks))
+    offsets = np.cumsum([0] + [MotionFeatures.channels([k], c, v) for k in union])
+    channels, specs = {}, {}
+    for name, ks in kinds.items():
+        channels[name] = [
+            i for k in ks for i in range(offsets[union.index(k)], offsets[union.index(k) + 1])
+        ]
+        specs[name] = {
+            "num_joints": v,
+            "num_bodies": bodies,
+            "channels": len(channels[name]),
+            "layout": layout.name,
+        }
+    pipe = build_skeleton_pipeline(layout, scfg, train, bodies, union)
+    if list(kinds) == ["skeleton"]:
+        return skeleton_loader(pipe), specs  # the plain single stream: no channel selection
+    return skeleton_group_loader(pipe, channels), specs
 
 
 def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict]:

@@ -266,13 +266,15 @@ class MotionFeatures:
     """Per-joint input channels: C -> `channels(kinds, C, V)`.
 
     kinds from "joint", "velocity" (frame difference, last frame repeated), "bone" (joint minus
-    its parent; layouts without bones use the offset from the joints' mean), "root" (the body's
-    centre joints, the same for every joint: where the body is, without its posture), each C
-    channels, and "distance": the joint's distance to every joint of its body (V channels),
-    which no rotation of the view changes. Needs "keypoint" (..., T, V, C).
+    its parent; layouts without bones use the offset from the joints' mean), "bone_velocity"
+    (the frame difference of the bones), "root" (the body's centre joints, the same for every
+    joint: where the body is, without its posture), "partner" (the other body's joints relative
+    to this body's centre, zero without a partner: the two-person geometry), each C channels,
+    and "distance": the joint's distance to every joint of its body (V channels), which no
+    rotation of the view changes. Needs "keypoint" (..., M, T, V, C).
     """
 
-    KINDS = ("joint", "velocity", "bone", "distance", "root")
+    KINDS = ("joint", "velocity", "bone", "bone_velocity", "distance", "root", "partner")
 
     @staticmethod
     def channels(kinds: Sequence[str], c: int, v: int) -> int:
@@ -301,16 +303,38 @@ class MotionFeatures:
                 feats.append(np.broadcast_to(root, kp.shape))  # absent bodies stay zero
             elif kind == "distance":
                 feats.append(np.linalg.norm(kp[..., :, None, :] - kp[..., None, :, :], axis=-1))
-            elif self.has_bones:
-                feats.append(kp - kp[..., self.parents, :])
+            elif kind == "partner":
+                feats.append(self.partner(kp))
+            elif kind == "bone_velocity":
+                bone = self.bones(kp)
+                feats.append(np.diff(bone, axis=-3, append=bone[..., -1:, :, :]))
             else:
-                feats.append(kp - kp.mean(-2, keepdims=True))
+                feats.append(self.bones(kp))
         results["keypoint"] = np.concatenate(feats, -1).astype(np.float32)
         return results
 
+    def bones(self, kp: np.ndarray) -> np.ndarray:
+        if self.has_bones:
+            return kp - kp[..., self.parents, :]
+        return kp - kp.mean(-2, keepdims=True)
 
-def build_skeleton_pipeline(layout: Layout, cfg, train: bool, num_bodies: int) -> Compose:
-    """The skeleton stream's transforms from the `data.skeleton` config node."""
+    def partner(self, kp: np.ndarray) -> np.ndarray:
+        """(..., M, T, V, C): body m's partner (the next body, cyclically) relative to m's
+        centre in each frame; zero where either body is absent or there is one body."""
+        if kp.shape[-4] < 2:
+            return np.zeros_like(kp)
+        present = np.abs(kp).sum((-1, -2), keepdims=True) > 0  # (..., M, T, 1, 1)
+        centre = kp[..., self.center, :].mean(-2, keepdims=True)  # (..., M, T, 1, C)
+        other = np.roll(kp, -1, axis=-4)
+        both = present & np.roll(present, -1, axis=-4)
+        return np.where(both, other - centre, 0.0).astype(kp.dtype)
+
+
+def build_skeleton_pipeline(
+    layout: Layout, cfg, train: bool, num_bodies: int, kinds: Sequence[str] | None = None
+) -> Compose:
+    """The skeleton stream's transforms from the `data.skeleton` config node; `kinds` replaces
+    cfg.features as the output channels (the union of several skeleton streams' inputs)."""
     steps: list = [PadBodies(num_bodies), TrimEmpty()]
     if cfg.center:
         steps.append(Center(layout))
@@ -323,5 +347,5 @@ def build_skeleton_pipeline(layout: Layout, cfg, train: bool, num_bodies: int) -
         steps.append(RandomAugment(aug.rotate_deg, aug.scale, aug.shear, aug.drift_deg, aug.noise))
     crop = tuple(cfg.augment.temporal_crop) if train and cfg.augment.enabled else (1.0, 1.0)
     steps.append(Resample(cfg.clip_len, train, 1 if train else cfg.test_clips, crop))
-    steps.append(MotionFeatures(layout, cfg.features))
+    steps.append(MotionFeatures(layout, cfg.features if kinds is None else kinds))
     return Compose(steps)

@@ -52,6 +52,24 @@ class JointMLP(nn.Module):
 
 def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
     """The per-frame encoder of one stream and its output width."""
+    if stream == "skeleton" and cfg.get("encoder", "mlp") == "gcn":
+        from skelact.layouts import get_layout
+        from skelact.models.graph import GraphEncoder
+
+        layout = get_layout(spec.get("layout", "generic"), spec["num_joints"])
+        gcn = cfg.get("gcn", {})
+        enc = GraphEncoder(
+            layout,
+            spec["channels"],
+            spec["num_bodies"],
+            gcn.get("width", 64),
+            gcn.get("layers", 3),
+            cfg.hidden,
+            cfg.embed,
+            cfg.dropout,
+            gcn.get("pool", "flatten"),
+        )
+        return enc, cfg.embed
     if stream == "skeleton":
         enc = JointMLP(
             spec["num_joints"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from skelact.models.temporal import RecurrentCore, TemporalAttention
+from skelact.models.temporal import RecurrentCore, TemporalAttention, TemporalConv
 
 
 class Stream(nn.Module):
@@ -16,10 +16,18 @@ class Stream(nn.Module):
     """
 
     def __init__(
-        self, encoder: nn.Module, enc_dim: int, core_cfg, attn_hidden: int, dropout: float
+        self,
+        encoder: nn.Module,
+        enc_dim: int,
+        core_cfg,
+        attn_hidden: int,
+        dropout: float,
+        temporal_kernel: int = 0,
     ):
         super().__init__()
         self.encoder = encoder
+        # optional local motion features over a few frames before the core (0: none)
+        self.local = TemporalConv(enc_dim, temporal_kernel) if temporal_kernel else nn.Identity()
         self.core = RecurrentCore(
             enc_dim,
             core_cfg.hidden,
@@ -33,7 +41,7 @@ class Stream(nn.Module):
         self.out_dim = self.core.out_dim
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.core(self.encoder(x))  # (N, T, H)
+        h = self.core(self.local(self.encoder(x)))  # (N, T, H)
         emb, weights = self.attention(h)
         return self.dropout(emb), weights
 
@@ -102,6 +110,10 @@ def build_recognizer(
 
     built = {}
     for name in streams:
-        encoder, enc_dim = build_encoder(name, mcfg[name], specs[name])
-        built[name] = Stream(encoder, enc_dim, mcfg.core, mcfg.attention_hidden, mcfg.dropout)
+        kind = "skeleton" if name.startswith("skeleton") else name  # skeleton_* share a config
+        encoder, enc_dim = build_encoder(kind, mcfg[kind], specs[name])
+        kernel = mcfg.get("temporal_kernel", 0)
+        built[name] = Stream(
+            encoder, enc_dim, mcfg.core, mcfg.attention_hidden, mcfg.dropout, kernel
+        )
     return Recognizer(built, num_classes, mcfg.fusion, mcfg.fusion_hidden, mcfg.dropout)

@@ -1,0 +1,120 @@
+"""A per-frame spatial encoder that knows the skeleton graph (`model.skeleton.encoder=gcn`).
+
+Graph convolution over the joints of each body in each frame, with ST-GCN's spatial
+partitions: for every joint, itself, its neighbours nearer the body centre (centripetal) and
+those farther away (centrifugal), each a normalised adjacency with its own weights, plus a
+learned residual adjacency per layer (2s-AGCN's B, initialised at zero). Layouts without bones
+(`generic`) start from the identity and a uniform all-joint partition and learn the rest.
+No temporal mixing: the recurrent core sees one vector per frame, as with the joint MLP.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from skelact.layouts import Layout
+
+
+def hop_distance(layout: Layout) -> np.ndarray:
+    """(V,) number of bones from each joint to the nearest centre joint (BFS over the bones)."""
+    v = layout.num_joints
+    neighbours = [[] for _ in range(v)]
+    for child, parent in layout.bones():
+        neighbours[child].append(parent)
+        neighbours[parent].append(child)
+    dist = np.full(v, np.inf)
+    frontier = list(layout.center) or [0]
+    dist[frontier] = 0
+    while frontier:
+        nxt = []
+        for i in frontier:
+            for j in neighbours[i]:
+                if dist[j] == np.inf:
+                    dist[j] = dist[i] + 1
+                    nxt.append(j)
+        frontier = nxt
+    return dist
+
+
+def partition_adjacency(layout: Layout) -> np.ndarray:
+    """(3, V, V) self / centripetal / centrifugal adjacencies, each row i summing the inputs of
+    joint i, normalised by joint i's degree over all three (A[k] @ x averages neighbours)."""
+    v = layout.num_joints
+    bones = layout.bones()
+    if not bones:  # generic: identity and all joints equally, the residual learns the graph
+        return np.stack([np.eye(v), np.full((v, v), 1.0 / v)]).astype(np.float32)
+    dist = hop_distance(layout)
+    a = np.zeros((3, v, v), np.float32)
+    a[0] = np.eye(v)
+    for child, parent in bones:
+        for i, j in ((child, parent), (parent, child)):  # joint i receives from neighbour j
+            a[1 if dist[j] < dist[i] else 2, i, j] = 1.0
+    degree = a.sum((0, 2))  # (V,)
+    return a / degree[None, :, None]
+
+
+class GraphConv(nn.Module):
+    """x (B, V, C_in) -> (B, V, C_out): sum_k (A_k + B_k) x W_k, residual, norm, GELU."""
+
+    def __init__(self, adjacency: torch.Tensor, c_in: int, c_out: int, dropout: float = 0.0):
+        super().__init__()
+        k, v, _ = adjacency.shape
+        self.register_buffer("adjacency", adjacency)
+        self.residual_adj = nn.Parameter(torch.zeros(k, v, v))
+        self.weight = nn.Linear(c_in, k * c_out)
+        self.skip = nn.Linear(c_in, c_out) if c_in != c_out else nn.Identity()
+        self.norm = nn.LayerNorm(c_out)
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(dropout)
+        self.k, self.c_out = k, c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, v, _ = x.shape
+        y = self.weight(x).view(b, v, self.k, self.c_out)  # (B, V, K, C_out)
+        a = self.adjacency + self.residual_adj  # (K, V, V)
+        y = torch.einsum("kvw,bwkc->bvc", a, y)
+        return self.drop(self.act(self.norm(y + self.skip(x))))
+
+
+class GraphEncoder(nn.Module):
+    """(N, M, T, V, C) -> (N, T, D): graph convolutions per body-frame, then the joints pooled
+    ("flatten": all joint features, joint identity kept, like the joint MLP; "mean": average
+    over joints), bodies encoded by the same weights and joined in body order."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        in_channels: int,
+        num_bodies: int,
+        width: int = 64,
+        layers: int = 3,
+        hidden: int = 256,
+        out_dim: int = 128,
+        dropout: float = 0.0,
+        pool: str = "flatten",
+    ):
+        super().__init__()
+        if pool not in ("flatten", "mean"):
+            raise ValueError(f"GraphEncoder: pool must be flatten or mean, got {pool!r}")
+        adjacency = torch.from_numpy(partition_adjacency(layout))
+        widths = [in_channels] + [width] * layers
+        self.convs = nn.Sequential(
+            *(
+                GraphConv(adjacency, a, b, dropout)
+                for a, b in zip(widths[:-1], widths[1:], strict=True)
+            )
+        )
+        self.pool = pool
+        pooled = width * layout.num_joints if pool == "flatten" else width
+        self.project = nn.Sequential(nn.Linear(pooled, hidden), nn.LayerNorm(hidden), nn.GELU())
+        self.merge = nn.Linear(num_bodies * hidden, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, m, t, v, c = x.shape
+        h = self.convs(x.reshape(n * m * t, v, c))  # (NMT, V, W)
+        h = h.flatten(1) if self.pool == "flatten" else h.mean(1)
+        h = self.project(h).view(n, m, t, -1)  # (N, M, T, H)
+        return self.merge(h.permute(0, 2, 1, 3).reshape(n, t, -1))  # (N, T, D)

@@ -1,0 +1,126 @@
+"""The skeleton model options of issue 10: multi-stream inputs, the graph encoder, the temporal
+convolution and the two-person features; each takes a training step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from skelact.data.annotations import save_annotations
+from skelact.data.datasets import build_loaders
+from skelact.data.transforms import MotionFeatures
+from skelact.demo import compose_config
+from skelact.engine import split_batch, stream_loss
+from skelact.layouts import KINECT20, OPENNI15, get_layout
+from skelact.models.graph import GraphEncoder, partition_adjacency
+from skelact.models.recognizer import build_recognizer
+from skelact.train import Data, make_loader
+from tests.conftest import toy_annotations
+
+
+@pytest.fixture(scope="module")
+def toy_file(tmp_path_factory):
+    """Two bodies of 20 joints in the kinect20 layout, so named-joint options apply."""
+    data = toy_annotations(num_classes=3, per_class=4, frames=20, joints=20, bodies=2)
+    data["layout"] = "kinect20"
+    return save_annotations(data, tmp_path_factory.mktemp("toy") / "toy.pkl")
+
+
+def compose(toy_file, *overrides):
+    return compose_config(
+        [
+            f"data.ann_file={toy_file}",
+            "data.train_split=train",
+            "data.test_split=test",
+            "data.skeleton.clip_len=8",
+            "trainer.batch_size=4",
+            "trainer.num_workers=0",
+            *overrides,
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.skeleton.encoder=gcn"],
+        ["model.skeleton.encoder=gcn", "model.skeleton.gcn.pool=mean", "data.layout=generic"],
+        ["model.temporal_kernel=5"],
+        ["data.skeleton.features=[joint,velocity,bone,partner]"],
+        ["modality=skeleton_4s", "model.fusion=mean"],
+        ["modality=skeleton_2s", "model.skeleton.encoder=gcn", "model.temporal_kernel=3"],
+    ],
+)
+def test_option_takes_a_training_step(toy_file, overrides):
+    cfg = compose(toy_file, *overrides)
+    data = Data(cfg)
+    dataset, specs = data.dataset(cfg.data, "train", train=True)
+    net = build_recognizer(cfg.model, data.streams, data.num_classes, specs)
+    batch = next(iter(make_loader(dataset, cfg.trainer, shuffle=True)))
+    inputs, labels, _ = split_batch(batch, data.streams, "cpu")
+    out = net(inputs)
+    assert out["logits"].shape == (4, 3) and set(out["streams"]) == set(cfg.modality.streams)
+    loss = stream_loss(out, labels, 0.1, 0.5)
+    loss.backward()
+    no_grad = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad, no_grad
+    before = [p.detach().clone() for p in net.parameters()]
+    torch.optim.AdamW(net.parameters(), lr=1e-3).step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+def test_streams_share_one_pipeline_pass(toy_file):
+    """The 4 streams are exactly the channels the single stream computes from the same pass."""
+    cfg4 = compose(toy_file, "modality=skeleton_4s")
+    cfg1 = compose(toy_file, "data.skeleton.features=[joint,bone,velocity,bone_velocity]")
+    data = Data(cfg1)
+    sample = data.ann["annotations"][0]
+    loaders4, _ = build_loaders(cfg4.data, cfg4.model, data.ann, cfg4.modality.streams, True)
+    (load4,) = loaders4.values()  # one loader for the four streams
+    load1 = build_loaders(cfg1.data, cfg1.model, data.ann, ["skeleton"], True)[0]["skeleton"]
+    four = load4(sample, np.random.default_rng(3))
+    one = load1(sample, np.random.default_rng(3))
+    assert one.shape[-1] == 12
+    for i, name in enumerate(cfg4.modality.streams):
+        torch.testing.assert_close(four[name], one[..., 3 * i : 3 * i + 3])
+
+
+def test_bone_velocity_and_partner_features():
+    rng = np.random.default_rng(0)
+    kp = rng.normal(size=(2, 5, 20, 3)).astype(np.float32)  # (M, T, V, C)
+    kp[1, 3] = 0  # the partner is absent in frame 3
+    out = MotionFeatures(KINECT20, ["bone", "bone_velocity", "partner"])({"keypoint": kp})
+    bone, bvel, partner = np.split(out["keypoint"], 3, axis=-1)
+    np.testing.assert_allclose(bvel[:, 1], bone[:, 2] - bone[:, 1], rtol=1e-5)
+    np.testing.assert_allclose(bvel[:, -1], 0)  # last frame repeated
+    centre0 = kp[0, 0, KINECT20.center].mean(0)
+    np.testing.assert_allclose(partner[0, 0], kp[1, 0] - centre0, rtol=1e-5, atol=1e-6)
+    assert not partner[:, 3].any()  # no partner, no relation
+    one = MotionFeatures(KINECT20, ["partner"])({"keypoint": kp[:1]})["keypoint"]
+    assert not one.any()  # single-person data: all zero
+
+
+def test_partition_adjacency():
+    a = partition_adjacency(KINECT20)
+    assert a.shape == (3, 20, 20)
+    np.testing.assert_allclose(a.sum((0, 2)), 1.0, rtol=1e-6)  # each joint averages inputs
+    j = KINECT20.index
+    # the elbow receives from the shoulder towards the centre, from the wrist away from it
+    assert (
+        a[1, j("left_elbow"), j("left_shoulder")] > 0 and a[2, j("left_elbow"), j("left_wrist")] > 0
+    )
+    assert a[1, j("left_elbow"), j("left_wrist")] == 0
+    o = partition_adjacency(OPENNI15)
+    assert o[2, OPENNI15.index("torso"), OPENNI15.index("neck")] > 0  # torso is the centre
+    g = partition_adjacency(get_layout("generic", 7))
+    assert g.shape == (2, 7, 7)
+
+
+def test_graph_encoder_shapes_and_learned_graph():
+    enc = GraphEncoder(KINECT20, in_channels=9, num_bodies=2, width=16, layers=2, out_dim=32)
+    x = torch.randn(3, 2, 5, 20, 9)  # (N, M, T, V, C)
+    h = enc(x)
+    assert h.shape == (3, 5, 32)
+    h.sum().backward()
+    assert enc.convs[0].residual_adj.grad.abs().sum() > 0  # the residual graph is learned

@@ -1,0 +1,169 @@
+"""Accuracy of the default recipe on the five shared datasets: every dataset x seed, one table.
+
+Prepares the annotation files from ../shared/data (once, into --data-dir), trains
+`skelact train` with the default recipe (plus any overrides) on each protocol and seed, one
+torch thread per run and --jobs runs side by side, and prints final-epoch top-1 (mean ± std
+over seeds), top-5, mean class accuracy and the wall time per run. SBU is 5-fold
+cross-validation: each seed's number is the mean over the 5 test folds.
+
+    python tools/bench_accuracy.py                  # test protocols, seeds 0 1 2 (hours on 2 cores)
+    python tools/bench_accuracy.py --quick          # one seed (about 15 min with --jobs 2)
+    python tools/bench_accuracy.py --split dev --datasets nucla utd -- model.skeleton.encoder=gcn
+
+--split dev trains on the development splits carved from the training data (N-UCLA view 1 ->
+view 2, UTD-MHAD subjects 1 3 5 -> 7, SBU folds 1 and 3's dev pairs, KARD subjects 1-3 -> 4-5,
+MSR DailyActivity3D subjects 1 3 5 -> 7 9): the splits every choice of the recipe was made on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+# name: (data config, prepare source, data folder, test (train, test) pairs, dev pairs)
+DATASETS = {
+    "nucla": (
+        "nucla_xview", "nucla", "nw_ucla",
+        [("xview_train", "xview_val")], [("xview_dev_train", "xview_dev_val")],
+    ),
+    "utd": (
+        "utdmhad_xsub", "utd-mhad", "utd_mhad",
+        [("xsub_train", "xsub_val")], [("xsub_dev_train", "xsub_dev_val")],
+    ),
+    "sbu": (
+        "sbu", "sbu", "sbu",
+        [(f"fold{k}_train", f"fold{k}_test") for k in range(1, 6)],
+        [(f"fold{k}_dev_train", f"fold{k}_dev_val") for k in (1, 3)],
+    ),
+    "kard": (
+        "kard_xsub", "kard", "kard",
+        [("xsub_train", "xsub_test")], [("xsub_dev_train", "xsub_dev_val")],
+    ),
+    "msr": (
+        "msrdaily_xsub", "msr-daily", "msr_daily3d",
+        [("xsub_train", "xsub_test")], [("xsub_dev_train", "xsub_dev_val")],
+    ),
+}  # fmt: skip
+
+
+def prepare(name: str, data_dir: Path) -> Path:
+    """The dataset's annotation pickle, made with `skelact prepare` when absent."""
+    _, source, folder, _, _ = DATASETS[name]
+    out = data_dir / f"{name}.pkl"
+    if not out.is_file():
+        if not (SHARED / folder).is_dir():
+            raise SystemExit(f"{SHARED / folder}: dataset folder not found")
+        cmd = [sys.executable, "-m", "skelact.cli", "prepare", source, str(SHARED / folder)]
+        subprocess.run([*cmd, "--out", str(out)], check=True, cwd=ROOT, capture_output=True)
+    return out
+
+
+def run_one(job: dict) -> dict:
+    """One `skelact train` run; returns its metrics.json plus the wall time in seconds."""
+    run_dir = Path(job["run_dir"])
+    metrics_file = run_dir / "metrics.json"
+    if not metrics_file.is_file():
+        cmd = [
+            sys.executable, "-m", "skelact.cli", "train", f"data={job['config']}",
+            f"data.ann_file={job['ann']}", f"data.train_split={job['train']}",
+            f"data.test_split={job['test']}", f"seed={job['seed']}", "trainer.threads=1",
+            "trainer.num_workers=0", "trainer.progress=false", f"hydra.run.dir={run_dir}",
+            *job["overrides"],
+        ]  # fmt: skip
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"{run_dir}: training failed\n{proc.stderr[-3000:]}")
+        (run_dir / "wall_s.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    metrics = json.loads(metrics_file.read_text())
+    metrics["wall_s"] = float((run_dir / "wall_s.txt").read_text())
+    print(f"  {run_dir.name}: top1 {100 * metrics['top1']:.1f}", flush=True)
+    return {**job, "metrics": metrics}
+
+
+def jobs_for(args, data_dir: Path) -> list[dict]:
+    jobs = []
+    for name in args.datasets:
+        config, _, _, test_pairs, dev_pairs = DATASETS[name]
+        ann = prepare(name, data_dir)
+        pairs = dev_pairs if args.split == "dev" else test_pairs
+        for seed in args.seeds:
+            for train, test in pairs:
+                run_dir = Path(args.runs) / f"{args.tag}_{name}_{test}_s{seed}"
+                jobs.append(
+                    dict(
+                        dataset=name, config=config, ann=str(ann), train=train, test=test,
+                        seed=seed, run_dir=str(run_dir), overrides=args.overrides,
+                    )
+                )  # fmt: skip
+    return jobs
+
+
+def table(results: list[dict], seeds: list[int]) -> str:
+    """One row per dataset: per-seed top-1 (folds averaged), mean ± std, top-5, mean class."""
+    lines = [
+        "| dataset | top-1 % mean ± std | per seed | top-5 % | mean class % | wall min/run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in DATASETS:
+        rows = [r for r in results if r["dataset"] == name]
+        if not rows:
+            continue
+
+        def per_seed(key: str, rows: list[dict] = rows) -> np.ndarray:
+            vals = []
+            for s in seeds:
+                got = [r["metrics"][key] for r in rows if r["seed"] == s]
+                vals.append(np.mean([np.nan if v is None else v for v in got]) * 100)
+            return np.array(vals)
+
+        top1, top5, mca = per_seed("top1"), per_seed("top5"), per_seed("mean_class_accuracy")
+        wall = np.array([r["metrics"]["wall_s"] for r in rows]) / 60
+        lines.append(
+            f"| {name} | {top1.mean():.1f} ± {top1.std():.1f} | "
+            f"{' / '.join(f'{v:.1f}' for v in top1)} | {np.nanmean(top5):.1f} | "
+            f"{mca.mean():.1f} | {wall.min():.1f}-{wall.max():.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--split", choices=["test", "dev"], default="test")
+    p.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--quick", action="store_true", help="seed 0 only")
+    p.add_argument("--jobs", type=int, default=2, help="training runs side by side")
+    p.add_argument("--data-dir", default="runs/bench_accuracy/data", help="annotation pickles")
+    p.add_argument("--runs", default="runs/bench_accuracy", help="run folders (reused if done)")
+    p.add_argument("--tag", default="default", help="prefix of the run folders")
+    p.add_argument("--json", help="write every run's metrics here")
+    p.add_argument("overrides", nargs="*", help="skelact train overrides (after --)")
+    args = p.parse_args()
+    if args.quick:
+        args.seeds = [0]
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    jobs = jobs_for(args, data_dir)
+    print(f"{len(jobs)} runs ({args.split} splits), {args.jobs} at a time", flush=True)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(run_one, jobs))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    overrides = " ".join(args.overrides) or "(default recipe)"
+    print(f"\n{args.split} splits, seeds {args.seeds}, {overrides}\n")
+    print(table(results, args.seeds))
+
+
+if __name__ == "__main__":
+    main()
