@@ -58,7 +58,13 @@ def split_batch(batch: dict, streams, device) -> tuple[dict, torch.Tensor, int]:
 
 
 def stream_loss(out: dict, labels: torch.Tensor, smoothing: float, aux_weight: float):
-    """Cross-entropy on the fused logits plus `aux_weight` x each stream's own loss."""
+    """Cross-entropy on the fused logits plus `aux_weight` x each stream's own loss; streams
+    fused as an ensemble (out["independent"]) train on their own losses only."""
+    if out.get("independent"):
+        losses = [
+            F.cross_entropy(x, labels, label_smoothing=smoothing) for x in out["streams"].values()
+        ]
+        return torch.stack(losses).sum()
     loss = F.cross_entropy(out["logits"], labels, label_smoothing=smoothing)
     if aux_weight > 0 and len(out["streams"]) > 1:
         for logits in out["streams"].values():

@@ -49,6 +49,7 @@ def compose(toy_file, *overrides):
         ["model.temporal_kernel=5"],
         ["data.skeleton.features=[joint,velocity,bone,partner]"],
         ["modality=skeleton_4s", "model.fusion=mean"],
+        ["modality=skeleton_4s", "model.fusion=ensemble"],
         ["modality=skeleton_2s", "model.skeleton.encoder=gcn", "model.temporal_kernel=3"],
     ],
 )
@@ -124,3 +125,31 @@ def test_graph_encoder_shapes_and_learned_graph():
     assert h.shape == (3, 5, 32)
     h.sum().backward()
     assert enc.convs[0].residual_adj.grad.abs().sum() > 0  # the residual graph is learned
+
+
+def test_ensemble_fusion_averages_probabilities_and_trains_streams_alone():
+    from skelact.engine import stream_loss
+    from skelact.models.recognizer import Recognizer
+
+    net = Recognizer({k: _Plain(torch.nn.Linear(4, 4)) for k in "ab"}, 3, fusion="ensemble")
+    x = {"a": torch.randn(5, 4), "b": torch.randn(5, 4)}
+    out = net(x)
+    want = (out["streams"]["a"].softmax(-1) + out["streams"]["b"].softmax(-1)) / 2
+    torch.testing.assert_close(out["logits"].exp(), want)
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    loss = stream_loss(out, labels, 0.0, 0.5)
+    ce = torch.nn.functional.cross_entropy
+    torch.testing.assert_close(
+        loss, ce(out["streams"]["a"], labels) + ce(out["streams"]["b"], labels)
+    )
+
+
+class _Plain(torch.nn.Module):
+    """A stand-in stream with the Stream interface: (N, 4) -> embedding, attention."""
+
+    def __init__(self, lin):
+        super().__init__()
+        self.lin, self.out_dim = lin, 4
+
+    def forward(self, x):
+        return self.lin(x), torch.ones(len(x), 1)

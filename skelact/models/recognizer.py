@@ -50,8 +50,11 @@ class Recognizer(nn.Module):
     """Streams fused late in the classifier.
 
     fusion "concat": embeddings concatenated -> MLP; "mean": per-stream logits averaged;
-    "weighted": softmax-learned weights over per-stream logits. Per-stream heads always exist
-    so every stream can be scored alone (and trained with an auxiliary loss).
+    "weighted": softmax-learned weights over per-stream logits; "ensemble": the streams train
+    independently, each on its own loss only (out["independent"]), and the fused scores are
+    their averaged probabilities (logits = log of the mean softmax), like separately trained
+    models whose scores are averaged. Per-stream heads always exist so every stream can be
+    scored alone (and trained with an auxiliary loss).
     """
 
     def __init__(
@@ -63,8 +66,8 @@ class Recognizer(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        if fusion not in ("concat", "mean", "weighted"):
-            raise ValueError(f"unknown fusion {fusion!r}; use concat, mean or weighted")
+        if fusion not in ("concat", "mean", "weighted", "ensemble"):
+            raise ValueError(f"unknown fusion {fusion!r}; use concat, mean, weighted or ensemble")
         self.streams = nn.ModuleDict(streams)
         self.heads = nn.ModuleDict(
             {k: nn.Linear(s.out_dim, num_classes) for k, s in streams.items()}
@@ -92,6 +95,10 @@ class Recognizer(nn.Module):
             fused = self.fuse(torch.cat([embs[k] for k in self.streams], -1))
         elif self.fusion == "mean":
             fused = torch.stack([logits[k] for k in self.streams]).mean(0)
+        elif self.fusion == "ensemble":
+            probs = torch.stack([torch.softmax(logits[k], -1) for k in self.streams]).mean(0)
+            fused = torch.log(probs.clamp_min(1e-12))
+            return {"logits": fused, "streams": logits, "attention": attention, "independent": True}
         else:
             w = torch.softmax(self.stream_logit_weights, 0)
             fused = torch.einsum("s,snc->nc", w, torch.stack([logits[k] for k in self.streams]))
