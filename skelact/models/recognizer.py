@@ -13,6 +13,8 @@ class Stream(nn.Module):
 
     Input is what the encoder takes with time in dim 1 ((N, M, T, V, C) for skeletons is
     handled by the encoder itself); output embedding (N, E) and attention (N, T).
+    `skeleton`: the input is (N, M, T, V, C) and frames where every body is all zeros (no one
+    there) are masked out of the attention.
     """
 
     def __init__(
@@ -23,9 +25,11 @@ class Stream(nn.Module):
         attn_hidden: int,
         dropout: float,
         temporal_kernel: int = 0,
+        skeleton: bool = False,
     ):
         super().__init__()
         self.encoder = encoder
+        self.skeleton = skeleton
         # optional local motion features over a few frames before the core (0: none)
         self.local = TemporalConv(enc_dim, temporal_kernel) if temporal_kernel else nn.Identity()
         self.core = RecurrentCore(
@@ -42,7 +46,8 @@ class Stream(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.core(self.local(self.encoder(x)))  # (N, T, H)
-        emb, weights = self.attention(h)
+        mask = x.abs().amax(dim=(1, 3, 4)) > 0 if self.skeleton else None  # (N, T)
+        emb, weights = self.attention(h, mask)
         return self.dropout(emb), weights
 
 
@@ -119,8 +124,13 @@ def build_recognizer(
     for name in streams:
         kind = "skeleton" if name.startswith("skeleton") else name  # skeleton_* share a config
         encoder, enc_dim = build_encoder(kind, mcfg[kind], specs[name])
-        kernel = mcfg.get("temporal_kernel", 0)
         built[name] = Stream(
-            encoder, enc_dim, mcfg.core, mcfg.attention_hidden, mcfg.dropout, kernel
+            encoder,
+            enc_dim,
+            mcfg.core,
+            mcfg.attention_hidden,
+            mcfg.dropout,
+            mcfg.get("temporal_kernel", 0),
+            skeleton="num_joints" in specs[name],
         )
     return Recognizer(built, num_classes, mcfg.fusion, mcfg.fusion_hidden, mcfg.dropout)
