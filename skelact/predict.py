@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from skelact.data.datasets import skeleton_channels, skeleton_streams
 from skelact.data.transforms import build_skeleton_pipeline
 from skelact.engine import load_checkpoint
 from skelact.layouts import get_layout
@@ -27,7 +28,8 @@ class Predictor:
         ck = load_checkpoint(ckpt_path)
         self.cfg = OmegaConf.create(ck["config"])
         streams = list(self.cfg.modality.streams)
-        if streams != ["skeleton"]:
+        kinds = skeleton_streams(self.cfg.data, streams)
+        if list(kinds) != streams:
             raise SystemExit(
                 f"{ckpt_path}: predict runs skeleton-stream models; this one uses "
                 f"{'+'.join(streams)}"
@@ -38,13 +40,15 @@ class Predictor:
                 f"{ckpt_path}: the model was trained on layout {self.layout.name!r};"
                 f" videos convert to {' or '.join(POSE_LAYOUTS)} only"
             )
-        self.spec = ck["specs"]["skeleton"]
+        self.spec = ck["specs"][streams[0]]
         self.classes = ck["classes"]
         self.model = build_recognizer(self.cfg.model, streams, ck["num_classes"], ck["specs"])
         self.model.load_state_dict(ck["model"])
         self.model.eval()
+        # one pass computes every stream's channels; each stream takes its own
+        union, self.channels = skeleton_channels(kinds, 3, self.layout.num_joints)
         self.pipeline = build_skeleton_pipeline(
-            self.layout, self.cfg.data.skeleton, False, self.spec["num_bodies"]
+            self.layout, self.cfg.data.skeleton, False, self.spec["num_bodies"], union
         )
 
     @torch.no_grad()
@@ -52,9 +56,11 @@ class Predictor:
         """keypoint (M, T, V, C) -> class probabilities (classes,), attention (T',) of the
         first test clip, and the input frame index of each attention weight (T',)."""
         res = self.pipeline({"keypoint": keypoint.astype(np.float32)})
-        out = self.model({"skeleton": torch.from_numpy(res["keypoint"])})  # K clips as batch
+        x = torch.from_numpy(res["keypoint"])  # (K, M, T, V, C_all): K clips as the batch
+        out = self.model({name: x[..., idx] for name, idx in self.channels.items()})
         probs = torch.softmax(out["logits"], -1).mean(0).numpy()
-        attention = out["attention"]["skeleton"][0].numpy()
+        # several skeleton streams: their attention averaged (the same frames for each)
+        attention = torch.stack([a[0] for a in out["attention"].values()]).mean(0).numpy()
         return probs, attention, res["trim_offset"] + res["frame_inds"][0]
 
 

@@ -97,6 +97,12 @@ def jobs_for(args, data_dir: Path) -> list[dict]:
         config, _, _, test_pairs, dev_pairs = DATASETS[name]
         ann = prepare(name, data_dir)
         pairs = dev_pairs if args.split == "dev" else test_pairs
+        if name == "sbu" and args.sbu_folds:
+            kind = "dev_" if args.split == "dev" else ""
+            pairs = [
+                (f"fold{k}_{kind}train", f"fold{k}_{kind}{'val' if kind else 'test'}")
+                for k in args.sbu_folds
+            ]
         for seed in args.seeds:
             for train, test in pairs:
                 run_dir = Path(args.runs) / f"{args.tag}_{name}_{test}_s{seed}"
@@ -143,6 +149,9 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--quick", action="store_true", help="seed 0 only")
+    p.add_argument(
+        "--sbu-folds", nargs="+", type=int, help="SBU folds (default: dev 1 3, test all)"
+    )
     p.add_argument("--jobs", type=int, default=2, help="training runs side by side")
     p.add_argument("--data-dir", default="runs/bench_accuracy/data", help="annotation pickles")
     p.add_argument("--runs", default="runs/bench_accuracy", help="run folders (reused if done)")

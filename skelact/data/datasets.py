@@ -152,22 +152,34 @@ def build_loaders(dcfg, mcfg, data: dict, streams, train: bool) -> tuple[dict, d
     return loaders, specs
 
 
+def skeleton_channels(
+    kinds: dict[str, list[str]], c: int, v: int
+) -> tuple[list[str], dict[str, list[int]]]:
+    """The union of the streams' feature kinds (computed once) and each stream's channel
+    indices into it, for joints of C coordinates and V joints."""
+    from skelact.data.transforms import MotionFeatures
+
+    union = list(dict.fromkeys(k for ks in kinds.values() for k in ks))
+    offsets = np.cumsum([0] + [MotionFeatures.channels([k], c, v) for k in union])
+    channels = {
+        name: [i for k in ks for i in range(offsets[union.index(k)], offsets[union.index(k) + 1])]
+        for name, ks in kinds.items()
+    }
+    return union, channels
+
+
 def _skeleton_group(dcfg, data: dict, kinds: dict[str, list[str]], train: bool):
     """One pipeline for every skeleton stream (preprocessing runs once per sample), computing
     the union of their feature kinds; one loader and a spec per stream."""
-    from skelact.data.transforms import MotionFeatures, build_skeleton_pipeline
+    from skelact.data.transforms import build_skeleton_pipeline
 
     layout = resolve_layout(dcfg, data)
     scfg = dcfg.skeleton
     bodies = scfg.num_bodies or max(a["keypoint"].shape[0] for a in data["annotations"])
     c, v = data["annotations"][0]["keypoint"].shape[3], layout.num_joints
-    union = list(dict.fromkeys(k for ks in kinds.values() for k in ks))
-    offsets = np.cumsum([0] + [MotionFeatures.channels([k], c, v) for k in union])
-    channels, specs = {}, {}
-    for name, ks in kinds.items():
-        channels[name] = [
-            i for k in ks for i in range(offsets[union.index(k)], offsets[union.index(k) + 1])
-        ]
+    union, channels = skeleton_channels(kinds, c, v)
+    specs = {}
+    for name in kinds:
         specs[name] = {
             "num_joints": v,
             "num_bodies": bodies,
