@@ -50,6 +50,7 @@ def compose(toy_file, *overrides):
         ["data.skeleton.features=[joint,velocity,bone,partner]"],
         ["modality=skeleton_4s", "model.fusion=mean"],
         ["modality=skeleton_4s", "model.fusion=ensemble"],
+        ["modality=skeleton_4s", "model.fusion=ensemble", "model.core.shared=true"],
         ["modality=skeleton_2s", "model.skeleton.encoder=gcn", "model.temporal_kernel=3"],
     ],
 )
@@ -153,3 +154,20 @@ class _Plain(torch.nn.Module):
 
     def forward(self, x):
         return self.lin(x), torch.ones(len(x), 1)
+
+
+def test_shared_core_runs_once_and_equals_per_stream_runs(toy_file):
+    cfg = compose(toy_file, "modality=skeleton_2s", "model.core.shared=true")
+    specs = {
+        n: {"num_joints": 20, "channels": 6, "num_bodies": 2, "layout": "kinect20"}
+        for n in cfg.modality.streams
+    }
+    net = build_recognizer(cfg.model, list(cfg.modality.streams), 3, specs).eval()
+    a, b = net.streams.values()
+    assert a.core is b.core and len(list(net.parameters())) < 2 * len(list(a.parameters())) + 8
+    x = {n: torch.randn(2, 2, 6, 20, 6) for n in cfg.modality.streams}
+    batched = net.encode(x)
+    for name, stream in net.streams.items():
+        emb, att = stream(x[name])  # the stream alone through the same core
+        torch.testing.assert_close(batched[name][0], emb)
+        torch.testing.assert_close(batched[name][1], att)

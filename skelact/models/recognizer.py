@@ -14,7 +14,8 @@ class Stream(nn.Module):
     Input is what the encoder takes with time in dim 1 ((N, M, T, V, C) for skeletons is
     handled by the encoder itself); output embedding (N, E) and attention (N, T).
     `skeleton`: the input is (N, M, T, V, C) and frames where every body is all zeros (no one
-    there) are masked out of the attention.
+    there) are masked out of the attention. `core`: a recurrent core shared with other streams
+    (model.core.shared); each stream still runs it on its own features.
     """
 
     def __init__(
@@ -26,29 +27,41 @@ class Stream(nn.Module):
         dropout: float,
         temporal_kernel: int = 0,
         skeleton: bool = False,
+        core: RecurrentCore | None = None,
     ):
         super().__init__()
         self.encoder = encoder
         self.skeleton = skeleton
         # optional local motion features over a few frames before the core (0: none)
         self.local = TemporalConv(enc_dim, temporal_kernel) if temporal_kernel else nn.Identity()
-        self.core = RecurrentCore(
-            enc_dim,
-            core_cfg.hidden,
-            core_cfg.layers,
-            core_cfg.cell,
-            core_cfg.bidirectional,
-            core_cfg.dropout,
-        )
+        self.core = core or build_core(enc_dim, core_cfg)
         self.attention = TemporalAttention(self.core.out_dim, attn_hidden)
         self.dropout = nn.Dropout(dropout)
         self.out_dim = self.core.out_dim
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.core(self.local(self.encoder(x)))  # (N, T, H)
-        mask = x.abs().amax(dim=(1, 3, 4)) > 0 if self.skeleton else None  # (N, T)
-        emb, weights = self.attention(h, mask)
+    def frames(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-frame features (N, T, D) for the core and the mask of frames with data (N, T)."""
+        mask = x.abs().amax(dim=(1, 3, 4)) > 0 if self.skeleton else None
+        return self.local(self.encoder(x)), mask
+
+    def pool(self, h: torch.Tensor, mask: torch.Tensor | None):
+        emb, weights = self.attention(h, mask)  # (N, H), (N, T)
         return self.dropout(emb), weights
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f, mask = self.frames(x)
+        return self.pool(self.core(f), mask)  # core: (N, T, D) -> (N, T, H)
+
+
+def build_core(enc_dim: int, core_cfg) -> RecurrentCore:
+    return RecurrentCore(
+        enc_dim,
+        core_cfg.hidden,
+        core_cfg.layers,
+        core_cfg.cell,
+        core_cfg.bidirectional,
+        core_cfg.dropout,
+    )
 
 
 class Recognizer(nn.Module):
@@ -89,10 +102,23 @@ class Recognizer(nn.Module):
         if fusion == "weighted" and len(streams) > 1:
             self.stream_logit_weights = nn.Parameter(torch.zeros(len(streams)))
 
+    def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, tuple]:
+        """{stream: (embedding (N, H), attention (N, T))}. A core shared by the streams runs
+        once on their features stacked along the batch (same T), then splits them again."""
+        core = _shared_core(self.streams)
+        if core is None:
+            return {k: s(inputs[k]) for k, s in self.streams.items()}
+        feats = {k: s.frames(inputs[k]) for k, s in self.streams.items()}
+        sizes = [f.shape[0] for f, _ in feats.values()]
+        hs = core(torch.cat([f for f, _ in feats.values()], 0)).split(sizes)
+        return {
+            k: s.pool(h, feats[k][1]) for (k, s), h in zip(self.streams.items(), hs, strict=True)
+        }
+
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict:
-        embs, logits, attention = {}, {}, {}
-        for name, stream in self.streams.items():
-            embs[name], attention[name] = stream(inputs[name])
+        embs, logits, attention = self.encode(inputs), {}, {}
+        for name in self.streams:
+            embs[name], attention[name] = embs[name]
             logits[name] = self.heads[name](embs[name])  # (N, classes)
         if len(self.streams) == 1:
             fused = next(iter(logits.values()))
@@ -110,6 +136,12 @@ class Recognizer(nn.Module):
         return {"logits": fused, "streams": logits, "attention": attention}
 
 
+def _shared_core(streams: dict[str, Stream]) -> RecurrentCore | None:
+    cores = {id(getattr(s, "core", None)) for s in streams.values()}
+    first = getattr(next(iter(streams.values())), "core", None)
+    return first if len(streams) > 1 and len(cores) == 1 else None
+
+
 def build_recognizer(
     mcfg, streams: list[str], num_classes: int, specs: dict[str, dict]
 ) -> Recognizer:
@@ -121,6 +153,12 @@ def build_recognizer(
     from skelact.models.encoders import build_encoder  # encoders import torchvision lazily
 
     built = {}
+    shared = None
+    if mcfg.core.get("shared", False) and len(streams) > 1:
+        dims = {mcfg["skeleton" if n.startswith("skeleton") else n].embed for n in streams}
+        if len(dims) > 1:
+            raise ValueError(f"model.core.shared needs one embedding width, streams have {dims}")
+        shared = build_core(dims.pop(), mcfg.core)
     for name in streams:
         kind = "skeleton" if name.startswith("skeleton") else name  # skeleton_* share a config
         encoder, enc_dim = build_encoder(kind, mcfg[kind], specs[name])
@@ -132,5 +170,6 @@ def build_recognizer(
             mcfg.dropout,
             mcfg.get("temporal_kernel", 0),
             skeleton="num_joints" in specs[name],
+            core=shared,
         )
     return Recognizer(built, num_classes, mcfg.fusion, mcfg.fusion_hidden, mcfg.dropout)
