@@ -94,6 +94,7 @@ def _print_table(results: dict[str, dict], out: Path, seconds: float) -> None:
 FUSION_FEATURES = {"num_frames": 6, "size": 96}  # cached frames per sample, crop size
 FUSION_TRAIN = [
     "data=ntu60_xsub",
+    "model=bilstm",  # one core per stream, concat fusion: the fusion proof's own recipe
     "model.core.hidden=64",
     "model.attention_hidden=32",
     "model.fusion_hidden=64",

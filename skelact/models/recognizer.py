@@ -103,17 +103,24 @@ class Recognizer(nn.Module):
             self.stream_logit_weights = nn.Parameter(torch.zeros(len(streams)))
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, tuple]:
-        """{stream: (embedding (N, H), attention (N, T))}. A core shared by the streams runs
-        once on their features stacked along the batch (same T), then splits them again."""
-        core = _shared_core(self.streams)
-        if core is None:
-            return {k: s(inputs[k]) for k, s in self.streams.items()}
-        feats = {k: s.frames(inputs[k]) for k, s in self.streams.items()}
-        sizes = [f.shape[0] for f, _ in feats.values()]
-        hs = core(torch.cat([f for f, _ in feats.values()], 0)).split(sizes)
-        return {
-            k: s.pool(h, feats[k][1]) for (k, s), h in zip(self.streams.items(), hs, strict=True)
-        }
+        """{stream: (embedding (N, H), attention (N, T))}. Streams sharing a core (the skeleton
+        streams with model.core.shared) run it once on their features stacked along the batch
+        (they have the same T), then split again."""
+        groups: dict[int, list[str]] = {}
+        for name, stream in self.streams.items():
+            groups.setdefault(id(getattr(stream, "core", stream)), []).append(name)
+        out = {}
+        for names in groups.values():
+            if len(names) == 1:
+                out[names[0]] = self.streams[names[0]](inputs[names[0]])
+                continue
+            feats = {k: self.streams[k].frames(inputs[k]) for k in names}
+            sizes = [f.shape[0] for f, _ in feats.values()]
+            core = self.streams[names[0]].core
+            hs = core(torch.cat([f for f, _ in feats.values()], 0)).split(sizes)
+            for k, h in zip(names, hs, strict=True):
+                out[k] = self.streams[k].pool(h, feats[k][1])
+        return {k: out[k] for k in self.streams}
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict:
         embs, logits, attention = self.encode(inputs), {}, {}
@@ -136,12 +143,6 @@ class Recognizer(nn.Module):
         return {"logits": fused, "streams": logits, "attention": attention}
 
 
-def _shared_core(streams: dict[str, Stream]) -> RecurrentCore | None:
-    cores = {id(getattr(s, "core", None)) for s in streams.values()}
-    first = getattr(next(iter(streams.values())), "core", None)
-    return first if len(streams) > 1 and len(cores) == 1 else None
-
-
 def build_recognizer(
     mcfg, streams: list[str], num_classes: int, specs: dict[str, dict]
 ) -> Recognizer:
@@ -153,12 +154,11 @@ def build_recognizer(
     from skelact.models.encoders import build_encoder  # encoders import torchvision lazily
 
     built = {}
+    # model.core.shared: the skeleton streams (same frames, same width) share one core
+    skeletons = [n for n in streams if n.startswith("skeleton")]
     shared = None
-    if mcfg.core.get("shared", False) and len(streams) > 1:
-        dims = {mcfg["skeleton" if n.startswith("skeleton") else n].embed for n in streams}
-        if len(dims) > 1:
-            raise ValueError(f"model.core.shared needs one embedding width, streams have {dims}")
-        shared = build_core(dims.pop(), mcfg.core)
+    if mcfg.core.get("shared", False) and len(skeletons) > 1:
+        shared = build_core(mcfg.skeleton.embed, mcfg.core)
     for name in streams:
         kind = "skeleton" if name.startswith("skeleton") else name  # skeleton_* share a config
         encoder, enc_dim = build_encoder(kind, mcfg[kind], specs[name])
@@ -170,6 +170,6 @@ def build_recognizer(
             mcfg.dropout,
             mcfg.get("temporal_kernel", 0),
             skeleton="num_joints" in specs[name],
-            core=shared,
+            core=shared if name in skeletons else None,
         )
     return Recognizer(built, num_classes, mcfg.fusion, mcfg.fusion_hidden, mcfg.dropout)
