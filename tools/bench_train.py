@@ -1,4 +1,4 @@
-"""Training throughput of the default skeleton stream at NTU shape, and projected epoch times.
+"""Training throughput of the default skeleton model at NTU shape, and projected epoch times.
 
 Builds the recognizer from the real config (configs/ composed with hydra, plus any overrides),
 with every skeleton stream of the modality, feeds random tensors of NTU's shape (N, K=1, M=2,
@@ -8,7 +8,7 @@ Data loading is not included (skeleton transforms cost about 1-2 ms per sample p
 
     python tools/bench_train.py                      # CPU, and CUDA when available
     python tools/bench_train.py --frames 32 model.core.hidden=256
-    PYTHONPATH=. python tools/bench_train.py modality=skeleton_4s   # from a checkout
+    PYTHONPATH=. python tools/bench_train.py --threads 1 --compare   # vs the single stream
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def samples_per_second(model, cfg, x: dict, y, steps: int, warmup: int) -> float
     return steps * len(y) / (time.perf_counter() - start)
 
 
-def bench(device: torch.device, args) -> None:
-    model, cfg, specs = build(args.overrides, device)
+def bench(device: torch.device, args, overrides: list[str]) -> float:
+    model, cfg, specs = build(overrides, device)
     params = sum(p.numel() for p in model.parameters())
     x = {  # the engine feeds (N*K, M, T, V, C) per stream, K = 1 clip in training
         name: torch.randn((args.batch_size, 2, args.frames, 25, spec["channels"]), device=device)
@@ -93,13 +93,15 @@ def bench(device: torch.device, args) -> None:
     rate = samples_per_second(model, cfg, x, y, steps, args.warmup)
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     print(
-        f"\ndevice {device}{threads}: {params:,} parameters, input (N, M, T, V, C) = "
+        f"\n{' '.join(overrides) or 'default recipe'}\n"
+        f"device {device}{threads}: {params:,} parameters, input (N, M, T, V, C) = "
         f"{(args.batch_size, 2, args.frames, 25, channels)}"
     )
     print(f"  train throughput: {rate:.1f} samples/s (forward + backward + AdamW step)")
     for name, size in TRAIN_SIZES.items():
         sec = size / rate
         print(f"  {name:12s} {size:6d} training samples: {sec / 60:7.1f} min/epoch")
+    return rate
 
 
 def main() -> None:
@@ -109,13 +111,28 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps (x5 on CUDA)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--cpu-only", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also time the single-stream recipe (modality=skeleton model=bilstm), print the ratio",
+    )
     parser.add_argument("overrides", nargs="*", help="hydra overrides, e.g. model.core.hidden=256")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")]
     if torch.cuda.is_available() and not args.cpu_only:
         devices.append(torch.device("cuda"))
+    single = ["modality=skeleton", "model=bilstm"]
     for device in devices:
-        bench(device, args)
+        rate = bench(device, args, args.overrides)
+        if args.compare:
+            base = bench(device, args, single + args.overrides)
+            print(
+                f"\n{device}: {rate:.1f} / {base:.1f} samples/s = "
+                f"{rate / base:.2f}x the single-stream recipe"
+            )
 
 
 if __name__ == "__main__":
