@@ -73,19 +73,23 @@ def test_option_takes_a_training_step(toy_file, overrides):
 
 
 def test_streams_share_one_pipeline_pass(toy_file):
-    """The 4 streams are exactly the channels the single stream computes from the same pass."""
+    """The 4 streams are exactly the channels the single stream computes from the same pass:
+    each its own kind, then the partner channels every stream shares."""
     cfg4 = compose(toy_file, "modality=skeleton_4s")
-    cfg1 = compose(toy_file, "data.skeleton.features=[joint,bone,velocity,bone_velocity]")
+    kinds = "[joint,bone,velocity,bone_velocity,partner]"
+    cfg1 = compose(toy_file, f"data.skeleton.features={kinds}")
     data = Data(cfg1)
     sample = data.ann["annotations"][0]
-    loaders4, _ = build_loaders(cfg4.data, cfg4.model, data.ann, cfg4.modality.streams, True)
+    loaders4, specs = build_loaders(cfg4.data, cfg4.model, data.ann, cfg4.modality.streams, True)
     (load4,) = loaders4.values()  # one loader for the four streams
     load1 = build_loaders(cfg1.data, cfg1.model, data.ann, ["skeleton"], True)[0]["skeleton"]
     four = load4(sample, np.random.default_rng(3))
     one = load1(sample, np.random.default_rng(3))
-    assert one.shape[-1] == 12
+    assert one.shape[-1] == 15 and one[..., 12:].abs().sum() > 0  # two bodies: a partner
     for i, name in enumerate(cfg4.modality.streams):
-        torch.testing.assert_close(four[name], one[..., 3 * i : 3 * i + 3])
+        assert specs[name]["channels"] == 6
+        torch.testing.assert_close(four[name][..., :3], one[..., 3 * i : 3 * i + 3])
+        torch.testing.assert_close(four[name][..., 3:], one[..., 12:])
 
 
 def test_bone_velocity_and_partner_features():
