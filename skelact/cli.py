@@ -125,6 +125,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
         workers=args.workers,
         labels_from_folders=args.labels_from_folders,
         pose_model=args.pose_model,
+        mirrored=args.mirrored,
     )
 
 
@@ -210,6 +211,14 @@ def _add_prepare(sub) -> None:
         q = src.add_parser(name, help=text, description=text)
         q.add_argument("root", help="dataset folder")
         q.add_argument("--out", required=True, help="annotation pickle to write")
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show MediaPipe's native INFO/WARNING lines (errors are always shown)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a pose_landmarker .task bundle (default: cached "
         "official one, else `skelact pose-model --offline`)",
     )
+    conv.add_argument(
+        "--mirrored",
+        action="store_true",
+        help="the videos are mirror images (NTU's RGB videos are): flip x and swap "
+        "left/right joints, so 'left' is the person's own left",
+    )
+    _add_verbose(conv)
     conv.set_defaults(func=cmd_convert)
 
     pred = sub.add_parser(
@@ -349,6 +365,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command != "train":  # hydra configures logging for train itself
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if getattr(args, "verbose", False):
+        from skelact.pose.quiet import set_verbose
+
+        set_verbose(True)
     try:
         args.func(args)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
