@@ -15,6 +15,8 @@ EPILOG = """examples:
   skelact eval ckpt=runs/.../checkpoints/last.pt data=ntu60_xview
   skelact convert videos/ --out mine.pkl --layout ntu25 --labels-from-folders
   skelact predict clip.mp4 --ckpt runs/.../checkpoints/best.pt --render out.mp4
+  skelact predict --live 0 --ckpt runs/.../checkpoints/best.pt       camera 0, live
+  skelact export runs/.../checkpoints/best.pt --onnx model.onnx
 """
 
 TRAIN_HELP = """Train and evaluate a model. Arguments are hydra overrides (key=value), composed from
@@ -142,6 +144,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
         stride=args.stride,
         pose_model=args.pose_model,
     )
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from skelact.export import export_onnx
+
+    out = export_onnx(args.ckpt, args.onnx)
+    print(f"exported {args.ckpt} -> {out}")
 
 
 def cmd_pose_model(args: argparse.Namespace) -> None:
@@ -342,6 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pred.add_argument("--pose-model", help="a pose_landmarker .task bundle")
     pred.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX",
+        description="Export a checkpoint's network (skeleton streams, cached-feature streams) "
+        "to ONNX with a dynamic batch; the input contract (layout, channels, bodies, clip "
+        "length, class names) goes into the metadata. Run it with skelact.load(ONNX) "
+        "(needs the [onnx] extra: onnxruntime).",
+    )
+    ex.add_argument("ckpt", help="checkpoint (…/checkpoints/best.pt)")
+    ex.add_argument("--onnx", required=True, help="ONNX file to write")
+    ex.set_defaults(func=cmd_export)
 
     pm = sub.add_parser(
         "pose-model",

@@ -41,6 +41,7 @@ from skelact.engine import (
 )
 from skelact.metrics import topk_accuracy
 from skelact.models.recognizer import build_recognizer
+from skelact.viz import plot_training_curves
 
 log = logging.getLogger("skelact")
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
@@ -175,6 +176,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
             run_dir,
         )
     monitor = _monitor(cfg, data, device) if rank == 0 else None
+    board = _tensorboard(run_dir) if rank == 0 and tcfg.get("tensorboard") else None
     for epoch in range(state["epoch"], tcfg.epochs):
         train_set.set_epoch(epoch)
         train_loader.sampler.set_epoch(epoch)
@@ -208,6 +210,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
             state["history"].append(row)
             _save(ckpt_dir / "last.pt", model, optimizer, scheduler, state, info)
             pd.DataFrame(state["history"]).to_csv(run_dir / "train_log.csv", index=False)
+            plot_training_curves(state["history"], run_dir / "training_curves.png")
+            if board is not None:
+                for key in ("loss", "acc", "lr", "val_top1"):
+                    if key in row:
+                        board.add_scalar(f"{'val' if key == 'val_top1' else 'train'}/{key}",
+                                         row[key], epoch + 1)  # fmt: skip
+                board.flush()
             log.info(
                 "epoch %d/%d loss %.4f acc %.4f lr %.2e %.1fs%s",
                 epoch + 1,
@@ -218,6 +227,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
                 row["seconds"],
                 f" val_top1 {row['val_top1']:.4f}" if "val_top1" in row else "",
             )
+    if board is not None:
+        board.close()
     if world > 1:
         dist.barrier()
     if rank != 0:
@@ -230,6 +241,18 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     elif state["best"] is None:  # epochs=0: nothing was trained, save the model as it is
         _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
     return evaluate_model(model, cfg, data, run_dir, device)
+
+
+def _tensorboard(run_dir: Path):
+    """A TensorBoard writer into <run dir>/tensorboard (trainer.tensorboard=true)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise SystemExit(
+            "trainer.tensorboard=true needs the tensorboard package: "
+            "pip install 'skelact[tensorboard]'"
+        ) from err
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def _due(epoch: int, tcfg) -> bool:
