@@ -176,6 +176,14 @@ class Model:
                 sample[key] = sample[key][order]
         return sample
 
+    def warmup(self) -> None:
+        """One pass on a still pose: the first call pays for allocations, not the first update."""
+        c = self.contract
+        kp = np.zeros((c.num_bodies, c.skeleton["clip_len"], c.num_joints, c.coords), np.float32)
+        kp[0] = np.linspace(0, 1, c.num_joints * c.coords).reshape(c.num_joints, c.coords)
+        feats = {s: np.zeros((n, c.streams[s]["feature_dim"])) for s, n in c.frames.items()}
+        self.predict(kp, feats)
+
     def stream(self, source, **kwargs):
         """Live updates over a camera index, stream URL or video file: see `skelact.live`."""
         from skelact.live import stream

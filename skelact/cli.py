@@ -132,8 +132,21 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from skelact.predict import predict_video
+    from skelact.predict import predict_live, predict_video
 
+    if args.live is not None:
+        predict_live(
+            args.live,
+            args.ckpt,
+            window=args.window or 2.0,
+            every=args.every,
+            out=args.timeline,
+            mirrored=args.mirrored,
+            pose_model=args.pose_model,
+        )
+        return
+    if args.video is None:
+        raise SystemExit("skelact predict: give a VIDEO, or --live SOURCE")
     predict_video(
         args.video,
         args.ckpt,
@@ -143,6 +156,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         window=args.window,
         stride=args.stride,
         pose_model=args.pose_model,
+        max_people=args.max_people,
+        mirrored=args.mirrored,
     )
 
 
@@ -334,8 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a video in memory, run a skeleton checkpoint on "
         "it and print the top-k actions with the temporal attention.",
     )
-    pred.add_argument("video")
-    pred.add_argument("--ckpt", required=True, help="checkpoint (…/checkpoints/best.pt)")
+    pred.add_argument("video", nargs="?", help="video file (or use --live)")
+    pred.add_argument("--ckpt", required=True, help="checkpoint (…/best.pt) or exported .onnx")
     pred.add_argument("--topk", type=int, default=5)
     pred.add_argument("--json", help="write the prediction and attention as JSON")
     pred.add_argument(
@@ -344,12 +359,35 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--window",
         type=float,
-        help="sliding window length in seconds: writes <name>.timeline.csv and .png",
+        help="sliding window length in seconds: writes <name>.timeline.csv and .png "
+        "(--live: the window classified at every update, default 2)",
     )
     pred.add_argument(
         "--stride", type=float, help="sliding window step in seconds (default: half the window)"
     )
+    pred.add_argument(
+        "--max-people",
+        type=int,
+        default=1,
+        help="people tracked; with a one-person model each gets its own label "
+        "(a two-person model always sees the whole scene)",
+    )
+    pred.add_argument(
+        "--mirrored", action="store_true", help="the video is a mirror image (NTU's RGB videos)"
+    )
+    pred.add_argument(
+        "--live",
+        metavar="SOURCE",
+        help="camera index, stream URL or video file (read at its own frame rate): print the "
+        "action every --every seconds; frames are dropped, not queued, when pose extraction "
+        "cannot keep up; Ctrl-C ends and writes the timeline",
+    )
+    pred.add_argument("--every", type=float, default=0.5, help="--live: seconds between updates")
+    pred.add_argument(
+        "--timeline", default="live_timeline.csv", help="--live: timeline CSV (+ .json summary)"
+    )
     pred.add_argument("--pose-model", help="a pose_landmarker .task bundle")
+    _add_verbose(pred)
     pred.set_defaults(func=cmd_predict)
 
     ex = sub.add_parser(

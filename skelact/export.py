@@ -65,6 +65,7 @@ def export_onnx(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
         # dynamic batch is checked against torch by the tests
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*batch_size other than 1.*")
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the RNN's own shape checks
         _export(Flat().eval(), example, out, names, outputs)
     proto = onnx.load(str(out))
     for key, value in metadata(contract).items():

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from skelact.api import Model, Result, load
+from skelact.live import Update
 
 log = logging.getLogger("skelact")
 
@@ -137,3 +138,44 @@ def sliding_windows(
     plot_timeline(rows, stem.with_suffix(".timeline.png"))
     print(f"timeline: {len(rows)} windows -> {csv}")
     return rows
+
+
+def predict_live(
+    source,
+    ckpt,
+    window: float = 2.0,
+    every: float = 0.5,
+    out: str | Path = "live_timeline.csv",
+    mirrored: bool = False,
+    pose_model=None,
+    limit: float | None = None,
+) -> dict:
+    """Print an update every `every` s over the last `window` s of `source` until it ends,
+    `limit` seconds of source time pass, or Ctrl-C; write the timeline CSV and summary."""
+    model = load(ckpt, pose_model=pose_model, threads=1)  # MediaPipe has the other cores
+    live = model.stream(source, window=window, every=every, mirrored=mirrored)
+    print(f"live: {source}, window {window}s, update every {every}s (Ctrl-C ends)")
+    try:
+        for u in live:
+            print(
+                f"{u.time:7.2f}s  {u.name:<30} {u.prob:.2f}  pose {u.pose_ms:5.1f} ms  "
+                f"model {u.model_ms:5.1f} ms  lag {u.lag_s:.2f}s  dropped {u.dropped}",
+                flush=True,
+            )
+            if limit is not None and u.time >= limit:
+                break
+    except KeyboardInterrupt:
+        print("stopped (Ctrl-C)")
+    summary = live.summary()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(live.timeline(), columns=list(Update.__dataclass_fields__)).to_csv(
+        out, index=False
+    )
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    print(
+        f"{summary['frames_processed']}/{summary['frames_read']} frames processed "
+        f"({summary['frames_dropped']} dropped: pose extraction slower than the source), "
+        f"{summary['processed_fps']} frames/s; timeline -> {out}"
+    )
+    return summary

@@ -7,31 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skelact.data.annotations import save_annotations
-from skelact.demo import compose_config
 from skelact.predict import predict_video
-from skelact.train import train
-from tests.conftest import toy_annotations
-
-
-@pytest.fixture(scope="module")
-def ntu_ckpt(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pred")
-    data = {**toy_annotations(num_classes=6, per_class=8, frames=30), "layout": "ntu25"}
-    ann = save_annotations(data, root / "toy_ntu.pkl")
-    cfg = compose_config(
-        [
-            f"data.ann_file={ann}",
-            "data.train_split=train",
-            "data.test_split=test",
-            "trainer.epochs=1",
-            "trainer.num_workers=0",
-            "trainer.progress=false",
-            "data.skeleton.clip_len=16",
-        ]
-    )
-    train(cfg, root / "run")
-    return root / "run" / "checkpoints" / "last.pt"
 
 
 def test_predict_real_clip_with_render_json_and_timeline(ntu_ckpt, clip, pose_model, tmp_path):
