@@ -1,12 +1,17 @@
 """`skelact predict` on the real NTU clip with a small NTU-layout checkpoint."""
 
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
+import skelact
 from skelact.predict import predict_video
 
 
@@ -22,6 +27,7 @@ def test_predict_real_clip_with_render_json_and_timeline(ntu_ckpt, clip, pose_mo
         window=1.0,
         stride=0.5,
         pose_model=pose_model,
+        mirrored=True,  # NTU's RGB videos are mirror images
     )
     probs = [t["prob"] for t in res["top"]]
     assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
@@ -40,3 +46,104 @@ def test_predict_real_clip_with_render_json_and_timeline(ntu_ckpt, clip, pose_mo
     # 72 frames at 30 fps, 30-frame windows every 15 frames: starts 0, 15, 30
     assert list(timeline["start"]) == [0.0, 0.5, 1.0]
     assert (timeline["end"] - timeline["start"]).round(3).eq(1.0).all()
+
+
+@pytest.fixture(scope="module")
+def two_people_clip(clip, tmp_path_factory) -> Path:
+    """Two real people side by side: the NTU clip's crop around its two men (720x880, half
+    size), left as recorded, right played backwards. MediaPipe finds only one person in the
+    full 1920x1080 frame (the partner stands close, half hidden)."""
+    frames = []
+    cap = cv2.VideoCapture(str(clip))
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.resize(frame[160:1040, 560:1280], (360, 440)))
+    cap.release()
+    path = tmp_path_factory.mktemp("two") / "two_people.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (720, 440))
+    for a, b in zip(frames, frames[::-1], strict=True):
+        writer.write(np.concatenate([a, b], 1))
+    writer.release()
+    return path
+
+
+def test_one_person_model_labels_each_tracked_person(
+    ntu_ckpt, two_people_clip, pose_model, tmp_path
+):
+    js, out = tmp_path / "people.json", tmp_path / "people.mp4"
+    res = predict_video(
+        two_people_clip, ntu_ckpt, topk=2, json_out=js, render=out, max_people=2,
+        mirrored=True, pose_model=pose_model, window=1.0,
+    )  # fmt: skip
+    people = res["people"]
+    assert [p["track"] for p in people] == [0, 1] and min(p["frames"] for p in people) >= 65
+    sample = skelact.load(ntu_ckpt, pose_model=pose_model).convert(two_people_clip, 2, True)
+    model = skelact.load(ntu_ckpt)
+    for p in people:  # each entry is that person's own prediction
+        alone = model.predict(sample["keypoint"][p["track"] : p["track"] + 1])
+        assert p["top"][0]["name"] == alone.name
+        assert abs(p["top"][0]["prob"] - alone.prob) < 1e-6
+    assert json.loads(js.read_text())["people"][1]["track"] == 1
+    assert set(pd.read_csv(js.with_suffix(".timeline.csv"))["track"]) == {0, 1}
+    # the label is drawn above each person's head: red text (BGR ~ (0, 0, 200)) there
+    cap = cv2.VideoCapture(str(out))
+    for _ in range(20):
+        ok, frame = cap.read()
+    cap.release()
+    h, w = frame.shape[:2]
+    for m in (0, 1):
+        head = (sample["keypoint_2d"][m, 19] * (w, h)).astype(int)
+        y0 = int((sample["keypoint_2d"][m, 19, :, 1].min()) * h)
+        box = frame[max(0, y0 - h // 8) : y0, max(0, head[:, 0].min() - 10) : head[:, 0].max() + 200]
+        red = (box[..., 2] > 120) & (box[..., 1] < 80) & (box[..., 0] < 80)
+        assert red.sum() > 20, m
+
+
+def test_two_person_model_sees_the_scene_most_active_first(two_people_clip, pose_model, tmp_path):
+    from tests.conftest import train_toy_checkpoint
+
+    ckpt = train_toy_checkpoint(tmp_path, bodies=2)
+    model = skelact.load(ckpt, pose_model=pose_model)
+    sample = model.convert(two_people_clip, mirrored=True)
+    variance = [sample["keypoint"][m, sample["mask"][m]].var(0).sum() for m in (0, 1)]
+    assert variance[0] >= variance[1] > 0
+    res = predict_video(two_people_clip, ckpt, max_people=2, mirrored=True, pose_model=pose_model)
+    assert "people" not in res
+    np.testing.assert_allclose(res["top"][0]["prob"], model.predict(sample).prob, atol=1e-6)
+
+
+def test_live_on_the_real_clip_drops_rather_than_queues(ntu_ckpt, clip, pose_model):
+    model = skelact.load(ntu_ckpt, pose_model=pose_model, threads=1)
+    live = model.stream(clip, window=1.0, every=0.25, mirrored=True)
+    updates = list(live)
+    s = live.summary()
+    assert s["frames_read"] == 72 and s["frames_processed"] + s["frames_dropped"] == 72
+    assert len(updates) >= 3 and updates[0].time >= 1.0 - 1e-6
+    # due every 0.25 s of source time; an update comes with the first frame at or after that
+    assert all(b.time - a.time >= 0.25 - 1 / 30 - 1e-3 for a, b in zip(updates, updates[1:]))
+    assert all(u.pose_ms > 0 and u.model_ms > 0 and 0 <= u.lag_s < 2 for u in updates)
+    # a file is delivered at its own rate: 72 frames at 30 fps take about 2.4 s
+    assert live.wall >= 2.3
+    assert all(u.frames <= 31 for u in updates)  # at most one window (1 s at 30 fps) of poses
+
+
+def test_live_ctrl_c_ends_cleanly_and_writes_the_timeline(ntu_ckpt, clip, pose_model, tmp_path):
+    out = tmp_path / "live.csv"
+    cmd = [sys.executable, "-m", "skelact.cli", "predict", "--live", str(clip), "--ckpt",
+           str(ntu_ckpt), "--window", "0.5", "--every", "0.25", "--timeline", str(out),
+           "--pose-model", str(pose_model), "--mirrored"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    while not any(" pose " in line for line in lines):
+        lines.append(proc.stdout.readline())
+        assert lines[-1] or proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped (Ctrl-C)" in rest and "Traceback" not in err
+    assert "INFO:" not in err and "WARNING:" not in err  # MediaPipe's native lines stay quiet
+    timeline = pd.read_csv(out)
+    assert 1 <= len(timeline) < 8 and set(timeline.columns) >= {"time", "name", "pose_ms"}
+    assert json.loads(out.with_suffix(".json").read_text())["updates"] == len(timeline)
