@@ -74,7 +74,8 @@ class TorchBackend:
         """Stream inputs with batch N first -> logits (N, classes), attention {stream: (N, T)}."""
         torch = self._torch
         with torch.no_grad():
-            out = self.net({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()})
+            x = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
+            out = self.net(x)
         return out["logits"].numpy(), {k: a.numpy() for k, a in out["attention"].items()}
 
 

@@ -33,6 +33,7 @@ class Update:
     model_ms: float  # preprocessing + network on the window
     lag_s: float  # from the newest frame's arrival to this update
     dropped: int  # frames dropped so far
+    probs: np.ndarray | None = None  # class probabilities (not in the timeline CSV)
 
 
 class Grabber(threading.Thread):
@@ -129,7 +130,7 @@ class LiveStream:
         tic = time.perf_counter()
         world = np.stack([w for _, w in poses], 1)  # (M, T, 33, 3)
         present = np.abs(world).sum((2, 3)) > 0  # (M, T)
-        label, name, prob = -1, "(nobody)", 0.0
+        label, name, prob, probs = -1, "(nobody)", 0.0, None
         if present.any():
             sample = {"keypoint": world * AXIS_SIGN, "keypoint_2d": world[..., :2]}
             sample["keypoint_score"] = world[..., 0]
@@ -138,11 +139,11 @@ class LiveStream:
             kp = convert_layout(sample, self.model.contract.layout)["keypoint"]
             kp = kp[order_by_activity(kp, present)]
             res = self.model.predict(kp)
-            label, name, prob = res.label, res.name, res.prob
+            label, name, prob, probs = res.label, res.name, res.prob, res.probs
         now = time.perf_counter()
         up = Update(
             round(t, 3), label, name, prob, int(present.any(0).sum()), self.pose_ms[-1],
-            1000 * (now - tic), now - arrived, self.grabber.dropped,
+            1000 * (now - tic), now - arrived, self.grabber.dropped, probs,
         )  # fmt: skip
         self.updates.append(up)
         return up
@@ -169,7 +170,7 @@ class LiveStream:
         }
 
     def timeline(self) -> list[dict]:
-        return [asdict(u) for u in self.updates]
+        return [{k: v for k, v in asdict(u).items() if k != "probs"} for u in self.updates]
 
 
 def stream(model, source, window=2.0, every=0.5, mirrored=False, pose_model=None) -> LiveStream:

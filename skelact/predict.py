@@ -169,7 +169,7 @@ def predict_live(
     summary = live.summary()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(live.timeline(), columns=list(Update.__dataclass_fields__)).to_csv(
+    pd.DataFrame(live.timeline(), columns=list(Update.__dataclass_fields__)[:-1]).to_csv(
         out, index=False
     )
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2))

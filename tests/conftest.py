@@ -100,7 +100,8 @@ def train_toy_checkpoint(root: Path, bodies: int = 1, fused: bool = False) -> Pa
         for a in data["annotations"]:
             f = a["keypoint"][0, :, :8, 1]  # (T, 8): a stand-in image feature per frame
             np.save(feats / f"{a['frame_dir']}.npy", f.astype(np.float16))
-        overrides += ["modality=rgb_skeleton", f"data.rgb.features={feats}", "data.rgb.num_frames=8"]
+        overrides += ["modality=rgb_skeleton", f"data.rgb.features={feats}"]
+        overrides += ["data.rgb.num_frames=8"]
     train(compose_config(overrides), root / "run")
     return root / "run" / "checkpoints" / "last.pt"
 

@@ -26,8 +26,8 @@ from skelact.pose import (
 from skelact.pose import model as pose_model_mod
 from skelact.pose.convert import _assemble
 from skelact.pose.extract import MIRROR33, Tracker
-from tests.conftest import shared_data
 from skelact.pose.model import BUNDLE_MEMBERS, PoseModelError, verify_bundle
+from tests.conftest import shared_data
 
 SHORT_FRAMES = 12
 
