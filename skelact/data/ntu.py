@@ -1,4 +1,4 @@
-"""NTU RGB+D: sample names, the .skeleton parser, body selection, protocols and missing lists.
+"""NTU RGB+D: sample names, the .skeleton parser, protocols and missing lists.
 
 A sample name `SsssCcccPpppRrrrAaaa` gives setup, camera, performer (subject), replication and
 action (1-based). A `.skeleton` file is CRLF text: the frame count; per frame the body count;
@@ -8,7 +8,8 @@ per body a 10-field line starting with the tracking ID, the joint count (25) and
 The parser follows only the count lines in Python and converts every joint line of a file in
 one C-level call (pandas' CSV reader; numpy's text readers are barely faster than `float()`),
 which makes it about 4x a line-by-line reader (`tools/bench_parse.py`). `skelact.data.ntu_prepare`
-turns a folder of files into an annotation pickle (see `skelact.data.annotations`).
+turns a folder of files into an annotation pickle (see `skelact.data.annotations`); which
+bodies are people, and in which actor slot, is decided in `skelact.data.ntu_bodies`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from skelact.data.ntu_bodies import select_bodies
+
 NUM_JOINTS = 25
-# When a file holds more bodies than asked for, a body seen in at most this many frames is a
-# noise detection (a chair, a reflection) rather than a performer.
-NOISE_MAX_FRAMES = 10
 _COLUMNS = {"keypoint": slice(0, 3), "depth_xy": slice(3, 5), "color_xy": slice(5, 7)}
 
 NTU60_XSUB_TRAIN_SUBJECTS = frozenset(
@@ -242,23 +242,6 @@ def _parse(data: bytes, name: str) -> tuple[int, list[int], list[bytes], np.ndar
     return num_frames, frames, ids, values
 
 
-def _select_bodies(ids: list[bytes], xyz: np.ndarray, max_bodies: int) -> list[np.ndarray]:
-    """Record indices of the kept bodies, most active first.
-
-    Bodies are tracked by ID. Over budget, bodies seen in <= NOISE_MAX_FRAMES frames are dropped
-    (unless that drops all). Activity: sum over joints/coords of the temporal variance.
-    """
-    groups: dict[bytes, list[int]] = {}
-    for r, body_id in enumerate(ids):
-        groups.setdefault(body_id, []).append(r)
-    bodies = [np.asarray(g) for g in groups.values()]
-    if len(bodies) > max_bodies:
-        bodies = [b for b in bodies if len(b) > NOISE_MAX_FRAMES] or bodies
-    activity = [float(xyz[b].astype(np.float64).var(axis=0).sum()) for b in bodies]
-    order = sorted(range(len(bodies)), key=lambda k: -activity[k])  # stable on ties
-    return [bodies[k] for k in order[:max_bodies]]
-
-
 def load_skeleton_full(
     path: str | os.PathLike,
     max_bodies: int = 2,
@@ -268,8 +251,9 @@ def load_skeleton_full(
 
     Returns {"keypoint": (M, T, 25, 3) float32 x y z in metres, "color_xy" / "depth_xy" (M, T,
     25, 2) float32 pixel positions (those named in `extras`), "total_frames": T, "num_bodies":
-    distinct tracking IDs in the file, "body_ids": the kept IDs, most active first}. M =
-    max_bodies; body-frames where a kept body is absent are zeros.
+    distinct tracking IDs in the file, "body_ids": the ID that opened each actor slot, most
+    active first, "denoise": what `skelact.data.ntu_bodies` dropped or merged (counts)}.
+    M = max_bodies; body-frames where an actor is absent are zeros.
     """
     if max_bodies < 1:
         raise ValueError(f"max_bodies must be >= 1, got {max_bodies}")
@@ -278,7 +262,7 @@ def load_skeleton_full(
         raise ValueError(f"unknown extras {sorted(unknown)}; expected color_xy and/or depth_xy")
     path = Path(path)
     num_frames, frames, ids, values = _parse(path.read_bytes(), path.name)
-    kept = _select_bodies(ids, values[..., :3], max_bodies)
+    kept, seeds, counts = select_bodies(ids, frames, values[..., :3], max_bodies)
     frame_of = np.asarray(frames, dtype=np.int64)
     out: dict[str, Any] = {}
     for key in ("keypoint", *extras):
@@ -289,7 +273,8 @@ def load_skeleton_full(
         out[key] = arr
     out["total_frames"] = num_frames
     out["num_bodies"] = len(set(ids))
-    out["body_ids"] = [ids[records[0]].decode("ascii", "replace") for records in kept]
+    out["body_ids"] = [seed.decode("ascii", "replace") for seed in seeds]
+    out["denoise"] = counts
     return out
 
 

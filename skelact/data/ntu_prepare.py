@@ -30,6 +30,7 @@ from skelact.data.ntu import (
     parse_name,
     split_of,
 )
+from skelact.data.ntu_bodies import COUNTERS
 
 
 def _parse_sample(task: tuple[str, int]) -> tuple[str, dict[str, Any] | None, str | None]:
@@ -49,6 +50,7 @@ def _parse_sample(task: tuple[str, int]) -> tuple[str, dict[str, Any] | None, st
         "frame_dir": str(name), "label": name.action - 1, "keypoint": full["keypoint"][:m],
         "total_frames": full["total_frames"], "subject": name.subject, "camera": name.camera,
         "setup": name.setup, "replication": name.replication, "num_bodies": full["num_bodies"],
+        "denoise": full["denoise"],
         "color_xy": full["color_xy"][:m].astype(np.float16),
         "depth_xy": full["depth_xy"][:m].astype(np.float16),
     }  # fmt: skip
@@ -182,6 +184,8 @@ def prepare_ntu(
         samples=len(anns), splits={k: len(v) for k, v in split.items()},
         frames={"min": int(frames.min()), "max": int(frames.max()), "mean": float(frames.mean())},
         over_max_bodies=sum(a["num_bodies"] > max_bodies for a in anns), max_bodies=max_bodies,
+        denoise={k: sum(a["denoise"][k] for a in anns) for k in COUNTERS},
+        denoised_samples=sum(any(a["denoise"].values()) for a in anns),
         workers=workers, seconds=round(time.perf_counter() - start, 2),
     )  # fmt: skip
     data = {"split": split, "annotations": anns, "layout": "ntu25", "dataset": dataset,
@@ -202,6 +206,9 @@ def _summary(report: dict[str, Any], out: Path, report_path: Path) -> str:
         f"{r['outside_dataset']} outside {r['dataset']}, {len(r['unrecognised_names'])} "
         f"unrecognised names, {len(r['duplicates'])} duplicates",
         "  splits: " + " | ".join(f"{k} {v}" for k, v in r["splits"].items()),
+        f"  bodies: {r['denoised_samples']} samples denoised: "
+        + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in r["denoise"].items())
+        + " (rules: skelact.data.ntu_bodies)",
         f"  failed: {r['failed']}",
     ]
     for name, reason in list(r["failures"].items())[:10]:
