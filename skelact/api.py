@@ -127,12 +127,15 @@ class Model:
             x[s] = np.repeat(f[sample_indices(len(f), n)][None], k, 0)  # (K, T, D)
         return x, res["trim_offset"] + res["frame_inds"][0]
 
-    def predict(self, x, features: dict | None = None, layout: str | None = None) -> Result:
-        """Classify a video path, keypoints (M, T, V, C) in the model's layout, or a sample
-        dict with "keypoint" (an annotation file's entry)."""
+    def predict(
+        self, x, features: dict | None = None, layout: str | None = None, mirrored: bool = False
+    ) -> Result:
+        """Classify a video path (`mirrored`: a mirror-image video, as NTU's), keypoints
+        (M, T, V, C) in the model's layout, or a sample dict with "keypoint" (an annotation
+        file's entry). `features`: cached features {stream: (T, D)} for fused models."""
         sample = None
         if isinstance(x, str | os.PathLike):
-            sample = self.convert(x)
+            sample = self.convert(x, mirrored=mirrored)
             x = sample
         if isinstance(x, dict):
             source = str(x.get("frame_dir", "sample"))

@@ -42,6 +42,8 @@ def export_onnx(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
 
     from skelact.api import load
 
+    if Path(ckpt).suffix == ".onnx":
+        raise ValueError(f"{ckpt}: export reads a checkpoint (.pt), not an ONNX file")
     model = load(ckpt)
     contract, net = model.contract, model.backend.net
     names = list(contract.streams)

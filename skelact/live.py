@@ -93,8 +93,18 @@ class LiveStream:
         self.pose_ms: list[float] = []
         self.grabber: Grabber | None = None
         self.wall = 0.0
+        self._gen = None
 
     def __iter__(self):
+        self._gen = self._run()
+        return self._gen
+
+    def close(self) -> None:
+        """Stop the reader and the landmarker (what Ctrl-C in the consumer's loop needs)."""
+        if self._gen is not None:
+            self._gen.close()
+
+    def _run(self):
         from skelact.pose.extract import Landmarker, Tracker, _frame_arrays
         from skelact.pose.model import ensure_pose_model
 
@@ -132,6 +142,7 @@ class LiveStream:
         present = np.abs(world).sum((2, 3)) > 0  # (M, T)
         label, name, prob, probs = -1, "(nobody)", 0.0, None
         if present.any():
+            # convert_layout maps image coords and scores too: stand-ins of their shape here
             sample = {"keypoint": world * AXIS_SIGN, "keypoint_2d": world[..., :2]}
             sample["keypoint_score"] = world[..., 0]
             if self.mirrored:

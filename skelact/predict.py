@@ -166,6 +166,8 @@ def predict_live(
                 break
     except KeyboardInterrupt:
         print("stopped (Ctrl-C)")
+    finally:
+        live.close()
     summary = live.summary()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
