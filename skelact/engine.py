@@ -144,12 +144,20 @@ def evaluate(model: nn.Module, loader, device, streams, show: bool = True) -> di
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves a half-written file."""
+    """torch.save to a temporary file, fsync, then rename: a kill or a full disk never leaves a
+    half-written checkpoint, nor the temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

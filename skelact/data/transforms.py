@@ -160,7 +160,7 @@ def rotation_to_axes(x_dir: np.ndarray, y_dir: np.ndarray) -> np.ndarray:
     y = y_dir.mean(0)
     if np.linalg.norm(y) < 1e-6:  # no spine direction (a degenerate body): leave the view
         return np.eye(3, dtype=np.float32)
-    y = y / np.linalg.norm(y)
+    y = y / (np.linalg.norm(y) + 1e-8)
     x = x_dir.mean(0)
     x = x - (x @ y) * y  # Gram-Schmidt: the shoulders are not exactly square to the spine
     if np.linalg.norm(x) < 1e-6:
