@@ -50,22 +50,13 @@ def test_predict_real_clip_with_render_json_and_timeline(ntu_ckpt, clip, pose_mo
 
 @pytest.fixture(scope="module")
 def two_people_clip(clip, tmp_path_factory) -> Path:
-    """Two real people side by side: the NTU clip's crop around its two men (720x880, half
-    size), left as recorded, right played backwards. MediaPipe finds only one person in the
+    """Two real people side by side (tools/two_people_clip.py): the NTU clip's crop around
+    its two men, as recorded and played backwards. MediaPipe finds only one person in the
     full 1920x1080 frame (the partner stands close, half hidden)."""
-    frames = []
-    cap = cv2.VideoCapture(str(clip))
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.resize(frame[160:1040, 560:1280], (360, 440)))
-    cap.release()
+    from tools.two_people_clip import two_people_clip
+
     path = tmp_path_factory.mktemp("two") / "two_people.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (720, 440))
-    for a, b in zip(frames, frames[::-1], strict=True):
-        writer.write(np.concatenate([a, b], 1))
-    writer.release()
+    two_people_clip(str(clip), str(path))
     return path
 
 
