@@ -177,11 +177,12 @@ def write_eval_outputs(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores, labels = result["scores"], result["labels"]
-    metrics = {**summarize(scores, labels), "split": split}
+    preds = scores.argmax(1)
+    cm = confusion_matrix(labels, preds, scores.shape[1])
+    metrics = {**summarize(scores, labels, cm), "split": split}
     if len(result["stream_scores"]) > 1:
         metrics["streams"] = {s: summarize(v, labels) for s, v in result["stream_scores"].items()}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    preds = scores.argmax(1)
     top_p = scores.max(1)
     names = [samples[i]["frame_dir"] for i in result["index"]]
     pd.DataFrame(
@@ -197,7 +198,7 @@ def write_eval_outputs(
     # only classes that occur (as label or prediction) get a row/column: NTU-wide tables
     # for a 6-class demo would be mostly empty
     shown = np.union1d(labels, preds)
-    cm = confusion_matrix(labels, preds, scores.shape[1])[np.ix_(shown, shown)]
+    cm = cm[np.ix_(shown, shown)]
     shown_names = [classes[i] for i in shown]
     pd.DataFrame(cm, index=shown_names, columns=shown_names).to_csv(
         out_dir / "confusion_matrix.csv"

@@ -31,10 +31,11 @@ def mean_class_accuracy(cm: np.ndarray) -> float:
     return float((np.diag(cm)[present] / support[present]).mean())
 
 
-def summarize(scores: np.ndarray, labels: np.ndarray) -> dict:
+def summarize(scores: np.ndarray, labels: np.ndarray, cm: np.ndarray | None = None) -> dict:
     """top1, top5 (None with 5 classes or fewer), mean_class_accuracy (fractions in 0..1) and
-    num_samples."""
-    cm = confusion_matrix(labels, scores.argmax(1), scores.shape[1])
+    num_samples. `cm`: the confusion matrix of these scores, when the caller has it."""
+    if cm is None:
+        cm = confusion_matrix(labels, scores.argmax(1), scores.shape[1])
     return {
         "top1": topk_accuracy(scores, labels, 1),
         "top5": topk_accuracy(scores, labels, 5),

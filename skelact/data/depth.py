@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from skelact.data.video import crop_box, sample_indices
+from skelact.data.sampling import sample_indices
+from skelact.data.video import crop_box
 
 _NAME = re.compile(r"MDepth-(\d{8})\.png$")
 
