@@ -108,7 +108,7 @@ class Model:
     def inputs(self, keypoint, features: dict | None = None, source="sample", layout=None):
         """keypoint (M, T, V, C) [+ cached features {stream: (T0, D)}] -> the network's inputs
         {stream: (K, ...)} for the K test clips, and the input frame per step of clip 0."""
-        from skelact.data.video import sample_indices
+        from skelact.data.sampling import sample_indices
 
         kp = conform(keypoint, self.contract, source, layout)
         res = self.pipeline()({"keypoint": kp})
