@@ -70,21 +70,18 @@ class Tracker:
 
 def read_frames(path: str | os.PathLike) -> tuple[Iterator[np.ndarray], dict[str, Any]]:
     """RGB (H, W, 3) uint8 frames of `path` and {"fps", "frames", "img_shape"} from the header."""
-    path = Path(path)
-    if not path.is_file():
-        raise PoseExtractionError(f"video {path}: file does not exist")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise PoseExtractionError(
-            f"video {path}: OpenCV cannot open it (not a video or unknown codec)"
-        )
-    fps = float(cap.get(cv2.CAP_PROP_FPS))
+    from skelact.data.video import VideoError, capture_info, open_video
+
+    try:
+        cap = open_video(path)
+    except VideoError as err:
+        raise PoseExtractionError(str(err)) from None
+    total, width, height, fps = capture_info(cap)
     info = {
         "fps": fps if np.isfinite(fps) and fps > 0 else 30.0,  # unknown rate: assume 30
-        "frames": int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
-        "img_shape": (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                      int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))),
-    }  # fmt: skip
+        "frames": total,
+        "img_shape": (height, width),
+    }
 
     def frames() -> Iterator[np.ndarray]:
         try:
