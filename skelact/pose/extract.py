@@ -31,12 +31,11 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from skelact.layouts import MEDIAPIPE33, NTU25, mediapipe_to_ntu_matrix
+from skelact.layouts import MEDIAPIPE33, NTU25, POSE_LAYOUTS, mediapipe_to_ntu_matrix
 from skelact.pose.quiet import native_quiet
 
 # mediapipe world (x right, y down, z away) -> Kinect camera space (x left, y up, z away)
 AXIS_SIGN = np.array([-1.0, -1.0, 1.0], np.float32)
-LAYOUTS = ("mediapipe33", "ntu25")
 HIPS = (23, 24)  # BlazePose left / right hip
 # BlazePose landmark of the other side (nose 0 maps to itself): eyes, ears, mouth, limbs
 MIRROR33 = [0, 4, 5, 6, 1, 2, 3, 8, 7, 10, 9] + [i + 1 - 2 * (i % 2 == 0) for i in range(11, 33)]
@@ -154,8 +153,8 @@ def extract_video(
     Raises PoseExtractionError for an unreadable video, one without frames or without any person.
     `mirrored`: the video is a mirror image (NTU's RGB videos are); see the module docstring.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; known: {LAYOUTS}")
+    if layout not in POSE_LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known: {POSE_LAYOUTS}")
     frames, info = read_frames(path)
     world, image, score, mask = _track(frames, info["fps"], pose_model, max_people, on_frame)
     t = mask.shape[1]
@@ -249,7 +248,7 @@ def convert_layout(sample: dict[str, Any], layout: str) -> dict[str, Any]:
         out["layout"] = MEDIAPIPE33.name
         return out
     if layout != "ntu25":
-        raise ValueError(f"unknown layout {layout!r}; known: {LAYOUTS}")
+        raise ValueError(f"unknown layout {layout!r}; known: {POSE_LAYOUTS}")
     w = mediapipe_to_ntu_matrix()  # (25, 33)
     for key in ("keypoint", "keypoint_2d"):
         out[key] = np.einsum("uv,mtvc->mtuc", w, sample[key]).astype(np.float32)
