@@ -15,6 +15,8 @@ EPILOG = """examples:
   skelact eval ckpt=runs/.../checkpoints/last.pt data=ntu60_xview
   skelact convert videos/ --out mine.pkl --layout ntu25 --labels-from-folders
   skelact predict clip.mp4 --ckpt runs/.../checkpoints/best.pt --render out.mp4
+  skelact predict --live 0 --ckpt runs/.../checkpoints/best.pt       camera 0, live
+  skelact export runs/.../checkpoints/best.pt --onnx model.onnx
 """
 
 TRAIN_HELP = """Train and evaluate a model. Arguments are hydra overrides (key=value), composed from
@@ -31,7 +33,7 @@ To see the full composed config: skelact train <overrides> --cfg job
 
 
 def _groups_text() -> str:
-    from skelact.train import CONFIG_DIR
+    from skelact.config import CONFIG_DIR
 
     lines = []
     for group in ("data", "modality", "model", "trainer"):
@@ -42,21 +44,13 @@ def _groups_text() -> str:
     return "\n".join(lines)
 
 
-def modality_override(spec: str) -> str:
-    """'rgb+skeleton' -> 'modality=rgb_skeleton' (stream order as in the config files)."""
-    order = ["rgb", "skeleton", "depth"]
-    parts = [p.strip() for p in spec.replace(",", "+").split("+") if p.strip()]
-    unknown = [p for p in parts if p not in order]
-    if unknown or not parts:
-        raise SystemExit(f"skelact: unknown modality {spec!r}; combine {order} with '+'")
-    return "modality=" + "_".join(sorted(set(parts), key=order.index))
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     from skelact import train
 
     overrides = list(args.overrides)
     if args.modality:
+        from skelact.config import modality_override
+
         overrides.insert(0, modality_override(args.modality))
     sys.argv = ["skelact train", *overrides]
     train.main()
@@ -132,12 +126,26 @@ def cmd_convert(args: argparse.Namespace) -> None:
         workers=args.workers,
         labels_from_folders=args.labels_from_folders,
         pose_model=args.pose_model,
+        mirrored=args.mirrored,
     )
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from skelact.predict import predict_video
+    from skelact.predict import predict_live, predict_video
 
+    if args.live is not None:
+        predict_live(
+            args.live,
+            args.ckpt,
+            window=args.window or 2.0,
+            every=args.every,
+            out=args.timeline,
+            mirrored=args.mirrored,
+            pose_model=args.pose_model,
+        )
+        return
+    if args.video is None:
+        raise SystemExit("skelact predict: give a VIDEO, or --live SOURCE")
     predict_video(
         args.video,
         args.ckpt,
@@ -147,7 +155,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
         window=args.window,
         stride=args.stride,
         pose_model=args.pose_model,
+        max_people=args.max_people,
+        mirrored=args.mirrored,
     )
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from skelact.export import export_onnx
+
+    out = export_onnx(args.ckpt, args.onnx)
+    print(f"exported {args.ckpt} -> {out}")
 
 
 def cmd_pose_model(args: argparse.Namespace) -> None:
@@ -222,7 +239,17 @@ def _add_prepare(sub) -> None:
         q.add_argument("--out", required=True, help="annotation pickle to write")
 
 
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show MediaPipe's native INFO/WARNING lines (errors are always shown)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from skelact.layouts import POSE_LAYOUTS
+
     parser = argparse.ArgumentParser(
         prog="skelact",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -255,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     sub.choices["prepare"].set_defaults(func=cmd_prepare)
 
-    from skelact.train import CONFIG_DIR
+    from skelact.config import CONFIG_DIR
 
     train = sub.add_parser(
         "train",
@@ -295,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--out", required=True, help="annotation pickle to write")
     conv.add_argument(
         "--layout",
-        choices=["mediapipe33", "ntu25"],
+        choices=POSE_LAYOUTS,
         default="mediapipe33",
         help="keep BlazePose's 33 landmarks or map onto NTU's 25 Kinect joints",
     )
@@ -311,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a pose_landmarker .task bundle (default: cached "
         "official one, else `skelact pose-model --offline`)",
     )
+    conv.add_argument(
+        "--mirrored",
+        action="store_true",
+        help="the videos are mirror images (NTU's RGB videos are): flip x and swap "
+        "left/right joints, so 'left' is the person's own left",
+    )
+    _add_verbose(conv)
     conv.set_defaults(func=cmd_convert)
 
     pred = sub.add_parser(
@@ -319,8 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a video in memory, run a skeleton checkpoint on "
         "it and print the top-k actions with the temporal attention.",
     )
-    pred.add_argument("video")
-    pred.add_argument("--ckpt", required=True, help="checkpoint (…/checkpoints/best.pt)")
+    pred.add_argument("video", nargs="?", help="video file (or use --live)")
+    pred.add_argument("--ckpt", required=True, help="checkpoint (…/best.pt) or exported .onnx")
     pred.add_argument("--topk", type=int, default=5)
     pred.add_argument("--json", help="write the prediction and attention as JSON")
     pred.add_argument(
@@ -329,13 +363,48 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--window",
         type=float,
-        help="sliding window length in seconds: writes <name>.timeline.csv and .png",
+        help="sliding window length in seconds: writes <name>.timeline.csv and .png "
+        "(--live: the window classified at every update, default 2)",
     )
     pred.add_argument(
         "--stride", type=float, help="sliding window step in seconds (default: half the window)"
     )
+    pred.add_argument(
+        "--max-people",
+        type=int,
+        default=1,
+        help="people tracked; with a one-person model each gets its own label "
+        "(a two-person model always sees the whole scene)",
+    )
+    pred.add_argument(
+        "--mirrored", action="store_true", help="the video is a mirror image (NTU's RGB videos)"
+    )
+    pred.add_argument(
+        "--live",
+        metavar="SOURCE",
+        help="camera index, stream URL or video file (read at its own frame rate): print the "
+        "action every --every seconds; frames are dropped, not queued, when pose extraction "
+        "cannot keep up; Ctrl-C ends and writes the timeline",
+    )
+    pred.add_argument("--every", type=float, default=0.5, help="--live: seconds between updates")
+    pred.add_argument(
+        "--timeline", default="live_timeline.csv", help="--live: timeline CSV (+ .json summary)"
+    )
     pred.add_argument("--pose-model", help="a pose_landmarker .task bundle")
+    _add_verbose(pred)
     pred.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX",
+        description="Export a checkpoint's network (skeleton streams, cached-feature streams) "
+        "to ONNX with a dynamic batch; the input contract (layout, channels, bodies, clip "
+        "length, class names) goes into the metadata. Run it with skelact.load(ONNX) "
+        "(needs the [onnx] extra: onnxruntime).",
+    )
+    ex.add_argument("ckpt", help="checkpoint (…/checkpoints/best.pt)")
+    ex.add_argument("--onnx", required=True, help="ONNX file to write")
+    ex.set_defaults(func=cmd_export)
 
     pm = sub.add_parser(
         "pose-model",
@@ -359,6 +428,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command != "train":  # hydra configures logging for train itself
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if getattr(args, "verbose", False):
+        from skelact.pose.quiet import set_verbose
+
+        set_verbose(True)
     try:
         args.func(args)
     except (FileNotFoundError, ValueError, RuntimeError) as err:

@@ -16,21 +16,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
 
 log = logging.getLogger("skelact")
 
 BENCHMARKS = ("ntu60_xsub", "ntu60_xview")
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    """The `skelact train` config for `overrides`, composed without running hydra's app."""
-    from hydra import compose, initialize_config_dir
-
-    from skelact.train import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=overrides)
 
 
 def run_demo(
@@ -45,7 +34,7 @@ def run_demo(
     modality other than "skeleton": the fusion proof (see the module docstring); returns
     {"skeleton": metrics, "rgb": metrics, ..., "rgb+skeleton": metrics}.
     """
-    from skelact.cli import modality_override
+    from skelact.config import compose_config, modality_override
     from skelact.data.ntu_prepare import prepare_ntu
     from skelact.data.synthetic import write_synthetic_ntu
     from skelact.train import train
@@ -77,11 +66,15 @@ def run_demo(
     return results
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _print_table(results: dict[str, dict], out: Path, seconds: float) -> None:
     lines = ["", f"{'benchmark':<14}{'top-1':>8}{'top-5':>8}{'mean-class':>12}{'samples':>9}"]
     for bench, m in results.items():
         lines.append(
-            f"{bench:<14}{m['top1']:>8.3f}{m['top5']:>8.3f}"
+            f"{bench:<14}{m['top1']:>8.3f}{_fmt(m['top5']):>8}"
             f"{m['mean_class_accuracy']:>12.3f}{m['num_samples']:>9d}"
         )
     lines.append(f"\nfinished in {seconds / 60:.1f} min. Plots and predictions:")
@@ -112,9 +105,9 @@ FUSION_TRAIN = [
 
 def fusion_streams(modality: str) -> list[str]:
     """'rgb+skeleton' -> ["rgb", "skeleton"], in the order of the modality configs."""
-    from skelact.cli import modality_override
+    from skelact.config import modality_streams
 
-    return modality_override(modality).removeprefix("modality=").split("_")
+    return modality_streams(modality)
 
 
 def prepare_fusion_data(
@@ -186,7 +179,7 @@ def train_each_and_fused(
 ) -> dict[str, dict]:
     """Train every stream alone, then all of them fused; {"rgb": metrics, ..., "rgb+skeleton":
     metrics}, same data, split and seed for all."""
-    from skelact.cli import modality_override
+    from skelact.config import compose_config, modality_override
     from skelact.train import train
 
     combos = [[s] for s in streams] + ([streams] if len(streams) > 1 else [])

@@ -134,6 +134,8 @@ OPENNI15 = Layout(
 )
 
 LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (NTU25, KINECT20, MEDIAPIPE33, OPENNI15)}
+# The layouts MediaPipe conversion produces: BlazePose's own, or mapped onto Kinect v2's.
+POSE_LAYOUTS = ("mediapipe33", "ntu25")
 
 
 def get_layout(name: str, num_joints: int | None = None) -> Layout:

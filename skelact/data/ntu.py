@@ -37,10 +37,24 @@ NTU120_XSUB_TRAIN_SUBJECTS = NTU60_XSUB_TRAIN_SUBJECTS | frozenset(
      86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103}
 )  # fmt: skip
 XVIEW_TRAIN_CAMERAS = frozenset({2, 3})  # camera 1 tests
-# Cross-setup (NTU120): even setup ids train, odd ones test.
+# Per dataset: its setups and actions, and per protocol whether a sample trains.
 DATASETS = {
-    "ntu60": {"setups": 17, "actions": 60, "protocols": ("xsub", "xview")},
-    "ntu120": {"setups": 32, "actions": 120, "protocols": ("xsub", "xset")},
+    "ntu60": {
+        "setups": 17,
+        "actions": 60,
+        "protocols": {
+            "xsub": lambda n: n.subject in NTU60_XSUB_TRAIN_SUBJECTS,
+            "xview": lambda n: n.camera in XVIEW_TRAIN_CAMERAS,
+        },
+    },
+    "ntu120": {
+        "setups": 32,
+        "actions": 120,
+        "protocols": {
+            "xsub": lambda n: n.subject in NTU120_XSUB_TRAIN_SUBJECTS,
+            "xset": lambda n: n.setup % 2 == 0,  # even setup ids train, odd ones test
+        },
+    },
 }
 _MISSING_LISTS = {
     "ntu60": ("NTU_RGBD_samples_with_missing_skeletons.txt", 302),
@@ -99,13 +113,8 @@ def split_of(name: str | os.PathLike | NTUName, dataset: str = "ntu60") -> dict[
     n = name if isinstance(name, NTUName) else parse_name(name)
     if not in_dataset(n, dataset):
         raise ValueError(f"sample {n} is not part of {dataset}")
-    subjects = NTU60_XSUB_TRAIN_SUBJECTS if dataset == "ntu60" else NTU120_XSUB_TRAIN_SUBJECTS
-    train = {"xsub": n.subject in subjects}
-    if dataset == "ntu60":
-        train["xview"] = n.camera in XVIEW_TRAIN_CAMERAS
-    else:
-        train["xset"] = n.setup % 2 == 0
-    return {proto: "train" if is_train else "val" for proto, is_train in train.items()}
+    protocols = DATASETS[dataset]["protocols"]
+    return {proto: "train" if trains(n) else "val" for proto, trains in protocols.items()}
 
 
 def _resource(filename: str) -> str:

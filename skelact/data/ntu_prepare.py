@@ -211,6 +211,10 @@ def _summary(report: dict[str, Any], out: Path, report_path: Path) -> str:
         + " (rules: skelact.data.ntu_bodies)",
         f"  failed: {r['failed']}",
     ]
+    empty = [k for k, v in r["splits"].items() if not v]
+    if empty:
+        lines.insert(3, f"  warning: empty split(s) {', '.join(empty)}: no file of this folder "
+                     "belongs there; training on them will be refused")  # fmt: skip
     for name, reason in list(r["failures"].items())[:10]:
         lines.append(f"    {name}: {reason}")
     if r["failed"] > 10:

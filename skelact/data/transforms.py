@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from skelact.data.sampling import clip_indices
 from skelact.layouts import Layout, spine_points
 
 Results = dict
@@ -160,7 +161,7 @@ def rotation_to_axes(x_dir: np.ndarray, y_dir: np.ndarray) -> np.ndarray:
     y = y_dir.mean(0)
     if np.linalg.norm(y) < 1e-6:  # no spine direction (a degenerate body): leave the view
         return np.eye(3, dtype=np.float32)
-    y = y / np.linalg.norm(y)
+    y = y / (np.linalg.norm(y) + 1e-8)
     x = x_dir.mean(0)
     x = x - (x @ y) * y  # Gram-Schmidt: the shoulders are not exactly square to the spine
     if np.linalg.norm(x) < 1e-6:
@@ -267,7 +268,8 @@ class Resample:
 
     Training: a random temporal crop (a fraction in `crop` of the clip), then a random frame
     in each of `length` equal segments. Test: segment centres, clip k shifted by k/num_clips
-    of a segment. Needs "keypoint" (M, T, V, C); writes (K, M, length, V, C).
+    of a segment (`skelact.data.sampling`). Needs "keypoint" (M, T, V, C); writes
+    (K, M, length, V, C).
     """
 
     def __init__(
@@ -277,16 +279,8 @@ class Resample:
         self.crop = crop
 
     def indices(self, total: int, rng: np.random.Generator | None) -> np.ndarray:
-        if self.train:
-            span = max(1, int(round(total * rng.uniform(*self.crop))))
-            start = rng.integers(0, total - span + 1)
-            edges = np.linspace(0, span, self.length + 1)
-            pos = edges[:-1] + rng.uniform(0, 1, self.length) * np.diff(edges)
-            return (start + np.minimum(pos.astype(int), span - 1))[None]
-        edges = np.linspace(0, total, self.length + 1)
-        shifts = (np.arange(self.num_clips) + 0.5) / self.num_clips
-        pos = edges[:-1][None] + shifts[:, None] * np.diff(edges)[None]
-        return np.minimum(pos.astype(int), total - 1)  # (K, length)
+        """(K, length): `skelact.data.sampling.clip_indices`, the rule of every stream."""
+        return clip_indices(total, self.length, self.train, rng, self.num_clips, self.crop)
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]

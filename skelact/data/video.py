@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import torch
 
+from skelact.data.sampling import sample_indices
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _SCALE = torch.from_numpy(1 / (255 * IMAGENET_STD)).view(1, 3, 1, 1)
@@ -34,22 +36,6 @@ class VideoError(RuntimeError):
     def __init__(self, message: str, frames_read: int = -1):
         super().__init__(message)
         self.frames_read = frames_read
-
-
-def sample_indices(
-    total: int, num: int, train: bool = False, rng: np.random.Generator | None = None
-) -> np.ndarray:
-    """`num` frame indices in [0, total): one per equal segment, a random frame of each segment
-    in training, the segment's centre in test. With total < num, frames repeat in order."""
-    if total < 1 or num < 1:
-        raise ValueError(f"sample_indices: need total >= 1 and num >= 1, got {total}, {num}")
-    edges = np.arange(num + 1, dtype=np.float64) * total / num  # segment boundaries
-    if train:
-        rng = rng if rng is not None else np.random.default_rng()
-        pos = edges[:-1] + rng.random(num) * (edges[1:] - edges[:-1])
-    else:
-        pos = (edges[:-1] + edges[1:]) / 2
-    return np.clip(np.floor(pos), 0, total - 1).astype(np.int64)
 
 
 def _valid_points(xy: np.ndarray, frame_inds: Sequence[int], total: int | None) -> np.ndarray:
@@ -97,7 +83,8 @@ def crop_box(
     return x0, y0, min(x0 + s, img_w), min(y0 + s, img_h)
 
 
-def _open(path: str | os.PathLike) -> cv2.VideoCapture:
+def open_video(path: str | os.PathLike) -> cv2.VideoCapture:
+    """An open OpenCV capture of `path`; VideoError naming the file when it cannot be read."""
     if not os.path.isfile(path):
         raise VideoError(f"video {path}: file does not exist")
     cap = cv2.VideoCapture(str(path))
@@ -109,21 +96,26 @@ def _open(path: str | os.PathLike) -> cv2.VideoCapture:
 def video_info(path: str | os.PathLike) -> tuple[int, int, int, float]:
     """(frames, width, height, fps) from the container; frames may be 0 or wrong (see
     `count_frames`)."""
-    cap = _open(path)
+    cap = open_video(path)
     try:
-        return (
-            int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
-            int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-            float(cap.get(cv2.CAP_PROP_FPS)),
-        )
+        return capture_info(cap)
     finally:
         cap.release()
 
 
+def capture_info(cap: cv2.VideoCapture) -> tuple[int, int, int, float]:
+    """(frames, width, height, fps) of an open capture, from the container's header."""
+    return (
+        int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
+        int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        float(cap.get(cv2.CAP_PROP_FPS)),
+    )
+
+
 def count_frames(path: str | os.PathLike) -> int:
     """The exact number of decodable frames (grabs them all: the header count can lie)."""
-    cap = _open(path)
+    cap = open_video(path)
     n = 0
     while cap.grab():
         n += 1
@@ -137,7 +129,7 @@ def iter_frames(path: str | os.PathLike, indices: Sequence[int]) -> Iterator[np.
     inds = [int(i) for i in indices]
     if any(b < a for a, b in zip(inds, inds[1:], strict=False)) or (inds and inds[0] < 0):
         raise ValueError(f"video {path}: frame indices must be >= 0 and non-decreasing")
-    cap = _open(path)
+    cap = open_video(path)
     pos, frame = 0, None  # pos: index of the next frame the decoder returns
     try:
         for idx in inds:
@@ -165,7 +157,7 @@ def _seek(cap: cv2.VideoCapture, path, idx: int, pos: int) -> tuple[cv2.VideoCap
     if cap.set(cv2.CAP_PROP_POS_FRAMES, idx) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == idx:
         return cap, idx
     cap.release()
-    return _open(path), 0
+    return open_video(path), 0
 
 
 def _short(path, idx: int, pos: int) -> str:
