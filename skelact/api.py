@@ -95,13 +95,16 @@ class Model:
         if self._pipeline is None:
             from omegaconf import OmegaConf
 
+            from skelact.data.datasets import skeleton_channels
             from skelact.data.transforms import build_skeleton_pipeline
             from skelact.layouts import get_layout
 
             c = self.contract
             layout = get_layout(c.layout, c.num_joints)
             scfg = OmegaConf.create(c.skeleton)
-            self._pipeline = build_skeleton_pipeline(layout, scfg, False, c.num_bodies)
+            # one pass computes every skeleton stream's channels; each takes its own
+            union, self._channels = skeleton_channels(c.stream_kinds, c.coords, c.num_joints)
+            self._pipeline = build_skeleton_pipeline(layout, scfg, False, c.num_bodies, union)
         return self._pipeline
 
     def inputs(self, keypoint, features: dict | None = None, source="sample", layout=None):
@@ -111,7 +114,7 @@ class Model:
 
         kp = conform(keypoint, self.contract, source, layout)
         res = self.pipeline()({"keypoint": kp})
-        x = {s: res["keypoint"] for s in self.contract.skeleton_streams}  # (K, M, T, V, C')
+        x = {s: res["keypoint"][..., i] for s, i in self._channels.items()}  # (K, M, T, V, C_s)
         k = len(res["keypoint"])
         for s, n in self.contract.frames.items():
             feats = (features or {}).get(s)
@@ -145,8 +148,9 @@ class Model:
         logits, attention = self.backend(inputs)
         e = np.exp(logits - logits.max(-1, keepdims=True))
         probs = (e / e.sum(-1, keepdims=True)).mean(0)  # softmax, averaged over the test clips
-        first = self.contract.skeleton_streams[0]
-        att = attention.get(first)
+        # several skeleton streams see the same frames: their attention averaged
+        sk = [attention[s] for s in self.contract.skeleton_streams if s in attention]
+        att = np.mean(sk, axis=0) if sk else None
         return Result(probs, self.classes, None if att is None else att[0], frames, sample)
 
     def predict_people(self, sample: dict) -> list[tuple[int, Result]]:

@@ -15,8 +15,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from skelact.data.transforms import MotionFeatures
-
 
 class ContractError(ValueError):
     """A sample does not fit the model's input contract; the message names the mismatch."""
@@ -64,6 +62,16 @@ class Contract:
         return [s for s, spec in self.streams.items() if "num_joints" in spec]
 
     @property
+    def stream_kinds(self) -> dict[str, list[str]]:
+        """The feature kinds of each skeleton stream: "skeleton" reads skeleton["features"],
+        a "skeleton_*" stream its skeleton["stream_features"] entry (modality=skeleton_4s)."""
+        table = self.skeleton.get("stream_features") or {}
+        return {
+            s: list(self.skeleton["features"] if s == "skeleton" else table[s])
+            for s in self.skeleton_streams
+        }
+
+    @property
     def num_bodies(self) -> int:
         return int(self.streams[self.skeleton_streams[0]]["num_bodies"])
 
@@ -74,8 +82,8 @@ class Contract:
     @property
     def coords(self) -> int:
         """Coordinates per joint of the raw keypoints (3 for x y z), from the channel count."""
-        spec = self.streams[self.skeleton_streams[0]]
-        kinds = list(self.skeleton["features"])
+        first = self.skeleton_streams[0]
+        spec, kinds = self.streams[first], self.stream_kinds[first]
         dist = kinds.count("distance") * spec["num_joints"]
         per = len(kinds) - kinds.count("distance")
         return (spec["channels"] - dist) // per if per else 3
@@ -85,8 +93,15 @@ class Contract:
         return (
             f"layout {self.layout}, {self.num_bodies} bod{'y' if self.num_bodies == 1 else 'ies'}"
             f" x {self.num_joints} joints x {self.coords} coords, features "
-            f"{'+'.join(s['features'])}, clip_len {s['clip_len']}, test_clips {s['test_clips']}"
+            f"{self.features_text()}, clip_len {s['clip_len']}, test_clips {s['test_clips']}"
         )
+
+    def features_text(self) -> str:
+        """ "joint+velocity+bone", or per stream for several skeleton streams."""
+        kinds = self.stream_kinds
+        if list(kinds) == ["skeleton"]:
+            return "+".join(kinds["skeleton"])
+        return ", ".join(f"{s}: {'+'.join(k)}" for s, k in kinds.items())
 
 
 def conform(
@@ -115,8 +130,7 @@ def conform(
     if c != contract.coords:
         raise ContractError(
             f"{source}: {c} coordinates per joint, but the model reads {contract.coords} "
-            f"({MotionFeatures.channels(contract.skeleton['features'], contract.coords, v)} "
-            "input channels)"
+            f"({contract.features_text()})"
         )
     if t == 0 or m == 0:
         raise ContractError(f"{source}: no frames or no body (shape {kp.shape})")

@@ -101,7 +101,7 @@ def metadata(contract: Contract) -> dict[str, str]:
         "num_bodies": str(contract.num_bodies) if sk else "0",
         "clip_len": str(contract.skeleton["clip_len"]),
         "num_frames": json.dumps(contract.frames),
-        "features": json.dumps(list(contract.skeleton["features"])),
+        "features": json.dumps(contract.stream_kinds),
         "class_names": json.dumps(contract.classes),
     }
 

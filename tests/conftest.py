@@ -75,9 +75,13 @@ def clip() -> Path:
     return shared_data("ntu", "videos", "ntu_sample.avi")
 
 
-def train_toy_checkpoint(root: Path, bodies: int = 1, fused: bool = False) -> Path:
-    """One epoch on toy NTU-layout data (clip_len 16): a small real checkpoint. `fused`: plus
-    an RGB stream reading cached features (T, 8) made from each sample's own motion."""
+def train_toy_checkpoint(
+    root: Path, bodies: int = 1, fused: bool = False, multistream: bool = False
+) -> Path:
+    """One epoch on toy NTU-layout data (clip_len 16): a small real checkpoint of the single
+    skeleton stream (`modality=skeleton model=bilstm`). `fused`: plus an RGB stream reading
+    cached features (T, 8) made from each sample's own motion. `multistream`: the default
+    four skeleton streams instead."""
     from skelact.config import compose_config
     from skelact.train import train
 
@@ -94,6 +98,8 @@ def train_toy_checkpoint(root: Path, bodies: int = 1, fused: bool = False) -> Pa
         "trainer.progress=false",
         "data.skeleton.clip_len=16",
     ]
+    if not multistream:
+        overrides += ["modality=skeleton", "model=bilstm"]
     if fused:
         feats = root / "rgb_features"
         feats.mkdir()

@@ -145,3 +145,33 @@ def test_fused_model_exports_with_cached_features(fused_ckpt, ntu_bodies, tmp_pa
     assert np.abs(ort_model.backend(inputs)[0] - ref).max() <= 1e-4
     with pytest.raises(ContractError, match="cached 'rgb' features"):
         torch_model.predict(kp)
+
+
+def test_multistream_default_predicts_like_training_and_exports(ntu_bodies, tmp_path_factory):
+    """The default four skeleton streams: each stream gets its own channels of one pipeline
+    pass, exactly as in training, and ONNX gives the same scores."""
+    from skelact.data.datasets import skeleton_channels
+    from skelact.export import export_onnx
+
+    ckpt = train_toy_checkpoint(tmp_path_factory.mktemp("ms"), multistream=True)
+    model = skelact.load(ckpt)
+    c = model.contract
+    assert c.skeleton_streams == ["skeleton_joint", "skeleton_bone", "skeleton_jmotion",
+                                  "skeleton_bmotion"] and c.coords == 3  # fmt: skip
+    assert c.stream_kinds["skeleton_bone"] == ["bone", "partner"]
+    kp = ntu_bodies["S001C001P001R001A001"]
+    r = model.predict(kp)
+    ck = load_checkpoint(ckpt)
+    cfg = OmegaConf.create(ck["config"])
+    union, idx = skeleton_channels(c.stream_kinds, 3, 25)
+    pipe = build_skeleton_pipeline(get_layout("ntu25"), cfg.data.skeleton, False, 1, union)
+    net = build_recognizer(cfg.model, c.skeleton_streams, ck["num_classes"], ck["specs"])
+    net.load_state_dict(ck["model"])
+    x = torch.from_numpy(pipe({"keypoint": kp})["keypoint"])
+    with torch.no_grad():
+        out = net.eval()({s: x[..., i] for s, i in idx.items()})
+    want = torch.softmax(out["logits"], -1).mean(0).numpy()
+    np.testing.assert_allclose(r.probs, want, atol=1e-6)
+    assert r.attention.shape == (16,) and abs(r.attention.sum() - 1) < 1e-5
+    onnx = skelact.load(export_onnx(ckpt, tmp_path_factory.mktemp("msx") / "m.onnx"))
+    np.testing.assert_allclose(onnx.predict(kp).probs, r.probs, atol=1e-4)
