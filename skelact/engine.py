@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -157,15 +158,17 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only: tensors, numbers, strings and containers; never code from the file
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - report which file is broken
         raise RuntimeError(f"checkpoint {path} could not be read: {err}") from err
 
 
 def write_eval_outputs(
-    result: dict, samples: list, classes: list[str], split: str, out_dir: str | Path
+    result: dict, names: Sequence[str], classes: list[str], split: str, out_dir: str | Path
 ) -> dict:
-    """metrics.json, predictions.csv, confusion_matrix.csv/.png into `out_dir`."""
+    """metrics.json, predictions.csv, confusion_matrix.csv/.png into `out_dir`; `names`: the
+    evaluated samples' names, in dataset order."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores, labels = result["scores"], result["labels"]
@@ -175,7 +178,7 @@ def write_eval_outputs(
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     preds = scores.argmax(1)
     top_p = scores.max(1)
-    names = [samples[i]["frame_dir"] for i in result["index"]]
+    names = [names[i] for i in result["index"]]
     pd.DataFrame(
         {
             "frame_dir": names,

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from skelact.data.annotations import load_annotations, num_classes
+from skelact.data.pickles import open_annotations
 from skelact.data.datasets import (
     ActionDataset,
     EpochSampler,
@@ -82,23 +82,24 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
 
 
 class Data:
-    """The annotation file of a run with its train and test datasets."""
+    """The annotation store of a run (a pickle is converted once, see `open_annotations`) with
+    its train and test datasets; all of them read the same memory-mapped store."""
 
     def __init__(self, cfg: DictConfig):
-        self.ann = load_annotations(cfg.data.ann_file)
-        self.num_classes = cfg.data.num_classes or num_classes(self.ann)
+        self.store = open_annotations(cfg.data.ann_file)
+        self.num_classes = cfg.data.num_classes or self.store.num_classes()
         # classes without a name (no table, or data.num_classes beyond it) go by their index
-        named = list(self.ann.get("classes") or [])
-        n = max(self.num_classes, num_classes(self.ann))
+        named = list(self.store.classes)
+        n = max(self.num_classes, self.store.num_classes())
         self.classes = named + [str(i) for i in range(len(named), n)]
         self.streams = list(cfg.modality.streams)
         self.seed = cfg.seed
         self.mcfg = cfg.model
-        self.layout = resolve_layout(cfg.data, self.ann).name
+        self.layout = resolve_layout(cfg.data, self.store).name
 
     def dataset(self, dcfg, split: str, train: bool) -> tuple[ActionDataset, dict]:
-        samples = split_samples(self.ann, split, str(dcfg.ann_file))
-        loaders, specs = build_loaders(dcfg, self.mcfg, self.ann, self.streams, train)
+        samples = split_samples(self.store, split)
+        loaders, specs = build_loaders(dcfg, self.mcfg, self.store, self.streams, train)
         samples = keep_available(samples, specs, split)
         return ActionDataset(samples, loaders, seed=self.seed), specs
 
@@ -122,6 +123,8 @@ def make_loader(
         drop_last=False,
         pin_memory=torch.cuda.is_available(),
         worker_init_fn=_worker_init,
+        # the dataset holds no per-epoch state (the sampler passes the epoch): workers persist
+        persistent_workers=tcfg.num_workers > 0,
     )
 
 
@@ -175,10 +178,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
             run_dir,
         )
     monitor = _monitor(cfg, data, device) if rank == 0 else None
-    for epoch in range(state["epoch"], tcfg.epochs):
-        train_set.set_epoch(epoch)
+    state_start = state["epoch"]
+    for epoch in range(state_start, tcfg.epochs):
         train_loader.sampler.set_epoch(epoch)
         torch.manual_seed(cfg.seed * 100_003 + epoch * 101 + rank)  # dropout: same after resume
+        if tcfg.num_workers > 0 and epoch > state_start:
+            # a new DataLoader iterator draws its workers' base seed from this generator; a
+            # persistent one is reused and does not: draw it here so dropout stays as before
+            torch.empty((), dtype=torch.int64).random_()
         stats = train_one_epoch(
             net,
             train_loader,
@@ -218,6 +225,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
                 row["seconds"],
                 f" val_top1 {row['val_top1']:.4f}" if "val_top1" in row else "",
             )
+    del train_loader, monitor  # ends their persistent workers before the final evaluation
     if world > 1:
         dist.barrier()
     if rank != 0:
@@ -293,8 +301,9 @@ def evaluate_model(model, cfg: DictConfig, data: Data, out_dir: Path, device) ->
     loader = make_loader(test_set, cfg.trainer, False, eval_mode=True)
     result = evaluate(model, loader, device, data.streams, show=cfg.trainer.progress)
     metrics = write_eval_outputs(
-        result, test_set.samples, data.classes, cfg.data.test_split, out_dir
-    )
+        result, [test_set.name(i) for i in range(len(test_set))], data.classes,
+        cfg.data.test_split, out_dir,
+    )  # fmt: skip
     log.info(
         "%s: top1 %.4f top5 %.4f mean-class %.4f (%d samples) -> %s",
         cfg.data.test_split,
