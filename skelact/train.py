@@ -21,7 +21,6 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from skelact.data.pickles import open_annotations
 from skelact.data.datasets import (
     ActionDataset,
     EpochSampler,
@@ -30,6 +29,7 @@ from skelact.data.datasets import (
     resolve_layout,
     split_samples,
 )
+from skelact.data.pickles import open_annotations
 from skelact.engine import (
     cosine_with_warmup,
     evaluate,

@@ -41,8 +41,6 @@ def is_store(path: str | os.PathLike) -> bool:
     return (Path(path) / "meta.json").is_file()
 
 
-
-
 class SkeletonStore:
     """A store opened read-only: `len`, `store[i]` -> sample dict, `split(name)` -> indices.
 
@@ -163,9 +161,10 @@ class SkeletonStore:
             )
         for field, spec in self.meta["fields"].items():
             shapes = self._index[f"field.{field}.shape"]
-            ends = self._index[f"field.{field}.offset"] + shapes.prod(1) * np.dtype(
-                spec["dtype"]
-            ).itemsize
+            ends = (
+                self._index[f"field.{field}.offset"]
+                + shapes.prod(1) * np.dtype(spec["dtype"]).itemsize
+            )
             if len(ends) and ends.max() > want:
                 raise StoreError(f"{self.path / 'index.npz'}: {field!r} points past arrays.bin")
 

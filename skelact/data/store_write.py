@@ -27,14 +27,17 @@ class ArrayRef:
 class StoreWriter:
     """Stream samples into a new store at `path`: `add(sample)` each, then `close(split=...)`.
 
-    Samples are annotation dicts (see `skelact.data.annotations`). Arrays go to disk at once;
-    only scalars and offsets stay in memory. Written under a temporary name and renamed on
-    `close`, so a crash never leaves a half-written store under `path`. Use as a context
-    manager to remove the temporary folder on error.
+    Samples are annotation dicts (see `skelact.data.annotations`). A `path` ending in .pkl
+    or .pickle gets a pyskl pickle instead (the store is made first, then exported). Arrays go
+    to disk at once; only scalars and offsets stay in memory. Written under a temporary name
+    and renamed on `close`, so a crash never leaves a half-written store under `path`. Use as
+    a context manager to remove the temporary folder on error.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        # a .pkl path: the store is written under the temporary name, then exported as a pickle
+        self.pickle = self.path.suffix in (".pkl", ".pickle")
         self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
@@ -141,12 +144,20 @@ class StoreWriter:
             )
         meta = {
             "format": FORMAT, "version": VERSION, "num_samples": n, "arrays_bytes": self._pos,
-            "fields": {k: {"dtype": f["dtype"], "ndim": f["ndim"]} for k, f in self._fields.items()},
+            "fields": {k: {"dtype": f["dtype"], "ndim": f["ndim"]}
+                       for k, f in self._fields.items()},
             "columns": kinds, "splits": list(split), "top": _plain(top), "source": source,
         }  # fmt: skip
         with open(self.tmp / "index.npz", "wb") as fh:
             np.savez(fh, **index)
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if self.pickle:
+            from skelact.data.pickles import store_to_pickle
+
+            try:
+                return store_to_pickle(self.tmp, self.path)
+            finally:
+                shutil.rmtree(self.tmp, ignore_errors=True)
         _replace_dir(self.tmp, self.path)
         return self.path
 
@@ -200,11 +211,12 @@ def _column(values: list) -> tuple[str, np.ndarray, np.ndarray | None]:
         kind = "str"
     else:
         kind = "json"
+    pairs = zip(values, present, strict=True)
     if kind == "json":
-        arr = np.asarray([json.dumps(v) if p else "" for v, p in zip(values, present)], np.str_)
+        arr = np.asarray([json.dumps(v) if p else "" for v, p in pairs], np.str_)
     else:
         dtype = {"int": np.int64, "float": np.float64, "str": np.str_}[kind]
-        arr = np.asarray([v if p else fill[kind] for v, p in zip(values, present)], dtype)
+        arr = np.asarray([v if p else fill[kind] for v, p in pairs], dtype)
     return kind, arr, None if present.all() else present
 
 
@@ -218,3 +230,9 @@ def _replace_dir(tmp: Path, path: Path) -> None:
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def disk_size(path: Path) -> int:
+    """Bytes of a file, or of the files of a store folder."""
+    path = Path(path)
+    return sum(f.stat().st_size for f in path.iterdir()) if path.is_dir() else path.stat().st_size
