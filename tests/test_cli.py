@@ -20,6 +20,7 @@ COMMANDS = [
     "convert",
     "predict",
     "pose-model",
+    "repack",
 ]
 
 

@@ -86,6 +86,11 @@ class StoreWriter:
                 self._cols.setdefault(key, [_MISSING] * i).append(_plain(value))
         for key, ref in refs.items():
             self._record(key, ref, i)
+        for key, f in self._fields.items():
+            if key not in refs:  # this sample lacks the field
+                f["offset"].append(-1)
+                f["shape"].append((0,) * f["ndim"])
+                f["crc"].append(0)
         for col in self._cols.values():
             if len(col) == i:
                 col.append(_MISSING)
