@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -146,13 +147,15 @@ class Sampler(threading.Thread):
             self.done.wait(self.period)
 
 
-def run_measured(cmd: list[str], log_path: Path, period: float = 1.0) -> tuple[Sampler, float]:
+def run_measured(
+    cmd: list[str], log_path: Path, period: float = 1.0, cwd: Path = ROOT
+) -> tuple[Sampler, float]:
     """Run `cmd`, sampling its memory; the phase turns to "eval" after the epoch's log line."""
     start = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=env, cwd=ROOT)  # fmt: skip
+                                text=True, env=env, cwd=cwd)  # fmt: skip
         sampler = Sampler(proc.pid, period)
         sampler.start()
         for line in proc.stdout:
@@ -199,8 +202,7 @@ def data_only(overrides: list[str], batches: int) -> float:
 
 
 def train_case(args) -> None:
-    dataset = args.case
-    tmp = Path(args.tmp)
+    dataset, tmp = args.case, Path(args.tmp)
     store = tmp / f"{dataset}.{'pkl' if args.pickle else 'store'}"
     if not store.exists():
         n = args.samples or SIZES[dataset]
@@ -209,43 +211,54 @@ def train_case(args) -> None:
               f"splits {info['splits']} in {info['seconds']:.0f} s")  # fmt: skip
     else:
         print(f"reusing {store}")
-    split, test = "xsub_train", args.test_split
-    overrides = [f"data={dataset}_xsub", f"data.ann_file={store}", "trainer.epochs=1",
-                 f"trainer.num_workers={args.workers}", "trainer.progress=false",
-                 "trainer.device=cpu", f"hydra.run.dir={tmp / 'run'}"]  # fmt: skip
-    overrides.insert(-1, f"data.test_split={test}")
     world = max(1, args.ddp)
     cores = len(os.sched_getaffinity(0))
     threads = max(1, cores // world - args.workers)
     rate_model = model_only(threads, 32, 32)
-    rate_data = data_only(overrides[:-1], 60) if not args.pickle else float("nan")
+    overrides = [f"data={dataset}_xsub", f"data.ann_file={store}", "trainer.epochs=1",
+                 f"trainer.num_workers={args.workers}", "trainer.progress=false",
+                 "trainer.device=cpu", f"data.test_split={args.test_split}"]  # fmt: skip
+    rate_data = data_only(overrides, 60) if not args.pickle else None
+    how = f"torchrun {args.ddp} ranks x {args.workers} workers" if args.ddp else (
+        f"{args.workers} workers")  # fmt: skip
+    print(f"case {dataset}, {how}, {threads} torch thread(s) per process, {cores} cores")
+    measure_run(overrides, args, tmp / "run", ROOT, rate_model * world, rate_data)
+    if args.baseline:
+        pkl = tmp / "baseline.pkl"
+        if store.is_dir():
+            from skelact.data.pickles import store_to_pickle
+
+            store_to_pickle(store, pkl)
+        else:
+            pkl = store
+        print(f"baseline: the code in {args.baseline}, from the pickle {pkl}")
+        base = [o if not o.startswith("data.ann_file") else f"data.ann_file={pkl}"
+                for o in overrides]  # fmt: skip
+        measure_run(base, args, tmp / "run_base", Path(args.baseline), rate_model * world, None)
+
+
+def measure_run(overrides, args, run_dir: Path, code: Path, rate_model, rate_data) -> None:
+    """One `skelact train` run (or torchrun) of `code`, measured; prints its figures."""
+    overrides = [*overrides, f"hydra.run.dir={run_dir}"]
     if args.ddp:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={args.ddp}", "-m", "skelact.train", *overrides]  # fmt: skip
     else:
         cmd = [sys.executable, "-m", "skelact.cli", "train", *overrides]
-    shutil.rmtree(tmp / "run", ignore_errors=True)
-    sampler, wall = run_measured(cmd, tmp / "run.log")
-    log = pd.read_csv(tmp / "run" / "train_log.csv")
-    from skelact.data.store import SkeletonStore
-
-    n_train = len(SkeletonStore(store).split(split)) if store.is_dir() else None
-    sec = float(log["seconds"].iloc[-1])
-    how = (
-        f"torchrun {args.ddp} ranks x {args.workers} workers"
-        if args.ddp
-        else (f"{args.workers} workers")
-    )
-    print(f"case {dataset}, {how}, {threads} torch thread(s) per process, {cores} cores")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    sampler, wall = run_measured(cmd, run_dir.with_suffix(".log"), cwd=code)
+    sec = float(pd.read_csv(run_dir / "train_log.csv")["seconds"].iloc[-1])
+    text = (run_dir / "train.log").read_text() if (run_dir / "train.log").is_file() else ""
+    found = re.search(r"(\d+) train samples", text + run_dir.with_suffix(".log").read_text())
+    n_train = int(found.group(1)) if found else 0  # the whole split; DDP ranks shard it
     print(f"  peak summed PSS: training {sampler.peak.get('train', 0):.2f} GiB, evaluation "
           f"{sampler.peak.get('eval', 0):.2f} GiB; up to {sampler.max_procs} processes; "
           f"largest single-process RSS {sampler.max_rss:.2f} GiB")  # fmt: skip
-    if n_train:
-        print(f"  epoch {sec:.1f} s for {n_train} samples: {n_train / sec:.1f} samples/s end to "
-              f"end; model alone {rate_model * world:.1f} samples/s ({world} x {threads} "
-              f"thread(s)): {n_train / sec / (rate_model * world):.0%} of it; data path alone "
-              f"({args.workers} workers, no model): {rate_data:.1f} samples/s")  # fmt: skip
-    print(f"  whole run (train + evaluate {test}): {wall:.0f} s; log {tmp / 'run.log'}")
+    data = f"; data path alone ({args.workers} workers, no model): {rate_data:.1f} samples/s"
+    print(f"  epoch {sec:.1f} s for {n_train} samples: {n_train / sec:.1f} samples/s end to end; "
+          f"model alone {rate_model:.1f} samples/s: {n_train / sec / rate_model:.0%} of it"
+          f"{data if rate_data else ''}")  # fmt: skip
+    print(f"  whole run (train + evaluate {args.test_split}): {wall:.0f} s")
 
 
 def prepare_case(args) -> None:
@@ -292,6 +305,11 @@ def main() -> None:
     parser.add_argument("--pickle", action="store_true", help="train from a pyskl pickle")
     parser.add_argument("--test-split", default="xsub_val", help="or xsub_val_16k (smaller)")
     parser.add_argument("--files", default="1000,4000", help="prepare: file counts")
+    parser.add_argument(
+        "--baseline",
+        help="also run this checkout's code on the same data as a "
+        "pickle (e.g. the commit before the store), side by side",
+    )
     parser.add_argument("--samples", type=int, help="fewer samples (a quick check of the script)")
     parser.add_argument("--tmp", default="/tmp/skelact_mem", help="scratch folder")
     parser.add_argument("--keep", action="store_true", help="keep the built store for reuse")

@@ -171,8 +171,10 @@ class SkeletonStore:
 
 def _read_meta(path: Path) -> dict[str, Any]:
     meta_path = path / "meta.json"
+    if not path.exists():
+        raise FileNotFoundError(f"annotation file {path} does not exist")
     if not meta_path.is_file():
-        raise FileNotFoundError(f"annotation store {path} does not exist (no {meta_path.name})")
+        raise FileNotFoundError(f"{path} is not a skelact annotation store: it has no meta.json")
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -202,4 +204,8 @@ def _read_index(path: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
     bad = [k for k, v in index.items() if not k.startswith("split.") and len(v) != n]
     if missing or bad:
         raise StoreError(f"{path}: missing {missing} or wrong length {bad}; the store is corrupt")
+    for s in meta["splits"]:
+        members = index[f"split.{s}"]
+        if len(members) and not (0 <= members.min() and members.max() < n):
+            raise StoreError(f"{path}: split {s!r} points past the {n} samples; corrupt store")
     return index
