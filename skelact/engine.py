@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import math
 import os
@@ -118,6 +120,26 @@ def train_one_epoch(
     }
 
 
+@functools.cache
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to trim
+        return None
+
+
+def trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc's malloc_trim).
+
+    Evaluation's per-batch activations (K test clips per sample) fragment glibc's heap: over
+    400 NTU batches the main process grew by 0.9-1.5 GB and never shrank (3.4 GB over an NTU60
+    test split under torchrun); trimming every 20 batches kept it flat at no measurable cost.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device, streams, show: bool = True) -> dict:
     """Scores averaged over each sample's K clips: fused and per stream."""
@@ -125,7 +147,10 @@ def evaluate(model: nn.Module, loader, device, streams, show: bool = True) -> di
     fused, labels, index = [], [], []
     # a single stream's scores are the fused scores: not computed twice
     per_stream = {s: [] for s in streams} if len(streams) > 1 else {}
-    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not show, dynamic_ncols=True):
+    bar = tqdm(loader, desc="evaluate", leave=False, disable=not show, dynamic_ncols=True)
+    for b, batch in enumerate(bar):
+        if b % 20 == 19:
+            trim_heap()
         inputs, y, k = split_batch(batch, streams, device)
         out = model(inputs)
         n = len(y)

@@ -125,6 +125,18 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return int(fields["Pss"].split()[0]), int(fields["Rss"].split()[0])
 
 
+def _role(pid: int) -> str:
+    """A short name for a process of the run: its command line's module or script."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return str(pid)
+    words = [a.decode(errors="replace") for a in args if a]
+    mods = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "-m"]
+    tail = " ".join(words[1:3]) if not mods else mods[-1]
+    return f"{pid}:{tail[:30]}"
+
+
 class Sampler(threading.Thread):
     """Every `period` s: summed PSS of the tree of `pid`, per phase (set from outside)."""
 
@@ -132,6 +144,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.period, self.phase = pid, period, "train"
         self.peak: dict[str, float] = {}
+        self.at_peak: dict[str, list] = {}  # (process, PSS GiB) at each phase's peak
         self.max_procs = 0
         self.max_rss = 0.0
         self.done = threading.Event()
@@ -141,7 +154,11 @@ class Sampler(threading.Thread):
             tree = process_tree(self.pid)
             mems = [memory_kib(p) for p in tree]
             pss = sum(m[0] for m in mems) / 2**20  # GiB
-            self.peak[self.phase] = max(self.peak.get(self.phase, 0.0), pss)
+            if pss > self.peak.get(self.phase, 0.0):
+                self.peak[self.phase] = pss
+                self.at_peak[self.phase] = [
+                    (_role(p), m[0] / 2**20) for p, m in zip(tree, mems, strict=True) if m[0]
+                ]
             self.max_rss = max([self.max_rss] + [m[1] / 2**20 for m in mems])
             self.max_procs = max(self.max_procs, sum(m[0] > 0 for m in mems))
             self.done.wait(self.period)
@@ -254,6 +271,8 @@ def measure_run(overrides, args, run_dir: Path, code: Path, rate_model, rate_dat
     print(f"  peak summed PSS: training {sampler.peak.get('train', 0):.2f} GiB, evaluation "
           f"{sampler.peak.get('eval', 0):.2f} GiB; up to {sampler.max_procs} processes; "
           f"largest single-process RSS {sampler.max_rss:.2f} GiB")  # fmt: skip
+    for phase, procs in sampler.at_peak.items():
+        print(f"    at the {phase} peak: " + ", ".join(f"{r} {g:.2f}" for r, g in procs))
     data = f"; data path alone ({args.workers} workers, no model): {rate_data:.1f} samples/s"
     print(f"  epoch {sec:.1f} s for {n_train} samples: {n_train / sec:.1f} samples/s end to end; "
           f"model alone {rate_model:.1f} samples/s: {n_train / sec / rate_model:.0%} of it"
