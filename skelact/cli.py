@@ -17,6 +17,8 @@ EPILOG = """examples:
   skelact eval ckpt=runs/.../checkpoints/last.pt data=ntu60_xview
   skelact convert videos/ --out mine.pkl --layout ntu25 --labels-from-folders
   skelact predict clip.mp4 --ckpt runs/.../checkpoints/best.pt --render out.mp4
+  skelact predict --live 0 --ckpt runs/.../checkpoints/best.pt       camera 0, live
+  skelact export runs/.../checkpoints/best.pt --onnx model.onnx
 """
 
 TRAIN_HELP = """Train and evaluate a model. Arguments are hydra overrides (key=value), composed from
@@ -141,12 +143,26 @@ def cmd_convert(args: argparse.Namespace) -> None:
         workers=args.workers,
         labels_from_folders=args.labels_from_folders,
         pose_model=args.pose_model,
+        mirrored=args.mirrored,
     )
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from skelact.predict import predict_video
+    from skelact.predict import predict_live, predict_video
 
+    if args.live is not None:
+        predict_live(
+            args.live,
+            args.ckpt,
+            window=args.window or 2.0,
+            every=args.every,
+            out=args.timeline,
+            mirrored=args.mirrored,
+            pose_model=args.pose_model,
+        )
+        return
+    if args.video is None:
+        raise SystemExit("skelact predict: give a VIDEO, or --live SOURCE")
     predict_video(
         args.video,
         args.ckpt,
@@ -156,7 +172,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
         window=args.window,
         stride=args.stride,
         pose_model=args.pose_model,
+        max_people=args.max_people,
+        mirrored=args.mirrored,
     )
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from skelact.export import export_onnx
+
+    out = export_onnx(args.ckpt, args.onnx)
+    print(f"exported {args.ckpt} -> {out}")
 
 
 def cmd_pose_model(args: argparse.Namespace) -> None:
@@ -230,6 +255,14 @@ def _add_prepare(sub) -> None:
         q = src.add_parser(name, help=text, description=text)
         q.add_argument("root", help="dataset folder")
         q.add_argument("--out", required=True, help=OUT_HELP)
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show MediaPipe's native INFO/WARNING lines (errors are always shown)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a pose_landmarker .task bundle (default: cached "
         "official one, else `skelact pose-model --offline`)",
     )
+    conv.add_argument(
+        "--mirrored",
+        action="store_true",
+        help="the videos are mirror images (NTU's RGB videos are): flip x and swap "
+        "left/right joints, so 'left' is the person's own left",
+    )
+    _add_verbose(conv)
     conv.set_defaults(func=cmd_convert)
 
     rp = sub.add_parser(
@@ -341,8 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a video in memory, run a skeleton checkpoint on "
         "it and print the top-k actions with the temporal attention.",
     )
-    pred.add_argument("video")
-    pred.add_argument("--ckpt", required=True, help="checkpoint (…/checkpoints/best.pt)")
+    pred.add_argument("video", nargs="?", help="video file (or use --live)")
+    pred.add_argument("--ckpt", required=True, help="checkpoint (…/best.pt) or exported .onnx")
     pred.add_argument("--topk", type=int, default=5)
     pred.add_argument("--json", help="write the prediction and attention as JSON")
     pred.add_argument(
@@ -351,13 +391,48 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--window",
         type=float,
-        help="sliding window length in seconds: writes <name>.timeline.csv and .png",
+        help="sliding window length in seconds: writes <name>.timeline.csv and .png "
+        "(--live: the window classified at every update, default 2)",
     )
     pred.add_argument(
         "--stride", type=float, help="sliding window step in seconds (default: half the window)"
     )
+    pred.add_argument(
+        "--max-people",
+        type=int,
+        default=1,
+        help="people tracked; with a one-person model each gets its own label "
+        "(a two-person model always sees the whole scene)",
+    )
+    pred.add_argument(
+        "--mirrored", action="store_true", help="the video is a mirror image (NTU's RGB videos)"
+    )
+    pred.add_argument(
+        "--live",
+        metavar="SOURCE",
+        help="camera index, stream URL or video file (read at its own frame rate): print the "
+        "action every --every seconds; frames are dropped, not queued, when pose extraction "
+        "cannot keep up; Ctrl-C ends and writes the timeline",
+    )
+    pred.add_argument("--every", type=float, default=0.5, help="--live: seconds between updates")
+    pred.add_argument(
+        "--timeline", default="live_timeline.csv", help="--live: timeline CSV (+ .json summary)"
+    )
     pred.add_argument("--pose-model", help="a pose_landmarker .task bundle")
+    _add_verbose(pred)
     pred.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX",
+        description="Export a checkpoint's network (skeleton streams, cached-feature streams) "
+        "to ONNX with a dynamic batch; the input contract (layout, channels, bodies, clip "
+        "length, class names) goes into the metadata. Run it with skelact.load(ONNX) "
+        "(needs the [onnx] extra: onnxruntime).",
+    )
+    ex.add_argument("ckpt", help="checkpoint (…/checkpoints/best.pt)")
+    ex.add_argument("--onnx", required=True, help="ONNX file to write")
+    ex.set_defaults(func=cmd_export)
 
     pm = sub.add_parser(
         "pose-model",
@@ -381,6 +456,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command != "train":  # hydra configures logging for train itself
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if getattr(args, "verbose", False):
+        from skelact.pose.quiet import set_verbose
+
+        set_verbose(True)
     try:
         args.func(args)
     except (FileNotFoundError, ValueError, RuntimeError) as err:

@@ -77,11 +77,15 @@ def run_demo(
     return results
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _print_table(results: dict[str, dict], out: Path, seconds: float) -> None:
     lines = ["", f"{'benchmark':<14}{'top-1':>8}{'top-5':>8}{'mean-class':>12}{'samples':>9}"]
     for bench, m in results.items():
         lines.append(
-            f"{bench:<14}{m['top1']:>8.3f}{m['top5']:>8.3f}"
+            f"{bench:<14}{m['top1']:>8.3f}{_fmt(m['top5']):>8}"
             f"{m['mean_class_accuracy']:>12.3f}{m['num_samples']:>9d}"
         )
     lines.append(f"\nfinished in {seconds / 60:.1f} min. Plots and predictions:")

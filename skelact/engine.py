@@ -170,12 +170,20 @@ def evaluate(model: nn.Module, loader, device, streams, show: bool = True) -> di
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves a half-written file."""
+    """torch.save to a temporary file, fsync, then rename: a kill or a full disk never leaves a
+    half-written checkpoint, nor the temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -197,11 +205,12 @@ def write_eval_outputs(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores, labels = result["scores"], result["labels"]
-    metrics = {**summarize(scores, labels), "split": split}
+    preds = scores.argmax(1)
+    cm = confusion_matrix(labels, preds, scores.shape[1])
+    metrics = {**summarize(scores, labels, cm), "split": split}
     if len(result["stream_scores"]) > 1:
         metrics["streams"] = {s: summarize(v, labels) for s, v in result["stream_scores"].items()}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    preds = scores.argmax(1)
     top_p = scores.max(1)
     names = [names[i] for i in result["index"]]
     pd.DataFrame(
@@ -217,7 +226,7 @@ def write_eval_outputs(
     # only classes that occur (as label or prediction) get a row/column: NTU-wide tables
     # for a 6-class demo would be mostly empty
     shown = np.union1d(labels, preds)
-    cm = confusion_matrix(labels, preds, scores.shape[1])[np.ix_(shown, shown)]
+    cm = cm[np.ix_(shown, shown)]
     shown_names = [classes[i] for i in shown]
     pd.DataFrame(cm, index=shown_names, columns=shown_names).to_csv(
         out_dir / "confusion_matrix.csv"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
@@ -42,6 +43,88 @@ def config_with_overrides(base: dict, overrides: list[str]) -> DictConfig:
     return cfg
 
 
+# The preprocessing a checkpoint was trained with: evaluation uses it, whatever the data group.
+PINNED = ("features", "clip_len", "center", "align_view", "align_axis", "scale_normalize")
+
+
+def conform_config(cfg: DictConfig, ckpt: dict, overrides: list[str]) -> None:
+    """Make `cfg` evaluate what the checkpoint was trained on, or refuse naming the mismatch.
+
+    Pins the skeleton preprocessing (PINNED), the layout and the body count (extra bodies of
+    the evaluation data are dropped, most active kept; missing ones are zero-padded).
+    """
+    trained = OmegaConf.create(ckpt["config"]).data.skeleton
+    for key in PINNED:
+        asked = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == f"data.skeleton.{key}"]
+        value = OmegaConf.select(cfg, f"data.skeleton.{key}")
+        if asked and value != trained.get(key):
+            raise SystemExit(
+                f"skelact eval: the checkpoint was trained with data.skeleton.{key}="
+                f"{trained.get(key)}; evaluating it with {value} would not be the same model"
+            )
+        if key in trained:
+            OmegaConf.update(cfg, f"data.skeleton.{key}", trained[key], force_add=True)
+    if cfg.data.layout not in (None, "auto", ckpt["layout"]):
+        raise SystemExit(
+            f"skelact eval: data.layout={cfg.data.layout}, but the checkpoint was trained on "
+            f"{ckpt['layout']} skeletons"
+        )
+    cfg.data.layout = ckpt["layout"]
+    bodies = [s["num_bodies"] for s in ckpt["specs"].values() if "num_bodies" in s]
+    if bodies:
+        cfg.data.skeleton.num_bodies = bodies[0]
+
+
+def check_layout(data: Data, ckpt: dict, source: str) -> None:
+    """Refuse an evaluation file whose own layout differs from the checkpoint's."""
+    own = data.store.layout
+    if own and own != ckpt["layout"]:
+        raise SystemExit(
+            f"skelact eval: {source} holds {own} skeletons; the checkpoint takes {ckpt['layout']}"
+        )
+
+
+def label_map(data: Data, ckpt: dict, split: str, source: str) -> np.ndarray:
+    """(file classes,) checkpoint label of each label of the evaluation file.
+
+    Class names are matched when the file has a class table (so an NTU60 file evaluates a
+    120-class model, and a table in another order is reordered); without one, labels are the
+    checkpoint's. Refuses a class or label the checkpoint does not know.
+    """
+    classes = list(ckpt["classes"])
+    file_classes = data.store.classes
+    if file_classes:
+        unknown = [c for c in file_classes if c not in classes]
+        if unknown:
+            raise SystemExit(
+                f"skelact eval: {source} has class(es) the checkpoint does not know, e.g. "
+                f"{unknown[0]!r} (the checkpoint has {len(classes)} classes)"
+            )
+        mapping = np.array([classes.index(c) for c in file_classes])
+    else:
+        mapping = np.arange(len(classes))
+    labels = data.store.labels[data.store.split(split)]  # (N,)
+    worst = int(labels.max(initial=0))
+    if worst >= len(mapping):
+        raise SystemExit(
+            f"skelact eval: {source} split {split} has label {worst}, but the checkpoint knows "
+            f"{len(classes)} classes (0..{len(classes) - 1})"
+        )
+    return mapping
+
+
+def check_specs(trained: dict, found: dict) -> None:
+    """Refuse when the evaluation inputs differ from the checkpoint's (joints, channels, ...)."""
+    for stream, spec in trained.items():
+        for key, value in spec.items():
+            got = found.get(stream, {}).get(key, value)
+            if got != value:
+                raise SystemExit(
+                    f"skelact eval: stream {stream}: the checkpoint takes {key}={value}, the "
+                    f"evaluation data gives {got}"
+                )
+
+
 def evaluate_checkpoint(args: list[str]) -> dict:
     """Parse `ckpt=PATH [out_dir=DIR] [overrides]`, evaluate, return the metrics."""
     opts = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in ("ckpt", "out_dir"))
@@ -51,13 +134,29 @@ def evaluate_checkpoint(args: list[str]) -> dict:
     ckpt = load_checkpoint(ckpt_path)
     rest = [a for a in args if a.split("=", 1)[0] not in ("ckpt", "out_dir")]
     cfg = config_with_overrides(ckpt["config"], rest)
+    conform_config(cfg, ckpt, rest)
     set_threads(cfg.trainer, 1)
     data = Data(cfg)
+    source = str(cfg.data.ann_file)
+    check_layout(data, ckpt, source)
+    split = cfg.data.test_split
+    if split not in data.store.splits or not len(data.store.split(split)):
+        raise SystemExit(f"skelact eval: {source} has no samples in split {split!r}")
+    mapping = label_map(data, ckpt, split, source)
     # the checkpoint's input specs: the test dataset is built (and checked) once, below
     model = build_recognizer(cfg.model, data.streams, ckpt["num_classes"], ckpt["specs"])
     model.load_state_dict(ckpt["model"])
     device = pick_device(cfg.trainer.device)
-    out_dir = Path(opts.get("out_dir") or ckpt_path.parent.parent / f"eval_{cfg.data.test_split}")
+    out_dir = Path(opts.get("out_dir") or ckpt_path.parent.parent / f"eval_{split}")
     out_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out_dir / "config.yaml")
-    return evaluate_model(model.to(device), cfg, data, out_dir, device)
+    return evaluate_model(
+        model.to(device),
+        cfg,
+        data,
+        out_dir,
+        device,
+        classes=list(ckpt["classes"]),
+        label_map=mapping,
+        contract=ckpt["specs"],
+    )

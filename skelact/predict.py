@@ -1,4 +1,10 @@
-"""`skelact predict`: a video in, the action out, with the temporal attention that decided it."""
+"""`skelact predict`: a video in, the action out, with the temporal attention that decided it.
+
+Built on the Python API (`skelact.api`). A two-person model sees the whole scene (the two
+most active bodies, most active first, as in training). A one-person model with
+`max_people` > 1 labels every tracked person on their own: one JSON entry per track, the
+label drawn next to each skeleton.
+"""
 
 from __future__ import annotations
 
@@ -8,54 +14,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from omegaconf import OmegaConf
 
-from skelact.data.transforms import build_skeleton_pipeline
-from skelact.engine import load_checkpoint
-from skelact.layouts import get_layout
-from skelact.models.recognizer import build_recognizer
+from skelact.api import Model, Result, load
+from skelact.live import Update
 
 log = logging.getLogger("skelact")
-POSE_LAYOUTS = ("ntu25", "mediapipe33")  # layouts MediaPipe conversion can produce
 
 
-class Predictor:
-    """A skeleton-stream checkpoint ready to score skeleton samples of its own layout."""
-
-    def __init__(self, ckpt_path: str | Path):
-        ck = load_checkpoint(ckpt_path)
-        self.cfg = OmegaConf.create(ck["config"])
-        streams = list(self.cfg.modality.streams)
-        if streams != ["skeleton"]:
-            raise SystemExit(
-                f"{ckpt_path}: predict runs skeleton-stream models; this one uses "
-                f"{'+'.join(streams)}"
-            )
-        self.layout = get_layout(ck["layout"])
-        if self.layout.name not in POSE_LAYOUTS:
-            raise SystemExit(
-                f"{ckpt_path}: the model was trained on layout {self.layout.name!r};"
-                f" videos convert to {' or '.join(POSE_LAYOUTS)} only"
-            )
-        self.spec = ck["specs"]["skeleton"]
-        self.classes = ck["classes"]
-        self.model = build_recognizer(self.cfg.model, streams, ck["num_classes"], ck["specs"])
-        self.model.load_state_dict(ck["model"])
-        self.model.eval()
-        self.pipeline = build_skeleton_pipeline(
-            self.layout, self.cfg.data.skeleton, False, self.spec["num_bodies"]
-        )
-
-    @torch.no_grad()
-    def __call__(self, keypoint: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """keypoint (M, T, V, C) -> class probabilities (classes,), attention (T',) of the
-        first test clip, and the input frame index of each attention weight (T',)."""
-        res = self.pipeline({"keypoint": keypoint.astype(np.float32)})
-        out = self.model({"skeleton": torch.from_numpy(res["keypoint"])})  # K clips as batch
-        probs = torch.softmax(out["logits"], -1).mean(0).numpy()
-        attention = out["attention"]["skeleton"][0].numpy()
-        return probs, attention, res["trim_offset"] + res["frame_inds"][0]
+def _entry(res: Result, fps: float, topk: int) -> dict:
+    return {
+        "top": [{"label": i, "name": n, "prob": p} for i, n, p in res.topk(topk)],
+        "attention": {
+            "frame": res.frames.tolist(),
+            "time_s": (res.frames / fps).round(3).tolist(),
+            "weight": res.attention.round(5).tolist(),
+        },
+    }
 
 
 def predict_video(
@@ -67,85 +41,143 @@ def predict_video(
     window: float | None = None,
     stride: float | None = None,
     pose_model=None,
+    max_people: int = 1,
+    mirrored: bool = False,
 ) -> dict:
     """Convert `video` with MediaPipe in memory, classify it, print and optionally save."""
-    from skelact.pose.extract import extract_video
-    from skelact.pose.model import ensure_pose_model
-
-    predictor = Predictor(ckpt)
-    sample = extract_video(
-        video,
-        ensure_pose_model(pose_model),
-        predictor.spec["num_bodies"],
-        layout=predictor.layout.name,
-    )
-    probs, attention, frames = predictor(sample["keypoint"])
+    model = load(ckpt, pose_model=pose_model)
+    per_person = model.contract.num_bodies == 1 and max_people > 1
+    if max_people > 1 and not per_person:
+        log.info("%s: a %d-person model sees the whole scene", ckpt, model.contract.num_bodies)
+    sample = model.convert(video, max_people if per_person else None, mirrored)
     fps = float(sample["fps"]) or 30.0
-    order = np.argsort(-probs)[:topk]
+    people = model.predict_people(sample) if per_person else [(None, model.predict(sample))]
     result = {
         "video": str(video),
         "checkpoint": str(ckpt),
         "fps": fps,
         "frames": int(sample["total_frames"]),
         "frames_with_person": int(sample["mask"].any(0).sum()),
-        "top": [
-            {"label": int(i), "name": predictor.classes[i], "prob": float(probs[i])} for i in order
-        ],
-        "attention": {
-            "frame": frames.tolist(),
-            "time_s": (frames / fps).round(3).tolist(),
-            "weight": attention.round(5).tolist(),
-        },
+        **_entry(people[0][1], fps, topk),  # per person: the first track's, as before
     }
     print(f"{video}: {result['frames']} frames, person in {result['frames_with_person']}")
-    for rank, top in enumerate(result["top"], 1):
-        print(f"  {rank}. {top['name']:<40} {top['prob']:.3f}")
+    if per_person:
+        result["people"] = [
+            {"track": m, "frames": int(sample["mask"][m].sum()), **_entry(r, fps, topk)}
+            for m, r in people
+        ]
+    for m, res in people:
+        if m is not None:
+            print(f" person {m} ({int(sample['mask'][m].sum())} frames):")
+        for rank, (_, name, prob) in enumerate(res.topk(topk), 1):
+            print(f"  {rank}. {name:<40} {prob:.3f}")
     if window:
+        stem = Path(json_out or render or video)
+        tracks = [m for m, _ in people] if per_person else [None]
         result["timeline"] = sliding_windows(
-            predictor, sample, window, stride or window / 2, fps, Path(json_out or render or video)
+            model, sample, window, stride or window / 2, fps, stem, tracks
         )
     if json_out:
         Path(json_out).write_text(json.dumps(result, indent=2))
     if render:
-        from skelact.viz import plot_attention, render_video
-
-        render_video(video, sample, predictor.layout, result["top"][0], render)
-        plot = plot_attention(
-            attention,
-            Path(render).with_suffix(".attention.png"),
-            times=frames / fps,
-            title=f"attention: {result['top'][0]['name']}",
-        )
-        print(f"rendered {render} and {plot}")
+        _render(video, sample, model, people, render, fps)
     return result
 
 
+def _render(video, sample: dict, model: Model, people, render, fps: float) -> None:
+    from skelact.layouts import get_layout
+    from skelact.viz import plot_attention, render_video
+
+    layout = get_layout(model.contract.layout)
+    if people[0][0] is None:
+        res = people[0][1]
+        render_video(video, sample, layout, {"name": res.name, "prob": res.prob}, render)
+    else:
+        labels = {m: f"{m}: {r.name} ({r.prob:.2f})" for m, r in people}
+        render_video(video, sample, layout, None, render, labels)
+    res = people[0][1]
+    plot = plot_attention(
+        res.attention,
+        Path(render).with_suffix(".attention.png"),
+        times=res.frames / fps,
+        title=f"attention: {res.name}",
+    )
+    print(f"rendered {render} and {plot}")
+
+
 def sliding_windows(
-    predictor: Predictor, sample: dict, window: float, stride: float, fps: float, stem: Path
+    model: Model,
+    sample: dict,
+    window: float,
+    stride: float,
+    fps: float,
+    stem: Path,
+    tracks: list[int | None] = (None,),
 ) -> list[dict]:
-    """Top-1 per window of `window` seconds every `stride` seconds; writes CSV and plot."""
+    """Top-1 per window of `window` seconds every `stride` seconds (per track when `tracks`
+    name bodies; None: the whole scene); writes CSV and plot."""
     from skelact.viz import plot_timeline
 
-    kp, total = sample["keypoint"], sample["total_frames"]
+    total = sample["total_frames"]
     w, s = max(1, round(window * fps)), max(1, round(stride * fps))
     rows = []
-    for start in range(0, max(total - w, 0) + 1, s):
-        chunk = kp[:, start : start + w]
-        if not np.abs(chunk).any():
-            continue  # nobody in view
-        probs, _, _ = predictor(chunk)
-        top = int(probs.argmax())
-        rows.append(
-            {
-                "start": round(start / fps, 3),
-                "end": round(min(start + w, total) / fps, 3),
-                "label": top,
-                "name": predictor.classes[top],
-                "prob": float(probs[top]),
-            }
-        )
+    for track in tracks:
+        kp = sample["keypoint"] if track is None else sample["keypoint"][track : track + 1]
+        for start in range(0, max(total - w, 0) + 1, s):
+            chunk = kp[:, start : start + w]
+            if not np.abs(chunk).any():
+                continue  # nobody in view
+            res = model.predict(chunk)
+            row = {"start": round(start / fps, 3), "end": round(min(start + w, total) / fps, 3)}
+            if track is not None:
+                row["track"] = track
+            rows.append({**row, "label": res.label, "name": res.name, "prob": res.prob})
     csv = stem.with_suffix(".timeline.csv")
-    pd.DataFrame(rows, columns=["start", "end", "label", "name", "prob"]).to_csv(csv, index=False)
+    columns = ["start", "end", *(["track"] if tracks != [None] else []), "label", "name", "prob"]
+    pd.DataFrame(rows, columns=columns).to_csv(csv, index=False)
     plot_timeline(rows, stem.with_suffix(".timeline.png"))
     print(f"timeline: {len(rows)} windows -> {csv}")
     return rows
+
+
+def predict_live(
+    source,
+    ckpt,
+    window: float = 2.0,
+    every: float = 0.5,
+    out: str | Path = "live_timeline.csv",
+    mirrored: bool = False,
+    pose_model=None,
+    limit: float | None = None,
+) -> dict:
+    """Print an update every `every` s over the last `window` s of `source` until it ends,
+    `limit` seconds of source time pass, or Ctrl-C; write the timeline CSV and summary."""
+    model = load(ckpt, pose_model=pose_model, threads=1)  # MediaPipe has the other cores
+    live = model.stream(source, window=window, every=every, mirrored=mirrored)
+    print(f"live: {source}, window {window}s, update every {every}s (Ctrl-C ends)")
+    try:
+        for u in live:
+            print(
+                f"{u.time:7.2f}s  {u.name:<30} {u.prob:.2f}  pose {u.pose_ms:5.1f} ms  "
+                f"model {u.model_ms:5.1f} ms  lag {u.lag_s:.2f}s  dropped {u.dropped}",
+                flush=True,
+            )
+            if limit is not None and u.time >= limit:
+                break
+    except KeyboardInterrupt:
+        print("stopped (Ctrl-C)")
+    finally:
+        live.close()
+    summary = live.summary()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(live.timeline(), columns=list(Update.__dataclass_fields__)[:-1]).to_csv(
+        out, index=False
+    )
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    print(
+        f"{summary['frames_processed']}/{summary['frames_read']} frames processed "
+        f"({summary['frames_dropped']} dropped: pose extraction slower than the source), "
+        f"{summary['processed_fps']} frames/s; timeline -> {out}"
+    )
+    return summary

@@ -1,7 +1,7 @@
 """`skelact train`: compose the hydra config, train, evaluate, write the run directory.
 
 Run directly or under torchrun for DistributedDataParallel:
-    python -m skelact.train data=ntu60_xsub data.ann_file=ntu60.pkl
+    python -m skelact.train data=ntu60_xsub data.ann_file=ntu60.store
     torchrun --nproc_per_node=2 -m skelact.train hydra.run.dir=runs/ddp ...
 """
 
@@ -41,6 +41,7 @@ from skelact.engine import (
 )
 from skelact.metrics import topk_accuracy
 from skelact.models.recognizer import build_recognizer
+from skelact.viz import plot_training_curves
 
 log = logging.getLogger("skelact")
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
@@ -97,6 +98,42 @@ class Data:
         self.mcfg = cfg.model
         self.layout = resolve_layout(cfg.data, self.store).name
 
+    def check_splits(self, dcfg, source: str) -> None:
+        """Refuse, by name, a train/test/val split that is missing or empty, and a val split
+        that overlaps the train split (best.pt would be chosen on training data) unless
+        data.allow_val_overlap says it is deliberate."""
+        roles = {"train_split": dcfg.train_split, "test_split": dcfg.test_split}
+        if dcfg.val_split:
+            roles["val_split"] = dcfg.val_split
+        splits = self.store.splits
+        for role, split in roles.items():
+            if split not in splits:
+                raise SystemExit(
+                    f"{source}: data.{role}={split} is not a split of this file; it has "
+                    f"{sorted(splits)}"
+                )
+            if not len(self.store.split(split)):
+                raise SystemExit(f"{source}: data.{role}={split} is empty (0 samples)")
+        if dcfg.val_split:
+            shared = np.intersect1d(
+                self.store.split(dcfg.train_split), self.store.split(dcfg.val_split)
+            )
+            both = sorted(str(n) for n in self.store.names[shared])
+            if both and not dcfg.get("allow_val_overlap", False):
+                raise SystemExit(
+                    f"{source}: {len(both)} sample(s) of data.val_split={dcfg.val_split} are also "
+                    f"in data.train_split={dcfg.train_split} (e.g. {both[0]}): best.pt "
+                    "would be chosen on training data. Use a val split carved from outside the "
+                    "train split, or set data.allow_val_overlap=true if this is deliberate."
+                )
+            if both:
+                log.warning(
+                    "data.val_split %s shares %d samples with the train split (allowed by "
+                    "data.allow_val_overlap)",
+                    dcfg.val_split,
+                    len(both),
+                )
+
     def dataset(self, dcfg, split: str, train: bool) -> tuple[ActionDataset, dict]:
         samples = split_samples(self.store, split)
         loaders, specs = build_loaders(dcfg, self.mcfg, self.store, self.streams, train)
@@ -135,13 +172,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     if missing:
         raise SystemExit(
             f"skelact train: set {' '.join(k + '=...' for k in missing)} "
-            "(e.g. data=ntu60_xsub data.ann_file=ntu60.pkl); see skelact train --help"
+            "(e.g. data=ntu60_xsub data.ann_file=ntu60.store); see skelact train --help"
         )
     tcfg = cfg.trainer
     rank, world, device = init_distributed(tcfg.device)
     set_threads(tcfg, world)
     seed_everything(cfg.seed)
     data = Data(cfg)
+    data.check_splits(cfg.data, str(cfg.data.ann_file))
     train_set, specs = data.dataset(cfg.data, cfg.data.train_split, train=True)
     model = build_recognizer(cfg.model, data.streams, data.num_classes, specs).to(device)
     info = run_info(cfg, data, specs)
@@ -178,6 +216,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
             run_dir,
         )
     monitor = _monitor(cfg, data, device) if rank == 0 else None
+    board = _tensorboard(run_dir) if rank == 0 and tcfg.get("tensorboard") else None
     state_start = state["epoch"]
     for epoch in range(state_start, tcfg.epochs):
         train_loader.sampler.set_epoch(epoch)
@@ -215,6 +254,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
             state["history"].append(row)
             _save(ckpt_dir / "last.pt", model, optimizer, scheduler, state, info)
             pd.DataFrame(state["history"]).to_csv(run_dir / "train_log.csv", index=False)
+            plot_training_curves(state["history"], run_dir / "training_curves.png")
+            if board is not None:
+                for key in ("loss", "acc", "lr", "val_top1"):
+                    if key in row:
+                        board.add_scalar(f"{'val' if key == 'val_top1' else 'train'}/{key}",
+                                         row[key], epoch + 1)  # fmt: skip
+                board.flush()
             log.info(
                 "epoch %d/%d loss %.4f acc %.4f lr %.2e %.1fs%s",
                 epoch + 1,
@@ -226,6 +272,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
                 f" val_top1 {row['val_top1']:.4f}" if "val_top1" in row else "",
             )
     del train_loader, monitor  # ends their persistent workers before the final evaluation
+    if board is not None:
+        board.close()
     if world > 1:
         dist.barrier()
     if rank != 0:
@@ -238,6 +286,18 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     elif state["best"] is None:  # epochs=0: nothing was trained, save the model as it is
         _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
     return evaluate_model(model, cfg, data, run_dir, device)
+
+
+def _tensorboard(run_dir: Path):
+    """A TensorBoard writer into <run dir>/tensorboard (trainer.tensorboard=true)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise SystemExit(
+            "trainer.tensorboard=true needs the tensorboard package: "
+            "pip install 'skelact[tensorboard]'"
+        ) from err
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def _due(epoch: int, tcfg) -> bool:
@@ -295,20 +355,40 @@ def _save(path, model, optimizer, scheduler, state: dict, info: dict) -> None:
     )
 
 
-def evaluate_model(model, cfg: DictConfig, data: Data, out_dir: Path, device) -> dict:
-    """Evaluate on data.test_split and write metrics, predictions and confusion matrix."""
-    test_set, _ = data.dataset(cfg.data, cfg.data.test_split, train=False)
+def evaluate_model(
+    model,
+    cfg: DictConfig,
+    data: Data,
+    out_dir: Path,
+    device,
+    classes: list[str] | None = None,
+    label_map: np.ndarray | None = None,
+    contract: dict | None = None,
+) -> dict:
+    """Evaluate on data.test_split and write metrics, predictions and confusion matrix.
+
+    `classes`, `label_map` (file label -> model label) and `contract` (the input specs the
+    model was trained with, checked against the test set's) come from a checkpoint.
+    """
+    from skelact.evaluate import check_specs
+
+    test_set, specs = data.dataset(cfg.data, cfg.data.test_split, train=False)
+    if contract is not None:
+        check_specs(contract, specs)
     loader = make_loader(test_set, cfg.trainer, False, eval_mode=True)
     result = evaluate(model, loader, device, data.streams, show=cfg.trainer.progress)
+    if label_map is not None:
+        result["labels"] = label_map[result["labels"]]
     metrics = write_eval_outputs(
-        result, [test_set.name(i) for i in range(len(test_set))], data.classes,
+        result, [test_set.name(i) for i in range(len(test_set))], classes or data.classes,
         cfg.data.test_split, out_dir,
     )  # fmt: skip
+    top5 = "n/a" if metrics["top5"] is None else f"{metrics['top5']:.4f}"
     log.info(
-        "%s: top1 %.4f top5 %.4f mean-class %.4f (%d samples) -> %s",
+        "%s: top1 %.4f top5 %s mean-class %.4f (%d samples) -> %s",
         cfg.data.test_split,
         metrics["top1"],
-        metrics["top5"],
+        top5,
         metrics["mean_class_accuracy"],
         metrics["num_samples"],
         out_dir,

@@ -93,8 +93,16 @@ def plot_timeline(rows: list[dict], path: str | Path) -> Path:
     return Path(path)
 
 
-def render_video(video: str | Path, sample: dict, layout, top: dict, out: str | Path) -> Path:
-    """Write `video` with the skeleton (from "keypoint_2d", normalised) and the label drawn."""
+def render_video(
+    video: str | Path,
+    sample: dict,
+    layout,
+    top: dict | None,
+    out: str | Path,
+    labels: dict[int, str] | None = None,
+) -> Path:
+    """Write `video` with the skeletons (from "keypoint_2d", normalised) drawn, and the clip's
+    label `top` ({"name", "prob"}) in the corner or, per body m, `labels[m]` above its head."""
     import cv2
 
     cap = cv2.VideoCapture(str(video))
@@ -115,12 +123,11 @@ def render_video(video: str | Path, sample: dict, layout, top: dict, out: str | 
                 xy = (pts2d[m, t] * (w, h)).astype(int)
                 for a, b in bones:
                     cv2.line(frame, tuple(xy[a]), tuple(xy[b]), (0, 255, 0), max(2, w // 400))
-        text = f"{top['name']} ({top['prob']:.2f})"
-        scale, thick = h / 700, max(2, h // 300)
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        x, y = 20, 20 + th
-        cv2.rectangle(frame, (x - 6, y - th - 6), (x + tw + 6, y + base + 6), (255, 255, 255), -1)
-        cv2.putText(frame, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 200), thick)
+                if labels and m in labels:
+                    x0, y0 = xy[:, 0].min(), xy[:, 1].min()  # above the head
+                    _label(frame, labels[m], int(x0), int(y0) - h // 40, h / 1000)
+        if top is not None:
+            _label(frame, f"{top['name']} ({top['prob']:.2f})", 20, 20, h / 700, top=True)
         writer.write(frame)
         t += 1
     cap.release()
@@ -128,3 +135,42 @@ def render_video(video: str | Path, sample: dict, layout, top: dict, out: str | 
         raise ValueError(f"video {video}: no frame could be decoded for rendering")
     writer.release()
     return Path(out)
+
+
+def _label(frame, text: str, x: int, y: int, scale: float, top: bool = False) -> None:
+    """Dark text on a white box whose top-left corner (top=True) or bottom-left is (x, y)."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    thick = max(2, h // 300)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    x = min(max(x, 6), max(6, w - tw - 6))
+    y = y + th if top else max(y, th + 6)
+    cv2.rectangle(frame, (x - 6, y - th - 6), (x + tw + 6, y + base + 6), (255, 255, 255), -1)
+    cv2.putText(frame, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 200), thick)
+
+
+def plot_training_curves(history: list[dict], path: str | Path) -> Path:
+    """Loss, accuracy (train, and "val_top1" where measured) and learning rate per epoch."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    epochs = [r["epoch"] for r in history]
+    axes[0].plot(epochs, [r["loss"] for r in history], "o-", ms=3, label="train")
+    axes[0].set_title("loss")
+    axes[1].plot(epochs, [r["acc"] for r in history], "o-", ms=3, label="train")
+    val = [(r["epoch"], r["val_top1"]) for r in history if r.get("val_top1") is not None]
+    if val:
+        axes[1].plot(*zip(*val, strict=True), "s-", ms=4, label="val top-1")
+    axes[1].set_title("accuracy")
+    axes[1].set_ylim(0, 1.02)
+    axes[1].legend(fontsize=8)
+    axes[2].plot(epochs, [r["lr"] for r in history], "o-", ms=3)
+    axes[2].set_title("learning rate")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)  # a viewer never sees a half-written image
+    return Path(path)

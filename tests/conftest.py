@@ -82,3 +82,40 @@ def pose_model() -> Path:
 def clip() -> Path:
     """The real NTU RGB clip (1920x1080, 72 frames)."""
     return shared_data("ntu", "videos", "ntu_sample.avi")
+
+
+def train_toy_checkpoint(root: Path, bodies: int = 1, fused: bool = False) -> Path:
+    """One epoch on toy NTU-layout data (clip_len 16): a small real checkpoint. `fused`: plus
+    an RGB stream reading cached features (T, 8) made from each sample's own motion."""
+    from skelact.demo import compose_config
+    from skelact.train import train
+
+    data = {**toy_annotations(num_classes=6, per_class=8, frames=30, bodies=bodies)}
+    data["layout"] = "ntu25"
+    ann = save_annotations(data, root / "toy_ntu.pkl")
+    overrides = [
+        f"data.ann_file={ann}",
+        "data.train_split=train",
+        "data.test_split=test",
+        "trainer.epochs=1",
+        "trainer.num_workers=0",
+        "trainer.threads=1",
+        "trainer.progress=false",
+        "data.skeleton.clip_len=16",
+    ]
+    if fused:
+        feats = root / "rgb_features"
+        feats.mkdir()
+        for a in data["annotations"]:
+            f = a["keypoint"][0, :, :8, 1]  # (T, 8): a stand-in image feature per frame
+            np.save(feats / f"{a['frame_dir']}.npy", f.astype(np.float16))
+        overrides += ["modality=rgb_skeleton", f"data.rgb.features={feats}"]
+        overrides += ["data.rgb.num_frames=8"]
+    train(compose_config(overrides), root / "run")
+    return root / "run" / "checkpoints" / "last.pt"
+
+
+@pytest.fixture(scope="session")
+def ntu_ckpt(tmp_path_factory) -> Path:
+    """A one-person ntu25 checkpoint (toy data, 1 epoch)."""
+    return train_toy_checkpoint(tmp_path_factory.mktemp("ckpt1"))

@@ -19,6 +19,7 @@ COMMANDS = [
     "eval",
     "convert",
     "predict",
+    "export",
     "pose-model",
     "repack",
 ]
@@ -76,3 +77,21 @@ def test_missing_annotation_file_is_one_clear_line(tmp_path):
     )
     assert res.returncode != 0
     assert "nope.pt does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_export_command_writes_a_model_that_loads(ntu_ckpt, tmp_path, capsys):
+    import skelact
+    from skelact.cli import main
+
+    main(["export", str(ntu_ckpt), "--onnx", str(tmp_path / "m.onnx")])
+    assert "-> " + str(tmp_path / "m.onnx") in capsys.readouterr().out
+    assert skelact.load(tmp_path / "m.onnx").contract.layout == "ntu25"
+    with pytest.raises(SystemExit, match="reads a checkpoint"):
+        main(["export", str(tmp_path / "m.onnx"), "--onnx", str(tmp_path / "again.onnx")])
+
+
+def test_predict_needs_a_video_or_live(ntu_ckpt):
+    from skelact.cli import main
+
+    with pytest.raises(SystemExit, match="give a VIDEO, or --live SOURCE"):
+        main(["predict", "--ckpt", str(ntu_ckpt)])

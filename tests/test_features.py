@@ -8,6 +8,7 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from skelact.data.annotations import save_annotations
 from skelact.data.datasets import feature_dim
@@ -38,14 +39,35 @@ def test_frozen_resnet_stays_frozen():
     assert torch.equal(before, enc.backbone.bn1.running_mean) and not out.requires_grad
 
 
-def test_depth_replication_equals_summed_conv1():
-    x = torch.rand(1, 2, 1, 48, 48)  # (N, T, 1, H, W) depth
+def test_depth_conv1_folds_the_imagenet_normalisation(clip):
+    """Depth in [0, 1] through the folded conv1 equals the RGB network on the depth replicated
+    to RGB and ImageNet-normalised, borders included; its features then have the scale of a
+    real RGB frame's, where summing conv1 over RGB (the old stem) gave about 4x less."""
+    from skelact.data.video import IMAGENET_MEAN, IMAGENET_STD
+
     torch.manual_seed(0)
-    rgb = FrameResNet("resnet18", in_channels=3)
-    torch.manual_seed(0)
-    one = FrameResNet("resnet18", in_channels=1)
-    assert one.backbone.conv1.weight.shape == (64, 1, 7, 7)
-    assert torch.allclose(rgb(x), one(x), atol=1e-4)
+    rgb = FrameResNet("resnet18", in_channels=3).eval()
+    one = FrameResNet("resnet18", in_channels=1).eval()
+    one.backbone.load_state_dict(
+        {k: v for k, v in rgb.backbone.state_dict().items() if k != "conv1.weight"}, strict=False
+    )
+    one.backbone.conv1 = type(one.backbone.conv1)(rgb.backbone.conv1)
+    depth = torch.zeros(1, 2, 1, 64, 64)
+    depth[..., 8:60, 20:44] = torch.rand(1, 2, 1, 52, 24) * 0.2 + 0.4  # a person at ~2.5 m
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
+    by_hand = rgb((depth.expand(-1, -1, 3, -1, -1) - mean) / std)
+    with torch.no_grad():
+        torch.testing.assert_close(one(depth), by_hand, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(rgb(depth), by_hand, atol=1e-4, rtol=1e-4)
+        frame = load_rgb_clip(clip, 2, size=64)[None]  # (1, 2, 3, 64, 64), ImageNet-normalised
+        ratio = one(depth).norm(dim=-1).mean() / rgb(frame).norm(dim=-1).mean()
+        old = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+        old.weight.data = rgb.backbone.conv1.weight.sum(1, keepdim=True)
+        one.backbone.conv1 = old
+        old_ratio = one(depth).norm(dim=-1).mean() / rgb(frame).norm(dim=-1).mean()
+    print(f"depth/rgb feature norm: folded {ratio:.2f}, old summed conv1 {old_ratio:.2f}")
+    assert 0.5 < ratio < 2.0 and old_ratio < 0.4 * ratio
     with pytest.raises(ValueError, match="expected 1 channels, got 3"):
         one(torch.rand(1, 2, 3, 48, 48))
 

@@ -123,12 +123,14 @@ def test_body_selection(tmp_path):
     assert not kp[0, :5].any() and not kp[0, 25:].any()  # zeros where absent
     np.testing.assert_array_equal(kp[1], calm)
     np.testing.assert_array_equal(load_skeleton(path, max_bodies=1)[0], kp[0])
-    # Within budget nothing is dropped: the noise body is kept (and it is the most active).
+    assert full["denoise"]["dropped_length"] == 1
+    # Within budget too, the 4-frame ghost is dropped: it would be the most active body.
     frames = [[("101", calm[t])] + ([("103", noise[t - 10])] if 10 <= t < 14 else [])
               for t in range(30)]  # fmt: skip
     full = load_skeleton_full(write_skeleton(tmp_path / "b.skeleton", frames), max_bodies=2)
-    assert full["body_ids"] == ["103", "101"]
-    np.testing.assert_array_equal(full["keypoint"][0, 10:14], noise)
+    assert full["body_ids"] == ["101"] and full["num_bodies"] == 2
+    np.testing.assert_array_equal(full["keypoint"][0], calm)
+    assert not full["keypoint"][1].any()
 
 
 def test_zero_body_file_parses_to_zeros(tmp_path):

@@ -7,6 +7,7 @@ PyPI) and cached in `$SKELACT_CACHE` or `~/.cache/skelact`; nothing else downloa
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -24,8 +25,9 @@ from skelact.pose import (
 )
 from skelact.pose import model as pose_model_mod
 from skelact.pose.convert import _assemble
-from skelact.pose.extract import Tracker
+from skelact.pose.extract import MIRROR33, Tracker
 from skelact.pose.model import BUNDLE_MEMBERS, PoseModelError, verify_bundle
+from tests.conftest import shared_data
 
 SHORT_FRAMES = 12
 
@@ -153,9 +155,51 @@ def test_real_clip_ntu25_mapping_obeys_physics(clip_mp33):
     shoulder = np.median(np.linalg.norm(kp[:, 4] - kp[:, 8], axis=-1))
     upper_arm = np.median(np.linalg.norm(kp[:, [4, 8]] - kp[:, [5, 9]], axis=-1))
     assert 0.25 < shoulder < 0.5 and 0.2 < upper_arm < 0.4, (shoulder, upper_arm)
-    # Handedness as in NTU's own files: there the left shoulder has the smaller x, and x grows
-    # with the RGB column (the videos are mirrored). The mapped skeleton must agree.
+    # 180 deg about z: a person facing the camera has the shoulder MediaPipe calls left at the
+    # smaller Kinect x (on NTU's mirrored clip that is the person's right: see the next test)
     assert np.mean(kp[:, 4, 0] < kp[:, 8, 0]) > 0.95
+
+
+def _left_minus_right_x(kp: np.ndarray) -> float:
+    """Median over frames of left shoulder x - right shoulder x (NTU joints 5 and 9)."""
+    return float(np.median(kp[..., 4, 0] - kp[..., 8, 0]))
+
+
+def test_mirrored_ntu_clip_has_the_left_shoulder_where_ntu_skeletons_have_it(clip_mp33):
+    """NTU's own skeletons: the left shoulder has the smaller Kinect x AND the smaller colorX
+    (the RGB videos are mirrored). `mirrored=True` must give both signs; the plain
+    conversion agrees in camera space but puts "left" on the image's other side."""
+    from skelact.data.ntu import load_skeleton_full
+    from skelact.pose.extract import unmirror
+
+    for f in sorted(shared_data("ntu", "skeletons").glob("*.skeleton")):
+        ntu = load_skeleton_full(f, 1)
+        valid = np.abs(ntu["keypoint"][0]).sum((1, 2)) > 0
+        assert _left_minus_right_x(ntu["keypoint"][0, valid]) < -0.15, f.name  # metres
+        assert _left_minus_right_x(ntu["color_xy"][0, valid]) < -50, f.name  # pixels
+    for mirrored, image_sign in ((True, -1), (False, 1)):
+        s = convert_layout(unmirror(clip_mp33) if mirrored else clip_mp33, "ntu25")
+        kp, xy = s["keypoint"][0, s["mask"][0]], s["keypoint_2d"][0, s["mask"][0]]
+        assert _left_minus_right_x(kp) < -0.15  # metres, Kinect camera space
+        assert np.sign(_left_minus_right_x(xy)) == image_sign, mirrored
+    # the flip: x negated and left/right landmarks swapped, image positions kept
+    m = unmirror(clip_mp33)
+    assert np.allclose(m["keypoint"][..., 0], -clip_mp33["keypoint"][..., MIRROR33, 0])
+    assert np.array_equal(m["keypoint_2d"], clip_mp33["keypoint_2d"][:, :, MIRROR33])
+
+
+def test_convert_mirrored_flag_reaches_the_samples(short_clip, pose_model, tmp_path):
+    plain = convert_videos([short_clip], tmp_path / "a.pkl", "ntu25", pose_model=pose_model)
+    flipped = convert_videos(
+        [short_clip], tmp_path / "b.pkl", "ntu25", pose_model=pose_model, mirrored=True
+    )
+    assert (plain["mirrored"], flipped["mirrored"]) == (False, True)
+    a = load_annotations(tmp_path / "a.pkl")["annotations"][0]
+    b = load_annotations(tmp_path / "b.pkl")["annotations"][0]
+    assert b["mirrored"] and not a["mirrored"]
+    # left and right shoulders swap places in the image, and x flips in camera space
+    np.testing.assert_allclose(b["keypoint_2d"][..., 4, :], a["keypoint_2d"][..., 8, :], atol=1e-6)
+    np.testing.assert_allclose(b["keypoint"][..., 4, 0], -a["keypoint"][..., 8, 0], atol=1e-5)
 
 
 def test_frame_without_person_is_masked_and_zero(tmp_path, short_clip, pose_model):
@@ -258,3 +302,25 @@ def test_convert_labels_from_folders_in_parallel(tmp_path, short_clip, pose_mode
     assert all(k.shape == (1, SHORT_FRAMES, 25, 3) for k in kps)
     # The same frames give the same skeleton, whichever worker process converted them.
     np.testing.assert_allclose(kps[0], kps[2], atol=1e-5)
+
+
+def test_native_log_lines_are_quiet_but_errors_are_not(short_clip, pose_model, capfd):
+    from skelact.pose.quiet import native_quiet, set_verbose
+
+    extract_video(short_clip, pose_model, max_people=1, layout="ntu25")
+    err = capfd.readouterr().err
+    assert "INFO:" not in err and "WARNING:" not in err, err
+    with native_quiet():
+        os.write(2, b"INFO: chatter\nE0000 00:00 real problem\n")
+    assert capfd.readouterr().err == "E0000 00:00 real problem\n"
+    with pytest.raises(RuntimeError), native_quiet():
+        os.write(2, b"INFO: context before the failure\n")
+        raise RuntimeError("native call failed")
+    assert "context before the failure" in capfd.readouterr().err
+    try:
+        set_verbose(True)
+        with native_quiet():
+            os.write(2, b"INFO: shown with --verbose\n")
+    finally:
+        set_verbose(False)
+    assert "shown with --verbose" in capfd.readouterr().err

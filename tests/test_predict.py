@@ -1,37 +1,18 @@
 """`skelact predict` on the real NTU clip with a small NTU-layout checkpoint."""
 
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-from skelact.data.annotations import save_annotations
-from skelact.demo import compose_config
+import skelact
 from skelact.predict import predict_video
-from skelact.train import train
-from tests.conftest import toy_annotations
-
-
-@pytest.fixture(scope="module")
-def ntu_ckpt(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pred")
-    data = {**toy_annotations(num_classes=6, per_class=8, frames=30), "layout": "ntu25"}
-    ann = save_annotations(data, root / "toy_ntu.pkl")
-    cfg = compose_config(
-        [
-            f"data.ann_file={ann}",
-            "data.train_split=train",
-            "data.test_split=test",
-            "trainer.epochs=1",
-            "trainer.num_workers=0",
-            "trainer.progress=false",
-            "data.skeleton.clip_len=16",
-        ]
-    )
-    train(cfg, root / "run")
-    return root / "run" / "checkpoints" / "last.pt"
 
 
 def test_predict_real_clip_with_render_json_and_timeline(ntu_ckpt, clip, pose_model, tmp_path):
@@ -46,6 +27,7 @@ def test_predict_real_clip_with_render_json_and_timeline(ntu_ckpt, clip, pose_mo
         window=1.0,
         stride=0.5,
         pose_model=pose_model,
+        mirrored=True,  # NTU's RGB videos are mirror images
     )
     probs = [t["prob"] for t in res["top"]]
     assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
@@ -64,3 +46,97 @@ def test_predict_real_clip_with_render_json_and_timeline(ntu_ckpt, clip, pose_mo
     # 72 frames at 30 fps, 30-frame windows every 15 frames: starts 0, 15, 30
     assert list(timeline["start"]) == [0.0, 0.5, 1.0]
     assert (timeline["end"] - timeline["start"]).round(3).eq(1.0).all()
+
+
+@pytest.fixture(scope="module")
+def two_people_clip(clip, tmp_path_factory) -> Path:
+    """Two real people side by side (tools/two_people_clip.py): the NTU clip's crop around
+    its two men, as recorded and played backwards. MediaPipe finds only one person in the
+    full 1920x1080 frame (the partner stands close, half hidden)."""
+    from tools.two_people_clip import two_people_clip
+
+    path = tmp_path_factory.mktemp("two") / "two_people.avi"
+    two_people_clip(str(clip), str(path))
+    return path
+
+
+def test_one_person_model_labels_each_tracked_person(
+    ntu_ckpt, two_people_clip, pose_model, tmp_path
+):
+    js, out = tmp_path / "people.json", tmp_path / "people.mp4"
+    res = predict_video(
+        two_people_clip, ntu_ckpt, topk=2, json_out=js, render=out, max_people=2,
+        mirrored=True, pose_model=pose_model, window=1.0,
+    )  # fmt: skip
+    people = res["people"]
+    assert [p["track"] for p in people] == [0, 1] and min(p["frames"] for p in people) >= 65
+    sample = skelact.load(ntu_ckpt, pose_model=pose_model).convert(two_people_clip, 2, True)
+    model = skelact.load(ntu_ckpt)
+    for p in people:  # each entry is that person's own prediction
+        alone = model.predict(sample["keypoint"][p["track"] : p["track"] + 1])
+        assert p["top"][0]["name"] == alone.name
+        assert abs(p["top"][0]["prob"] - alone.prob) < 1e-6
+    assert json.loads(js.read_text())["people"][1]["track"] == 1
+    assert set(pd.read_csv(js.with_suffix(".timeline.csv"))["track"]) == {0, 1}
+    # the label is drawn above each person's head: red text (BGR ~ (0, 0, 200)) there
+    cap = cv2.VideoCapture(str(out))
+    for _ in range(20):
+        ok, frame = cap.read()
+    cap.release()
+    h, w = frame.shape[:2]
+    for m in (0, 1):
+        head = (sample["keypoint_2d"][m, 19] * (w, h)).astype(int)
+        y0 = int((sample["keypoint_2d"][m, 19, :, 1].min()) * h)
+        x0, x1 = max(0, head[:, 0].min() - 10), head[:, 0].max() + 200
+        box = frame[max(0, y0 - h // 8) : y0, x0:x1]
+        red = (box[..., 2] > 120) & (box[..., 1] < 80) & (box[..., 0] < 80)
+        assert red.sum() > 20, m
+
+
+def test_two_person_model_sees_the_scene_most_active_first(two_people_clip, pose_model, tmp_path):
+    from tests.conftest import train_toy_checkpoint
+
+    ckpt = train_toy_checkpoint(tmp_path, bodies=2)
+    model = skelact.load(ckpt, pose_model=pose_model)
+    sample = model.convert(two_people_clip, mirrored=True)
+    variance = [sample["keypoint"][m, sample["mask"][m]].var(0).sum() for m in (0, 1)]
+    assert variance[0] >= variance[1] > 0
+    res = predict_video(two_people_clip, ckpt, max_people=2, mirrored=True, pose_model=pose_model)
+    assert "people" not in res
+    np.testing.assert_allclose(res["top"][0]["prob"], model.predict(sample).prob, atol=1e-6)
+
+
+def test_live_on_the_real_clip_drops_rather_than_queues(ntu_ckpt, clip, pose_model):
+    model = skelact.load(ntu_ckpt, pose_model=pose_model, threads=1)
+    live = model.stream(clip, window=1.0, every=0.25, mirrored=True)
+    updates = list(live)
+    s = live.summary()
+    assert s["frames_read"] == 72 and s["frames_processed"] + s["frames_dropped"] == 72
+    assert len(updates) >= 3 and updates[0].time >= 1.0 - 1e-6
+    # due every 0.25 s of source time; an update comes with the first frame at or after that
+    gaps = np.diff([u.time for u in updates])
+    assert np.all(gaps >= 0.25 - 1 / 30 - 1e-3)
+    assert all(u.pose_ms > 0 and u.model_ms > 0 and 0 <= u.lag_s < 2 for u in updates)
+    # a file is delivered at its own rate: 72 frames at 30 fps take about 2.4 s
+    assert live.wall >= 2.3
+    assert all(u.frames <= 31 for u in updates)  # at most one window (1 s at 30 fps) of poses
+
+
+def test_live_ctrl_c_ends_cleanly_and_writes_the_timeline(ntu_ckpt, clip, pose_model, tmp_path):
+    out = tmp_path / "live.csv"
+    cmd = [sys.executable, "-m", "skelact.cli", "predict", "--live", str(clip), "--ckpt",
+           str(ntu_ckpt), "--window", "0.5", "--every", "0.25", "--timeline", str(out),
+           "--pose-model", str(pose_model), "--mirrored"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    while not any(" pose " in line for line in lines):
+        lines.append(proc.stdout.readline())
+        assert lines[-1] or proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped (Ctrl-C)" in rest and "Traceback" not in err
+    assert "INFO:" not in err and "WARNING:" not in err  # MediaPipe's native lines stay quiet
+    timeline = pd.read_csv(out)
+    assert 1 <= len(timeline) < 8 and set(timeline.columns) >= {"time", "name", "pose_ms"}
+    assert json.loads(out.with_suffix(".json").read_text())["updates"] == len(timeline)

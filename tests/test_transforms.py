@@ -153,3 +153,13 @@ def test_align_view_on_hips_and_on_mediapipe33():
     body[0, :, 23], body[0, :, 24] = [0, 0, 0.1], [0, 0, -0.1]
     out = AlignView(mp)({"keypoint": body})["keypoint"]
     np.testing.assert_allclose(out[0, 0, 12] - out[0, 0, 11], [0.6, 0, 0], atol=1e-5)
+
+
+def test_skeleton_and_frame_streams_sample_the_same_frames():
+    """One rule for every stream: fused streams look at the same moments (test mode)."""
+    from skelact.data.sampling import sample_indices
+
+    for total in range(1, 300):
+        for length in (8, 16, 32):
+            skel = Resample(length, train=False, num_clips=1).indices(total, None)[0]
+            assert np.array_equal(skel, sample_indices(total, length)), (total, length)

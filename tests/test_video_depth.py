@@ -10,6 +10,7 @@ import pytest
 
 from skelact.data import video
 from skelact.data.depth import list_depth_frames, load_depth_clip, normalise_depth
+from skelact.data.sampling import sample_indices
 from skelact.data.video import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -20,7 +21,6 @@ from skelact.data.video import (
     iter_frames,
     load_rgb_clip,
     read_frames,
-    sample_indices,
     video_info,
 )
 from tests.conftest import shared_data

@@ -49,6 +49,8 @@ def save_annotations(data: dict[str, Any], path: str | os.PathLike) -> Path:
     try:
         with open(tmp, "wb") as f:
             pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -137,6 +139,8 @@ def _validate_sample(ann: Any, i: int, n_cls: int | None, source: str) -> None:
     if not isinstance(kp, np.ndarray) or kp.ndim != 4:
         shape = getattr(kp, "shape", type(kp).__name__)
         raise AnnotationError(f"{where}: keypoint must be an array (M, T, V, C), got {shape}")
+    if kp.shape[1] == 0 or int(ann["total_frames"]) == 0:
+        raise AnnotationError(f"{where}: has no frames (keypoint {kp.shape}, total_frames 0)")
     if not np.isfinite(kp).all():
         bad = np.argwhere(~np.isfinite(kp))[0]
         raise AnnotationError(

@@ -158,7 +158,7 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
     Frames: (1, T, C, H, W) per sample, decoded in the DataLoader workers.
     """
     from skelact.data.features import CHANNELS, XY_KEY, load_clip, load_features, source_path
-    from skelact.data.video import sample_indices
+    from skelact.data.sampling import sample_indices
 
     if mcfg.input == "features":
         if not scfg.features:

@@ -7,10 +7,9 @@ range (`depth_range`, default 500-4500 mm, the Kinect v2 working range) and clip
 kept at exactly 0. A fixed range (rather than per-clip min/max) keeps the distance to the camera
 comparable across samples.
 
-The single channel goes to `FrameResNet(in_channels=1)`, whose conv1 weights are ImageNet's
-summed over RGB: exactly the same as replicating the channel to 3 (which the encoder also
-accepts), 3x cheaper in conv1; both keep the pretrained features instead of retraining a new
-first layer.
+The single channel goes to `FrameResNet(in_channels=1)`, which treats it as a grey image:
+replicated to RGB and ImageNet-normalised, folded into conv1's weights (`DepthConv1`), so the
+pretrained conv1 and its BatchNorm see inputs of the scale they were trained on.
 """
 
 from __future__ import annotations
@@ -23,7 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from skelact.data.video import crop_box, sample_indices
+from skelact.data.sampling import sample_indices
+from skelact.data.video import crop_box
 
 _NAME = re.compile(r"MDepth-(\d{8})\.png$")
 

@@ -193,7 +193,7 @@ def extract_features(
         keep = set(data["split"][split])
         samples = [s for s in samples if s["frame_dir"] in keep]
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    channels = CHANNELS[modality]  # depth: conv1 summed over RGB, same output as replicating
+    channels = CHANNELS[modality]  # depth: a grey image, normalisation folded into conv1
     encoder = FrameResNet(arch, pretrained, channels, frozen=True, weights_file=weights_file)
     encoder = encoder.to(device).eval()
     out_dir = Path(out_dir)

@@ -336,6 +336,9 @@ def _print_summary(report: dict[str, Any]) -> None:
     print(f"  kept short (< {short['below_frames']} frames): {short['count']}")
     reasons = {k: len(v) for k, v in report["dropped"]["reasons"].items()}
     print(f"  dropped: {report['dropped']['count']} {reasons if reasons else ''}".rstrip())
+    empty = [k for k, v in report["split_counts"].items() if not v]
+    if empty:
+        print(f"  warning: empty split(s) {', '.join(empty)}; training on them will be refused")
     dups = report["cross_split_duplicates"]
     if dups:
         print(

@@ -1,4 +1,4 @@
-"""NTU RGB+D: sample names, the .skeleton parser, body selection, protocols and missing lists.
+"""NTU RGB+D: sample names, the .skeleton parser, protocols and missing lists.
 
 A sample name `SsssCcccPpppRrrrAaaa` gives setup, camera, performer (subject), replication and
 action (1-based). A `.skeleton` file is CRLF text: the frame count; per frame the body count;
@@ -8,7 +8,8 @@ per body a 10-field line starting with the tracking ID, the joint count (25) and
 The parser follows only the count lines in Python and converts every joint line of a file in
 one C-level call (pandas' CSV reader; numpy's text readers are barely faster than `float()`),
 which makes it about 4x a line-by-line reader (`tools/bench_parse.py`). `skelact.data.ntu_prepare`
-turns a folder of files into an annotation pickle (see `skelact.data.annotations`).
+turns a folder of files into an annotation pickle (see `skelact.data.annotations`); which
+bodies are people, and in which actor slot, is decided in `skelact.data.ntu_bodies`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from skelact.data.ntu_bodies import select_bodies
+
 NUM_JOINTS = 25
-# When a file holds more bodies than asked for, a body seen in at most this many frames is a
-# noise detection (a chair, a reflection) rather than a performer.
-NOISE_MAX_FRAMES = 10
 _COLUMNS = {"keypoint": slice(0, 3), "depth_xy": slice(3, 5), "color_xy": slice(5, 7)}
 
 NTU60_XSUB_TRAIN_SUBJECTS = frozenset(
@@ -37,10 +37,24 @@ NTU120_XSUB_TRAIN_SUBJECTS = NTU60_XSUB_TRAIN_SUBJECTS | frozenset(
      86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103}
 )  # fmt: skip
 XVIEW_TRAIN_CAMERAS = frozenset({2, 3})  # camera 1 tests
-# Cross-setup (NTU120): even setup ids train, odd ones test.
+# Per dataset: its setups and actions, and per protocol whether a sample trains.
 DATASETS = {
-    "ntu60": {"setups": 17, "actions": 60, "protocols": ("xsub", "xview")},
-    "ntu120": {"setups": 32, "actions": 120, "protocols": ("xsub", "xset")},
+    "ntu60": {
+        "setups": 17,
+        "actions": 60,
+        "protocols": {
+            "xsub": lambda n: n.subject in NTU60_XSUB_TRAIN_SUBJECTS,
+            "xview": lambda n: n.camera in XVIEW_TRAIN_CAMERAS,
+        },
+    },
+    "ntu120": {
+        "setups": 32,
+        "actions": 120,
+        "protocols": {
+            "xsub": lambda n: n.subject in NTU120_XSUB_TRAIN_SUBJECTS,
+            "xset": lambda n: n.setup % 2 == 0,  # even setup ids train, odd ones test
+        },
+    },
 }
 _MISSING_LISTS = {
     "ntu60": ("NTU_RGBD_samples_with_missing_skeletons.txt", 302),
@@ -99,13 +113,8 @@ def split_of(name: str | os.PathLike | NTUName, dataset: str = "ntu60") -> dict[
     n = name if isinstance(name, NTUName) else parse_name(name)
     if not in_dataset(n, dataset):
         raise ValueError(f"sample {n} is not part of {dataset}")
-    subjects = NTU60_XSUB_TRAIN_SUBJECTS if dataset == "ntu60" else NTU120_XSUB_TRAIN_SUBJECTS
-    train = {"xsub": n.subject in subjects}
-    if dataset == "ntu60":
-        train["xview"] = n.camera in XVIEW_TRAIN_CAMERAS
-    else:
-        train["xset"] = n.setup % 2 == 0
-    return {proto: "train" if is_train else "val" for proto, is_train in train.items()}
+    protocols = DATASETS[dataset]["protocols"]
+    return {proto: "train" if trains(n) else "val" for proto, trains in protocols.items()}
 
 
 def _resource(filename: str) -> str:
@@ -242,23 +251,6 @@ def _parse(data: bytes, name: str) -> tuple[int, list[int], list[bytes], np.ndar
     return num_frames, frames, ids, values
 
 
-def _select_bodies(ids: list[bytes], xyz: np.ndarray, max_bodies: int) -> list[np.ndarray]:
-    """Record indices of the kept bodies, most active first.
-
-    Bodies are tracked by ID. Over budget, bodies seen in <= NOISE_MAX_FRAMES frames are dropped
-    (unless that drops all). Activity: sum over joints/coords of the temporal variance.
-    """
-    groups: dict[bytes, list[int]] = {}
-    for r, body_id in enumerate(ids):
-        groups.setdefault(body_id, []).append(r)
-    bodies = [np.asarray(g) for g in groups.values()]
-    if len(bodies) > max_bodies:
-        bodies = [b for b in bodies if len(b) > NOISE_MAX_FRAMES] or bodies
-    activity = [float(xyz[b].astype(np.float64).var(axis=0).sum()) for b in bodies]
-    order = sorted(range(len(bodies)), key=lambda k: -activity[k])  # stable on ties
-    return [bodies[k] for k in order[:max_bodies]]
-
-
 def load_skeleton_full(
     path: str | os.PathLike,
     max_bodies: int = 2,
@@ -268,8 +260,9 @@ def load_skeleton_full(
 
     Returns {"keypoint": (M, T, 25, 3) float32 x y z in metres, "color_xy" / "depth_xy" (M, T,
     25, 2) float32 pixel positions (those named in `extras`), "total_frames": T, "num_bodies":
-    distinct tracking IDs in the file, "body_ids": the kept IDs, most active first}. M =
-    max_bodies; body-frames where a kept body is absent are zeros.
+    distinct tracking IDs in the file, "body_ids": the ID that opened each actor slot, most
+    active first, "denoise": what `skelact.data.ntu_bodies` dropped or merged (counts)}.
+    M = max_bodies; body-frames where an actor is absent are zeros.
     """
     if max_bodies < 1:
         raise ValueError(f"max_bodies must be >= 1, got {max_bodies}")
@@ -278,7 +271,7 @@ def load_skeleton_full(
         raise ValueError(f"unknown extras {sorted(unknown)}; expected color_xy and/or depth_xy")
     path = Path(path)
     num_frames, frames, ids, values = _parse(path.read_bytes(), path.name)
-    kept = _select_bodies(ids, values[..., :3], max_bodies)
+    kept, seeds, counts = select_bodies(ids, frames, values[..., :3], max_bodies)
     frame_of = np.asarray(frames, dtype=np.int64)
     out: dict[str, Any] = {}
     for key in ("keypoint", *extras):
@@ -289,7 +282,8 @@ def load_skeleton_full(
         out[key] = arr
     out["total_frames"] = num_frames
     out["num_bodies"] = len(set(ids))
-    out["body_ids"] = [ids[records[0]].decode("ascii", "replace") for records in kept]
+    out["body_ids"] = [seed.decode("ascii", "replace") for seed in seeds]
+    out["denoise"] = counts
     return out
 
 

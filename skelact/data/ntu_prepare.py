@@ -30,6 +30,7 @@ from skelact.data.ntu import (
     parse_name,
     split_of,
 )
+from skelact.data.ntu_bodies import COUNTERS
 from skelact.data.store_write import StoreWriter, disk_size
 
 
@@ -50,6 +51,7 @@ def _parse_sample(task: tuple[str, int]) -> tuple[str, dict[str, Any] | None, st
         "frame_dir": str(name), "label": name.action - 1, "keypoint": full["keypoint"][:m],
         "total_frames": full["total_frames"], "subject": name.subject, "camera": name.camera,
         "setup": name.setup, "replication": name.replication, "num_bodies": full["num_bodies"],
+        "denoise": full["denoise"],
         "color_xy": full["color_xy"][:m].astype(np.float16),
         "depth_xy": full["depth_xy"][:m].astype(np.float16),
     }  # fmt: skip
@@ -122,6 +124,7 @@ def _stream_into(writer, report: dict[str, Any], todo: list[Path], opts: dict) -
     `report`. Returns the splits. Memory: one parsed file at a time plus names and counts."""
     split = _empty_splits(report["dataset"])
     frames, over, found = [], 0, {"rgb": 0, "depth": 0}
+    denoise, denoised = dict.fromkeys(COUNTERS, 0), 0
     desc = f"parse {report['dataset']}"
     for name, sample, reason in _parse_all(todo, opts["workers"], opts["max_bodies"], desc):
         if sample is None:
@@ -135,6 +138,9 @@ def _stream_into(writer, report: dict[str, Any], todo: list[Path], opts: dict) -
             split[f"{proto}_{part}"].append(name)
         frames.append(sample["total_frames"])
         over += sample["num_bodies"] > opts["max_bodies"]
+        for k in COUNTERS:
+            denoise[k] += sample["denoise"][k]
+        denoised += any(sample["denoise"].values())
     report["failed"] = len(report["failures"])
     if not frames:
         raise ValueError(
@@ -147,6 +153,7 @@ def _stream_into(writer, report: dict[str, Any], todo: list[Path], opts: dict) -
         samples=len(frames), splits={k: len(v) for k, v in split.items()},
         frames={"min": int(frames.min()), "max": int(frames.max()), "mean": float(frames.mean())},
         over_max_bodies=int(over), max_bodies=opts["max_bodies"], workers=opts["workers"],
+        denoise=denoise, denoised_samples=denoised,
         modalities={k: v for k, v in found.items() if opts[k] is not None},
     )  # fmt: skip
     return split
@@ -200,8 +207,15 @@ def _summary(report: dict[str, Any], out: Path, report_path: Path) -> str:
         f"{r['outside_dataset']} outside {r['dataset']}, {len(r['unrecognised_names'])} "
         f"unrecognised names, {len(r['duplicates'])} duplicates",
         "  splits: " + " | ".join(f"{k} {v}" for k, v in r["splits"].items()),
+        f"  bodies: {r['denoised_samples']} samples denoised: "
+        + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in r["denoise"].items())
+        + " (rules: skelact.data.ntu_bodies)",
         f"  failed: {r['failed']}",
     ]
+    empty = [k for k, v in r["splits"].items() if not v]
+    if empty:
+        lines.insert(3, f"  warning: empty split(s) {', '.join(empty)}: no file of this folder "
+                     "belongs there; training on them will be refused")  # fmt: skip
     for name, reason in list(r["failures"].items())[:10]:
         lines.append(f"    {name}: {reason}")
     if r["failed"] > 10:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from skelact.data.sampling import clip_indices
 from skelact.layouts import Layout, spine_points
 
 Results = dict
@@ -72,6 +73,38 @@ class TrimEmpty:
         return results
 
 
+class FillUntracked:
+    """Fill untracked joints from the same joint in neighbouring frames.
+
+    Sensors store a joint they lost as exact zeros while the rest of the body is there; after
+    centring it would sit metres away. Such joints are interpolated linearly over the body's
+    frames where the joint is tracked (held constant beyond the first and last); a joint never
+    tracked in the clip takes the mean of the body's tracked joints in that frame. Absent
+    bodies stay zero. Needs "keypoint" (M, T, V, C).
+    """
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"]
+        present = _valid(kp)  # (M, T)
+        missing = (kp == 0).all(-1) & present[..., None]  # (M, T, V)
+        if not missing.any():
+            return results
+        kp = kp.copy()
+        t = np.arange(kp.shape[1])
+        for m, v in zip(*np.nonzero(missing.any(1)), strict=True):
+            bad = missing[m, :, v]
+            good = present[m] & ~bad
+            if good.any():
+                for c in range(kp.shape[-1]):
+                    kp[m, bad, v, c] = np.interp(t[bad], t[good], kp[m, good, v, c])
+            else:
+                ok = ~missing[m, bad]  # (F, V) tracked joints of those frames
+                total = (kp[m, bad] * ok[..., None]).sum(1)
+                kp[m, bad, v] = total / np.maximum(ok.sum(1), 1)[:, None]
+        results["keypoint"] = kp
+        return results
+
+
 class Center:
     """Translate so the main body's centre (mean over its valid frames) is the origin.
 
@@ -126,6 +159,8 @@ class AlignView:
 def rotation_to_axes(x_dir: np.ndarray, y_dir: np.ndarray) -> np.ndarray:
     """(3, 3) rotation taking the mean of `y_dir` (K, 3) to +y and `x_dir` (K, 3) into x-y."""
     y = y_dir.mean(0)
+    if np.linalg.norm(y) < 1e-6:  # no spine direction (a degenerate body): leave the view
+        return np.eye(3, dtype=np.float32)
     y = y / (np.linalg.norm(y) + 1e-8)
     x = x_dir.mean(0)
     x = x - (x @ y) * y  # Gram-Schmidt: the shoulders are not exactly square to the spine
@@ -233,7 +268,8 @@ class Resample:
 
     Training: a random temporal crop (a fraction in `crop` of the clip), then a random frame
     in each of `length` equal segments. Test: segment centres, clip k shifted by k/num_clips
-    of a segment. Needs "keypoint" (M, T, V, C); writes (K, M, length, V, C).
+    of a segment (`skelact.data.sampling`). Needs "keypoint" (M, T, V, C); writes
+    (K, M, length, V, C).
     """
 
     def __init__(
@@ -243,16 +279,8 @@ class Resample:
         self.crop = crop
 
     def indices(self, total: int, rng: np.random.Generator | None) -> np.ndarray:
-        if self.train:
-            span = max(1, int(round(total * rng.uniform(*self.crop))))
-            start = rng.integers(0, total - span + 1)
-            edges = np.linspace(0, span, self.length + 1)
-            pos = edges[:-1] + rng.uniform(0, 1, self.length) * np.diff(edges)
-            return (start + np.minimum(pos.astype(int), span - 1))[None]
-        edges = np.linspace(0, total, self.length + 1)
-        shifts = (np.arange(self.num_clips) + 0.5) / self.num_clips
-        pos = edges[:-1][None] + shifts[:, None] * np.diff(edges)[None]
-        return np.minimum(pos.astype(int), total - 1)  # (K, length)
+        """(K, length): `skelact.data.sampling.clip_indices`, the rule of every stream."""
+        return clip_indices(total, self.length, self.train, rng, self.num_clips, self.crop)
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
@@ -265,7 +293,8 @@ class Resample:
 class MotionFeatures:
     """Per-joint input channels: C -> `channels(kinds, C, V)`.
 
-    kinds from "joint", "velocity" (frame difference, last frame repeated), "bone" (joint minus
+    kinds from "joint", "velocity" (frame difference; zero at the last frame and across
+    frames where the body is absent), "bone" (joint minus
     its parent; layouts without bones use the offset from the joints' mean), "root" (the body's
     centre joints, the same for every joint: where the body is, without its posture), each C
     channels, and "distance": the joint's distance to every joint of its body (V channels),
@@ -294,8 +323,7 @@ class MotionFeatures:
             if kind == "joint":
                 feats.append(kp)
             elif kind == "velocity":
-                vel = np.diff(kp, axis=-3, append=kp[..., -1:, :, :])
-                feats.append(vel)
+                feats.append(velocity(kp))
             elif kind == "root":
                 root = kp[..., self.center, :].mean(-2, keepdims=True)
                 feats.append(np.broadcast_to(root, kp.shape))  # absent bodies stay zero
@@ -309,9 +337,19 @@ class MotionFeatures:
         return results
 
 
+def velocity(kp: np.ndarray) -> np.ndarray:
+    """Frame differences (..., T, V, C), zero at the last frame and wherever the body is absent
+    in either frame: a body that vanishes or reappears does not move by minus its position."""
+    vel = np.diff(kp, axis=-3, append=kp[..., -1:, :, :])
+    present = np.abs(kp).sum((-1, -2)) > 0  # (..., T)
+    both = present[..., 1:] & present[..., :-1]
+    vel[..., :-1, :, :] *= both[..., None, None]
+    return vel
+
+
 def build_skeleton_pipeline(layout: Layout, cfg, train: bool, num_bodies: int) -> Compose:
     """The skeleton stream's transforms from the `data.skeleton` config node."""
-    steps: list = [PadBodies(num_bodies), TrimEmpty()]
+    steps: list = [PadBodies(num_bodies), TrimEmpty(), FillUntracked()]
     if cfg.center:
         steps.append(Center(layout))
     if cfg.align_view:

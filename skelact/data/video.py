@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import torch
 
+from skelact.data.sampling import sample_indices
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _SCALE = torch.from_numpy(1 / (255 * IMAGENET_STD)).view(1, 3, 1, 1)
@@ -34,22 +36,6 @@ class VideoError(RuntimeError):
     def __init__(self, message: str, frames_read: int = -1):
         super().__init__(message)
         self.frames_read = frames_read
-
-
-def sample_indices(
-    total: int, num: int, train: bool = False, rng: np.random.Generator | None = None
-) -> np.ndarray:
-    """`num` frame indices in [0, total): one per equal segment, a random frame of each segment
-    in training, the segment's centre in test. With total < num, frames repeat in order."""
-    if total < 1 or num < 1:
-        raise ValueError(f"sample_indices: need total >= 1 and num >= 1, got {total}, {num}")
-    edges = np.arange(num + 1, dtype=np.float64) * total / num  # segment boundaries
-    if train:
-        rng = rng if rng is not None else np.random.default_rng()
-        pos = edges[:-1] + rng.random(num) * (edges[1:] - edges[:-1])
-    else:
-        pos = (edges[:-1] + edges[1:]) / 2
-    return np.clip(np.floor(pos), 0, total - 1).astype(np.int64)
 
 
 def _valid_points(xy: np.ndarray, frame_inds: Sequence[int], total: int | None) -> np.ndarray:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from skelact.data.video import IMAGENET_MEAN, IMAGENET_STD
 
 
 class JointMLP(nn.Module):
@@ -140,14 +143,41 @@ def load_imagenet_state(arch: str, weights_file: str | None = None) -> dict[str,
         socket.setdefaulttimeout(old_timeout)
 
 
+_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+class DepthConv1(nn.Module):
+    """conv1 for depth in [0, 1]: (B, 1, H, W) -> (B, 64, H/2, W/2).
+
+    Equal to replicating depth to RGB, normalising with ImageNet's mean and std and applying
+    the RGB conv1, with the normalisation folded into the weights: one kernel for the depth,
+    one for a constant-1 channel that carries the mean shift (so the zero padding at the
+    borders stays exact).
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        w = conv.weight.detach()  # (64, 3, k, k)
+        scale = (w / _STD.view(1, 3, 1, 1)).sum(1, keepdim=True)
+        shift = -(w * (_MEAN / _STD).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        self.weight = nn.Parameter(torch.cat([scale, shift], 1))  # (64, 2, k, k)
+        self.stride, self.padding = conv.stride, conv.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x, torch.ones_like(x)], 1)  # (B, 2, H, W)
+        return F.conv2d(x, self.weight, stride=self.stride, padding=self.padding)
+
+
 class FrameResNet(nn.Module):
     """A torchvision ResNet applied to every frame: input (N, T, C, H, W) -> output (N, T, D).
 
     D = 512 for resnet18/34, 2048 for resnet50 (the pooled features; the classifier is dropped).
     Frames run as one batch of N*T. Input is expected normalised with ImageNet mean/std (RGB,
-    `skelact.data.video`) or in [0, 1] (depth, `skelact.data.depth`). A 1-channel input is
-    replicated to 3 channels when in_channels=3; in_channels=1 instead sums conv1's weights
-    over RGB, which gives the same output with a 3x cheaper first layer.
+    `skelact.data.video`) or in [0, 1] (depth, `skelact.data.depth`). Depth is fed as a grey
+    image: replicated to RGB and ImageNet-normalised, so conv1 and its BatchNorm see inputs of
+    the scale they were trained on. With in_channels=3 a 1-channel input is replicated and
+    normalised so; in_channels=1 folds both into conv1 (`DepthConv1`): the same output, cheaper.
     frozen=True: no parameter takes gradients and BatchNorm stays in eval mode even while the
     parent model trains (its running statistics are the pretrained ones).
     """
@@ -173,9 +203,7 @@ class FrameResNet(nn.Module):
         if pretrained == "imagenet":
             net.load_state_dict(load_imagenet_state(arch, weights_file))
         if in_channels == 1:
-            w = net.conv1.weight.detach().sum(1, keepdim=True)  # (64, 1, 7, 7)
-            net.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
-            net.conv1.weight.data.copy_(w)
+            net.conv1 = DepthConv1(net.conv1)
         net.fc = nn.Identity()
         self.backbone = net
         self.in_channels = in_channels
@@ -195,7 +223,7 @@ class FrameResNet(nn.Module):
         n, t, c, h, w = x.shape
         x = x.reshape(n * t, c, h, w)
         if c == 1 and self.in_channels == 3:
-            x = x.expand(-1, 3, -1, -1)  # replicate depth to RGB without a copy
+            x = (x - _MEAN.to(x)) / _STD.to(x)  # depth as a grey image, ImageNet-normalised
         elif c != self.in_channels:
             raise ValueError(f"FrameResNet: expected {self.in_channels} channels, got {c}")
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):

@@ -13,13 +13,22 @@ class Stream(nn.Module):
 
     Input is what the encoder takes with time in dim 1 ((N, M, T, V, C) for skeletons is
     handled by the encoder itself); output embedding (N, E) and attention (N, T).
+    `skeleton`: the input is (N, M, T, V, C) and frames where every body is all zeros (no one
+    there) are masked out of the attention.
     """
 
     def __init__(
-        self, encoder: nn.Module, enc_dim: int, core_cfg, attn_hidden: int, dropout: float
+        self,
+        encoder: nn.Module,
+        enc_dim: int,
+        core_cfg,
+        attn_hidden: int,
+        dropout: float,
+        skeleton: bool = False,
     ):
         super().__init__()
         self.encoder = encoder
+        self.skeleton = skeleton
         self.core = RecurrentCore(
             enc_dim,
             core_cfg.hidden,
@@ -34,7 +43,8 @@ class Stream(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.core(self.encoder(x))  # (N, T, H)
-        emb, weights = self.attention(h)
+        mask = x.abs().amax(dim=(1, 3, 4)) > 0 if self.skeleton else None  # (N, T)
+        emb, weights = self.attention(h, mask)
         return self.dropout(emb), weights
 
 
@@ -103,5 +113,12 @@ def build_recognizer(
     built = {}
     for name in streams:
         encoder, enc_dim = build_encoder(name, mcfg[name], specs[name])
-        built[name] = Stream(encoder, enc_dim, mcfg.core, mcfg.attention_hidden, mcfg.dropout)
+        built[name] = Stream(
+            encoder,
+            enc_dim,
+            mcfg.core,
+            mcfg.attention_hidden,
+            mcfg.dropout,
+            skeleton="num_joints" in specs[name],
+        )
     return Recognizer(built, num_classes, mcfg.fusion, mcfg.fusion_hidden, mcfg.dropout)

@@ -42,14 +42,21 @@ class TemporalAttention(nn.Module):
     """Softmax attention over time: (N, T, D) -> pooled (N, D) and weights (N, T).
 
     Scores come from a small MLP per frame; the weights are returned so a user can see which
-    frames decided the prediction.
+    frames decided the prediction. `mask` (N, T) bool, True where a frame holds data: frames
+    without it get no weight (a clip with no such frame is weighted uniformly).
     """
 
     def __init__(self, dim: int, hidden: int = 128):
         super().__init__()
         self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
 
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weights = torch.softmax(self.score(h).squeeze(-1), dim=1)  # (N, T)
+    def forward(
+        self, h: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.score(h).squeeze(-1)  # (N, T)
+        if mask is not None:
+            mask = mask | ~mask.any(1, keepdim=True)  # an empty clip keeps every frame
+            scores = scores.masked_fill(~mask, -1e9)  # finite: exports to ONNX as is
+        weights = torch.softmax(scores, dim=1)  # (N, T)
         pooled = torch.einsum("nt,ntd->nd", weights, h)  # (N, D)
         return pooled, weights

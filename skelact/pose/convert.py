@@ -76,6 +76,7 @@ def convert_videos(
     labels_from_folders: bool = False,
     pose_model: str | os.PathLike | None = None,
     progress: bool = True,
+    mirrored: bool = False,
 ) -> dict[str, Any]:
     """Convert videos (files, or folders searched recursively) to the annotation file `out`
     (a skelact store; a pyskl pickle when `out` ends in .pkl).
@@ -86,7 +87,8 @@ def convert_videos(
     `workers` > 1 converts videos in that many processes. `pose_model`: a .task bundle, else
     `ensure_pose_model()` finds one. Returns the report (also written next to `out` as
     `<out>.report.json` and stored under the file's "report"); raises ConvertError when no
-    video at all could be converted.
+    video at all could be converted. `mirrored`: the videos are mirror images (NTU's RGB
+    videos are): x flips and left/right joints swap (see `skelact.pose.extract`).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; known: {LAYOUTS}")
@@ -98,7 +100,7 @@ def convert_videos(
     videos = collect_videos(inputs, taken={a["frame_dir"] for a in existing})
     done = {a.get("video") for a in existing}
     todo = [(p, n) for p, n in videos if str(p.absolute()) not in done]
-    anns, failed = _run(todo, model, layout, max_people, workers, progress)
+    anns, failed = _run(todo, model, (layout, max_people, mirrored), workers, progress)
     anns = existing + anns
     report = {
         "out": str(out),
@@ -107,6 +109,7 @@ def convert_videos(
         "skipped_existing": len(videos) - len(todo),
         "failed": failed,
         "layout": layout,
+        "mirrored": mirrored,
         "pose_model": str(model),
         "frames": sum(a["total_frames"] for a in anns),
         "person_frames": int(sum(_present(a).any(0).sum() for a in anns)),
@@ -153,18 +156,20 @@ def _load_existing(out: Path, layout: str) -> list[dict]:
 
 
 def _one(job: tuple, on_frame=None) -> tuple[dict | None, str | None]:
-    """One video -> (sample, None) or (None, reason); `job` = (path, name, model, layout, M)."""
-    path, name, model, layout, max_people = job
+    """One video -> (sample, None) or (None, reason); `job` = (path, name, model, layout, M,
+    mirrored)."""
+    path, name, model, layout, max_people, mirrored = job
     try:
-        sample = extract_video(path, model, max_people, layout, on_frame=on_frame)
+        sample = extract_video(path, model, max_people, layout, on_frame, mirrored)
     except Exception as err:  # noqa: BLE001 - any failure skips this video with its reason
         return None, f"{type(err).__name__}: {err}"
     sample["frame_dir"], sample["video"] = name, str(path.absolute())
     return sample, None
 
 
-def _run(todo, model, layout, max_people, workers, progress) -> tuple[list[dict], list[dict]]:
-    """Convert `todo` [(path, name)]; progress bars over videos and (estimated) frames."""
+def _run(todo, model, how, workers, progress) -> tuple[list[dict], list[dict]]:
+    """Convert `todo` [(path, name)] with `how` = (layout, max people, mirrored); progress
+    bars over videos and (estimated) frames."""
     counts = {p: _frame_count(p) for p, _ in todo}  # header counts, for the frame bar only
     vbar = tqdm(total=len(todo), desc="videos", unit="video", disable=not progress)
     fbar = tqdm(total=sum(counts.values()), desc="frames", unit="frame", disable=not progress)
@@ -178,7 +183,7 @@ def _run(todo, model, layout, max_people, workers, progress) -> tuple[list[dict]
             anns.append(sample)
         vbar.update(1)
 
-    jobs = [(p, n, model, layout, max_people) for p, n in todo]
+    jobs = [(p, n, model, *how) for p, n in todo]
     if workers <= 1:
         for job in jobs:
             frames_before = fbar.n

@@ -6,13 +6,18 @@ normalised image landmarks and their visibility. Frames without a person stay ze
 track by its hip centre in the image (Hungarian assignment), so body index m is the same
 person throughout the clip.
 
-Axis convention (both layouts): NTU / Kinect v2 camera space, x = -x_mp, y = -y_mp, z = z_mp.
-MediaPipe's world frame has x to the image right, y down, z away from the camera; Kinect's has
-x to the camera's left (which is the image right of NTU's RGB videos: they are mirrored, see
-`convert_layout`), y up, z away. Both are right-handed, so the change is a rotation (180 deg
-about z) and never mirrors the body. Skeletons stay hip-centred (spine base at the origin in
-every frame): a body's travel through the room is lost, skelact's `Center` transform removes
-the rest of the translation anyway.
+Axis convention (both layouts): NTU / Kinect v2 camera space. MediaPipe's world frame has x to
+the image right, y down, z away from the camera; Kinect's has x to the camera's left, y up, z
+away. In an ordinary (unmirrored) video the camera's left is the image left, so the change is
+x = -x_mp, y = -y_mp, z = z_mp: a rotation by 180 deg about z, which never mirrors the body.
+Mirrored videos, such as NTU's own RGB videos (their colorX grows with Kinect x, so the image
+right is the camera's left), show a mirror image of the person: MediaPipe then calls the
+person's right shoulder "left" and reconstructs a mirrored body. `mirrored=True` undoes both:
+it flips the world x (x = +x_mp) and swaps BlazePose's left/right landmarks, so the left
+shoulder is the person's own, on the image side NTU's colorX gives it. Image coordinates
+("keypoint_2d") stay those of the video as stored, so overlays still match its pixels.
+Skeletons stay hip-centred (spine base at the origin in every frame): a body's travel through
+the room is lost, skelact's `Center` transform removes the rest of the translation anyway.
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from skelact.layouts import MEDIAPIPE33, NTU25, mediapipe_to_ntu_matrix
+from skelact.pose.quiet import native_quiet
 
 # mediapipe world (x right, y down, z away) -> Kinect camera space (x left, y up, z away)
 AXIS_SIGN = np.array([-1.0, -1.0, 1.0], np.float32)
 LAYOUTS = ("mediapipe33", "ntu25")
 HIPS = (23, 24)  # BlazePose left / right hip
+# BlazePose landmark of the other side (nose 0 maps to itself): eyes, ears, mouth, limbs
+MIRROR33 = [0, 4, 5, 6, 1, 2, 3, 8, 7, 10, 9] + [i + 1 - 2 * (i % 2 == 0) for i in range(11, 33)]
 FREE_SLOT_COST = 0.3  # image-width units: a new person farther than this opens a new track
 
 
@@ -100,7 +108,37 @@ def open_landmarker(pose_model: str | os.PathLike, max_people: int = 1):
         running_mode=vision.RunningMode.VIDEO,
         num_poses=max_people,
     )
-    return vision.PoseLandmarker.create_from_options(options)
+    with native_quiet():
+        return vision.PoseLandmarker.create_from_options(options)
+
+
+class Landmarker:
+    """PoseLandmarker (VIDEO mode) with its native log lines kept quiet (see `native_quiet`).
+
+    `detect(rgb, ms)` -> the MediaPipe result; timestamps are made strictly increasing.
+    """
+
+    def __init__(self, pose_model: str | os.PathLike, max_people: int = 1):
+        self._lm = open_landmarker(pose_model, max_people)
+        self._last_ms = -1
+
+    def detect(self, rgb: np.ndarray, ms: int):
+        import mediapipe as mp
+
+        ms = self._last_ms = max(int(ms), self._last_ms + 1)
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        with native_quiet():
+            return self._lm.detect_for_video(image, ms)
+
+    def close(self) -> None:
+        with native_quiet():
+            self._lm.close()
+
+    def __enter__(self) -> Landmarker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def extract_video(
@@ -109,6 +147,7 @@ def extract_video(
     max_people: int = 1,
     layout: str = "ntu25",
     on_frame: Callable[[], None] | None = None,
+    mirrored: bool = False,
 ) -> dict[str, Any]:
     """Run PoseLandmarker over every frame of `path`; one annotation sample (label 0).
 
@@ -116,6 +155,7 @@ def extract_video(
     image coords, "keypoint_score" (M, T, V) visibility, "mask" (M, T) bool, "total_frames",
     "img_shape", "fps", "video", "frame_dir", "label". M = tracks used (<= max_people).
     Raises PoseExtractionError for an unreadable video, one without frames or without any person.
+    `mirrored`: the video is a mirror image (NTU's RGB videos are); see the module docstring.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; known: {LAYOUTS}")
@@ -138,23 +178,34 @@ def extract_video(
         "img_shape": info["img_shape"],
         "fps": info["fps"],
         "video": str(path),
+        "mirrored": bool(mirrored),
     }
+    if mirrored:
+        sample = unmirror(sample)
     return convert_layout(sample, layout)
+
+
+def unmirror(sample: dict[str, Any]) -> dict[str, Any]:
+    """A mediapipe33 sample of a mirrored video -> the person as seen unmirrored.
+
+    World x flips (the reconstruction was of the mirror image) and left/right landmarks swap
+    in "keypoint", "keypoint_2d" and "keypoint_score"; image coordinates keep their values.
+    """
+    out = dict(sample)
+    out["keypoint"] = sample["keypoint"][:, :, MIRROR33] * np.float32([-1, 1, 1])
+    for key in ("keypoint_2d", "keypoint_score"):
+        out[key] = sample[key][:, :, MIRROR33]
+    return out
 
 
 def _track(frames, fps, pose_model, max_people, on_frame):
     """Arrays (M, T, 33, C) for world (C=3), image (C=2), score (M, T, 33), mask (M, T)."""
-    import mediapipe as mp
-
     per_frame = []
     tracker = Tracker(max_people)
-    with open_landmarker(pose_model, max_people) as landmarker:
-        last_ms = -1
+    with Landmarker(pose_model, max_people) as landmarker:
         for i, rgb in enumerate(frames):
-            # VIDEO mode needs strictly increasing timestamps (ms); derive them from the index.
-            ms = last_ms = max(int(round(i * 1000.0 / fps)), last_ms + 1)
-            mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-            result = landmarker.detect_for_video(mp_image, ms)
+            # VIDEO mode needs increasing timestamps (ms); derive them from the index.
+            result = landmarker.detect(rgb, round(i * 1000.0 / fps))
             per_frame.append(_frame_arrays(result, tracker, max_people))
             if on_frame is not None:
                 on_frame()
@@ -192,10 +243,9 @@ def convert_layout(sample: dict[str, Any], layout: str) -> dict[str, Any]:
 
     Needs "keypoint" (M, T, 33, 3), "keypoint_2d" (M, T, 33, 2), "keypoint_score" (M, T, 33);
     rewrites them with V=25 for "ntu25" (each NTU joint the mean of its BlazePose landmarks, see
-    `skelact.layouts.MEDIAPIPE_TO_NTU25`) and sets "layout". Axes are already Kinect's: on the
-    real NTU clip the mapped left shoulder has the smaller x in every detected frame, as the
-    left shoulder does in NTU's own skeleton files (their RGB videos are mirrored: x grows with
-    colorX, while Kinect's x points to the camera's left).
+    `skelact.layouts.MEDIAPIPE_TO_NTU25`) and sets "layout". Axes are already Kinect's (see
+    the module docstring). On a mirrored video, such as NTU's, convert with `mirrored=True`:
+    otherwise the body is the mirror image of the person and "left" is their right.
     """
     out = dict(sample)
     if layout == "mediapipe33":

@@ -60,29 +60,57 @@ def figure_height(xy: np.ndarray) -> float:
     return float(np.linalg.norm(xy[:, HEAD] - xy[:, 0], axis=-1).mean())
 
 
-def _pt(p: np.ndarray, shift: int) -> tuple[int, int]:
-    return int(round(p[0] * (1 << shift))), int(round(p[1] * (1 << shift)))
+_SHIFT = 4  # fixed-point bits of the pixel coordinates: sub-pixel precision for smooth motion
+
+
+def _pt(p: np.ndarray) -> tuple[int, int]:
+    return int(round(p[0] * (1 << _SHIFT))), int(round(p[1] * (1 << _SHIFT)))
+
+
+def figure_shapes(xy: np.ndarray, look: Look, unit: float, z: np.ndarray | None = None) -> list:
+    """One frame's figure as shapes in drawing order: (depth, part, kind, geometry).
+
+    xy (25, 2) pixels; unit: the figure height in pixels (sets the thicknesses); z (25,) joint
+    depths, or None (depth 0). Kinds: "line" (p, q, width) per limb in LIMBS order, "circle"
+    (centre, radius) for the head, "rect" (p0, p1) for the held object (part "object").
+    """
+    z = np.zeros(len(xy)) if z is None else z
+    shapes = [
+        (
+            0.5 * (z[a] + z[b]),
+            part,
+            "line",
+            (_pt(xy[a]), _pt(xy[b]), max(1, round(_WIDTH[part] * unit))),
+        )
+        for a, b, part in LIMBS
+    ]
+    radius = max(2, int(round(_HEAD_RADIUS * unit * (1 << _SHIFT))))
+    shapes.append((z[HEAD], "skin", "circle", (_pt(xy[HEAD]), radius)))
+    if look.obj_joint >= 0:
+        c, half = xy[look.obj_joint], np.array(look.obj_size) * unit
+        # just in front of the hand
+        shapes.append((z[look.obj_joint] - 1.0, "object", "rect", (_pt(c - half), _pt(c + half))))
+    return shapes
+
+
+def _draw(img: np.ndarray, kind: str, geometry: tuple, value, line_type: int) -> None:
+    if kind == "line":
+        p, q, width = geometry
+        cv2.line(img, p, q, value, width, line_type, _SHIFT)
+    elif kind == "circle":
+        cv2.circle(img, *geometry, value, -1, line_type, _SHIFT)
+    else:
+        cv2.rectangle(img, *geometry, value, -1, line_type, _SHIFT)
 
 
 def draw_figure(img: np.ndarray, xy: np.ndarray, look: Look, unit: float) -> None:
     """Draw one frame's figure into the BGR image img (H, W, 3) in place; xy (25, 2) pixels.
 
-    unit: the figure height in pixels (sets the thicknesses). Parts go in LIMBS order, depth
-    ignored, then the head, then the held object.
+    Shapes go in `figure_shapes` order, depth ignored: limbs, the head, the held object.
     """
-    shift = 4  # sub-pixel precision for smooth motion
-    for a, b, part in LIMBS:
-        w = max(1, int(round(_WIDTH[part] * unit)))
-        cv2.line(
-            img, _pt(xy[a], shift), _pt(xy[b], shift), look.colors[part], w, cv2.LINE_AA, shift
-        )
-    r = max(2, int(round(_HEAD_RADIUS * unit * (1 << shift))))
-    cv2.circle(img, _pt(xy[HEAD], shift), r, look.colors["skin"], -1, cv2.LINE_AA, shift)
-    if look.obj_joint >= 0:
-        c = xy[look.obj_joint]
-        half = np.array(look.obj_size) * unit
-        p0, p1 = _pt(c - half, shift), _pt(c + half, shift)
-        cv2.rectangle(img, p0, p1, look.obj_color, -1, cv2.LINE_AA, shift)
+    for _, part, kind, geometry in figure_shapes(xy, look, unit):
+        color = look.obj_color if part == "object" else look.colors[part]
+        _draw(img, kind, geometry, color, cv2.LINE_AA)
 
 
 def render_rgb(
@@ -147,25 +175,10 @@ def render_depth(
 
 
 def _draw_depth(img: np.ndarray, xy: np.ndarray, z: np.ndarray, look: Look, unit: float) -> None:
-    """One depth frame, far to near: limbs, head, object each at their own depth."""
-    shift = 4
-    parts = [(0.5 * (z[a] + z[b]), "limb", (a, b, p)) for a, b, p in LIMBS]
-    parts.append((z[HEAD], "head", None))
-    if look.obj_joint >= 0:
-        parts.append((z[look.obj_joint] - 1.0, "obj", None))  # just in front of the hand
-    for depth, kind, limb in sorted(parts, key=lambda p: -p[0]):
-        v = int(np.clip(depth, 1, 65535))
-        if kind == "limb":
-            a, b, part = limb
-            wpx = max(1, int(round(_WIDTH[part] * unit)))
-            cv2.line(img, _pt(xy[a], shift), _pt(xy[b], shift), v, wpx, cv2.LINE_8, shift)
-        elif kind == "head":
-            r = max(2, int(round(_HEAD_RADIUS * unit * (1 << shift))))
-            cv2.circle(img, _pt(xy[HEAD], shift), r, v, -1, cv2.LINE_8, shift)
-        else:
-            half = np.array(look.obj_size) * unit
-            c = xy[look.obj_joint]
-            cv2.rectangle(img, _pt(c - half, shift), _pt(c + half, shift), v, -1, cv2.LINE_8, shift)
+    """One depth frame, far to near: every shape at its own depth (a limb at its joints' mean)."""
+    shapes = figure_shapes(xy, look, unit, z)
+    for depth, _, kind, geometry in sorted(shapes, key=lambda s: -s[0]):
+        _draw(img, kind, geometry, int(np.clip(depth, 1, 65535)), cv2.LINE_8)
 
 
 def textured_background(

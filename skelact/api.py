@@ -1,0 +1,214 @@
+"""Use a trained model from Python.
+
+    import skelact
+    model = skelact.load("runs/.../checkpoints/best.pt")   # or an exported model.onnx
+    result = model.predict("clip.mp4")     # a video, keypoints (M, T, V, C) or a sample dict
+    result.name, result.prob, result.probs, result.topk(5), result.attention
+    for update in model.stream("clip.mp4"):  # camera index, stream URL or video file, live
+        print(f"{update.time:.1f}s {update.name} {update.prob:.2f}")
+
+The model applies its checkpoint's own preprocessing (layout, bodies, centring, view
+alignment, scale, clip length, test clips, input channels: `skelact.contract`) in numpy, so
+a checkpoint and its ONNX export see the same inputs. `skelact predict` is built on this.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from skelact.contract import Contract, ContractError, conform, order_by_activity
+
+VIDEO_LAYOUTS = ("ntu25", "mediapipe33")  # the layouts MediaPipe conversion can produce
+
+
+@dataclass
+class Result:
+    """One prediction: class probabilities (classes,) averaged over the test clips, the first
+    clip's temporal attention (T',) with the input frame of each weight (T',)."""
+
+    probs: np.ndarray
+    classes: list[str]
+    attention: np.ndarray | None
+    frames: np.ndarray
+    sample: dict | None = None  # the converted video, when the input was one
+
+    @property
+    def label(self) -> int:
+        return int(self.probs.argmax())
+
+    @property
+    def name(self) -> str:
+        return self.classes[self.label]
+
+    @property
+    def prob(self) -> float:
+        return float(self.probs[self.label])
+
+    def topk(self, k: int = 5) -> list[tuple[int, str, float]]:
+        """[(label, name, probability)] of the k most probable classes, best first."""
+        order = np.argsort(-self.probs, kind="stable")[:k]
+        return [(int(i), self.classes[i], float(self.probs[i])) for i in order]
+
+
+class TorchBackend:
+    """The checkpoint's network in torch eager mode (CPU)."""
+
+    def __init__(self, ck: dict):
+        import torch
+        from omegaconf import OmegaConf
+
+        from skelact.models.recognizer import build_recognizer
+
+        cfg = OmegaConf.create(ck["config"])
+        streams = list(cfg.modality.streams)
+        self.net = build_recognizer(cfg.model, streams, ck["num_classes"], ck["specs"])
+        self.net.load_state_dict(ck["model"])
+        self.net.eval()
+        self._torch = torch
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
+        """Stream inputs with batch N first -> logits (N, classes), attention {stream: (N, T)}."""
+        torch = self._torch
+        with torch.no_grad():
+            x = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
+            out = self.net(x)
+        return out["logits"].numpy(), {k: a.numpy() for k, a in out["attention"].items()}
+
+
+class Model:
+    """A trained recognizer with its contract: predict on videos, keypoints, samples; stream."""
+
+    def __init__(self, backend, contract: Contract, source: str, pose_model=None):
+        self.backend, self.contract, self.source = backend, contract, source
+        self.pose_model = pose_model
+        self._pipeline = None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.contract.classes
+
+    def pipeline(self):
+        """The test-time skeleton transforms of the checkpoint (built once)."""
+        if self._pipeline is None:
+            from omegaconf import OmegaConf
+
+            from skelact.data.transforms import build_skeleton_pipeline
+            from skelact.layouts import get_layout
+
+            c = self.contract
+            layout = get_layout(c.layout, c.num_joints)
+            scfg = OmegaConf.create(c.skeleton)
+            self._pipeline = build_skeleton_pipeline(layout, scfg, False, c.num_bodies)
+        return self._pipeline
+
+    def inputs(self, keypoint, features: dict | None = None, source="sample", layout=None):
+        """keypoint (M, T, V, C) [+ cached features {stream: (T0, D)}] -> the network's inputs
+        {stream: (K, ...)} for the K test clips, and the input frame per step of clip 0."""
+        from skelact.data.sampling import sample_indices
+
+        kp = conform(keypoint, self.contract, source, layout)
+        res = self.pipeline()({"keypoint": kp})
+        x = {s: res["keypoint"] for s in self.contract.skeleton_streams}  # (K, M, T, V, C')
+        k = len(res["keypoint"])
+        for s, n in self.contract.frames.items():
+            feats = (features or {}).get(s)
+            if feats is None:
+                raise ContractError(f"{source}: the model also reads cached {s!r} features")
+            f = np.asarray(feats, np.float32)
+            if f.ndim != 2 or f.shape[1] != self.contract.streams[s]["feature_dim"]:
+                raise ContractError(
+                    f"{source}: {s} features must be (T, {self.contract.streams[s]['feature_dim']})"
+                    f", got {f.shape}"
+                )
+            x[s] = np.repeat(f[sample_indices(len(f), n)][None], k, 0)  # (K, T, D)
+        return x, res["trim_offset"] + res["frame_inds"][0]
+
+    def predict(
+        self, x, features: dict | None = None, layout: str | None = None, mirrored: bool = False
+    ) -> Result:
+        """Classify a video path (`mirrored`: a mirror-image video, as NTU's), keypoints
+        (M, T, V, C) in the model's layout, or a sample dict with "keypoint" (an annotation
+        file's entry). `features`: cached features {stream: (T, D)} for fused models."""
+        sample = None
+        if isinstance(x, str | os.PathLike):
+            sample = self.convert(x, mirrored=mirrored)
+            x = sample
+        if isinstance(x, dict):
+            source = str(x.get("frame_dir", "sample"))
+            feats = features or x.get("features")
+            inputs, frames = self.inputs(x["keypoint"], feats, source, layout or x.get("layout"))
+        else:
+            inputs, frames = self.inputs(x, features, "keypoints", layout)
+        logits, attention = self.backend(inputs)
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        probs = (e / e.sum(-1, keepdims=True)).mean(0)  # softmax, averaged over the test clips
+        first = self.contract.skeleton_streams[0]
+        att = attention.get(first)
+        return Result(probs, self.classes, None if att is None else att[0], frames, sample)
+
+    def predict_people(self, sample: dict) -> list[tuple[int, Result]]:
+        """Each tracked body of `sample` on its own: [(track id, Result)], for one-person
+        models on videos with several people."""
+        out = []
+        for m in range(sample["keypoint"].shape[0]):
+            if not np.abs(sample["keypoint"][m]).any():
+                continue
+            out.append((m, self.predict(sample["keypoint"][m : m + 1])))
+        return out
+
+    def convert(self, video, max_people: int | None = None, mirrored: bool = False) -> dict:
+        """MediaPipe over `video` in the model's layout; with several bodies kept, the most
+        active first (as the NTU importer orders them)."""
+        from skelact.pose.extract import extract_video
+        from skelact.pose.model import ensure_pose_model
+
+        if self.contract.layout not in VIDEO_LAYOUTS:
+            raise ContractError(
+                f"{self.source}: the model was trained on layout {self.contract.layout!r};"
+                f" videos convert to {' or '.join(VIDEO_LAYOUTS)} only"
+            )
+        people = max_people or self.contract.num_bodies
+        model = ensure_pose_model(self.pose_model)
+        sample = extract_video(video, model, people, self.contract.layout, mirrored=mirrored)
+        if max_people is None and sample["keypoint"].shape[0] > 1:
+            order = order_by_activity(sample["keypoint"], sample["mask"])
+            for key in ("keypoint", "keypoint_2d", "keypoint_score", "mask"):
+                sample[key] = sample[key][order]
+        return sample
+
+    def warmup(self) -> None:
+        """One pass on a still pose: the first call pays for allocations, not the first update."""
+        c = self.contract
+        kp = np.zeros((c.num_bodies, c.skeleton["clip_len"], c.num_joints, c.coords), np.float32)
+        kp[0] = np.linspace(0, 1, c.num_joints * c.coords).reshape(c.num_joints, c.coords)
+        feats = {s: np.zeros((n, c.streams[s]["feature_dim"])) for s, n in c.frames.items()}
+        self.predict(kp, feats)
+
+    def stream(self, source, **kwargs):
+        """Live updates over a camera index, stream URL or video file: see `skelact.live`."""
+        from skelact.live import stream
+
+        return stream(self, source, **kwargs)
+
+
+def load(path: str | os.PathLike, pose_model=None, threads: int | None = None) -> Model:
+    """A checkpoint (.pt) or an exported ONNX model (.onnx), ready to predict."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        from skelact.export import OnnxBackend
+
+        backend = OnnxBackend(path, threads)
+        return Model(backend, backend.contract, str(path), pose_model)
+    from skelact.engine import load_checkpoint
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    ck = load_checkpoint(path)
+    contract = Contract.from_checkpoint(ck, str(path))
+    return Model(TorchBackend(ck), contract, str(path), pose_model)

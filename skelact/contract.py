@@ -1,0 +1,142 @@
+"""A checkpoint's input contract, and samples conformed to it.
+
+A trained model fixes what it reads: the joint layout, the number of bodies, the coordinates
+per joint and the input channels made from them, the clip length and the test clips, and for
+fused models the frames of each cached-feature stream. `Contract` holds these as plain data
+(it travels in checkpoints and in ONNX metadata); `conform` makes a sample fit it, or refuses
+with a message naming the mismatch. `skelact predict`, the Python API and `skelact eval` share
+them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from skelact.data.transforms import MotionFeatures
+
+
+class ContractError(ValueError):
+    """A sample does not fit the model's input contract; the message names the mismatch."""
+
+
+@dataclass
+class Contract:
+    """What a model reads. `streams`: stream -> input spec as in the checkpoint ("num_joints",
+    "channels", "num_bodies" for skeletons; "feature_dim" for cached features). `skeleton`:
+    the data.skeleton config (preprocessing). `frames`: feature stream -> frames sampled."""
+
+    layout: str
+    classes: list[str]
+    streams: dict[str, dict]
+    skeleton: dict
+    frames: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_checkpoint(cls, ck: dict, source: str = "checkpoint") -> Contract:
+        cfg = ck["config"]
+        streams = list(cfg["modality"]["streams"])
+        specs = {s: dict(ck["specs"][s]) for s in streams}
+        frames = {}
+        for s, spec in specs.items():
+            if "in_channels" in spec:
+                raise ContractError(
+                    f"{source}: stream {s!r} reads video frames; only skeleton streams and "
+                    "cached features (model.<stream>.input=features) can be used here"
+                )
+            if "feature_dim" in spec:
+                frames[s] = int(cfg["data"][s]["num_frames"])
+        classes = list(ck["classes"])[: ck["num_classes"]]
+        classes += [str(i) for i in range(len(classes), ck["num_classes"])]
+        return cls(ck["layout"], classes, specs, dict(cfg["data"]["skeleton"]), frames)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Contract:
+        return cls(**json.loads(text))
+
+    @property
+    def skeleton_streams(self) -> list[str]:
+        return [s for s, spec in self.streams.items() if "num_joints" in spec]
+
+    @property
+    def num_bodies(self) -> int:
+        return int(self.streams[self.skeleton_streams[0]]["num_bodies"])
+
+    @property
+    def num_joints(self) -> int:
+        return int(self.streams[self.skeleton_streams[0]]["num_joints"])
+
+    @property
+    def coords(self) -> int:
+        """Coordinates per joint of the raw keypoints (3 for x y z), from the channel count."""
+        spec = self.streams[self.skeleton_streams[0]]
+        kinds = list(self.skeleton["features"])
+        dist = kinds.count("distance") * spec["num_joints"]
+        per = len(kinds) - kinds.count("distance")
+        return (spec["channels"] - dist) // per if per else 3
+
+    def summary(self) -> str:
+        s = self.skeleton
+        return (
+            f"layout {self.layout}, {self.num_bodies} bod{'y' if self.num_bodies == 1 else 'ies'}"
+            f" x {self.num_joints} joints x {self.coords} coords, features "
+            f"{'+'.join(s['features'])}, clip_len {s['clip_len']}, test_clips {s['test_clips']}"
+        )
+
+
+def conform(
+    keypoint: np.ndarray, contract: Contract, source: str = "sample", layout: str | None = None
+) -> np.ndarray:
+    """keypoint (M, T, V, C) -> (num_bodies, T, V, C) float32 for `contract`.
+
+    Bodies beyond the contract's count are dropped from the end (body 0 is the main actor, as
+    the importers and `order_by_activity` order them); missing ones are zero-padded. Refuses
+    (ContractError naming `source`) another layout, joint count or coordinate count, or no
+    frames.
+    """
+    kp = np.asarray(keypoint)
+    if layout is not None and layout != contract.layout:
+        raise ContractError(
+            f"{source}: layout {layout!r}, but the model was trained on {contract.layout!r}"
+        )
+    if kp.ndim != 4:
+        raise ContractError(f"{source}: keypoints must be (M, T, V, C), got shape {kp.shape}")
+    m, t, v, c = kp.shape
+    if v != contract.num_joints:
+        raise ContractError(
+            f"{source}: {v} joints per body, but the model's layout {contract.layout!r} has "
+            f"{contract.num_joints}"
+        )
+    if c != contract.coords:
+        raise ContractError(
+            f"{source}: {c} coordinates per joint, but the model reads {contract.coords} "
+            f"({MotionFeatures.channels(contract.skeleton['features'], contract.coords, v)} "
+            "input channels)"
+        )
+    if t == 0 or m == 0:
+        raise ContractError(f"{source}: no frames or no body (shape {kp.shape})")
+    n = contract.num_bodies
+    kp = kp[:n].astype(np.float32, copy=False)
+    if m < n:
+        kp = np.concatenate([kp, np.zeros((n - m, t, v, c), np.float32)])
+    return kp
+
+
+def order_by_activity(keypoint: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Body order (M,) most active first: the sum over joints and coordinates of the temporal
+    variance over the frames the body is present in (the rule of the NTU importer).
+
+    keypoint (M, T, V, C); mask (M, T) bool, default: frames with any non-zero joint.
+    """
+    if mask is None:
+        mask = np.abs(keypoint).sum((-1, -2)) > 0
+    activity = [
+        float(keypoint[m, mask[m]].astype(np.float64).var(axis=0).sum()) if mask[m].any() else -1
+        for m in range(len(keypoint))
+    ]
+    return np.argsort(-np.asarray(activity), kind="stable")

@@ -1,0 +1,147 @@
+"""The Python API and ONNX export on real NTU skeletons: preprocessing, contract, backends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import skelact
+from skelact.contract import Contract, ContractError, conform, order_by_activity
+from skelact.data.ntu import load_skeleton
+from skelact.data.transforms import build_skeleton_pipeline
+from skelact.engine import load_checkpoint
+from skelact.layouts import get_layout
+from skelact.models.recognizer import build_recognizer
+from tests.conftest import shared_data, train_toy_checkpoint
+
+
+@pytest.fixture(scope="module")
+def ntu_bodies() -> dict[str, np.ndarray]:
+    """The 4 real NTU files, 1 body each: name -> (1, T, 25, 3)."""
+    files = sorted(shared_data("ntu", "skeletons").glob("*.skeleton"))
+    return {f.stem: load_skeleton(f, max_bodies=1) for f in files}
+
+
+@pytest.fixture(scope="module")
+def two_person_ckpt(tmp_path_factory):
+    return train_toy_checkpoint(tmp_path_factory.mktemp("ckpt2"), bodies=2)
+
+
+@pytest.fixture(scope="module")
+def fused_ckpt(tmp_path_factory):
+    return train_toy_checkpoint(tmp_path_factory.mktemp("fused"), fused=True)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(ntu_ckpt, tmp_path_factory):
+    from skelact.export import export_onnx
+
+    return export_onnx(ntu_ckpt, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+def _by_hand(ckpt_path, kp: np.ndarray) -> np.ndarray:
+    """The training code's own path: test pipeline -> network -> softmax averaged over clips."""
+    ck = load_checkpoint(ckpt_path)
+    cfg = OmegaConf.create(ck["config"])
+    pipe = build_skeleton_pipeline(get_layout("ntu25"), cfg.data.skeleton, False, 1)
+    net = build_recognizer(cfg.model, ["skeleton"], ck["num_classes"], ck["specs"])
+    net.load_state_dict(ck["model"])
+    x = torch.from_numpy(pipe({"keypoint": kp})["keypoint"])
+    with torch.no_grad():
+        return torch.softmax(net.eval()({"skeleton": x})["logits"], -1).mean(0).numpy()
+
+
+def test_predict_applies_the_checkpoints_preprocessing(ntu_ckpt, ntu_bodies):
+    model = skelact.load(ntu_ckpt)
+    kp = ntu_bodies["S001C001P001R001A001"]
+    r = model.predict(kp)
+    np.testing.assert_allclose(r.probs, _by_hand(ntu_ckpt, kp), atol=1e-6)
+    assert r.probs.shape == (6,) and abs(r.probs.sum() - 1) < 1e-5
+    top = r.topk(3)
+    assert [p for _, _, p in top] == sorted((p for _, _, p in top), reverse=True)
+    assert top[0] == (r.label, r.name, r.prob) and r.name == f"class{r.label}"
+    # one attention weight per sampled frame (clip_len 16), inside the 103 frames, in order
+    assert r.attention.shape == (16,) and abs(r.attention.sum() - 1) < 1e-5
+    assert 0 <= r.frames[0] < r.frames[-1] < 103 and np.all(np.diff(r.frames) > 0)
+    # a sample dict (an annotation file's entry) gives the same answer
+    same = model.predict({"frame_dir": "x", "keypoint": kp, "total_frames": 103})
+    np.testing.assert_array_equal(same.probs, r.probs)
+
+
+def test_contract_refuses_what_the_model_cannot_read(ntu_ckpt, ntu_bodies):
+    model = skelact.load(ntu_ckpt)
+    c = model.contract
+    assert (c.layout, c.num_bodies, c.num_joints, c.coords) == ("ntu25", 1, 25, 3)
+    assert c.skeleton["clip_len"] == 16 and c.streams["skeleton"]["channels"] == 9
+    kp = ntu_bodies["S002C001P003R001A003"]
+    with pytest.raises(ContractError, match=r"33 joints per body.*'ntu25' has 25"):
+        model.predict(np.zeros((1, 20, 33, 3), np.float32) + 1)
+    with pytest.raises(ContractError, match=r"2 coordinates per joint.*reads 3"):
+        model.predict(kp[..., :2])
+    with pytest.raises(ContractError, match=r"layout 'kinect20'.*trained on 'ntu25'"):
+        model.predict(kp, layout="kinect20")
+    with pytest.raises(ContractError, match="no frames"):
+        model.predict(kp[:, :0])
+    # a second body beyond a one-person contract is dropped: the answer is body 0's
+    two = np.concatenate([kp[:, :82], ntu_bodies["S001C001P001R001A011"]])
+    np.testing.assert_array_equal(model.predict(two).probs, model.predict(kp[:, :82]).probs)
+
+
+def test_two_person_contract_pads_and_orders_by_activity(two_person_ckpt, ntu_bodies):
+    model = skelact.load(two_person_ckpt)
+    assert model.contract.num_bodies == 2
+    kp = ntu_bodies["S001C001P001R001A001"]
+    padded = conform(kp, model.contract)
+    assert padded.shape == (2, 103, 25, 3) and not padded[1].any()
+    # a still false detection next to the real, moving person: the person ranks first
+    ghost = np.repeat(kp[:, :1] + np.float32([1.5, 0, 0]), 103, 1)
+    assert order_by_activity(np.concatenate([ghost, kp])).tolist() == [1, 0]
+    assert order_by_activity(np.concatenate([kp, ghost])).tolist() == [0, 1]
+
+
+def test_contract_survives_a_round_trip_through_json(ntu_ckpt):
+    c = Contract.from_checkpoint(load_checkpoint(ntu_ckpt))
+    assert Contract.from_json(c.to_json()) == c
+
+
+def test_onnx_matches_torch_on_real_skeletons_with_dynamic_batch(ntu_ckpt, onnx_file, ntu_bodies):
+    import onnx
+
+    torch_model, ort_model = skelact.load(ntu_ckpt), skelact.load(onnx_file)
+    meta = {p.key: p.value for p in onnx.load(str(onnx_file)).metadata_props}
+    assert meta["layout"] == "ntu25" and meta["clip_len"] == "16"
+    assert meta["class_names"] == '["class0", "class1", "class2", "class3", "class4", "class5"]'
+    assert ort_model.contract == torch_model.contract
+    # batches of 5 (one sample's test clips), 20 (all four files) and 1
+    x = np.concatenate([torch_model.inputs(kp)[0]["skeleton"] for kp in ntu_bodies.values()])
+    x[2, :, 4:9] = 0  # nobody in 5 frames of one clip: the attention masks them
+    for batch in (x[:5], x, x[:1]):
+        ref, ref_att = torch_model.backend({"skeleton": batch})
+        got, got_att = ort_model.backend({"skeleton": batch})
+        assert got.shape == ref.shape == (len(batch), 6)
+        assert np.abs(got - ref).max() <= 1e-4
+        assert np.abs(got_att["skeleton"] - ref_att["skeleton"]).max() <= 1e-5
+    assert np.all(ort_model.backend({"skeleton": x[:5]})[1]["skeleton"][2, 4:9] < 1e-6)
+    for kp in ntu_bodies.values():
+        np.testing.assert_allclose(ort_model.predict(kp).probs, torch_model.predict(kp).probs,
+                                   atol=1e-5)  # fmt: skip
+
+
+def test_fused_model_exports_with_cached_features(fused_ckpt, ntu_bodies, tmp_path):
+    from skelact.export import export_onnx
+
+    torch_model = skelact.load(fused_ckpt)
+    assert list(torch_model.contract.streams) == ["rgb", "skeleton"]
+    ort_model = skelact.load(export_onnx(fused_ckpt, tmp_path / "fused.onnx"))
+    kp = ntu_bodies["S003C001P015R001A034"]
+    feats = {"rgb": kp[0, :, :8, 1]}  # (T, 8) features, as the checkpoint was trained on
+    a, b = torch_model.predict(kp, feats), ort_model.predict(kp, feats)
+    np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
+    inputs = torch_model.inputs(kp, feats)[0]
+    assert inputs["rgb"].shape == (5, 8, 8) and inputs["skeleton"].shape == (5, 1, 16, 25, 9)
+    ref, _ = torch_model.backend(inputs)
+    assert np.abs(ort_model.backend(inputs)[0] - ref).max() <= 1e-4
+    with pytest.raises(ContractError, match="cached 'rgb' features"):
+        torch_model.predict(kp)

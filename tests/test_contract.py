@@ -1,0 +1,138 @@
+"""A checkpoint's contract at evaluation, and degenerate inputs refused up front: empty or
+overlapping splits, clips without frames, top-5 with few classes, failed checkpoint saves."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from skelact.data.annotations import AnnotationError, save_annotations, validate
+from skelact.demo import compose_config
+from skelact.engine import save_checkpoint
+from skelact.evaluate import evaluate_checkpoint
+from skelact.metrics import summarize
+from skelact.train import train
+from tests.conftest import toy_annotations
+from tests.test_train import FAST, SPLITS
+
+
+@pytest.fixture(scope="module")
+def one_body_run(tmp_path_factory):
+    """A 6-class single-body model and the data it was trained on."""
+    root = tmp_path_factory.mktemp("contract")
+    data = toy_annotations(num_classes=6, per_class=16, frames=30)
+    path = save_annotations(data, root / "toy.pkl")
+    cfg = compose_config([f"data.ann_file={path}", *SPLITS, *FAST, "trainer.epochs=8"])
+    metrics = train(cfg, root / "run")
+    return {"data": data, "root": root, "ckpt": root / "run/checkpoints/last.pt", "m": metrics}
+
+
+def evaluate(run, data: dict, name: str, *extra: str) -> dict:
+    path = save_annotations(data, run["root"] / f"{name}.pkl")
+    out = run["root"] / f"eval_{name}"
+    return evaluate_checkpoint(
+        [f"ckpt={run['ckpt']}", f"out_dir={out}", f"data.ann_file={path}", *extra]
+    )
+
+
+def test_two_body_file_conforms_to_a_one_body_model(one_body_run):
+    data = copy.deepcopy(one_body_run["data"])
+    for ann in data["annotations"]:  # a second, calmer person beside every actor
+        partner = ann["keypoint"][:1] * 0.5 + np.float32(1.0)
+        ann["keypoint"] = np.concatenate([ann["keypoint"], partner])
+    metrics = evaluate(one_body_run, data, "two_bodies")
+    assert metrics["top1"] == pytest.approx(one_body_run["m"]["top1"])  # body 0 is used
+
+
+def test_checkpoint_classes_name_the_predictions(one_body_run):
+    """A file whose class table is in another order: labels are matched by name."""
+    data = copy.deepcopy(one_body_run["data"])
+    order = [3, 0, 5, 1, 4, 2]  # new label of each old class
+    data["classes"] = [None] * 6
+    for old, new in enumerate(order):
+        data["classes"][new] = one_body_run["data"]["classes"][old]
+    for ann in data["annotations"]:
+        ann["label"] = order[ann["label"]]
+    metrics = evaluate(one_body_run, data, "reordered")
+    assert metrics["top1"] == pytest.approx(one_body_run["m"]["top1"])
+    preds = pd.read_csv(one_body_run["root"] / "eval_reordered/predictions.csv")
+    truth = {a["frame_dir"]: one_body_run["data"]["classes"][order.index(a["label"])]
+             for a in data["annotations"]}  # fmt: skip
+    assert all(preds["label_name"] == preds["frame_dir"].map(truth))
+
+
+def test_unknown_classes_and_labels_are_refused(one_body_run):
+    data = copy.deepcopy(one_body_run["data"])
+    data["classes"] = data["classes"][:5] + ["juggling"]
+    with pytest.raises(SystemExit, match="'juggling'"):
+        evaluate(one_body_run, data, "unknown_class")
+    data = copy.deepcopy(one_body_run["data"])
+    del data["classes"]
+    data["annotations"][-1]["label"] = 9
+    data["split"]["test"].append(data["annotations"][-1]["frame_dir"])
+    with pytest.raises(SystemExit, match="label 9.*6 classes"):
+        evaluate(one_body_run, data, "label_out_of_range")
+
+
+def test_layout_and_preprocessing_mismatches_are_refused(one_body_run):
+    data = copy.deepcopy(one_body_run["data"])
+    data["layout"] = "kinect20"  # the model was trained on generic 25-joint data
+    with pytest.raises(SystemExit, match="kinect20"):
+        evaluate(one_body_run, data, "other_layout")
+    with pytest.raises(SystemExit, match="clip_len"):
+        evaluate(one_body_run, one_body_run["data"], "clip", "data.skeleton.clip_len=8")
+
+
+@pytest.mark.parametrize("role", ["train", "test"])
+def test_empty_split_is_refused_before_training(tmp_path, role):
+    data = toy_annotations(num_classes=3, per_class=8, frames=20)
+    data["split"][role] = []
+    path = save_annotations(data, tmp_path / "toy.pkl")
+    cfg = compose_config([f"data.ann_file={path}", *SPLITS, *FAST, "trainer.epochs=1"])
+    with pytest.raises(SystemExit, match=f"data.{role}_split={role} is empty"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run/checkpoints").exists()
+
+
+def test_val_split_inside_train_split_is_refused_unless_allowed(tmp_path):
+    data = toy_annotations(num_classes=3, per_class=8, frames=20)
+    data["split"]["val"] = data["split"]["train"][:4]
+    path = save_annotations(data, tmp_path / "toy.pkl")
+    args = [f"data.ann_file={path}", *SPLITS, *FAST, "trainer.epochs=1", "data.val_split=val"]
+    with pytest.raises(SystemExit, match="4 sample.*also in data.train_split"):
+        train(compose_config(args), tmp_path / "a")
+    metrics = train(compose_config([*args, "data.allow_val_overlap=true"]), tmp_path / "b")
+    assert metrics["num_samples"] == len(data["split"]["test"])
+
+
+def test_sample_without_frames_fails_validation():
+    data = toy_annotations(num_classes=2, per_class=2, frames=10)
+    data["annotations"][1]["keypoint"] = np.zeros((1, 0, 25, 3), np.float32)
+    data["annotations"][1]["total_frames"] = 0
+    with pytest.raises(AnnotationError, match="toy_c0_001.*no frames"):
+        validate(data, "few.pkl")
+
+
+def test_top5_is_null_with_five_classes_or_fewer(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 50)
+    assert summarize(rng.random((50, 5)), labels)["top5"] is None
+    scores = rng.random((50, 7))
+    top5 = summarize(scores, labels)["top5"]
+    expected = np.mean([lab in np.argsort(-s)[:5] for s, lab in zip(scores, labels, strict=True)])
+    assert top5 == pytest.approx(expected) and top5 < 1.0
+    json.dumps(summarize(rng.random((50, 5)), labels))  # null in metrics.json
+
+
+def test_failed_checkpoint_save_leaves_nothing_behind(tmp_path):
+    good = tmp_path / "last.pt"
+    save_checkpoint({"w": torch.ones(2)}, good)
+    with pytest.raises(Exception):  # noqa: B017 - whatever pickling raises for a lambda
+        save_checkpoint({"w": torch.zeros(2), "bad": lambda: 0}, good)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert torch.equal(torch.load(good, weights_only=True)["w"], torch.ones(2))
