@@ -273,7 +273,7 @@ def measure_run(overrides, args, run_dir: Path, code: Path, rate_model, rate_dat
           f"largest single-process RSS {sampler.max_rss:.2f} GiB")  # fmt: skip
     for phase, procs in sampler.at_peak.items():
         print(f"    at the {phase} peak: " + ", ".join(f"{r} {g:.2f}" for r, g in procs))
-    data = f"; data path alone ({args.workers} workers, no model): {rate_data:.1f} samples/s"
+    data = f"; data path alone ({args.workers} workers, no model): {rate_data or 0:.1f} samples/s"
     print(f"  epoch {sec:.1f} s for {n_train} samples: {n_train / sec:.1f} samples/s end to end; "
           f"model alone {rate_model:.1f} samples/s: {n_train / sec / rate_model:.0%} of it"
           f"{data if rate_data else ''}")  # fmt: skip
