@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from skelact.contract import Contract, ContractError, conform, order_by_activity
-
-VIDEO_LAYOUTS = ("ntu25", "mediapipe33")  # the layouts MediaPipe conversion can produce
+from skelact.layouts import POSE_LAYOUTS
 
 
 @dataclass
@@ -166,10 +165,10 @@ class Model:
         from skelact.pose.extract import extract_video
         from skelact.pose.model import ensure_pose_model
 
-        if self.contract.layout not in VIDEO_LAYOUTS:
+        if self.contract.layout not in POSE_LAYOUTS:
             raise ContractError(
                 f"{self.source}: the model was trained on layout {self.contract.layout!r};"
-                f" videos convert to {' or '.join(VIDEO_LAYOUTS)} only"
+                f" videos convert to {' or '.join(POSE_LAYOUTS)} only"
             )
         people = max_people or self.contract.num_bodies
         model = ensure_pose_model(self.pose_model)

@@ -35,7 +35,7 @@ To see the full composed config: skelact train <overrides> --cfg job
 
 
 def _groups_text() -> str:
-    from skelact.train import CONFIG_DIR
+    from skelact.config import CONFIG_DIR
 
     lines = []
     for group in ("data", "modality", "model", "trainer"):
@@ -46,21 +46,13 @@ def _groups_text() -> str:
     return "\n".join(lines)
 
 
-def modality_override(spec: str) -> str:
-    """'rgb+skeleton' -> 'modality=rgb_skeleton' (stream order as in the config files)."""
-    order = ["rgb", "skeleton", "depth"]
-    parts = [p.strip() for p in spec.replace(",", "+").split("+") if p.strip()]
-    unknown = [p for p in parts if p not in order]
-    if unknown or not parts:
-        raise SystemExit(f"skelact: unknown modality {spec!r}; combine {order} with '+'")
-    return "modality=" + "_".join(sorted(set(parts), key=order.index))
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     from skelact import train
 
     overrides = list(args.overrides)
     if args.modality:
+        from skelact.config import modality_override
+
         overrides.insert(0, modality_override(args.modality))
     sys.argv = ["skelact train", *overrides]
     train.main()
@@ -266,6 +258,8 @@ def _add_verbose(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from skelact.layouts import POSE_LAYOUTS
+
     parser = argparse.ArgumentParser(
         prog="skelact",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -298,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     sub.choices["prepare"].set_defaults(func=cmd_prepare)
 
-    from skelact.train import CONFIG_DIR
+    from skelact.config import CONFIG_DIR
 
     train = sub.add_parser(
         "train",
@@ -338,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--out", required=True, help=OUT_HELP)
     conv.add_argument(
         "--layout",
-        choices=["mediapipe33", "ntu25"],
+        choices=POSE_LAYOUTS,
         default="mediapipe33",
         help="keep BlazePose's 33 landmarks or map onto NTU's 25 Kinect joints",
     )

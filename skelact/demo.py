@@ -16,21 +16,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
 
 log = logging.getLogger("skelact")
 
 BENCHMARKS = ("ntu60_xsub", "ntu60_xview")
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    """The `skelact train` config for `overrides`, composed without running hydra's app."""
-    from hydra import compose, initialize_config_dir
-
-    from skelact.train import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=overrides)
 
 
 def run_demo(
@@ -45,7 +34,7 @@ def run_demo(
     modality other than "skeleton": the fusion proof (see the module docstring); returns
     {"skeleton": metrics, "rgb": metrics, ..., "rgb+skeleton": metrics}.
     """
-    from skelact.cli import modality_override
+    from skelact.config import compose_config, modality_override
     from skelact.data.ntu_prepare import prepare_ntu
     from skelact.data.synthetic import write_synthetic_ntu
     from skelact.train import train
@@ -115,9 +104,9 @@ FUSION_TRAIN = [
 
 def fusion_streams(modality: str) -> list[str]:
     """'rgb+skeleton' -> ["rgb", "skeleton"], in the order of the modality configs."""
-    from skelact.cli import modality_override
+    from skelact.config import modality_streams
 
-    return modality_override(modality).removeprefix("modality=").split("_")
+    return modality_streams(modality)
 
 
 def prepare_fusion_data(
@@ -189,7 +178,7 @@ def train_each_and_fused(
 ) -> dict[str, dict]:
     """Train every stream alone, then all of them fused; {"rgb": metrics, ..., "rgb+skeleton":
     metrics}, same data, split and seed for all."""
-    from skelact.cli import modality_override
+    from skelact.config import compose_config, modality_override
     from skelact.train import train
 
     combos = [[s] for s in streams] + ([streams] if len(streams) > 1 else [])

@@ -6,41 +6,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from skelact.config import config_with_overrides
 from skelact.engine import load_checkpoint, pick_device
 from skelact.models.recognizer import build_recognizer
-from skelact.train import CONFIG_DIR, Data, evaluate_model, set_threads
+from skelact.train import Data, evaluate_model, set_threads
 
 log = logging.getLogger("skelact")
-GROUPS = ("data", "modality", "model", "trainer")
-
-
-def config_with_overrides(base: dict, overrides: list[str]) -> DictConfig:
-    """The checkpoint's config with command-line overrides applied.
-
-    `group=name` replaces the whole group with configs/<group>/<name>.yaml (composed by
-    hydra); `a.b=value` sets one key (value parsed as YAML).
-    """
-    cfg = OmegaConf.create(base)
-    swaps = [o for o in overrides if o.split("=", 1)[0] in GROUPS]
-    if swaps:
-        from hydra import compose, initialize_config_dir
-
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            composed = compose("train", overrides=swaps)
-        for o in swaps:
-            group = o.split("=", 1)[0]
-            cfg[group] = composed[group]
-    for o in overrides:
-        if o in swaps:
-            continue
-        if "=" not in o:
-            raise SystemExit(f"skelact eval: expected key=value, got {o!r}")
-        key, value = o.split("=", 1)
-        OmegaConf.update(cfg, key.lstrip("+"), yaml.safe_load(value), force_add=True)
-    return cfg
 
 
 # The preprocessing a checkpoint was trained with: evaluation uses it, whatever the data group.

@@ -113,6 +113,8 @@ MEDIAPIPE33 = Layout(
 )
 
 LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (NTU25, KINECT20, MEDIAPIPE33)}
+# The layouts MediaPipe conversion produces: BlazePose's own, or mapped onto Kinect v2's.
+POSE_LAYOUTS = ("mediapipe33", "ntu25")
 
 
 def get_layout(name: str, num_joints: int | None = None) -> Layout:

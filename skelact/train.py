@@ -21,6 +21,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from skelact.config import CONFIG_DIR
 from skelact.data.datasets import (
     ActionDataset,
     EpochSampler,
@@ -44,7 +45,6 @@ from skelact.models.recognizer import build_recognizer
 from skelact.viz import plot_training_curves
 
 log = logging.getLogger("skelact")
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 def seed_everything(seed: int) -> None:

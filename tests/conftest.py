@@ -87,7 +87,7 @@ def clip() -> Path:
 def train_toy_checkpoint(root: Path, bodies: int = 1, fused: bool = False) -> Path:
     """One epoch on toy NTU-layout data (clip_len 16): a small real checkpoint. `fused`: plus
     an RGB stream reading cached features (T, 8) made from each sample's own motion."""
-    from skelact.demo import compose_config
+    from skelact.config import compose_config
     from skelact.train import train
 
     data = {**toy_annotations(num_classes=6, per_class=8, frames=30, bodies=bodies)}

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from skelact.cli import build_parser, modality_override
+from skelact.cli import build_parser
+from skelact.config import modality_override
 
 COMMANDS = [
     "demo",

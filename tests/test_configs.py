@@ -7,11 +7,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from skelact.config import CONFIG_DIR, compose_config
 from skelact.data.annotations import save_annotations
-from skelact.demo import compose_config
 from skelact.engine import split_batch, stream_loss
 from skelact.models.recognizer import build_recognizer
-from skelact.train import CONFIG_DIR, Data, make_loader
+from skelact.train import Data, make_loader
 from tests.conftest import toy_annotations
 
 MODELS = sorted(p.stem for p in Path(CONFIG_DIR, "model").glob("*.yaml"))

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
+from skelact.config import compose_config
 from skelact.data.annotations import AnnotationError, save_annotations, validate
-from skelact.demo import compose_config
 from skelact.engine import save_checkpoint
 from skelact.evaluate import evaluate_checkpoint
 from skelact.metrics import summarize

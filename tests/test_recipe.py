@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from skelact.config import compose_config
 from skelact.data.transforms import RandomAugment, build_skeleton_pipeline
-from skelact.demo import compose_config
 from skelact.layouts import KINECT20
 
 

@@ -203,7 +203,7 @@ def test_training_from_store_is_deterministic_and_matches_the_pickle(tmp_path):
     with 2 persistent workers (the epoch travels with the sampler's indices)."""
     import pandas as pd
 
-    from skelact.demo import compose_config
+    from skelact.config import compose_config
     from skelact.train import train
 
     data = toy_annotations(num_classes=3, per_class=16, frames=30)

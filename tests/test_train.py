@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
+from skelact.config import compose_config
 from skelact.data.annotations import save_annotations
-from skelact.demo import compose_config
 from skelact.evaluate import evaluate_checkpoint
 from skelact.train import Data, train
 from tests.conftest import toy_annotations

@@ -31,8 +31,8 @@ SKELETONS = ROOT.parent / "shared" / "data" / "ntu" / "skeletons"
 
 def make_checkpoint(work: Path, bodies: int = 2, epochs: int = 1) -> Path:
     """prepare ntu on the real files, then `epochs` epochs of the default recipe."""
+    from skelact.config import compose_config
     from skelact.data.ntu_prepare import prepare_ntu
-    from skelact.demo import compose_config
     from skelact.train import train
 
     ann = work / "ntu60.pkl"

@@ -17,8 +17,8 @@ import time
 import torch
 from torch import nn
 
+from skelact.config import compose_config
 from skelact.data.transforms import MotionFeatures
-from skelact.demo import compose_config
 from skelact.engine import stream_loss
 from skelact.models.recognizer import build_recognizer
 

@@ -83,7 +83,8 @@ def crop_box(
     return x0, y0, min(x0 + s, img_w), min(y0 + s, img_h)
 
 
-def _open(path: str | os.PathLike) -> cv2.VideoCapture:
+def open_video(path: str | os.PathLike) -> cv2.VideoCapture:
+    """An open OpenCV capture of `path`; VideoError naming the file when it cannot be read."""
     if not os.path.isfile(path):
         raise VideoError(f"video {path}: file does not exist")
     cap = cv2.VideoCapture(str(path))
@@ -95,21 +96,26 @@ def _open(path: str | os.PathLike) -> cv2.VideoCapture:
 def video_info(path: str | os.PathLike) -> tuple[int, int, int, float]:
     """(frames, width, height, fps) from the container; frames may be 0 or wrong (see
     `count_frames`)."""
-    cap = _open(path)
+    cap = open_video(path)
     try:
-        return (
-            int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
-            int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-            float(cap.get(cv2.CAP_PROP_FPS)),
-        )
+        return capture_info(cap)
     finally:
         cap.release()
 
 
+def capture_info(cap: cv2.VideoCapture) -> tuple[int, int, int, float]:
+    """(frames, width, height, fps) of an open capture, from the container's header."""
+    return (
+        int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
+        int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        float(cap.get(cv2.CAP_PROP_FPS)),
+    )
+
+
 def count_frames(path: str | os.PathLike) -> int:
     """The exact number of decodable frames (grabs them all: the header count can lie)."""
-    cap = _open(path)
+    cap = open_video(path)
     n = 0
     while cap.grab():
         n += 1
@@ -123,7 +129,7 @@ def iter_frames(path: str | os.PathLike, indices: Sequence[int]) -> Iterator[np.
     inds = [int(i) for i in indices]
     if any(b < a for a, b in zip(inds, inds[1:], strict=False)) or (inds and inds[0] < 0):
         raise ValueError(f"video {path}: frame indices must be >= 0 and non-decreasing")
-    cap = _open(path)
+    cap = open_video(path)
     pos, frame = 0, None  # pos: index of the next frame the decoder returns
     try:
         for idx in inds:
@@ -151,7 +157,7 @@ def _seek(cap: cv2.VideoCapture, path, idx: int, pos: int) -> tuple[cv2.VideoCap
     if cap.set(cv2.CAP_PROP_POS_FRAMES, idx) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == idx:
         return cap, idx
     cap.release()
-    return _open(path), 0
+    return open_video(path), 0
 
 
 def _short(path, idx: int, pos: int) -> str:

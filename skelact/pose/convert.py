@@ -26,7 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from skelact.data.annotations import load_annotations, save_annotations
-from skelact.pose.extract import LAYOUTS, extract_video
+from skelact.layouts import POSE_LAYOUTS
+from skelact.pose.extract import extract_video
 from skelact.pose.model import ensure_pose_model
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -90,8 +91,8 @@ def convert_videos(
     video at all could be converted. `mirrored`: the videos are mirror images (NTU's RGB
     videos are): x flips and left/right joints swap (see `skelact.pose.extract`).
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; known: {LAYOUTS}")
+    if layout not in POSE_LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known: {POSE_LAYOUTS}")
     if max_people < 1 or workers < 1:
         raise ValueError(f"max_people and workers must be >= 1, got {max_people}, {workers}")
     out = Path(out)

@@ -31,12 +31,11 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from skelact.layouts import MEDIAPIPE33, NTU25, mediapipe_to_ntu_matrix
+from skelact.layouts import MEDIAPIPE33, NTU25, POSE_LAYOUTS, mediapipe_to_ntu_matrix
 from skelact.pose.quiet import native_quiet
 
 # mediapipe world (x right, y down, z away) -> Kinect camera space (x left, y up, z away)
 AXIS_SIGN = np.array([-1.0, -1.0, 1.0], np.float32)
-LAYOUTS = ("mediapipe33", "ntu25")
 HIPS = (23, 24)  # BlazePose left / right hip
 # BlazePose landmark of the other side (nose 0 maps to itself): eyes, ears, mouth, limbs
 MIRROR33 = [0, 4, 5, 6, 1, 2, 3, 8, 7, 10, 9] + [i + 1 - 2 * (i % 2 == 0) for i in range(11, 33)]
@@ -70,21 +69,18 @@ class Tracker:
 
 def read_frames(path: str | os.PathLike) -> tuple[Iterator[np.ndarray], dict[str, Any]]:
     """RGB (H, W, 3) uint8 frames of `path` and {"fps", "frames", "img_shape"} from the header."""
-    path = Path(path)
-    if not path.is_file():
-        raise PoseExtractionError(f"video {path}: file does not exist")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise PoseExtractionError(
-            f"video {path}: OpenCV cannot open it (not a video or unknown codec)"
-        )
-    fps = float(cap.get(cv2.CAP_PROP_FPS))
+    from skelact.data.video import VideoError, capture_info, open_video
+
+    try:
+        cap = open_video(path)
+    except VideoError as err:
+        raise PoseExtractionError(str(err)) from None
+    total, width, height, fps = capture_info(cap)
     info = {
         "fps": fps if np.isfinite(fps) and fps > 0 else 30.0,  # unknown rate: assume 30
-        "frames": int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
-        "img_shape": (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                      int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))),
-    }  # fmt: skip
+        "frames": total,
+        "img_shape": (height, width),
+    }
 
     def frames() -> Iterator[np.ndarray]:
         try:
@@ -157,8 +153,8 @@ def extract_video(
     Raises PoseExtractionError for an unreadable video, one without frames or without any person.
     `mirrored`: the video is a mirror image (NTU's RGB videos are); see the module docstring.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; known: {LAYOUTS}")
+    if layout not in POSE_LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known: {POSE_LAYOUTS}")
     frames, info = read_frames(path)
     world, image, score, mask = _track(frames, info["fps"], pose_model, max_people, on_frame)
     t = mask.shape[1]
@@ -252,7 +248,7 @@ def convert_layout(sample: dict[str, Any], layout: str) -> dict[str, Any]:
         out["layout"] = MEDIAPIPE33.name
         return out
     if layout != "ntu25":
-        raise ValueError(f"unknown layout {layout!r}; known: {LAYOUTS}")
+        raise ValueError(f"unknown layout {layout!r}; known: {POSE_LAYOUTS}")
     w = mediapipe_to_ntu_matrix()  # (25, 33)
     for key in ("keypoint", "keypoint_2d"):
         out[key] = np.einsum("uv,mtvc->mtuc", w, sample[key]).astype(np.float32)
