@@ -1,5 +1,6 @@
 """Which container for the skeleton store: numpy memory maps (skelact's) vs HDF5 (h5py).
 
+    pip install h5py   # for this comparison only; skelact does not use it
     python tools/bench_store.py [--samples 10000] [--tmp /tmp/skelact_store_bench]
 
 Writes the same samples (real NTU bodies, (2, T, 25, 3) float32) to a skelact store and to one
