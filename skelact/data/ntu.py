@@ -182,8 +182,11 @@ def _walk(lines: list[bytes], name: str) -> tuple[int, list[int], list[bytes], l
             for _ in range(num_bodies):
                 if int(lines[i + 1]) != NUM_JOINTS or i + 2 + NUM_JOINTS > n:
                     raise ValueError
+                end = lines[i].find(b" ")  # the tracking ID: digits up to the first space
+                if end <= 0 or not lines[i][:end].isdigit():
+                    raise ValueError
                 frames.append(t)
-                ids.append(lines[i].split(None, 1)[0])
+                ids.append(lines[i][:end])
                 starts.append(i + 2)
                 i += 2 + NUM_JOINTS
         if num_frames < 0:
@@ -229,18 +232,18 @@ def _fast_table(block: bytes, rows: int, columns: int) -> np.ndarray | None:
     None when anything looks off (the strict path then finds the line)."""
     import pandas as pd  # imported here: only parsing needs it
 
-    # the last field is read too: a line with fewer than 12 fields then fails to convert, and
-    # one with more fails to tokenise, so every line is checked without a pass of our own
+    if block.count(b" ") != rows * 11:  # 12 fields a line, single spaces
+        return None
     try:
         table = pd.read_csv(
-            io.BytesIO(block), sep=" ", header=None, usecols=[*range(columns), 11],
-            dtype=np.float64, na_filter=False, engine="c", low_memory=False,
+            io.BytesIO(block), sep=" ", header=None, usecols=range(columns), dtype=np.float64,
+            na_filter=False, engine="c", low_memory=False,
         ).to_numpy()  # fmt: skip
     except (ValueError, TypeError, OverflowError):  # pandas' ParserError is a ValueError
         return None
-    if table.shape != (rows, columns + 1) or not np.isfinite(table).all():
+    if table.shape != (rows, columns) or not np.isfinite(table).all():
         return None
-    return table[:, :columns]
+    return table
 
 
 def _strict_table(lines: list[bytes], starts: list[int], frames: list[int], name: str, columns):
