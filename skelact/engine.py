@@ -6,7 +6,6 @@ import ctypes
 import functools
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from skelact.files import atomic_write
 from skelact.metrics import confusion_matrix, summarize
 from skelact.viz import plot_confusion
 
@@ -172,18 +172,8 @@ def evaluate(model: nn.Module, loader, device, streams, show: bool = True) -> di
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """torch.save to a temporary file, fsync, then rename: a kill or a full disk never leaves a
     half-written checkpoint, nor the temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

@@ -40,6 +40,7 @@ from skelact.engine import (
     train_one_epoch,
     write_eval_outputs,
 )
+from skelact.files import atomic_write
 from skelact.metrics import topk_accuracy
 from skelact.models.recognizer import build_recognizer
 from skelact.viz import plot_training_curves
@@ -280,9 +281,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
         return None
     if state["best"] is None and (ckpt_dir / "last.pt").is_file():
         # no monitored epoch: the final model is the best
-        tmp = ckpt_dir / f".best.pt.tmp{os.getpid()}"  # copy, then rename, as save_checkpoint
-        shutil.copyfile(ckpt_dir / "last.pt", tmp)
-        os.replace(tmp, ckpt_dir / "best.pt")
+        with atomic_write(ckpt_dir / "best.pt") as dst, open(ckpt_dir / "last.pt", "rb") as src:
+            shutil.copyfileobj(src, dst)
     elif state["best"] is None:  # epochs=0: nothing was trained, save the model as it is
         _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
     return evaluate_model(model, cfg, data, run_dir, device)

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from skelact.files import atomic_write
+
 REQUIRED_FIELDS = ("frame_dir", "label", "keypoint", "total_frames")
 
 
@@ -45,16 +47,8 @@ def save_annotations(data: dict[str, Any], path: str | os.PathLike) -> Path:
                 writer.add(ann)
             top = {k: v for k, v in data.items() if k not in ("split", "annotations")}
             return writer.close(data["split"], **top)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
     return path
 
 
