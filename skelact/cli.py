@@ -9,9 +9,11 @@ from pathlib import Path
 
 EPILOG = """examples:
   skelact demo                                   synthetic NTU data -> prepare -> train -> eval
-  skelact prepare ntu --skeletons nturgb+d_skeletons --out ntu60.pkl --dataset ntu60 --workers 2
-  skelact train data=ntu60_xsub data.ann_file=ntu60.pkl
-  skelact train --modality rgb+skeleton data=ntu60_xsub data.ann_file=ntu60.pkl
+  skelact prepare ntu --skeletons nturgb+d_skeletons --out ntu60.store --dataset ntu60 --workers 2
+  skelact train data=ntu60_xsub data.ann_file=ntu60.store
+  skelact train data=ntu60_xsub data.ann_file=ntu60_3danno.pkl   pyskl pickle: converted once
+  skelact repack ntu60.store ntu60.pkl          store -> pyskl pickle (or pickle -> store)
+  skelact train --modality rgb+skeleton data=ntu60_xsub data.ann_file=ntu60.store
   skelact eval ckpt=runs/.../checkpoints/last.pt data=ntu60_xview
   skelact convert videos/ --out mine.pkl --layout ntu25 --labels-from-folders
   skelact predict clip.mp4 --ckpt runs/.../checkpoints/best.pt --render out.mp4
@@ -115,6 +117,20 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 _TEXT_IMPORTERS = {"sbu": "prepare_sbu", "kard": "prepare_kard", "msr-daily": "prepare_msr_daily"}
 
 
+def cmd_repack(args: argparse.Namespace) -> None:
+    from skelact.data.pickles import PICKLE_SUFFIXES, pickle_to_store, store_to_pickle
+    from skelact.data.store_write import disk_size
+
+    src, dst = Path(args.src), Path(args.dst)
+    if dst.suffix in PICKLE_SUFFIXES:
+        store_to_pickle(src, dst)
+    elif src.is_file():
+        pickle_to_store(src, dst)
+    else:
+        raise ValueError(f"{src} -> {dst}: give a pickle and a store folder, one of each")
+    print(f"wrote {dst} ({disk_size(dst) / 2**20:.1f} MiB)")
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     from skelact.pose.convert import convert_videos
 
@@ -176,12 +192,16 @@ def cmd_pose_model(args: argparse.Namespace) -> None:
     print(path)
 
 
+OUT_HELP = "annotation store to write (a folder); a name ending in .pkl writes a pyskl pickle"
+
+
 def _add_prepare(sub) -> None:
     p = sub.add_parser(
         "prepare",
-        help="turn a dataset into an annotation file",
-        description="Turn a dataset on disk into skelact's annotation pickle "
-        "(pyskl-compatible) with the official splits.",
+        help="turn a dataset into an annotation store",
+        description="Turn a dataset on disk into skelact's annotation store (a folder that "
+        "training memory-maps) with the official splits; an --out ending in .pkl writes a "
+        "pyskl-compatible pickle instead.",
     )
     src = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
     ntu = src.add_parser(
@@ -194,7 +214,7 @@ def _add_prepare(sub) -> None:
     ntu.add_argument(
         "--skeletons", required=True, help="folder of *.skeleton files (searched recursively)"
     )
-    ntu.add_argument("--out", required=True, help="annotation pickle to write")
+    ntu.add_argument("--out", required=True, help=OUT_HELP)
     ntu.add_argument("--dataset", choices=["ntu60", "ntu120"], default="ntu60")
     ntu.add_argument("--workers", type=int, default=1, help="parser processes (default 1)")
     ntu.add_argument("--max-bodies", type=int, default=2, help="bodies kept per sample")
@@ -208,7 +228,7 @@ def _add_prepare(sub) -> None:
         "(model.rgb.input=features data.rgb.features=OUT) instead of pixels.",
     )
     feat.add_argument("--modality", choices=["rgb", "depth"], required=True)
-    feat.add_argument("--ann", required=True, help="annotation pickle (from prepare ntu)")
+    feat.add_argument("--ann", required=True, help="annotation store or pickle (from prepare ntu)")
     feat.add_argument(
         "--root", required=True, help="NTU nturgb+d_rgb/ or nturgb+d_depth_masked/ folder"
     )
@@ -236,7 +256,7 @@ def _add_prepare(sub) -> None:
     ):
         q = src.add_parser(name, help=text, description=text)
         q.add_argument("root", help="dataset folder")
-        q.add_argument("--out", required=True, help="annotation pickle to write")
+        q.add_argument("--out", required=True, help=OUT_HELP)
 
 
 def _add_verbose(p: argparse.ArgumentParser) -> None:
@@ -314,12 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
         "convert",
         help="videos -> skeleton annotation file (MediaPipe)",
         description="Run MediaPipe PoseLandmarker over videos (files or "
-        "folders, searched recursively) and write an annotation pickle. Videos "
+        "folders, searched recursively) and write an annotation store (or pickle). Videos "
         "that fail are listed in <out>.report.json; reruns skip videos "
         "already converted.",
     )
     conv.add_argument("inputs", nargs="+", help="video files or folders")
-    conv.add_argument("--out", required=True, help="annotation pickle to write")
+    conv.add_argument("--out", required=True, help=OUT_HELP)
     conv.add_argument(
         "--layout",
         choices=POSE_LAYOUTS,
@@ -346,6 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_verbose(conv)
     conv.set_defaults(func=cmd_convert)
+
+    rp = sub.add_parser(
+        "repack",
+        help="annotation store <-> pyskl/mmaction2 pickle",
+        description="Rewrite an annotation file in the other format: a store into a "
+        "pyskl/mmaction2 pickle (DST ends in .pkl), so pyskl opens skelact-prepared data, or "
+        "a pickle into a store. Pickles are read with the restricted unpickler (arrays, "
+        "numbers, strings and containers only).",
+    )
+    rp.add_argument("src", help="store folder or .pkl file")
+    rp.add_argument("dst", help="output: .pkl for a pickle, anything else for a store")
+    rp.set_defaults(func=cmd_repack)
 
     pred = sub.add_parser(
         "predict",

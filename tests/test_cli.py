@@ -25,6 +25,7 @@ COMMANDS = [
     "predict",
     "export",
     "pose-model",
+    "repack",
 ]
 
 

@@ -169,7 +169,7 @@ def test_sample_without_a_modality_is_named_once_and_left_out(toy_with_features,
     with caplog.at_level("WARNING", logger="skelact"):
         dataset, _ = data.dataset(cfg.data, "train", train=True)
     assert first not in [s["frame_dir"] for s in dataset.samples]
-    assert len(dataset) == len(data.ann["split"]["train"]) - 1
+    assert len(dataset) == len(data.store.split("train")) - 1
     warnings = [r.getMessage() for r in caplog.records if first in r.getMessage()]
     assert len(warnings) == 1 and "no rgb input" in warnings[0]
 

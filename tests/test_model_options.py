@@ -79,10 +79,10 @@ def test_streams_share_one_pipeline_pass(toy_file):
     kinds = "[joint,bone,velocity,bone_velocity,partner]"
     cfg1 = compose(toy_file, f"data.skeleton.features={kinds}")
     data = Data(cfg1)
-    sample = data.ann["annotations"][0]
-    loaders4, specs = build_loaders(cfg4.data, cfg4.model, data.ann, cfg4.modality.streams, True)
+    sample = data.store[0]
+    loaders4, specs = build_loaders(cfg4.data, cfg4.model, data.store, cfg4.modality.streams, True)
     (load4,) = loaders4.values()  # one loader for the four streams
-    load1 = build_loaders(cfg1.data, cfg1.model, data.ann, ["skeleton"], True)[0]["skeleton"]
+    load1 = build_loaders(cfg1.data, cfg1.model, data.store, ["skeleton"], True)[0]["skeleton"]
     four = load4(sample, np.random.default_rng(3))
     one = load1(sample, np.random.default_rng(3))
     assert one.shape[-1] == 15 and one[..., 12:].abs().sum() > 0  # two bodies: a partner

@@ -162,6 +162,10 @@ def corrupt(text_lines: list[str], case: str) -> tuple[str, str]:
         i = 1 + 28 * 6 + 3 + 9  # frame 7, joint 10
         lines[i] = " ".join(lines[i].split()[:11])
         return "\r\n".join(lines), rf"line {i + 1} \(frame 7, joint 10\)"
+    if case == "long_line":
+        i = 1 + 28 * 8 + 3 + 2  # frame 9, joint 3
+        lines[i] = lines[i] + " 7"
+        return "\r\n".join(lines), rf"line {i + 1} \(frame 9, joint 3\)"
     if case == "frame_count":
         lines[0] = "lots"
         return "\r\n".join(lines), "line 1: expected the frame count, got 'lots'"
@@ -169,7 +173,8 @@ def corrupt(text_lines: list[str], case: str) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize(
-    "case", ["empty", "truncated", "joint_count", "non_numeric", "short_line", "frame_count"]
+    "case",
+    ["empty", "truncated", "joint_count", "non_numeric", "short_line", "long_line", "frame_count"],
 )
 def test_bad_input_names_file_and_place(tmp_path, case):
     text_lines = real_file("S001C001P001R001A001").read_bytes().decode().split("\r\n")

@@ -57,10 +57,10 @@ DATASETS = {
 
 
 def prepare(name: str, data_dir: Path) -> Path:
-    """The dataset's annotation pickle, made with `skelact prepare` when absent."""
+    """The dataset's annotation store, made with `skelact prepare` when absent."""
     _, source, folder, _, _ = DATASETS[name]
-    out = data_dir / f"{name}.pkl"
-    if not out.is_file():
+    out = data_dir / f"{name}.store"
+    if not out.exists():
         if not (SHARED / folder).is_dir():
             raise SystemExit(f"{SHARED / folder}: dataset folder not found")
         cmd = [sys.executable, "-m", "skelact.cli", "prepare", source, str(SHARED / folder)]
@@ -153,7 +153,7 @@ def main() -> None:
         "--sbu-folds", nargs="+", type=int, help="SBU folds (default: dev 1 3, test all)"
     )
     p.add_argument("--jobs", type=int, default=2, help="training runs side by side")
-    p.add_argument("--data-dir", default="runs/bench_accuracy/data", help="annotation pickles")
+    p.add_argument("--data-dir", default="runs/bench_accuracy/data", help="annotation stores")
     p.add_argument("--runs", default="runs/bench_accuracy", help="run folders (reused if done)")
     p.add_argument("--tag", default="default", help="prefix of the run folders")
     p.add_argument("--json", help="write every run's metrics here")

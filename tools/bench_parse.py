@@ -24,14 +24,14 @@ NTU60_FILES = 56_880  # raw .skeleton files of NTU RGB+D 60, missing-skeleton sa
 
 
 def plain_reader(path: str) -> dict[str, np.ndarray]:
-    """The reference: readline loop, float() per value -> {body ID: (frames, 25, 12)}."""
+    """The reference: readline loop, float() per value, x y z kept -> {body ID: (frames, 25, 3)}."""
     bodies: dict[str, list] = {}
     with open(path) as f:
         for _ in range(int(f.readline())):
             for _ in range(int(f.readline())):
                 body_id = f.readline().split()[0]
                 joints = [
-                    [float(v) for v in f.readline().split()] for _ in range(int(f.readline()))
+                    [float(v) for v in f.readline().split()][:3] for _ in range(int(f.readline()))
                 ]
                 bodies.setdefault(body_id, []).append(joints)
     return {k: np.array(v, dtype=np.float32) for k, v in bodies.items()}

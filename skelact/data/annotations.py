@@ -15,11 +15,13 @@ Optional per-sample fields skelact adds (pyskl ignores unknown keys): "keypoint_
 from __future__ import annotations
 
 import os
-import pickle
+import pickle  # writing only; reading goes through skelact.data.pickles
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from skelact.files import atomic_write
 
 REQUIRED_FIELDS = ("frame_dir", "label", "keypoint", "total_frames")
 
@@ -29,33 +31,41 @@ class AnnotationError(ValueError):
 
 
 def save_annotations(data: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Validate `data` and write it atomically as a pickle; returns the path."""
+    """Validate `data` and write it atomically; returns the path.
+
+    A path ending in .pkl / .pickle gets the pyskl pickle, any other path a skelact store
+    (a folder, see `skelact.data.store`).
+    """
     path = Path(path)
     validate(data, source=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    if path.suffix not in (".pkl", ".pickle"):
+        from skelact.data.store_write import StoreWriter
+
+        with StoreWriter(path) as writer:
+            for ann in data["annotations"]:
+                writer.add(ann)
+            top = {k: v for k, v in data.items() if k not in ("split", "annotations")}
+            return writer.close(data["split"], **top)
+    with atomic_write(path) as f:
+        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
     return path
 
 
 def load_annotations(path: str | os.PathLike, validate_data: bool = True) -> dict[str, Any]:
-    """Read an annotation pickle (skelact's, pyskl's or mmaction2's) and validate it."""
+    """Read an annotation file (a skelact store, or skelact's, pyskl's or mmaction2's pickle
+    through the restricted unpickler) and validate it. A store's arrays are memory-mapped."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        from skelact.data.store import SkeletonStore
+
+        data = SkeletonStore(path).to_dict()
+    elif not path.is_file():
         raise FileNotFoundError(f"annotation file {path} does not exist")
-    try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise AnnotationError(f"{path}: not a readable pickle ({err})") from err
+    else:
+        from skelact.data.pickles import load_pickle
+
+        data = load_pickle(path)
     if validate_data:
         validate(data, source=str(path))
     return data
@@ -86,13 +96,25 @@ def validate(data: Any, source: str = "<annotations>") -> None:
                 "(frame_dir must be unique)"
             )
         names.add(ann["frame_dir"])
-    for split, members in data["split"].items():
+    validate_splits(data["split"], names, source)
+
+
+def validate_splits(split: Any, names, source: str = "<annotations>") -> None:
+    """Every split member must be a known sample name (`names`: a set or dict of names)."""
+    if not isinstance(split, dict):
+        raise AnnotationError(f"{source}: 'split' must be a dict of name -> sample names")
+    for name, members in split.items():
         unknown = [m for m in members if m not in names]
         if unknown:
             raise AnnotationError(
-                f"{source}: split {split!r} names {len(unknown)} unknown sample(s), "
+                f"{source}: split {name!r} names {len(unknown)} unknown sample(s), "
                 f"e.g. {unknown[0]!r}"
             )
+
+
+def validate_sample(ann: Any, i: int, n_cls: int | None, source: str) -> None:
+    """Raise AnnotationError naming `source` and sample `i` if it is malformed."""
+    _validate_sample(ann, i, n_cls, source)
 
 
 def _validate_sample(ann: Any, i: int, n_cls: int | None, source: str) -> None:

@@ -15,28 +15,56 @@ from torch.utils.data import Dataset, Sampler
 StreamLoader = Callable[[dict, np.random.Generator], torch.Tensor]
 
 
+class StoreSamples:
+    """The samples `indices` of a store, as a sequence of sample dicts (read when indexed).
+
+    Holds the store (memory-mapped in each process) and an index array: DataLoader workers
+    share both with the parent without copying, unlike a list of dicts.
+    """
+
+    def __init__(self, store, indices):
+        self.store, self.indices = store, np.asarray(indices, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int) -> dict:
+        return self.store[self.indices[j]]
+
+    def name(self, j: int) -> str:
+        return str(self.store.names[self.indices[j]])
+
+    def take(self, positions) -> StoreSamples:
+        return StoreSamples(self.store, self.indices[np.asarray(positions, np.int64)])
+
+
 class ActionDataset(Dataset):
     """Samples of one split; item i is {"label", "index", <stream>: tensor (K, ...)}.
 
-    Every random choice of sample i in epoch e comes from a Generator seeded with
-    (seed, e, i), so an epoch is the same with any number of workers or after a resume.
+    `samples`: a sequence of annotation dicts (a list, or `StoreSamples`). An item is asked for
+    as i (epoch 0: evaluation) or as (i, epoch), as `EpochSampler` yields them: every random
+    choice of sample i in epoch e comes from a Generator seeded with (seed, e, i), so an epoch
+    is the same with any number of workers or after a resume, and the dataset holds no
+    per-epoch state (its workers can persist across epochs).
     """
 
     def __init__(self, samples: Sequence[dict], loaders: dict[str, StreamLoader], seed: int = 0):
-        self.samples = list(samples)
+        self.samples = samples if isinstance(samples, StoreSamples) else list(samples)
         self.loaders = loaders
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def name(self, i: int) -> str:
+        if isinstance(self.samples, StoreSamples):
+            return self.samples.name(i)
+        return self.samples[i]["frame_dir"]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        i, epoch = key if isinstance(key, tuple) else (key, 0)
         sample = self.samples[i]
-        rng = np.random.default_rng((self.seed, self.epoch, i))
+        rng = np.random.default_rng((self.seed, epoch, i))
         item = {"label": int(sample["label"]), "index": i}
         for name, load in self.loaders.items():
             out = load(sample, rng)
@@ -89,11 +117,12 @@ def skeleton_streams(dcfg, streams: Sequence[str]) -> dict[str, list[str]]:
     return kinds
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(Sampler[tuple[int, int]]):
     """Shuffle with a permutation seeded by (seed, epoch) and shard it across ranks.
 
-    Each rank gets every world-th index (padded by wrapping so ranks get equal counts);
-    reproducible for a given epoch, which is what makes resume exact.
+    Yields (index, epoch) pairs: the dataset seeds its augmentation with them. Each rank gets
+    every world-th index (padded by wrapping so ranks get equal counts); reproducible for a
+    given epoch, which is what makes resume exact.
     """
 
     def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
@@ -113,35 +142,32 @@ class EpochSampler(Sampler[int]):
             order = np.random.default_rng((self.seed, self.epoch, 7)).permutation(self.size)
         total = len(self) * self.world
         order = np.resize(order, total)  # wraps around to pad
-        return iter(order[self.rank :: self.world].tolist())
+        return ((i, self.epoch) for i in order[self.rank :: self.world].tolist())
 
 
-def resolve_layout(dcfg, data: dict):
-    """The Layout for a run: data.layout, or "auto" = the file's own, else generic."""
+def resolve_layout(dcfg, store):
+    """The Layout for a run: data.layout, or "auto" = the store's own, else generic."""
     from skelact.layouts import get_layout
 
-    num_joints = data["annotations"][0]["keypoint"].shape[2]
+    num_joints = int(store.shapes("keypoint")[0, 2])
     name = dcfg.layout
     if name in (None, "auto"):
-        name = data.get("layout") or "generic"
+        name = store.layout or "generic"
     return get_layout(name, num_joints)
 
 
-def split_samples(data: dict, split: str, source: str = "annotations") -> list[dict]:
-    """The annotation samples of `split`, in the split's order."""
-    if split not in data["split"]:
-        raise KeyError(f"{source}: no split {split!r}; it has {sorted(data['split'])}")
-    by_name = {a["frame_dir"]: a for a in data["annotations"]}
-    return [by_name[name] for name in data["split"][split]]
+def split_samples(store, split: str) -> StoreSamples:
+    """The samples of `split` (a `SkeletonStore`), in the split's order."""
+    return StoreSamples(store, store.split(split))
 
 
-def build_loaders(dcfg, mcfg, data: dict, streams, train: bool) -> tuple[dict, dict]:
+def build_loaders(dcfg, mcfg, store, streams, train: bool) -> tuple[dict, dict]:
     """Stream loaders for one split and the input spec each stream's encoder needs."""
     loaders, specs = {}, {}
     skel = skeleton_streams(dcfg, streams)
     if skel:
         key = "skeleton" if list(skel) == ["skeleton"] else "skeleton*"  # * : several streams
-        loaders[key], specs = _skeleton_group(dcfg, data, skel, train)
+        loaders[key], specs = _skeleton_group(dcfg, store, skel, train)
     for name in streams:
         if name in skel:
             continue
@@ -168,15 +194,16 @@ def skeleton_channels(
     return union, channels
 
 
-def _skeleton_group(dcfg, data: dict, kinds: dict[str, list[str]], train: bool):
+def _skeleton_group(dcfg, store, kinds: dict[str, list[str]], train: bool):
     """One pipeline for every skeleton stream (preprocessing runs once per sample), computing
     the union of their feature kinds; one loader and a spec per stream."""
     from skelact.data.transforms import build_skeleton_pipeline
 
-    layout = resolve_layout(dcfg, data)
+    layout = resolve_layout(dcfg, store)
     scfg = dcfg.skeleton
-    bodies = scfg.num_bodies or max(a["keypoint"].shape[0] for a in data["annotations"])
-    c, v = data["annotations"][0]["keypoint"].shape[3], layout.num_joints
+    shapes = store.shapes("keypoint")  # (N, 4): M T V C per sample
+    bodies = scfg.num_bodies or int(shapes[:, 0].max())
+    c, v = int(shapes[0, 3]), layout.num_joints
     union, channels = skeleton_channels(kinds, c, v)
     specs = {}
     for name in kinds:
@@ -254,16 +281,17 @@ def feature_dim(root: Path) -> int:
     return int(np.load(first, mmap_mode="r").shape[-1])
 
 
-def keep_available(samples: list[dict], specs: dict, split: str) -> list[dict]:
+def keep_available(samples: StoreSamples, specs: dict, split: str) -> StoreSamples:
     """Drop samples lacking a stream's input, naming them once in the log."""
     import logging
 
-    kept = samples
+    keep = np.arange(len(samples))
     for name, spec in specs.items():
         has = spec.get("has")
         if has is None:
             continue
-        missing = [s["frame_dir"] for s in kept if not has(s)]
+        ok = np.array([has(samples[j]) for j in keep], bool)
+        missing = [samples.name(j) for j in keep[~ok]]
         if missing:
             logging.getLogger("skelact").warning(
                 "%s: %d sample(s) have no %s input and are left out: %s%s",
@@ -273,6 +301,5 @@ def keep_available(samples: list[dict], specs: dict, split: str) -> list[dict]:
                 ", ".join(missing[:20]),
                 " ..." if len(missing) > 20 else "",
             )
-            gone = set(missing)
-            kept = [s for s in kept if s["frame_dir"] not in gone]
-    return kept
+            keep = keep[ok]
+    return samples.take(keep) if len(keep) < len(samples) else samples

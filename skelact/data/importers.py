@@ -1,7 +1,7 @@
 """Importers for the Northwestern-UCLA and UTD-MHAD skeleton datasets (Kinect v1, 20 joints).
 
-Both write the annotation pickle of `skelact.data.annotations` with layout "kinect20" and one
-body: keypoint float32 (1, T, 20, 3).
+Both write an annotation store (`skelact.data.store`; a pyskl pickle for an `out` ending in
+.pkl) with layout "kinect20" and one body: keypoint float32 (1, T, 20, 3), sample by sample.
 
 Axes and joint order, checked on the released files (see tests/test_importers.py):
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -38,7 +37,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from skelact.data.annotations import save_annotations
+from skelact.data.pickles import load_pickle
+from skelact.data.store_write import StoreWriter
 from skelact.layouts import KINECT20
 
 # N-UCLA action ids (a01..a12 with gaps) in label order, and the actions' names.
@@ -164,12 +164,12 @@ def prepare_nucla(
     short_frames: int = 10,
     verbose: bool = True,
 ) -> dict[str, Any]:
-    """Import N-UCLA `root/all_sqe/*.json` into the pickle `out` (cross-view splits).
+    """Import N-UCLA `root/all_sqe/*.json` into the annotation file `out` (cross-view splits).
 
     Splits "xview_train" (views 1, 2) and "xview_val" (view 3), plus the development pair
     "xview_dev_train" (view 1) / "xview_dev_val" (view 2) carved from the training views for
     tuning without the test view, and "xview_val_unique": view 3 without the files that are
-    byte-identical copies of a training file. Returns the report, also stored under the pickle's
+    byte-identical copies of a training file. Returns the report, also stored under the file's
     "report"; checks the val split against `root/val_label.pkl` when present.
     """
     folder = Path(root) / "all_sqe"
@@ -179,16 +179,17 @@ def prepare_nucla(
         "xview_val": set(val_views),
         **_dev_splits("xview", train_views),
     }
-    anns, split, dropped, n_files = _collect(
-        folder, "*.json", read_nucla_json, "view", splits, verbose
-    )
-    report = _report("nucla", n_files, anns, split, dropped, short_frames)
-    report["val_label_check"] = _check_nucla_val(Path(root), anns, split["xview_val"])
-    # the test view without the files that repeat a training file byte for byte
-    repeated = {name for pair in report["cross_split_duplicates"] for name in pair}
-    split["xview_val_unique"] = [n for n in split["xview_val"] if n not in repeated]
-    report["split_counts"]["xview_val_unique"] = len(split["xview_val_unique"])
-    return _save("nucla", NUCLA_CLASSES, anns, split, report, out, verbose)
+    with StoreWriter(out) as writer:
+        seen, split, dropped, n_files = _collect(
+            writer, folder, "*.json", read_nucla_json, "view", splits, verbose
+        )
+        report = _report("nucla", n_files, seen, split, dropped, short_frames)
+        report["val_label_check"] = _check_nucla_val(Path(root), seen, split["xview_val"])
+        # the test view without the files that repeat a training file byte for byte
+        repeated = {name for pair in report["cross_split_duplicates"] for name in pair}
+        split["xview_val_unique"] = [n for n in split["xview_val"] if n not in repeated]
+        report["split_counts"]["xview_val_unique"] = len(split["xview_val_unique"])
+        return _save(writer, "nucla", NUCLA_CLASSES, split, report, out, verbose)
 
 
 def prepare_utd_mhad(
@@ -200,11 +201,11 @@ def prepare_utd_mhad(
     short_frames: int = 10,
     verbose: bool = True,
 ) -> dict[str, Any]:
-    """Import UTD-MHAD `root/Skeleton/*.mat` into the pickle `out` (cross-subject splits).
+    """Import UTD-MHAD `root/Skeleton/*.mat` into the annotation file `out` (cross-subject splits).
 
     Splits "xsub_train" (subjects 1 3 5 7) and "xsub_val" (2 4 6 8), plus the development
     pair "xsub_dev_train" (1 3 5) / "xsub_dev_val" (7) carved from the training subjects;
-    joints reordered to KINECT20. Returns the report, also stored under the pickle's "report".
+    joints reordered to KINECT20. Returns the report, also stored under the file's "report".
     """
     folder = Path(root) / "Skeleton"
     train_subjects = list(train_subjects)
@@ -213,11 +214,12 @@ def prepare_utd_mhad(
         "xsub_val": set(val_subjects),
         **_dev_splits("xsub", train_subjects),
     }
-    anns, split, dropped, n_files = _collect(
-        folder, "*.mat", read_utd_mhad_mat, "subject", splits, verbose
-    )
-    report = _report("utd_mhad", n_files, anns, split, dropped, short_frames)
-    return _save("utd_mhad", UTD_MHAD_CLASSES, anns, split, report, out, verbose)
+    with StoreWriter(out) as writer:
+        seen, split, dropped, n_files = _collect(
+            writer, folder, "*.mat", read_utd_mhad_mat, "subject", splits, verbose
+        )
+        report = _report("utd_mhad", n_files, seen, split, dropped, short_frames)
+        return _save(writer, "utd_mhad", UTD_MHAD_CLASSES, split, report, out, verbose)
 
 
 def _dev_splits(protocol: str, train_groups: list, held_out: int = 1) -> dict[str, set]:
@@ -234,18 +236,20 @@ def _dev_splits(protocol: str, train_groups: list, held_out: int = 1) -> dict[st
 
 
 def _collect(
+    writer: StoreWriter,
     folder: Path,
     pattern: str,
     read: Callable[[Path], dict[str, Any]],
     key: str,
     splits: dict[str, set[int]],
     verbose: bool,
-) -> tuple[list[dict], dict[str, list[str]], dict[str, list[str]], int]:
-    """Read every file; split membership by `ann[key]`. Returns anns, split, dropped, #files."""
+) -> tuple[dict[str, dict], dict[str, list[str]], dict[str, list[str]], int]:
+    """Read every file into `writer`; split membership by `ann[key]`. Returns, per sample name,
+    what the report needs (frames, label, keypoint digest), the splits, the dropped, #files."""
     files = sorted(folder.glob(pattern))
     if not files:
         raise FileNotFoundError(f"{folder}: no {pattern} skeleton files")
-    anns, split, dropped = [], {name: [] for name in splits}, {}
+    seen, split, dropped = {}, {name: [] for name in splits}, {}
     for path in tqdm(files, desc=f"{read.__name__[5:]}", unit="file", disable=not verbose):
         try:
             ann = read(path)
@@ -255,37 +259,34 @@ def _collect(
         except SkeletonFileError as err:
             dropped.setdefault(err.reason, []).append(str(err))
             continue
-        anns.append(ann)
+        writer.add(ann)
+        seen[ann["frame_dir"]] = {
+            "frames": ann["total_frames"],
+            "label": ann["label"],
+            "digest": hashlib.sha1(ann["keypoint"].tobytes()).hexdigest(),
+        }
         for name in names:
             split[name].append(ann["frame_dir"])
-    if not anns:
+    if not seen:
         raise ValueError(f"{folder}: none of the {len(files)} files is usable: {dropped}")
-    return anns, split, dropped, len(files)
+    return seen, split, dropped, len(files)
 
 
-def _save(dataset, classes, anns, split, report, out, verbose, layout=KINECT20) -> dict[str, Any]:
+def _save(writer, dataset, classes, split, report, out, verbose, layout=KINECT20) -> dict[str, Any]:
     report["out"] = str(out)
-    data = {
-        "split": split,
-        "annotations": anns,
-        "layout": layout.name,
-        "dataset": dataset,
-        "classes": list(classes),
-        "report": report,
-    }
-    save_annotations(data, out)
+    writer.close(split, layout=layout.name, dataset=dataset, classes=list(classes), report=report)
     if verbose:
         _print_summary(report)
     return report
 
 
-def _report(dataset, n_files, anns, split, dropped, short_frames) -> dict[str, Any]:
-    lengths = np.array([a["total_frames"] for a in anns])
-    short = [a["frame_dir"] for a in anns if a["total_frames"] < short_frames]
+def _report(dataset, n_files, seen, split, dropped, short_frames) -> dict[str, Any]:
+    lengths = np.array([s["frames"] for s in seen.values()])
+    short = [name for name, s in seen.items() if s["frames"] < short_frames]
     return {
         "dataset": dataset,
         "files": n_files,
-        "samples": len(anns),
+        "samples": len(seen),
         "split_counts": {name: len(members) for name, members in split.items()},
         "kept_short": {"count": len(short), "below_frames": short_frames, "names": short},
         "dropped": {"count": sum(map(len, dropped.values())), "reasons": dropped},
@@ -294,34 +295,31 @@ def _report(dataset, n_files, anns, split, dropped, short_frames) -> dict[str, A
             "median": float(np.median(lengths)),
             "max": int(lengths.max()),
         },
-        "cross_split_duplicates": _cross_split_duplicates(anns, split),
+        "cross_split_duplicates": _cross_split_duplicates(seen, split),
     }
 
 
-def _cross_split_duplicates(anns: list[dict], split: dict[str, list[str]]) -> list[list[str]]:
+def _cross_split_duplicates(seen: dict[str, dict], split: dict[str, list[str]]) -> list[list[str]]:
     """Pairs of samples in different splits whose keypoints are byte-identical."""
-    digest = {a["frame_dir"]: hashlib.sha1(a["keypoint"].tobytes()).hexdigest() for a in anns}
     # dev splits overlap the train split by design: only the protocol's own splits count
     where = {n: s for s, members in split.items() if "_dev_" not in s for n in members}
     first: dict[str, str] = {}
     pairs = []
-    for name, h in digest.items():
-        other = first.setdefault(h, name)
+    for name, info in seen.items():
+        other = first.setdefault(info["digest"], name)
         if other != name and where.get(other) != where.get(name):
             pairs.append([other, name])
     return pairs
 
 
-def _check_nucla_val(root: Path, anns: list[dict], val: list[str]) -> str:
+def _check_nucla_val(root: Path, seen: dict[str, dict], val: list[str]) -> str:
     """Compare the view-3 split with the release's val_label.pkl (names and labels)."""
     path = root / "val_label.pkl"
     if not path.is_file():
         return "val_label.pkl absent"
-    with open(path, "rb") as f:
-        entries = pickle.load(f)
+    entries = load_pickle(path)  # restricted: arrays, numbers, strings, containers only
     want = {e["file_name"]: e["label"] - 1 for e in entries}
-    members = set(val)
-    have = {a["frame_dir"]: a["label"] for a in anns if a["frame_dir"] in members}
+    have = {name: seen[name]["label"] for name in val}
     agree = sum(have.get(name) == label for name, label in want.items())
     return f"{agree}/{len(want)} val_label.pkl entries match; {len(have)} val samples imported"
 

@@ -162,8 +162,43 @@ def _count(lines: list[bytes], i: int, n: int, name: str, what: str) -> int:
 
 
 def _walk(lines: list[bytes], name: str) -> tuple[int, list[int], list[bytes], list[int]]:
-    """Follow the count lines: T and, per body record, its frame, tracking ID, first joint line."""
+    """Follow the count lines: T and, per body record, its frame, tracking ID, first joint line.
+
+    The loop below trusts the file and builds no message; at the first thing it does not
+    expect, `_walk_strict` walks again and says what is wrong, where.
+    """
     n = len(lines) - (not lines[-1].strip())  # a final CRLF leaves one empty piece
+    frames: list[int] = []
+    ids: list[bytes] = []
+    starts: list[int] = []
+    try:
+        num_frames = int(lines[0])
+        i = 1
+        for t in range(num_frames):
+            num_bodies = int(lines[i])
+            i += 1
+            if num_bodies < 0:
+                raise ValueError
+            for _ in range(num_bodies):
+                if int(lines[i + 1]) != NUM_JOINTS or i + 2 + NUM_JOINTS > n:
+                    raise ValueError
+                end = lines[i].find(b" ")  # the tracking ID: digits up to the first space
+                if end <= 0 or not lines[i][:end].isdigit():
+                    raise ValueError
+                frames.append(t)
+                ids.append(lines[i][:end])
+                starts.append(i + 2)
+                i += 2 + NUM_JOINTS
+        if num_frames < 0:
+            raise ValueError
+    except (ValueError, IndexError):
+        return _walk_strict(lines, name)
+    return num_frames, frames, ids, starts
+
+
+def _walk_strict(lines: list[bytes], name: str) -> tuple[int, list[int], list[bytes], list[int]]:
+    """`_walk` with a check and a message for every count; raises on the first bad one."""
+    n = len(lines) - (not lines[-1].strip())
     num_frames = _count(lines, 0, n, name, "the frame count")
     frames, ids, starts = [], [], []
     i = 1
@@ -192,32 +227,33 @@ def _walk(lines: list[bytes], name: str) -> tuple[int, list[int], list[bytes], l
     return num_frames, frames, ids, starts
 
 
-def _fast_table(block: bytes, rows: int) -> np.ndarray | None:
-    """(rows, 7) float64: the first 7 of 12 space-separated values per line, or None when
-    anything looks off (the strict path then finds the line)."""
+def _fast_table(block: bytes, rows: int, columns: int) -> np.ndarray | None:
+    """(rows, columns) float64: the first `columns` of 12 space-separated values per line, or
+    None when anything looks off (the strict path then finds the line)."""
     import pandas as pd  # imported here: only parsing needs it
 
     if block.count(b" ") != rows * 11:  # 12 fields a line, single spaces
         return None
     try:
         table = pd.read_csv(
-            io.BytesIO(block), sep=" ", header=None, usecols=range(7), dtype=np.float64,
+            io.BytesIO(block), sep=" ", header=None, usecols=range(columns), dtype=np.float64,
             na_filter=False, engine="c", low_memory=False,
         ).to_numpy()  # fmt: skip
     except (ValueError, TypeError, OverflowError):  # pandas' ParserError is a ValueError
         return None
-    if table.shape != (rows, 7) or not np.isfinite(table).all():
+    if table.shape != (rows, columns) or not np.isfinite(table).all():
         return None
     return table
 
 
-def _strict_table(lines: list[bytes], starts: list[int], frames: list[int], name: str):
-    """The slow path: parse line by line, raising on the first bad line; (B*V, 7) float64.
+def _strict_table(lines: list[bytes], starts: list[int], frames: list[int], name: str, columns):
+    """The slow path: parse line by line, raising on the first bad line; (B*V, columns)
+    float64.
 
     Accepts what the fast path refuses but is valid: odd spacing, inf pixel positions (where
     Kinect could not project a joint).
     """
-    out = np.empty((len(starts) * NUM_JOINTS, 7))
+    out = np.empty((len(starts) * NUM_JOINTS, columns))
     for r, (s, t) in enumerate(zip(starts, frames, strict=True)):
         for j in range(NUM_JOINTS):
             try:
@@ -231,23 +267,26 @@ def _strict_table(lines: list[bytes], starts: list[int], frames: list[int], name
                     f"line {s + j + 1} (frame {t + 1}, joint {j + 1}): expected 12 numbers "
                     f"(finite x y z), got {text!r}",
                 )
-            out[r * NUM_JOINTS + j] = values[:7]
+            out[r * NUM_JOINTS + j] = values[:columns]
     return out
 
 
-def _parse(data: bytes, name: str) -> tuple[int, list[int], list[bytes], np.ndarray]:
-    """T, and per body record its frame, tracking ID and (V, 7) float32 joint values."""
+def _parse(
+    data: bytes, name: str, columns: int = 7
+) -> tuple[int, list[int], list[bytes], np.ndarray]:
+    """T, and per body record its frame, tracking ID and (V, columns) float32 joint values
+    (x y z, then depthX depthY colorX colorY: converting only what is asked saves time)."""
     if not data.strip():
         raise _fail(name, "the file is empty")
     lines = data.split(b"\n")
     num_frames, frames, ids, starts = _walk(lines, name)
     if not starts:
-        return num_frames, frames, ids, np.zeros((0, NUM_JOINTS, 7), np.float32)
+        return num_frames, frames, ids, np.zeros((0, NUM_JOINTS, columns), np.float32)
     block = b"\n".join([b"\n".join(lines[s : s + NUM_JOINTS]) for s in starts])
-    table = _fast_table(block, len(starts) * NUM_JOINTS)
-    if table is None:
-        table = _strict_table(lines, starts, frames, name)  # raises, or handles odd spacing
-    values = table.reshape(len(starts), NUM_JOINTS, 7).astype(np.float32)
+    table = _fast_table(block, len(starts) * NUM_JOINTS, columns)
+    if table is None:  # raises, or handles odd spacing
+        table = _strict_table(lines, starts, frames, name, columns)
+    values = table.reshape(len(starts), NUM_JOINTS, columns).astype(np.float32)
     return num_frames, frames, ids, values
 
 
@@ -270,7 +309,8 @@ def load_skeleton_full(
     if unknown:
         raise ValueError(f"unknown extras {sorted(unknown)}; expected color_xy and/or depth_xy")
     path = Path(path)
-    num_frames, frames, ids, values = _parse(path.read_bytes(), path.name)
+    columns = max(_COLUMNS[key].stop for key in ("keypoint", *extras))
+    num_frames, frames, ids, values = _parse(path.read_bytes(), path.name, columns)
     kept, seeds, counts = select_bodies(ids, frames, values[..., :3], max_bodies)
     frame_of = np.asarray(frames, dtype=np.int64)
     out: dict[str, Any] = {}

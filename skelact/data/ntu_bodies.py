@@ -130,6 +130,8 @@ def select_bodies(
     ids (R,) tracking IDs, frames (R,) frame index, xyz (R, V, 3) of every body record.
     """
     counts = dict.fromkeys(COUNTERS, 0)
+    if len(set(ids)) == 1 and max_bodies >= 1:  # one track (most files): nothing to decide
+        return [np.arange(len(ids))], [ids[0]], counts
     groups: dict[bytes, list[int]] = {}
     for r, body_id in enumerate(ids):
         groups.setdefault(body_id, []).append(r)

@@ -1,8 +1,9 @@
-"""`skelact prepare ntu`: a folder of NTU .skeleton files -> the annotation file.
+"""`skelact prepare ntu`: a folder of NTU .skeleton files -> the annotation store.
 
-Parses in worker processes (each returns only the arrays of one file, so memory holds the
-parsed arrays, never all raw text), skips the official missing-skeleton samples, records
-failures with their reasons, writes the official splits and a report.
+Parses in worker processes (each returns only the arrays of one file) and writes each sample
+to the store as it arrives, so memory does not grow with the dataset; skips the official
+missing-skeleton samples, records failures with their reasons, writes the official splits and
+a report.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from skelact.data.annotations import save_annotations
 from skelact.data.ntu import (
     DATASETS,
     SkeletonFormatError,
@@ -31,6 +31,7 @@ from skelact.data.ntu import (
     split_of,
 )
 from skelact.data.ntu_bodies import COUNTERS
+from skelact.data.store_write import StoreWriter, disk_size
 
 
 def _parse_sample(task: tuple[str, int]) -> tuple[str, dict[str, Any] | None, str | None]:
@@ -103,49 +104,58 @@ def _parse_all(files: list[Path], workers: int, max_bodies: int, desc: str) -> I
         yield from tqdm(pool.imap(_parse_sample, tasks, chunksize), **bar)
 
 
-def _add_modalities(anns: list[dict], rgb: Path | None, depth: Path | None) -> dict[str, int]:
-    """Sets each sample's "modalities"; returns how many have RGB / depth next to the skeleton."""
-    found = {"rgb": 0, "depth": 0}
-    for ann in anns:
-        mods = ["skeleton"]
-        if rgb is not None and (rgb / f"{ann['frame_dir']}_rgb.avi").is_file():
-            mods.append("rgb")
-        if depth is not None and (depth / ann["frame_dir"]).is_dir():
-            mods.append("depth")
-        for kind in ("rgb", "depth"):
-            found[kind] += kind in mods
-        ann["modalities"] = mods
-    return {k: v for k, v in found.items() if {"rgb": rgb, "depth": depth}[k] is not None}
+def _modalities(name: str, rgb: Path | None, depth: Path | None) -> list[str]:
+    """The streams a sample has: skeleton, plus RGB / depth when found next to it."""
+    mods = ["skeleton"]
+    if rgb is not None and (rgb / f"{name}_rgb.avi").is_file():
+        mods.append("rgb")
+    if depth is not None and (depth / name).is_dir():
+        mods.append("depth")
+    return mods
 
 
-def _parse_into(report: dict[str, Any], todo: list[Path], workers: int, max_bodies: int):
-    """Parse `todo`; returns the samples, records failures in `report`."""
-    anns = []
+def _empty_splits(dataset: str) -> dict[str, list[str]]:
+    protocols = DATASETS[dataset]["protocols"]
+    return {f"{proto}_{part}": [] for proto in protocols for part in ("train", "val")}
+
+
+def _stream_into(writer, report: dict[str, Any], todo: list[Path], opts: dict) -> dict:
+    """Parse `todo` and add each sample to `writer` as it comes; records failures in
+    `report`. Returns the splits. Memory: one parsed file at a time plus names and counts."""
+    split = _empty_splits(report["dataset"])
+    frames, over, found = [], 0, {"rgb": 0, "depth": 0}
+    denoise, denoised = dict.fromkeys(COUNTERS, 0), 0
     desc = f"parse {report['dataset']}"
-    for name, sample, reason in _parse_all(todo, workers, max_bodies, desc):
+    for name, sample, reason in _parse_all(todo, opts["workers"], opts["max_bodies"], desc):
         if sample is None:
             report["failures"][name] = reason
-        else:
-            anns.append(sample)
+            continue
+        sample["modalities"] = _modalities(name, opts["rgb"], opts["depth"])
+        for kind in found:
+            found[kind] += kind in sample["modalities"]
+        writer.add(sample)
+        for proto, part in split_of(name, report["dataset"]).items():
+            split[f"{proto}_{part}"].append(name)
+        frames.append(sample["total_frames"])
+        over += sample["num_bodies"] > opts["max_bodies"]
+        for k in COUNTERS:
+            denoise[k] += sample["denoise"][k]
+        denoised += any(sample["denoise"].values())
     report["failed"] = len(report["failures"])
-    if not anns:
+    if not frames:
         raise ValueError(
             f"no usable {report['dataset']} skeleton among the {report['files_found']} files "
             f"under {report['source']} ({report['skipped_missing']} official missing, "
             f"{report['failed']} failed, {report['outside_dataset']} outside {report['dataset']})"
         )
-    return anns
-
-
-def _splits(anns: list[dict], dataset: str) -> dict[str, list[str]]:
-    split: dict[str, list[str]] = {
-        f"{proto}_{part}": []
-        for proto in DATASETS[dataset]["protocols"]
-        for part in ("train", "val")
-    }
-    for ann in anns:
-        for proto, part in split_of(ann["frame_dir"], dataset).items():
-            split[f"{proto}_{part}"].append(ann["frame_dir"])
+    frames = np.asarray(frames)
+    report.update(
+        samples=len(frames), splits={k: len(v) for k, v in split.items()},
+        frames={"min": int(frames.min()), "max": int(frames.max()), "mean": float(frames.mean())},
+        over_max_bodies=int(over), max_bodies=opts["max_bodies"], workers=opts["workers"],
+        denoise=denoise, denoised_samples=denoised,
+        modalities={k: v for k, v in found.items() if opts[k] is not None},
+    )  # fmt: skip
     return split
 
 
@@ -158,12 +168,13 @@ def prepare_ntu(
     rgb: str | os.PathLike | None = None,
     depth: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Parse every NTU .skeleton file under `skeletons` into the annotation pickle `out`.
+    """Parse every NTU .skeleton file under `skeletons` into the annotation file `out`.
 
     Keeps the files of `dataset` ("ntu60": S001-S017, A001-A060; "ntu120": all), skips the
     official missing-skeleton samples, parses with `workers` processes, records bad files with
     their reason, writes `out` (splits xsub/xview or xsub/xset, train/val) and
-    `<out stem>.report.json`, prints a summary and returns the report.
+    `<out stem>.report.json`, prints a summary and returns the report. `out` is a skelact
+    store (a folder), written while parsing; a name ending in .pkl gets a pyskl pickle.
     """
     _check_dataset(dataset)
     start, root, out = time.perf_counter(), Path(skeletons), Path(out)
@@ -174,23 +185,13 @@ def prepare_ntu(
         "skipped_missing": 0, "skipped_missing_names": [], "failed": 0, "failures": {},
     }  # fmt: skip
     todo = _select_files(files, dataset, report)
-    anns = _parse_into(report, todo, workers, max_bodies)
-    report["modalities"] = _add_modalities(
-        anns, Path(rgb) if rgb else None, Path(depth) if depth else None
-    )
-    split = _splits(anns, dataset)
-    frames = np.array([a["total_frames"] for a in anns])
-    report.update(
-        samples=len(anns), splits={k: len(v) for k, v in split.items()},
-        frames={"min": int(frames.min()), "max": int(frames.max()), "mean": float(frames.mean())},
-        over_max_bodies=sum(a["num_bodies"] > max_bodies for a in anns), max_bodies=max_bodies,
-        denoise={k: sum(a["denoise"][k] for a in anns) for k in COUNTERS},
-        denoised_samples=sum(any(a["denoise"].values()) for a in anns),
-        workers=workers, seconds=round(time.perf_counter() - start, 2),
-    )  # fmt: skip
-    data = {"split": split, "annotations": anns, "layout": "ntu25", "dataset": dataset,
-            "classes": ntu_classes(dataset), "report": report}  # fmt: skip
-    save_annotations(data, out)
+    opts = {"workers": workers, "max_bodies": max_bodies, "rgb": Path(rgb) if rgb else None,
+            "depth": Path(depth) if depth else None}  # fmt: skip
+    with StoreWriter(out) as writer:
+        split = _stream_into(writer, report, todo, opts)
+        report["seconds"] = round(time.perf_counter() - start, 2)
+        writer.close(split, layout="ntu25", dataset=dataset, classes=ntu_classes(dataset),
+                     report=report)  # fmt: skip
     report_path = out.with_suffix(".report.json")
     report_path.write_text(json.dumps(report, indent=1))
     print(_summary(report, out, report_path))
@@ -219,6 +220,6 @@ def _summary(report: dict[str, Any], out: Path, report_path: Path) -> str:
         lines.append(f"    {name}: {reason}")
     if r["failed"] > 10:
         lines.append(f"    ... and {r['failed'] - 10} more (see {report_path})")
-    size = out.stat().st_size / 2**20
+    size = disk_size(out) / 2**20
     lines.append(f"  wrote {out} ({size:.1f} MiB) and {report_path}")
     return "\n".join(lines)

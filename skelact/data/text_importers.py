@@ -20,6 +20,7 @@ the person's left side at -x as in NTU (see ../shared/data/README.md for the fil
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable
@@ -36,6 +37,7 @@ from skelact.data.importers import (
     _save,
     clean_frames,
 )
+from skelact.data.store_write import StoreWriter
 from skelact.layouts import KINECT20, OPENNI15
 
 SBU_CLASSES = (
@@ -178,11 +180,12 @@ def prepare_sbu(
         splits[f"fold{k + 1}_test"] = set(test_sets)
         splits[f"fold{k + 1}_dev_train"] = set(train) - set(dev_val)
         splits[f"fold{k + 1}_dev_val"] = set(dev_val)
-    anns, split, dropped, n_files = _collect(
-        Path(root), "*/*/*/skeleton_pos.txt", read_sbu, "set", splits, verbose
-    )
-    report = _report("sbu", n_files, anns, split, dropped, short_frames=10)
-    return _save("sbu", SBU_CLASSES, anns, split, report, out, verbose, OPENNI15)
+    with StoreWriter(out) as writer:
+        seen, split, dropped, n_files = _collect(
+            writer, Path(root), "*/*/*/skeleton_pos.txt", read_sbu, "set", splits, verbose
+        )
+        report = _report("sbu", n_files, seen, split, dropped, short_frames=10)
+        return _save(writer, "sbu", SBU_CLASSES, split, report, out, verbose, OPENNI15)
 
 
 def prepare_kard(
@@ -201,11 +204,12 @@ def prepare_kard(
         "xsub_test": set(test_subjects),
         **_dev_splits("xsub", train_subjects, held_out=2),
     }
-    anns, split, dropped, n_files = _collect(
-        Path(root), "*_realworld.txt", read_kard, "subject", splits, verbose
-    )
-    report = _report("kard", n_files, anns, split, dropped, short_frames=10)
-    return _save("kard", KARD_CLASSES, anns, split, report, out, verbose, OPENNI15)
+    with StoreWriter(out) as writer:
+        seen, split, dropped, n_files = _collect(
+            writer, Path(root), "*_realworld.txt", read_kard, "subject", splits, verbose
+        )
+        report = _report("kard", n_files, seen, split, dropped, short_frames=10)
+        return _save(writer, "kard", KARD_CLASSES, split, report, out, verbose, OPENNI15)
 
 
 def prepare_msr_daily(
@@ -224,13 +228,22 @@ def prepare_msr_daily(
         "xsub_test": set(test_subjects),
         **_dev_splits("xsub", train_subjects, held_out=2),
     }
-    anns, split, dropped, n_files = _collect(
-        Path(root), "*_skeleton_proj.txt", read_msr_daily, "subject", splits, verbose
-    )
-    report = _report("msr_daily", n_files, anns, split, dropped, short_frames=10)
-    repaired = {a["frame_dir"]: a["dropped_frames"] for a in anns if a["dropped_frames"]}
-    report["failed_frames_dropped"] = repaired
-    _save("msr_daily", MSR_DAILY_CLASSES, anns, split, report, out, verbose, KINECT20)
+    repaired: dict[str, list[int]] = {}
+
+    @functools.wraps(read_msr_daily)
+    def read(path: Path) -> dict[str, Any]:
+        sample = read_msr_daily(path)
+        if sample["dropped_frames"]:
+            repaired[sample["frame_dir"]] = sample["dropped_frames"]
+        return sample
+
+    with StoreWriter(out) as writer:
+        seen, split, dropped, n_files = _collect(
+            writer, Path(root), "*_skeleton_proj.txt", read, "subject", splits, verbose
+        )
+        report = _report("msr_daily", n_files, seen, split, dropped, short_frames=10)
+        report["failed_frames_dropped"] = repaired
+        _save(writer, "msr_daily", MSR_DAILY_CLASSES, split, report, out, verbose, KINECT20)
     if verbose:
         n = sum(map(len, repaired.values()))
         print(f"  failed frames dropped: {n} in {len(repaired)} files")

@@ -79,14 +79,15 @@ def convert_videos(
     progress: bool = True,
     mirrored: bool = False,
 ) -> dict[str, Any]:
-    """Convert videos (files, or folders searched recursively) to the annotation pickle `out`.
+    """Convert videos (files, or folders searched recursively) to the annotation file `out`
+    (a skelact store; a pyskl pickle when `out` ends in .pkl).
 
     Each sample: "keypoint" (M, T, V, 3) metres in camera space (y up, hip-centred), plus
     "keypoint_2d" (M, T, V, 2), "keypoint_score" (M, T, V), "mask" (M, T), "img_shape", "fps",
     "video" (see `extract_video`); V = 33 ("mediapipe33") or 25 ("ntu25"), M <= max_people.
     `workers` > 1 converts videos in that many processes. `pose_model`: a .task bundle, else
     `ensure_pose_model()` finds one. Returns the report (also written next to `out` as
-    `<out>.report.json` and stored under the pickle's "report"); raises ConvertError when no
+    `<out>.report.json` and stored under the file's "report"); raises ConvertError when no
     video at all could be converted. `mirrored`: the videos are mirror images (NTU's RGB
     videos are): x flips and left/right joints swap (see `skelact.pose.extract`).
     """
@@ -145,9 +146,9 @@ def _print_summary(report: dict[str, Any], report_path: Path) -> None:
 
 
 def _load_existing(out: Path, layout: str) -> list[dict]:
-    if not out.is_file():
+    if not out.exists():
         return []
-    data = load_annotations(out)
+    data = load_annotations(out)  # a store's arrays stay memory-mapped, not copied
     if data.get("layout") != layout:
         raise ValueError(
             f"{out} holds layout {data.get('layout')!r}, not {layout!r}: choose another --out"

@@ -1,0 +1,211 @@
+"""The skeleton store: per-sample arrays in one file every process memory-maps read-only.
+
+A store is a folder of three files:
+
+    arrays.bin   every per-sample array ("keypoint" (M, T, V, C), "keypoint_score" (M, T, V),
+                 "color_xy" ...), back to back, each aligned to 64 bytes
+    index.npz    per array field: offset (N,), shape (N, ndim), crc32 (N,); per scalar field a
+                 column (N,) (labels, names, subjects ...); per split its sample indices
+    meta.json    format version, field dtypes, split names, classes, layout, dataset, report
+
+DataLoader workers and DDP ranks map arrays.bin read-only, so they all share the operating
+system's page cache instead of holding a copy each; the index is a few numpy arrays, which
+fork shares without copy-on-write. A sample's bytes are checked against its crc32 when read:
+a corrupt or truncated store raises StoreError naming the file, never returns wrong values.
+`StoreWriter` writes one while streaming (memory bounded by the sample count, not the data).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skelact.data.annotations import AnnotationError
+
+FORMAT, VERSION = "skelact-store", 1
+ALIGN = 64
+FILES = ("arrays.bin", "index.npz", "meta.json")
+
+
+class StoreError(AnnotationError):
+    """A missing, truncated or corrupt store; the message names the file."""
+
+
+def is_store(path: str | os.PathLike) -> bool:
+    return (Path(path) / "meta.json").is_file()
+
+
+class SkeletonStore:
+    """A store opened read-only: `len`, `store[i]` -> sample dict, `split(name)` -> indices.
+
+    Arrays in a sample dict are read-only views of the memory map (no copy). The index is read
+    when opened; arrays.bin is mapped on first use in each process, and a pickled store (sent
+    to a spawned worker) carries only its path and maps the file again there.
+    """
+
+    def __init__(self, path: str | os.PathLike, verify: bool = True):
+        self.path = Path(path)
+        self.verify = verify
+        self.meta = _read_meta(self.path)
+        self._index = _read_index(self.path / "index.npz", self.meta)
+        self._blob: np.ndarray | None = None
+        self._check_extent()
+        top = self.meta["top"]
+        self.classes: list[str] = list(top.get("classes") or [])
+        self.layout: str | None = top.get("layout")
+        self.names: np.ndarray = self._index["col.frame_dir"]  # (N,) str
+        self.labels: np.ndarray = self._index["col.label"]  # (N,) int64
+
+    def __len__(self) -> int:
+        return int(self.meta["num_samples"])
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "verify": self.verify}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], state["verify"])
+
+    @property
+    def top(self) -> dict[str, Any]:
+        """Top-level data besides splits and samples: classes, layout, dataset, report ..."""
+        return self.meta["top"]
+
+    @property
+    def fields(self) -> list[str]:
+        return list(self.meta["fields"])
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.meta["splits"])
+
+    def split(self, name: str) -> np.ndarray:
+        """Sample indices of split `name`, in the split's order."""
+        if name not in self.meta["splits"]:
+            raise KeyError(f"{self.path}: no split {name!r}; it has {sorted(self.splits)}")
+        return self._index[f"split.{name}"]
+
+    def shapes(self, field: str = "keypoint") -> np.ndarray:
+        """(N, ndim) shape of `field` per sample (zeros where a sample lacks it)."""
+        return self._index[f"field.{field}.shape"]
+
+    def num_classes(self) -> int:
+        """The class table's length if present, else max label + 1."""
+        return len(self.classes) if self.classes else int(self.labels.max()) + 1
+
+    def array(self, i: int, field: str) -> np.ndarray | None:
+        """Sample i's `field`: a read-only view of the map, checked against its crc32."""
+        offset = int(self._index[f"field.{field}.offset"][i])
+        if offset < 0:
+            return None
+        spec = self.meta["fields"][field]
+        shape = tuple(int(s) for s in self._index[f"field.{field}.shape"][i])
+        dtype = np.dtype(spec["dtype"])
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        raw = self._map()[offset : offset + nbytes]
+        if self.verify and zlib.crc32(raw) != int(self._index[f"field.{field}.crc"][i]):
+            raise StoreError(
+                f"{self.path / 'arrays.bin'}: {field!r} of sample {i} ({self.names[i]}) fails "
+                "its checksum: the file is corrupt; prepare the store again"
+            )
+        return raw.view(dtype).reshape(shape)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"{self.path}: sample {i} out of range (0..{len(self) - 1})")
+        sample: dict[str, Any] = {}
+        for key, kind in self.meta["columns"].items():
+            has = self._index.get(f"has.{key}")
+            if has is not None and not has[i]:
+                continue
+            value = self._index[f"col.{key}"][i]
+            sample[key] = json.loads(str(value)) if kind == "json" else value.item()
+        for field in self.meta["fields"]:
+            arr = self.array(i, field)
+            if arr is not None:
+                sample[field] = arr
+        return sample
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole store as an annotation dict (arrays are views of the map)."""
+        return {
+            **self.top,
+            "split": {s: [str(self.names[i]) for i in self.split(s)] for s in self.splits},
+            "annotations": [self[i] for i in range(len(self))],
+        }
+
+    def _map(self) -> np.ndarray:
+        if self._blob is None:
+            path = self.path / "arrays.bin"
+            if self.meta["arrays_bytes"] == 0:
+                self._blob = np.zeros(0, np.uint8)
+            else:
+                self._blob = np.memmap(path, np.uint8, mode="r").view(np.ndarray)
+        return self._blob
+
+    def _check_extent(self) -> None:
+        """Every indexed array must lie inside arrays.bin, whose size the meta records."""
+        path = self.path / "arrays.bin"
+        size = path.stat().st_size if path.is_file() else -1
+        want = self.meta["arrays_bytes"]
+        if size != want:
+            raise StoreError(
+                f"{path}: {size if size >= 0 else 'missing'} bytes, expected {want}: the store "
+                "is truncated or incomplete; prepare it again"
+            )
+        for field, spec in self.meta["fields"].items():
+            shapes = self._index[f"field.{field}.shape"]
+            ends = (
+                self._index[f"field.{field}.offset"]
+                + shapes.prod(1) * np.dtype(spec["dtype"]).itemsize
+            )
+            if len(ends) and ends.max() > want:
+                raise StoreError(f"{self.path / 'index.npz'}: {field!r} points past arrays.bin")
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    meta_path = path / "meta.json"
+    if not path.exists():
+        raise FileNotFoundError(f"annotation file {path} does not exist")
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{path} is not a skelact annotation store: it has no meta.json")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreError(f"{meta_path}: not valid JSON ({err}); the store is corrupt") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise StoreError(f"{meta_path}: not a skelact store (no format {FORMAT!r})")
+    if meta.get("version") != VERSION:
+        raise StoreError(
+            f"{meta_path}: store version {meta.get('version')}, this skelact reads {VERSION}"
+        )
+    return meta
+
+
+def _read_index(path: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            index = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise StoreError(f"{path}: missing; the store is incomplete") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise StoreError(f"{path}: unreadable ({err}); the store is corrupt") from err
+    n = meta["num_samples"]
+    want = ["col.frame_dir", "col.label"]
+    want += [f"field.{f}.{k}" for f in meta["fields"] for k in ("offset", "shape", "crc")]
+    want += [f"split.{s}" for s in meta["splits"]]
+    missing = [k for k in want if k not in index]
+    bad = [k for k, v in index.items() if not k.startswith("split.") and len(v) != n]
+    if missing or bad:
+        raise StoreError(f"{path}: missing {missing} or wrong length {bad}; the store is corrupt")
+    for s in meta["splits"]:
+        members = index[f"split.{s}"]
+        if len(members) and not (0 <= members.min() and members.max() < n):
+            raise StoreError(f"{path}: split {s!r} points past the {n} samples; corrupt store")
+    return index

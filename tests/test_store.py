@@ -1,0 +1,224 @@
+"""The skeleton store: round trips, pyskl pickles in and out, corruption, cache, safety."""
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from skelact.data.annotations import AnnotationError, load_annotations, save_annotations
+from skelact.data.pickles import (
+    UnsafePickleError,
+    load_pickle,
+    open_annotations,
+    pickle_to_store,
+    store_to_pickle,
+)
+from skelact.data.store import SkeletonStore, StoreError
+from skelact.data.store_write import StoreWriter
+from skelact.engine import load_checkpoint, save_checkpoint
+from tests.conftest import shared_data, toy_annotations
+
+
+def rich_annotations() -> dict:
+    """Toy samples with the optional fields of pyskl and skelact files, some on some samples."""
+    data = toy_annotations(num_classes=3, per_class=6, frames=30, bodies=2)
+    rng = np.random.default_rng(1)
+    for i, a in enumerate(data["annotations"]):
+        m, t, v, _ = a["keypoint"].shape
+        a["keypoint_score"] = rng.random((m, t, v)).astype(np.float16)
+        a["color_xy"] = rng.uniform(0, 1920, (m, t, v, 2)).astype(np.float16)
+        a["label"] = np.int64(a["label"])  # pyskl stores numpy ints
+        a["img_shape"] = (1080, 1920)
+        a["modalities"] = ["skeleton", "rgb"] if i % 2 else ["skeleton"]
+        if i % 3 == 0:
+            a["subject"] = i  # on a third of the samples only
+            a["mask"] = np.ones((m, t), bool)
+    data["layout"], data["dataset"] = "ntu25", "toy"
+    return data
+
+
+def assert_same(expected: dict, got: dict) -> None:
+    assert got["split"] == expected["split"]
+    for key in ("classes", "layout", "dataset"):
+        assert got.get(key) == expected.get(key)
+    assert len(got["annotations"]) == len(expected["annotations"])
+    for a, b in zip(expected["annotations"], got["annotations"], strict=True):
+        assert sorted(a) == sorted(b), a["frame_dir"]
+        for key, value in a.items():
+            if isinstance(value, np.ndarray):
+                assert b[key].dtype == value.dtype and b[key].shape == value.shape, key
+                assert np.array_equal(b[key], value), (a["frame_dir"], key)
+            elif isinstance(value, tuple):
+                assert list(b[key]) == list(value), key
+            else:
+                assert b[key] == value, (a["frame_dir"], key)
+
+
+def test_store_round_trip_is_exact(tmp_path):
+    data = rich_annotations()
+    path = save_annotations(data, tmp_path / "toy.store")
+    assert sorted(p.name for p in path.iterdir()) == ["arrays.bin", "index.npz", "meta.json"]
+    assert_same(data, load_annotations(path))
+    store = SkeletonStore(path)
+    assert len(store) == 18 and store.num_classes() == 3 and store.layout == "ntu25"
+    assert list(store.names[store.split("test")]) == data["split"]["test"]
+    kp = store[4]["keypoint"]
+    assert not kp.flags.writeable  # a read-only view of the map, not a copy
+    assert store.shapes("keypoint")[4].tolist() == [2, 30, 25, 3]
+
+
+def test_writer_streams_and_is_atomic(tmp_path):
+    data = toy_annotations(per_class=4)
+    out = tmp_path / "s.store"
+    with pytest.raises(AnnotationError, match="unknown sample"):
+        with StoreWriter(out) as w:
+            for a in data["annotations"]:
+                w.add(a)
+            w.close({"train": ["nope"]})
+    assert not out.exists() and not list(tmp_path.iterdir())  # temp folder removed too
+    bad = dict(data["annotations"][0], keypoint=np.full((1, 5, 25, 3), np.nan, np.float32))
+    with pytest.raises(AnnotationError, match="non-finite"), StoreWriter(out) as w:
+        w.add(bad)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_pyskl_pickle_in(tmp_path, protocol):
+    data = rich_annotations()
+    data["annotations"][0]["keypoint"] = np.asfortranarray(data["annotations"][0]["keypoint"])
+    pkl = tmp_path / "pyskl.pkl"
+    with open(pkl, "wb") as f:
+        pickle.dump(data, f, protocol=protocol)  # as pyskl / mmaction2 write them
+    assert_same(data, load_annotations(pkl))  # in memory, restricted unpickler
+    store = pickle_to_store(pkl, tmp_path / "conv.store")  # streaming conversion
+    assert_same(data, load_annotations(store))
+
+
+def test_pyskl_pickle_out_opens_with_plain_pickle(tmp_path):
+    data = rich_annotations()
+    store = save_annotations(data, tmp_path / "toy.store")
+    out = store_to_pickle(store, tmp_path / "out.pkl")
+    with open(out, "rb") as f:
+        back = pickle.load(f)  # what pyskl does
+    assert type(back["annotations"][0]["keypoint"]) is np.ndarray  # not a memmap
+    assert_same(data, back)
+
+
+def test_repack_cli_both_ways(tmp_path):
+    data = rich_annotations()
+    pkl = save_annotations(data, tmp_path / "a.pkl")
+    run = [sys.executable, "-m", "skelact.cli", "repack"]
+    subprocess.run([*run, str(pkl), str(tmp_path / "b.store")], check=True, capture_output=True)
+    subprocess.run([*run, str(tmp_path / "b.store"), str(tmp_path / "c.pkl")], check=True)
+    assert_same(data, load_annotations(tmp_path / "c.pkl"))
+
+
+def test_truncated_or_corrupt_store_names_the_file(tmp_path):
+    path = save_annotations(toy_annotations(per_class=4), tmp_path / "t.store")
+    blob = path / "arrays.bin"
+    raw = bytearray(blob.read_bytes())
+    blob.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(StoreError, match=r"arrays\.bin.*truncated"):
+        SkeletonStore(path)
+    raw[1000] ^= 0xFF  # sample 0's keypoints, same length
+    blob.write_bytes(raw)
+    store = SkeletonStore(path)
+    with pytest.raises(StoreError, match=r"arrays\.bin.*sample 0 .*checksum"):
+        store[0]
+    assert store[1]["keypoint"].shape == (1, 40, 25, 3)  # the others still read
+    (path / "index.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(StoreError, match=r"index\.npz"):
+        SkeletonStore(path)
+    (path / "meta.json").write_text("{")
+    with pytest.raises(StoreError, match=r"meta\.json"):
+        SkeletonStore(path)
+
+
+def test_cache_converts_once_and_rebuilds_a_changed_pickle(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKELACT_CACHE", str(tmp_path / "cache"))
+    data = toy_annotations(per_class=4)
+    pkl = save_annotations(data, tmp_path / "a.pkl")
+    first = open_annotations(pkl)
+    made = (first.path / "meta.json").stat().st_mtime_ns
+    again = open_annotations(pkl)
+    assert again.path == first.path and (again.path / "meta.json").stat().st_mtime_ns == made
+    data["annotations"][0]["label"] = 2
+    save_annotations(data, pkl)
+    os.utime(pkl, ns=(made + 10**9, made + 10**9))  # a new mtime even on coarse clocks
+    rebuilt = open_annotations(pkl)
+    assert rebuilt.path == first.path and int(rebuilt.labels[0]) == 2
+    (rebuilt.path / "arrays.bin").write_bytes(b"")  # a damaged cache is rebuilt too
+    assert int(open_annotations(pkl).labels[0]) == 2
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    data = toy_annotations(per_class=2)
+    data["annotations"][0]["extra"] = _Payload(marker)
+    pkl = tmp_path / "evil.pkl"
+    pkl.write_bytes(pickle.dumps(data))
+    for load in (load_pickle, load_annotations, open_annotations):
+        with pytest.raises(UnsafePickleError, match=r"evil\.pkl.*refused.*system"):
+            load(pkl)
+    assert not marker.exists()
+
+
+def test_malicious_checkpoint_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "x": _Payload(marker)}, path)
+    with pytest.raises(RuntimeError, match=r"evil\.pt"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    save_checkpoint({"model": {"w": torch.ones(2)}, "classes": ["a"], "epoch": 3}, path)
+    assert load_checkpoint(path)["epoch"] == 3  # plain contents load
+
+
+def test_prepare_ntu_store_equals_its_pickle(tmp_path):
+    from skelact.data.ntu_prepare import prepare_ntu
+
+    skeletons = shared_data("ntu", "skeletons")
+    prepare_ntu(skeletons, tmp_path / "ntu.store", "ntu120")
+    prepare_ntu(skeletons, tmp_path / "ntu.pkl", "ntu120")
+    a, b = load_annotations(tmp_path / "ntu.pkl"), load_annotations(tmp_path / "ntu.store")
+    b["report"].pop("seconds"), a["report"].pop("seconds")
+    b["report"].pop("output"), a["report"].pop("output")
+    assert a["report"] == b["report"] and a["report"]["samples"] == 4
+    assert_same(a, b)
+
+
+def test_training_from_store_is_deterministic_and_matches_the_pickle(tmp_path):
+    """Same seed, same result: from the pickle (cached store) with no workers, and from a store
+    with 2 persistent workers (the epoch travels with the sampler's indices)."""
+    import pandas as pd
+
+    from skelact.config import compose_config
+    from skelact.train import train
+
+    data = toy_annotations(num_classes=3, per_class=16, frames=30)
+    pkl = save_annotations(data, tmp_path / "toy.pkl")
+    store = save_annotations(data, tmp_path / "toy.store")
+    common = ["data.train_split=train", "data.test_split=test", "trainer.progress=false",
+              "data.skeleton.clip_len=8", "data.skeleton.test_clips=2", "model.core.hidden=16",
+              "model.skeleton.hidden=16", "model.skeleton.embed=16", "trainer.epochs=3",
+              "trainer.threads=1", "trainer.batch_size=8"]  # fmt: skip
+    runs = {}
+    for name, ann, workers in (("pkl", pkl, 0), ("store", store, 2)):
+        cfg = compose_config([f"data.ann_file={ann}", f"trainer.num_workers={workers}", *common])
+        metrics = train(cfg, tmp_path / name)
+        log = pd.read_csv(tmp_path / name / "train_log.csv")
+        preds = pd.read_csv(tmp_path / name / "predictions.csv")
+        runs[name] = (log["loss"].tolist(), metrics["top1"], preds["prob"].tolist())
+    assert runs["pkl"] == runs["store"]
+    assert len(set(runs["pkl"][0])) == 3  # three distinct epoch losses were compared
