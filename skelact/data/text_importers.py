@@ -1,6 +1,7 @@
 """Importers for three text-format Kinect v1 datasets: SBU Kinect Interaction, KARD and MSR
-DailyActivity3D. Each writes the annotation pickle of `skelact.data.annotations` in metres, y up,
-the person's left side at -x as in NTU (see ../shared/data/README.md for the file formats):
+DailyActivity3D. Each streams its samples into an annotation store (`StoreWriter`; an `out`
+ending in .pkl gets a pyskl pickle), in metres, y up, the person's left side at -x as in NTU
+(see ../shared/data/README.md for the file formats):
 
 - SBU (`<set>/<class>/<take>/skeleton_pos.txt`, CSV): two people, keypoint (2, T, 15, 3) in
   layout "openni15". Coordinates are de-normalised with the dataset README's formula
