@@ -93,11 +93,15 @@ class _Stub:
         shape, dtype, fortran, raw = state[-4:]  # (version,) shape, dtype, is_fortran, bytes
         self.put(raw, dtype, shape, "F" if fortran else "C")
 
-    def put(self, raw, dtype, shape, order: str) -> None:
+    def put(self, raw, dtype, shape, order: str, axis_order=None) -> None:
         if not isinstance(raw, (bytes, bytearray, memoryview, pickle.PickleBuffer)):
             raise AnnotationError("arrays of Python objects cannot be converted")
         shape = tuple(shape)
-        arr = np.frombuffer(raw, dtype).reshape(shape, order=order)
+        arr = np.frombuffer(raw, dtype)
+        if order == "K" and axis_order is not None:  # numpy 2 pickles a permuted view as is
+            arr = arr.reshape(shape, order="C").transpose(axis_order)
+        else:
+            arr = arr.reshape(shape, order=order)
         if not shape:  # a 0-d array: a scalar, kept as a value
             self.value = arr.copy()
         else:
@@ -117,9 +121,9 @@ class _StreamingUnpickler(SafeUnpickler):
             return lambda subtype, shape, dtype: _Stub(self.writer)
         if name == "_frombuffer":
 
-            def frombuffer(buf, dtype, shape, order):
+            def frombuffer(buf, dtype, shape, order, axis_order=None):
                 stub = _Stub(self.writer)
-                stub.put(buf, dtype, shape, order)
+                stub.put(buf, dtype, shape, order, axis_order)
                 return stub
 
             return frombuffer
