@@ -45,18 +45,16 @@ def split_batch(batch: dict, streams, device) -> tuple[dict, torch.Tensor, int]:
     """Stream tensors (N, K, ...) -> (N*K, ...) on device; labels (N,); clips per sample K.
 
     Streams may bring different clip counts at test time (5 skeleton clips, 1 cached RGB
-    feature clip): a stream with one clip is repeated so that clip k of every stream is fused
-    with clip k of the others.
+    feature clip): a stream with one clip stays (N, ...); the model encodes it once and
+    repeats its embedding, so that clip k of every stream is fused with clip k of the others.
     """
     k = max(batch[name].shape[1] for name in streams)
     inputs = {}
     for name in streams:
-        x = batch[name].to(device, non_blocking=True)  # moved once, before any repeat
-        if x.shape[1] != k:
-            if x.shape[1] != 1:
-                raise ValueError(f"stream {name!r} has {x.shape[1]} clips per sample, others {k}")
-            x = x.expand(-1, k, *x.shape[2:])
-        inputs[name] = x.flatten(0, 1)
+        x = batch[name]
+        if x.shape[1] not in (1, k):
+            raise ValueError(f"stream {name!r} has {x.shape[1]} clips per sample, others {k}")
+        inputs[name] = x.to(device, non_blocking=True).flatten(0, 1)
     return inputs, batch["label"].to(device), k
 
 

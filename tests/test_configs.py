@@ -144,8 +144,19 @@ def test_streams_with_different_test_clip_counts_are_fused_clip_by_clip():
         "label": torch.tensor([0, 1, 2]),
     }
     inputs, labels, k = split_batch(batch, ["rgb", "skeleton"], "cpu")
-    assert k == 5 and inputs["skeleton"].shape[0] == inputs["rgb"].shape[0] == 15
-    torch.testing.assert_close(inputs["rgb"][5:10], batch["rgb"][1].expand(5, 6, 24))
+    assert k == 5 and inputs["skeleton"].shape[0] == 15 and inputs["rgb"].shape[0] == 3
+    cfg = compose_config(["modality=rgb_skeleton", "model=bilstm", "data.ann_file=x.pkl"])
+    specs = {
+        "skeleton": {"num_joints": 25, "channels": 9, "num_bodies": 2},
+        "rgb": {"feature_dim": 24},
+    }
+    model = build_recognizer(cfg.model, ["rgb", "skeleton"], 4, specs).eval()
+    with torch.no_grad():  # the RGB clip encoded once equals it repeated for every clip
+        once = model(inputs)
+        repeated = model({**inputs, "rgb": batch["rgb"].expand(-1, 5, -1, -1).flatten(0, 1)})
+    assert once["logits"].shape == (15, 4)
+    torch.testing.assert_close(once["logits"], repeated["logits"])
+    torch.testing.assert_close(once["streams"]["rgb"][5:10], repeated["streams"]["rgb"][5:10])
 
 
 def test_sample_without_a_modality_is_named_once_and_left_out(toy_with_features, tmp_path, caplog):

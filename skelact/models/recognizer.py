@@ -123,7 +123,14 @@ class Recognizer(nn.Module):
         return {k: out[k] for k in self.streams}
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict:
+        """inputs: stream -> (N*K, ...) or, for a stream with one clip per sample while the
+        others have K, (N, ...): encoded once, its embedding repeated for the K clips."""
         embs, logits, attention = self.encode(inputs), {}, {}
+        n = max(emb.shape[0] for emb, _ in embs.values())
+        for name, (emb, attn) in embs.items():
+            if emb.shape[0] != n:
+                r = n // emb.shape[0]
+                embs[name] = (emb.repeat_interleave(r, 0), attn.repeat_interleave(r, 0))
         for name in self.streams:
             embs[name], attention[name] = embs[name]
             logits[name] = self.heads[name](embs[name])  # (N, classes)
