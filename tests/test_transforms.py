@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from skelact.data.channels import MotionFeatures
 from skelact.data.transforms import (
     AlignView,
     Center,
-    MotionFeatures,
     PadBodies,
     Resample,
     ScaleNormalize,

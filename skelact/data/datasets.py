@@ -183,7 +183,7 @@ def skeleton_channels(
 ) -> tuple[list[str], dict[str, list[int]]]:
     """The union of the streams' feature kinds (computed once) and each stream's channel
     indices into it, for joints of C coordinates and V joints."""
-    from skelact.data.transforms import MotionFeatures
+    from skelact.data.channels import MotionFeatures
 
     union = list(dict.fromkeys(k for ks in kinds.values() for k in ks))
     offsets = np.cumsum([0] + [MotionFeatures.channels([k], c, v) for k in union])

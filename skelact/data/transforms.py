@@ -3,7 +3,8 @@
 Every transform reads "keypoint" (..., M, T, V, C) float32 and writes it back; leading dims
 (test-time clips) pass through. Randomness comes only from results["rng"], a numpy Generator
 the dataset seeds per (seed, epoch, sample): results are identical across workers, processes
-and resumed runs.
+and resumed runs. The augmentation lives in `skelact.data.augment`, the input channels in
+`skelact.data.channels`; `build_skeleton_pipeline` puts them all in order.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from skelact.data.augment import RandomAugment
+from skelact.data.channels import MotionFeatures
 from skelact.data.sampling import clip_indices
 from skelact.layouts import Layout, spine_points
 
@@ -197,72 +200,6 @@ class ScaleNormalize:
         return results
 
 
-class RandomAugment:
-    """Random rotation (about y most, x and z a little), anisotropic scale and shear, plus
-    optional view drift and joint jitter.
-
-    `drift_deg`: an extra rotation about y that moves linearly from one random angle in
-    [-d, d] to another over the clip (a camera circling the person). `noise`: Gaussian
-    jitter of each joint, std in the normalised units (spine lengths after ScaleNormalize).
-    Needs "keypoint" (..., T, V, 3) and "rng". Absent body-frames stay zero.
-    """
-
-    def __init__(
-        self,
-        rotate_deg: Sequence[float] = (15.0, 30.0, 15.0),
-        scale: float = 0.1,
-        shear: float = 0.0,
-        drift_deg: float = 0.0,
-        noise: float = 0.0,
-    ):
-        self.rotate = np.deg2rad(np.asarray(rotate_deg, np.float64))
-        self.scale = scale
-        self.shear = shear
-        self.drift = np.deg2rad(drift_deg)
-        self.noise = noise
-
-    def matrix(self, rng: np.random.Generator) -> np.ndarray:
-        ax, ay, az = rng.uniform(-self.rotate, self.rotate)
-        rx, ry, rz = _rot_x(ax), _rot_y(ay), _rot_z(az)
-        s = np.diag(rng.uniform(1 - self.scale, 1 + self.scale, 3))
-        sh = np.eye(3) + (rng.uniform(-self.shear, self.shear, (3, 3)) * (1 - np.eye(3)))
-        return (rz @ ry @ rx @ s @ sh).astype(np.float32)
-
-    def drift_matrices(self, rng: np.random.Generator, t: int) -> np.ndarray:
-        """(T, 3, 3) rotations about y moving linearly between two random angles."""
-        start, end = rng.uniform(-self.drift, self.drift, 2)
-        return np.stack([_rot_y(a) for a in np.linspace(start, end, t)]).astype(np.float32)
-
-    def __call__(self, results: Results) -> Results:
-        kp = results["keypoint"]
-        if kp.shape[-1] != 3:
-            return results
-        rng = results["rng"]
-        valid = np.abs(kp).sum(-1, keepdims=True) > 0
-        out = kp @ self.matrix(rng).T
-        if self.drift > 0:
-            out = np.einsum("...tvc,tdc->...tvd", out, self.drift_matrices(rng, kp.shape[-3]))
-        if self.noise > 0:
-            out = out + rng.normal(0.0, self.noise, out.shape)
-        results["keypoint"] = np.where(valid, out, 0.0).astype(np.float32)
-        return results
-
-
-def _rot_x(a: float) -> np.ndarray:
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-
-
-def _rot_y(a: float) -> np.ndarray:
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-
-
-def _rot_z(a: float) -> np.ndarray:
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-
-
 class Resample:
     """Sample `length` frames by segments; stack `num_clips` clips for test-time averaging.
 
@@ -288,83 +225,6 @@ class Resample:
         results["keypoint"] = np.stack([kp[:, i] for i in inds])  # (K, M, length, V, C)
         results["frame_inds"] = inds
         return results
-
-
-class MotionFeatures:
-    """Per-joint input channels: C -> `channels(kinds, C, V)`.
-
-    kinds from "joint", "velocity" (frame difference; zero at the last frame and across
-    frames where the body is absent), "bone" (joint minus its parent; layouts without bones use
-    the offset from the joints' mean), "bone_velocity" (the bones' frame difference, zero as
-    velocity is), "root" (the body's centre joints, the same for every joint: where the body
-    is, without its posture), "partner" (the other body's joints relative to this body's
-    centre, zero without a partner: the two-person geometry), each C channels, and "distance":
-    the joint's distance to every joint of its body (V channels), which no rotation of the
-    view changes. Needs "keypoint" (..., M, T, V, C).
-    """
-
-    KINDS = ("joint", "velocity", "bone", "bone_velocity", "distance", "root", "partner")
-
-    @staticmethod
-    def channels(kinds: Sequence[str], c: int, v: int) -> int:
-        return sum(v if k == "distance" else c for k in kinds)
-
-    def __init__(self, layout: Layout, kinds: Sequence[str] = ("joint",)):
-        unknown = set(kinds) - set(self.KINDS)
-        if unknown:
-            raise ValueError(f"unknown feature kinds {sorted(unknown)}")
-        self.kinds = list(kinds)
-        self.parents = np.array([p if p >= 0 else v for v, p in enumerate(layout.parents)])
-        self.has_bones = any(p >= 0 for p in layout.parents)
-        self.center = list(layout.center) or list(range(layout.num_joints))
-
-    def __call__(self, results: Results) -> Results:
-        kp = results["keypoint"]
-        feats = []
-        for kind in self.kinds:
-            if kind == "joint":
-                feats.append(kp)
-            elif kind == "velocity":
-                feats.append(velocity(kp))
-            elif kind == "root":
-                root = kp[..., self.center, :].mean(-2, keepdims=True)
-                feats.append(np.broadcast_to(root, kp.shape))  # absent bodies stay zero
-            elif kind == "distance":
-                feats.append(np.linalg.norm(kp[..., :, None, :] - kp[..., None, :, :], axis=-1))
-            elif kind == "partner":
-                feats.append(self.partner(kp))
-            elif kind == "bone_velocity":
-                feats.append(velocity(self.bones(kp)))
-            else:
-                feats.append(self.bones(kp))
-        results["keypoint"] = np.concatenate(feats, -1).astype(np.float32)
-        return results
-
-    def bones(self, kp: np.ndarray) -> np.ndarray:
-        if self.has_bones:
-            return kp - kp[..., self.parents, :]
-        return kp - kp.mean(-2, keepdims=True)
-
-    def partner(self, kp: np.ndarray) -> np.ndarray:
-        """(..., M, T, V, C): body m's partner (the next body, cyclically) relative to m's
-        centre in each frame; zero where either body is absent or there is one body."""
-        if kp.shape[-4] < 2:
-            return np.zeros_like(kp)
-        present = np.abs(kp).sum((-1, -2), keepdims=True) > 0  # (..., M, T, 1, 1)
-        centre = kp[..., self.center, :].mean(-2, keepdims=True)  # (..., M, T, 1, C)
-        other = np.roll(kp, -1, axis=-4)
-        both = present & np.roll(present, -1, axis=-4)
-        return np.where(both, other - centre, 0.0).astype(kp.dtype)
-
-
-def velocity(kp: np.ndarray) -> np.ndarray:
-    """Frame differences (..., T, V, C), zero at the last frame and wherever the body is absent
-    in either frame: a body that vanishes or reappears does not move by minus its position."""
-    vel = np.diff(kp, axis=-3, append=kp[..., -1:, :, :])
-    present = np.abs(kp).sum((-1, -2)) > 0  # (..., T)
-    both = present[..., 1:] & present[..., :-1]
-    vel[..., :-1, :, :] *= both[..., None, None]
-    return vel
 
 
 def build_skeleton_pipeline(

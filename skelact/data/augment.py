@@ -1,0 +1,78 @@
+"""Training augmentation of skeletons: random rotation, scale, shear, view drift and jitter.
+
+A dict -> dict callable like the transforms; its randomness comes only from results["rng"].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Results = dict
+
+
+class RandomAugment:
+    """Random rotation (about y most, x and z a little), anisotropic scale and shear, plus
+    optional view drift and joint jitter.
+
+    `drift_deg`: an extra rotation about y that moves linearly from one random angle in
+    [-d, d] to another over the clip (a camera circling the person). `noise`: Gaussian
+    jitter of each joint, std in the normalised units (spine lengths after ScaleNormalize).
+    Needs "keypoint" (..., T, V, 3) and "rng". Absent body-frames stay zero.
+    """
+
+    def __init__(
+        self,
+        rotate_deg: Sequence[float] = (15.0, 30.0, 15.0),
+        scale: float = 0.1,
+        shear: float = 0.0,
+        drift_deg: float = 0.0,
+        noise: float = 0.0,
+    ):
+        self.rotate = np.deg2rad(np.asarray(rotate_deg, np.float64))
+        self.scale = scale
+        self.shear = shear
+        self.drift = np.deg2rad(drift_deg)
+        self.noise = noise
+
+    def matrix(self, rng: np.random.Generator) -> np.ndarray:
+        ax, ay, az = rng.uniform(-self.rotate, self.rotate)
+        rx, ry, rz = _rot_x(ax), _rot_y(ay), _rot_z(az)
+        s = np.diag(rng.uniform(1 - self.scale, 1 + self.scale, 3))
+        sh = np.eye(3) + (rng.uniform(-self.shear, self.shear, (3, 3)) * (1 - np.eye(3)))
+        return (rz @ ry @ rx @ s @ sh).astype(np.float32)
+
+    def drift_matrices(self, rng: np.random.Generator, t: int) -> np.ndarray:
+        """(T, 3, 3) rotations about y moving linearly between two random angles."""
+        start, end = rng.uniform(-self.drift, self.drift, 2)
+        return np.stack([_rot_y(a) for a in np.linspace(start, end, t)]).astype(np.float32)
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"]
+        if kp.shape[-1] != 3:
+            return results
+        rng = results["rng"]
+        valid = np.abs(kp).sum(-1, keepdims=True) > 0
+        out = kp @ self.matrix(rng).T
+        if self.drift > 0:
+            out = np.einsum("...tvc,tdc->...tvd", out, self.drift_matrices(rng, kp.shape[-3]))
+        if self.noise > 0:
+            out = out + rng.normal(0.0, self.noise, out.shape)
+        results["keypoint"] = np.where(valid, out, 0.0).astype(np.float32)
+        return results
+
+
+def _rot_x(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def _rot_y(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def _rot_z(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])

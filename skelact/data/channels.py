@@ -1,0 +1,92 @@
+"""Per-joint input channels made from the coordinates: joints, velocities, bones, their
+motion, the body's position and the partner's relative position (`MotionFeatures`).
+
+Like the transforms, `MotionFeatures` is a dict -> dict callable on "keypoint".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from skelact.layouts import Layout
+
+Results = dict
+
+
+class MotionFeatures:
+    """Per-joint input channels: C -> `channels(kinds, C, V)`.
+
+    kinds from "joint", "velocity" (frame difference; zero at the last frame and across
+    frames where the body is absent), "bone" (joint minus its parent; layouts without bones use
+    the offset from the joints' mean), "bone_velocity" (the bones' frame difference, zero as
+    velocity is), "root" (the body's centre joints, the same for every joint: where the body
+    is, without its posture), "partner" (the other body's joints relative to this body's
+    centre, zero without a partner: the two-person geometry), each C channels, and "distance":
+    the joint's distance to every joint of its body (V channels), which no rotation of the
+    view changes. Needs "keypoint" (..., M, T, V, C).
+    """
+
+    KINDS = ("joint", "velocity", "bone", "bone_velocity", "distance", "root", "partner")
+
+    @staticmethod
+    def channels(kinds: Sequence[str], c: int, v: int) -> int:
+        return sum(v if k == "distance" else c for k in kinds)
+
+    def __init__(self, layout: Layout, kinds: Sequence[str] = ("joint",)):
+        unknown = set(kinds) - set(self.KINDS)
+        if unknown:
+            raise ValueError(f"unknown feature kinds {sorted(unknown)}")
+        self.kinds = list(kinds)
+        self.parents = np.array([p if p >= 0 else v for v, p in enumerate(layout.parents)])
+        self.has_bones = any(p >= 0 for p in layout.parents)
+        self.center = list(layout.center) or list(range(layout.num_joints))
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"]
+        feats = []
+        for kind in self.kinds:
+            if kind == "joint":
+                feats.append(kp)
+            elif kind == "velocity":
+                feats.append(velocity(kp))
+            elif kind == "root":
+                root = kp[..., self.center, :].mean(-2, keepdims=True)
+                feats.append(np.broadcast_to(root, kp.shape))  # absent bodies stay zero
+            elif kind == "distance":
+                feats.append(np.linalg.norm(kp[..., :, None, :] - kp[..., None, :, :], axis=-1))
+            elif kind == "partner":
+                feats.append(self.partner(kp))
+            elif kind == "bone_velocity":
+                feats.append(velocity(self.bones(kp)))
+            else:
+                feats.append(self.bones(kp))
+        results["keypoint"] = np.concatenate(feats, -1).astype(np.float32)
+        return results
+
+    def bones(self, kp: np.ndarray) -> np.ndarray:
+        if self.has_bones:
+            return kp - kp[..., self.parents, :]
+        return kp - kp.mean(-2, keepdims=True)
+
+    def partner(self, kp: np.ndarray) -> np.ndarray:
+        """(..., M, T, V, C): body m's partner (the next body, cyclically) relative to m's
+        centre in each frame; zero where either body is absent or there is one body."""
+        if kp.shape[-4] < 2:
+            return np.zeros_like(kp)
+        present = np.abs(kp).sum((-1, -2), keepdims=True) > 0  # (..., M, T, 1, 1)
+        centre = kp[..., self.center, :].mean(-2, keepdims=True)  # (..., M, T, 1, C)
+        other = np.roll(kp, -1, axis=-4)
+        both = present & np.roll(present, -1, axis=-4)
+        return np.where(both, other - centre, 0.0).astype(kp.dtype)
+
+
+def velocity(kp: np.ndarray) -> np.ndarray:
+    """Frame differences (..., T, V, C), zero at the last frame and wherever the body is absent
+    in either frame: a body that vanishes or reappears does not move by minus its position."""
+    vel = np.diff(kp, axis=-3, append=kp[..., -1:, :, :])
+    present = np.abs(kp).sum((-1, -2)) > 0  # (..., T)
+    both = present[..., 1:] & present[..., :-1]
+    vel[..., :-1, :, :] *= both[..., None, None]
+    return vel
