@@ -9,9 +9,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from skelact.config import config_with_overrides
+from skelact.data.run import Data
 from skelact.engine import load_checkpoint, pick_device
 from skelact.models.recognizer import build_recognizer
-from skelact.train import Data, evaluate_model, set_threads
+from skelact.runtime import set_threads
+from skelact.train import evaluate_model
 
 log = logging.getLogger("skelact")
 

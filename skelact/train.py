@@ -8,8 +8,6 @@ Run directly or under torchrun for DistributedDataParallel:
 from __future__ import annotations
 
 import logging
-import os
-import random
 import shutil
 from pathlib import Path
 
@@ -19,23 +17,13 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from skelact.config import CONFIG_DIR
-from skelact.data.datasets import (
-    ActionDataset,
-    EpochSampler,
-    build_loaders,
-    keep_available,
-    resolve_layout,
-    split_samples,
-)
-from skelact.data.pickles import open_annotations
+from skelact.data.run import Data, make_loader
 from skelact.engine import (
     cosine_with_warmup,
     evaluate,
     load_checkpoint,
-    pick_device,
     save_checkpoint,
     train_one_epoch,
     write_eval_outputs,
@@ -43,127 +31,10 @@ from skelact.engine import (
 from skelact.files import atomic_write
 from skelact.metrics import topk_accuracy
 from skelact.models.recognizer import build_recognizer
+from skelact.runtime import init_distributed, seed_everything, set_threads
 from skelact.viz import plot_training_curves
 
 log = logging.getLogger("skelact")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def set_threads(tcfg, world: int) -> None:
-    """CPU threads per process: the cores the DataLoader workers leave free. Oversubscribed
-    cores make torch's OpenMP threads spin: on 2 busy cores, 2 threads ran an epoch 10x slower
-    than 1."""
-    n = tcfg.threads
-    if n == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        n = max(1, (cores or 1) // world - tcfg.num_workers)
-    torch.set_num_threads(int(n))
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # workers decode and transform; they must not spawn thread pools
-
-
-def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); starts the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(device_name)
-    if world == 1:
-        return 0, 1, device
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    return dist.get_rank(), world, device
-
-
-class Data:
-    """The annotation store of a run (a pickle is converted once, see `open_annotations`) with
-    its train and test datasets; all of them read the same memory-mapped store."""
-
-    def __init__(self, cfg: DictConfig):
-        self.store = open_annotations(cfg.data.ann_file)
-        self.num_classes = cfg.data.num_classes or self.store.num_classes()
-        # classes without a name (no table, or data.num_classes beyond it) go by their index
-        named = list(self.store.classes)
-        n = max(self.num_classes, self.store.num_classes())
-        self.classes = named + [str(i) for i in range(len(named), n)]
-        self.streams = list(cfg.modality.streams)
-        self.seed = cfg.seed
-        self.mcfg = cfg.model
-        self.layout = resolve_layout(cfg.data, self.store).name
-
-    def check_splits(self, dcfg, source: str) -> None:
-        """Refuse, by name, a train/test/val split that is missing or empty, and a val split
-        that overlaps the train split (best.pt would be chosen on training data) unless
-        data.allow_val_overlap says it is deliberate."""
-        roles = {"train_split": dcfg.train_split, "test_split": dcfg.test_split}
-        if dcfg.val_split:
-            roles["val_split"] = dcfg.val_split
-        splits = self.store.splits
-        for role, split in roles.items():
-            if split not in splits:
-                raise SystemExit(
-                    f"{source}: data.{role}={split} is not a split of this file; it has "
-                    f"{sorted(splits)}"
-                )
-            if not len(self.store.split(split)):
-                raise SystemExit(f"{source}: data.{role}={split} is empty (0 samples)")
-        if dcfg.val_split:
-            shared = np.intersect1d(
-                self.store.split(dcfg.train_split), self.store.split(dcfg.val_split)
-            )
-            both = sorted(str(n) for n in self.store.names[shared])
-            if both and not dcfg.get("allow_val_overlap", False):
-                raise SystemExit(
-                    f"{source}: {len(both)} sample(s) of data.val_split={dcfg.val_split} are also "
-                    f"in data.train_split={dcfg.train_split} (e.g. {both[0]}): best.pt "
-                    "would be chosen on training data. Use a val split carved from outside the "
-                    "train split, or set data.allow_val_overlap=true if this is deliberate."
-                )
-            if both:
-                log.warning(
-                    "data.val_split %s shares %d samples with the train split (allowed by "
-                    "data.allow_val_overlap)",
-                    dcfg.val_split,
-                    len(both),
-                )
-
-    def dataset(self, dcfg, split: str, train: bool) -> tuple[ActionDataset, dict]:
-        samples = split_samples(self.store, split)
-        loaders, specs = build_loaders(dcfg, self.mcfg, self.store, self.streams, train)
-        samples = keep_available(samples, specs, split)
-        return ActionDataset(samples, loaders, seed=self.seed), specs
-
-
-def make_loader(
-    dataset,
-    tcfg,
-    shuffle: bool,
-    rank: int = 0,
-    world: int = 1,
-    seed: int = 0,
-    eval_mode: bool = False,
-) -> DataLoader:
-    sampler = EpochSampler(len(dataset), shuffle, seed, rank, world) if not eval_mode else None
-    return DataLoader(
-        dataset,
-        batch_size=tcfg.batch_size,
-        sampler=sampler,
-        shuffle=False,
-        num_workers=tcfg.num_workers,
-        drop_last=False,
-        pin_memory=torch.cuda.is_available(),
-        worker_init_fn=_worker_init,
-        # the dataset holds no per-epoch state (the sampler passes the epoch): workers persist
-        persistent_workers=tcfg.num_workers > 0,
-    )
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:

@@ -9,9 +9,9 @@ from omegaconf import OmegaConf
 
 from skelact.config import CONFIG_DIR, compose_config
 from skelact.data.annotations import save_annotations
+from skelact.data.run import Data, make_loader
 from skelact.engine import split_batch, stream_loss
 from skelact.models.recognizer import build_recognizer
-from skelact.train import Data, make_loader
 from tests.conftest import toy_annotations
 
 MODELS = sorted(p.stem for p in Path(CONFIG_DIR, "model").glob("*.yaml"))

@@ -11,11 +11,11 @@ from skelact.config import compose_config
 from skelact.data.annotations import save_annotations
 from skelact.data.channels import MotionFeatures
 from skelact.data.datasets import build_loaders
+from skelact.data.run import Data, make_loader
 from skelact.engine import split_batch, stream_loss
 from skelact.layouts import KINECT20, OPENNI15, get_layout
 from skelact.models.graph import GraphEncoder, partition_adjacency
 from skelact.models.recognizer import build_recognizer
-from skelact.train import Data, make_loader
 from tests.conftest import toy_annotations
 
 

@@ -15,8 +15,9 @@ import torch
 
 from skelact.config import compose_config
 from skelact.data.annotations import save_annotations
+from skelact.data.run import Data
 from skelact.evaluate import evaluate_checkpoint
-from skelact.train import Data, train
+from skelact.train import train
 from tests.conftest import toy_annotations
 
 SPLITS = ["data.train_split=train", "data.test_split=test"]

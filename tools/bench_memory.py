@@ -202,7 +202,7 @@ def model_only(threads: int, clip_len: int, batch: int) -> float:
 def data_only(overrides: list[str], batches: int) -> float:
     """Samples/s of the run's training DataLoader alone (workers, transforms, no model)."""
     from skelact.config import compose_config
-    from skelact.train import Data, make_loader
+    from skelact.data.run import Data, make_loader
 
     cfg = compose_config(overrides)
     data = Data(cfg)
