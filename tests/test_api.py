@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 import skelact
 from skelact.contract import Contract, ContractError, conform, order_by_activity
-from skelact.data.ntu import load_skeleton
+from skelact.data.ntu_skeleton import load_skeleton
 from skelact.data.transforms import build_skeleton_pipeline
 from skelact.engine import load_checkpoint
 from skelact.layouts import get_layout

@@ -16,16 +16,14 @@ from skelact.data.ntu import (
     NTU60_XSUB_TRAIN_SUBJECTS,
     NTU120_XSUB_TRAIN_SUBJECTS,
     NTUName,
-    SkeletonFormatError,
     in_dataset,
-    load_skeleton,
-    load_skeleton_full,
     missing_samples,
     ntu_classes,
     parse_name,
     split_of,
 )
 from skelact.data.ntu_prepare import prepare_ntu
+from skelact.data.ntu_skeleton import SkeletonFormatError, load_skeleton, load_skeleton_full
 from skelact.data.synthetic import write_synthetic_ntu
 from tests.conftest import SHARED_DATA, shared_data
 

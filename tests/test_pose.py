@@ -169,7 +169,7 @@ def test_mirrored_ntu_clip_has_the_left_shoulder_where_ntu_skeletons_have_it(cli
     """NTU's own skeletons: the left shoulder has the smaller Kinect x AND the smaller colorX
     (the RGB videos are mirrored). `mirrored=True` must give both signs; the plain
     conversion agrees in camera space but puts "left" on the image's other side."""
-    from skelact.data.ntu import load_skeleton_full
+    from skelact.data.ntu_skeleton import load_skeleton_full
     from skelact.pose.extract import unmirror
 
     for f in sorted(shared_data("ntu", "skeletons").glob("*.skeleton")):

@@ -65,7 +65,7 @@ def main() -> None:
     import torch
 
     import skelact
-    from skelact.data.ntu import load_skeleton
+    from skelact.data.ntu_skeleton import load_skeleton
     from skelact.export import export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:

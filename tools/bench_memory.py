@@ -58,7 +58,7 @@ def random_names(n: int, dataset: str, rng: np.random.Generator) -> list[str]:
 
 def real_bodies() -> list[np.ndarray]:
     """(2, T, 25, 3) float32 per real file: its main body, and another file's as the second."""
-    from skelact.data.ntu import load_skeleton
+    from skelact.data.ntu_skeleton import load_skeleton
 
     files = sorted(REAL.glob("*.skeleton"))
     if not files:

@@ -21,16 +21,15 @@ from tqdm import tqdm
 
 from skelact.data.ntu import (
     DATASETS,
-    SkeletonFormatError,
     _check_dataset,
     in_dataset,
-    load_skeleton_full,
     missing_samples,
     ntu_classes,
     parse_name,
     split_of,
 )
 from skelact.data.ntu_bodies import COUNTERS
+from skelact.data.ntu_skeleton import SkeletonFormatError, load_skeleton_full
 from skelact.data.store_write import StoreWriter, disk_size
 
 
