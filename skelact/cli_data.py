@@ -1,0 +1,220 @@
+"""The `skelact` commands that make annotation files: `prepare` (datasets), `convert` (videos,
+through MediaPipe) and `repack` (store <-> pyskl pickle)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+OUT_HELP = "annotation store to write (a folder); a name ending in .pkl writes a pyskl pickle"
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="turn a dataset into an annotation store",
+        description="Turn a dataset on disk into skelact's annotation store (a folder that "
+        "training memory-maps) with the official splits; an --out ending in .pkl writes a "
+        "pyskl-compatible pickle instead.",
+    )
+    src = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    ntu = src.add_parser(
+        "ntu",
+        help="NTU RGB+D 60/120 raw .skeleton files",
+        description="Parse NTU RGB+D .skeleton files (skipping the official "
+        "missing-skeleton samples) into an annotation file with the "
+        "cross-subject and cross-view (NTU60) / cross-setup (NTU120) splits.",
+    )
+    ntu.add_argument(
+        "--skeletons", required=True, help="folder of *.skeleton files (searched recursively)"
+    )
+    ntu.add_argument("--out", required=True, help=OUT_HELP)
+    ntu.add_argument("--dataset", choices=["ntu60", "ntu120"], default="ntu60")
+    ntu.add_argument("--workers", type=int, default=1, help="parser processes (default 1)")
+    ntu.add_argument("--max-bodies", type=int, default=2, help="bodies kept per sample")
+    ntu.add_argument("--rgb", help="folder of <name>_rgb.avi videos (records availability)")
+    ntu.add_argument("--depth", help="folder of masked depth folders <name>/MDepth-*.png")
+    feat = src.add_parser(
+        "features",
+        help="cache frozen-ResNet features for rgb or depth",
+        description="Run a frozen ResNet once over the sampled frames of every "
+        "sample and store (T, D) float16 arrays, so training reads features "
+        "(model.rgb.input=features data.rgb.features=OUT) instead of pixels.",
+    )
+    feat.add_argument("--modality", choices=["rgb", "depth"], required=True)
+    feat.add_argument("--ann", required=True, help="annotation store or pickle (from prepare ntu)")
+    feat.add_argument(
+        "--root", required=True, help="NTU nturgb+d_rgb/ or nturgb+d_depth_masked/ folder"
+    )
+    feat.add_argument("--out", required=True, help="feature cache folder")
+    feat.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    feat.add_argument(
+        "--pretrained",
+        default="imagenet",
+        choices=["imagenet", "none"],
+        help="imagenet (torchvision weights; must be downloadable or cached) or "
+        "none (random weights, on purpose)",
+    )
+    feat.add_argument("--weights-file", help="local torchvision weights file (offline machines)")
+    feat.add_argument("--frames", type=int, default=16, help="frames sampled per sample")
+    feat.add_argument("--size", type=int, default=224, help="crop size")
+    feat.add_argument("--batch-size", type=int, default=8, help="samples per forward pass")
+    feat.add_argument("--workers", type=int, default=2, help="decoding processes")
+    feat.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    for name, text in (
+        ("nucla", "Northwestern-UCLA: ROOT holds all_sqe/*.json"),
+        ("utd-mhad", "UTD-MHAD: ROOT holds Skeleton/*.mat"),
+        ("sbu", "SBU Kinect Interaction: ROOT holds <set>/<class>/<take>/skeleton_pos.txt"),
+        ("kard", "KARD: ROOT holds aAA_sSS_eEE_realworld.txt"),
+        ("msr-daily", "MSR DailyActivity3D: ROOT holds aAA_sSS_eEE_skeleton_proj.txt"),
+    ):
+        q = src.add_parser(name, help=text, description=text)
+        q.add_argument("root", help="dataset folder")
+        q.add_argument("--out", required=True, help=OUT_HELP)
+
+
+def add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show MediaPipe's native INFO/WARNING lines (errors are always shown)",
+    )
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    if args.source == "ntu":
+        from skelact.data.ntu_prepare import prepare_ntu
+
+        prepare_ntu(
+            args.skeletons,
+            args.out,
+            dataset=args.dataset,
+            workers=args.workers,
+            max_bodies=args.max_bodies,
+            rgb=args.rgb,
+            depth=args.depth,
+        )
+    elif args.source == "nucla":
+        from skelact.data.importers import prepare_nucla
+
+        prepare_nucla(args.root, args.out)
+    elif args.source == "utd-mhad":
+        from skelact.data.importers import prepare_utd_mhad
+
+        prepare_utd_mhad(args.root, args.out)
+    elif args.source in _TEXT_IMPORTERS:
+        from skelact.data import text_importers
+
+        getattr(text_importers, _TEXT_IMPORTERS[args.source])(args.root, args.out)
+    elif args.source == "features":
+        from skelact.data.features import extract_features
+
+        extract_features(
+            args.ann,
+            args.modality,
+            args.root,
+            args.out,
+            arch=args.arch,
+            pretrained=None if args.pretrained == "none" else args.pretrained,
+            num_frames=args.frames,
+            size=args.size,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            device=args.device,
+            weights_file=args.weights_file,
+        )
+
+
+_TEXT_IMPORTERS = {"sbu": "prepare_sbu", "kard": "prepare_kard", "msr-daily": "prepare_msr_daily"}
+
+
+def cmd_repack(args: argparse.Namespace) -> None:
+    from skelact.data.pickles import PICKLE_SUFFIXES, pickle_to_store, store_to_pickle
+    from skelact.data.store_write import disk_size
+
+    src, dst = Path(args.src), Path(args.dst)
+    if dst.suffix in PICKLE_SUFFIXES:
+        store_to_pickle(src, dst)
+    elif src.is_file():
+        pickle_to_store(src, dst)
+    else:
+        raise ValueError(f"{src} -> {dst}: give a pickle and a store folder, one of each")
+    print(f"wrote {dst} ({disk_size(dst) / 2**20:.1f} MiB)")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from skelact.pose.convert import convert_videos
+
+    convert_videos(
+        args.inputs,
+        args.out,
+        layout=args.layout,
+        max_people=args.max_people,
+        workers=args.workers,
+        labels_from_folders=args.labels_from_folders,
+        pose_model=args.pose_model,
+        mirrored=args.mirrored,
+    )
+
+
+def add_data_commands(sub) -> None:
+    """Register prepare, convert and repack on the `skelact` subparsers."""
+    _add_prepare(sub)
+    sub.choices["prepare"].set_defaults(func=cmd_prepare)
+    _add_convert(sub)
+    _add_repack(sub)
+
+
+def _add_convert(sub) -> None:
+    from skelact.layouts import POSE_LAYOUTS
+
+    conv = sub.add_parser(
+        "convert",
+        help="videos -> skeleton annotation file (MediaPipe)",
+        description="Run MediaPipe PoseLandmarker over videos (files or "
+        "folders, searched recursively) and write an annotation store (or pickle). Videos "
+        "that fail are listed in <out>.report.json; reruns skip videos "
+        "already converted.",
+    )
+    conv.add_argument("inputs", nargs="+", help="video files or folders")
+    conv.add_argument("--out", required=True, help=OUT_HELP)
+    conv.add_argument(
+        "--layout",
+        choices=POSE_LAYOUTS,
+        default="mediapipe33",
+        help="keep BlazePose's 33 landmarks or map onto NTU's 25 Kinect joints",
+    )
+    conv.add_argument("--max-people", type=int, default=1, help="people tracked per video")
+    conv.add_argument("--workers", type=int, default=1, help="videos converted in parallel")
+    conv.add_argument(
+        "--labels-from-folders",
+        action="store_true",
+        help="videos/<class>/<clip>: the folder names become the labels",
+    )
+    conv.add_argument(
+        "--pose-model",
+        help="a pose_landmarker .task bundle (default: cached "
+        "official one, else `skelact pose-model --offline`)",
+    )
+    conv.add_argument(
+        "--mirrored",
+        action="store_true",
+        help="the videos are mirror images (NTU's RGB videos are): flip x and swap "
+        "left/right joints, so 'left' is the person's own left",
+    )
+    add_verbose(conv)
+    conv.set_defaults(func=cmd_convert)
+
+
+def _add_repack(sub) -> None:
+    rp = sub.add_parser(
+        "repack",
+        help="annotation store <-> pyskl/mmaction2 pickle",
+        description="Rewrite an annotation file in the other format: a store into a "
+        "pyskl/mmaction2 pickle (DST ends in .pkl), so pyskl opens skelact-prepared data, or "
+        "a pickle into a store. Pickles are read with the restricted unpickler (arrays, "
+        "numbers, strings and containers only).",
+    )
+    rp.add_argument("src", help="store folder or .pkl file")
+    rp.add_argument("dst", help="output: .pkl for a pickle, anything else for a store")
+    rp.set_defaults(func=cmd_repack)
