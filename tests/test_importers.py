@@ -13,11 +13,11 @@ from skelact.data.annotations import load_annotations
 from skelact.data.importers import (
     NUCLA_CLASSES,
     UTD_MHAD_CLASSES,
-    SkeletonFileError,
     prepare_nucla,
     prepare_utd_mhad,
     read_utd_mhad_mat,
 )
+from skelact.data.importing import SkeletonFileError
 from skelact.layouts import KINECT20
 from tests.conftest import SHARED_DATA, shared_data
 

@@ -26,20 +26,25 @@ two classes is partly measured on training data. They stay (the published protoc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from skelact.data.importing import (
+    SkeletonFileError,
+    clean_frames,
+    collect,
+    dev_splits,
+    import_report,
+    save_import,
+)
 from skelact.data.pickles import load_pickle
 from skelact.data.store_write import StoreWriter
-from skelact.layouts import KINECT20
 
 # N-UCLA action ids (a01..a12 with gaps) in label order, and the actions' names.
 NUCLA_ACTION_IDS = (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)
@@ -66,28 +71,6 @@ UTD_TO_KINECT20 = (3, 2, 1, 0) + tuple(range(4, 20))
 
 _NUCLA_NAME = re.compile(r"a(\d+)_s(\d+)_e(\d+)_v(\d+)")
 _UTD_NAME = re.compile(r"a(\d+)_s(\d+)_t(\d+)_skeleton")
-
-
-class SkeletonFileError(ValueError):
-    """A source file that cannot become a sample; `reason` is the short key used in reports."""
-
-    def __init__(self, path: str | os.PathLike, problem: str, reason: str = "unreadable"):
-        super().__init__(f"{Path(path).name}: {problem}")
-        self.reason = reason
-
-
-def clean_frames(joints: np.ndarray, path: str | os.PathLike) -> np.ndarray:
-    """Drop empty (all zero or non-finite) frames, zero the other non-finite values.
-
-    `joints` (T, V, C) -> float32 (T', V, C); raises SkeletonFileError when no frame is left.
-    """
-    finite = np.isfinite(joints)
-    empty = (~finite | (joints == 0)).all(axis=(1, 2))
-    if empty.all():
-        reason = "all_zero" if finite.all() else "non_finite"
-        raise SkeletonFileError(path, f"all {len(joints)} frame(s) are empty ({reason})", reason)
-    kept = np.where(finite, joints, 0.0)[~empty]
-    return kept.astype(np.float32)
 
 
 def read_nucla_json(path: str | os.PathLike) -> dict[str, Any]:
@@ -177,19 +160,19 @@ def prepare_nucla(
     splits = {
         "xview_train": set(train_views),
         "xview_val": set(val_views),
-        **_dev_splits("xview", train_views),
+        **dev_splits("xview", train_views),
     }
     with StoreWriter(out) as writer:
-        seen, split, dropped, n_files = _collect(
+        seen, split, dropped, n_files = collect(
             writer, folder, "*.json", read_nucla_json, "view", splits, verbose
         )
-        report = _report("nucla", n_files, seen, split, dropped, short_frames)
+        report = import_report("nucla", n_files, seen, split, dropped, short_frames)
         report["val_label_check"] = _check_nucla_val(Path(root), seen, split["xview_val"])
         # the test view without the files that repeat a training file byte for byte
         repeated = {name for pair in report["cross_split_duplicates"] for name in pair}
         split["xview_val_unique"] = [n for n in split["xview_val"] if n not in repeated]
         report["split_counts"]["xview_val_unique"] = len(split["xview_val_unique"])
-        return _save(writer, "nucla", NUCLA_CLASSES, split, report, out, verbose)
+        return save_import(writer, "nucla", NUCLA_CLASSES, split, report, out, verbose)
 
 
 def prepare_utd_mhad(
@@ -212,104 +195,14 @@ def prepare_utd_mhad(
     splits = {
         "xsub_train": set(train_subjects),
         "xsub_val": set(val_subjects),
-        **_dev_splits("xsub", train_subjects),
+        **dev_splits("xsub", train_subjects),
     }
     with StoreWriter(out) as writer:
-        seen, split, dropped, n_files = _collect(
+        seen, split, dropped, n_files = collect(
             writer, folder, "*.mat", read_utd_mhad_mat, "subject", splits, verbose
         )
-        report = _report("utd_mhad", n_files, seen, split, dropped, short_frames)
-        return _save(writer, "utd_mhad", UTD_MHAD_CLASSES, split, report, out, verbose)
-
-
-def _dev_splits(protocol: str, train_groups: list, held_out: int = 1) -> dict[str, set]:
-    """A validation pair inside the training groups: the last `held_out` groups held out.
-
-    Hyper-parameters are tuned on these, never on the test split.
-    """
-    if len(train_groups) <= held_out:
-        return {}
-    return {
-        f"{protocol}_dev_train": set(train_groups[:-held_out]),
-        f"{protocol}_dev_val": set(train_groups[-held_out:]),
-    }
-
-
-def _collect(
-    writer: StoreWriter,
-    folder: Path,
-    pattern: str,
-    read: Callable[[Path], dict[str, Any]],
-    key: str,
-    splits: dict[str, set[int]],
-    verbose: bool,
-) -> tuple[dict[str, dict], dict[str, list[str]], dict[str, list[str]], int]:
-    """Read every file into `writer`; split membership by `ann[key]`. Returns, per sample name,
-    what the report needs (frames, label, keypoint digest), the splits, the dropped, #files."""
-    files = sorted(folder.glob(pattern))
-    if not files:
-        raise FileNotFoundError(f"{folder}: no {pattern} skeleton files")
-    seen, split, dropped = {}, {name: [] for name in splits}, {}
-    for path in tqdm(files, desc=f"{read.__name__[5:]}", unit="file", disable=not verbose):
-        try:
-            ann = read(path)
-            names = [s for s, values in splits.items() if ann[key] in values]
-            if not names:
-                raise SkeletonFileError(path, f"{key} {ann[key]} is in no split", "no_split")
-        except SkeletonFileError as err:
-            dropped.setdefault(err.reason, []).append(str(err))
-            continue
-        writer.add(ann)
-        seen[ann["frame_dir"]] = {
-            "frames": ann["total_frames"],
-            "label": ann["label"],
-            "digest": hashlib.sha1(ann["keypoint"].tobytes()).hexdigest(),
-        }
-        for name in names:
-            split[name].append(ann["frame_dir"])
-    if not seen:
-        raise ValueError(f"{folder}: none of the {len(files)} files is usable: {dropped}")
-    return seen, split, dropped, len(files)
-
-
-def _save(writer, dataset, classes, split, report, out, verbose, layout=KINECT20) -> dict[str, Any]:
-    report["out"] = str(out)
-    writer.close(split, layout=layout.name, dataset=dataset, classes=list(classes), report=report)
-    if verbose:
-        _print_summary(report)
-    return report
-
-
-def _report(dataset, n_files, seen, split, dropped, short_frames) -> dict[str, Any]:
-    lengths = np.array([s["frames"] for s in seen.values()])
-    short = [name for name, s in seen.items() if s["frames"] < short_frames]
-    return {
-        "dataset": dataset,
-        "files": n_files,
-        "samples": len(seen),
-        "split_counts": {name: len(members) for name, members in split.items()},
-        "kept_short": {"count": len(short), "below_frames": short_frames, "names": short},
-        "dropped": {"count": sum(map(len, dropped.values())), "reasons": dropped},
-        "frames": {
-            "min": int(lengths.min()),
-            "median": float(np.median(lengths)),
-            "max": int(lengths.max()),
-        },
-        "cross_split_duplicates": _cross_split_duplicates(seen, split),
-    }
-
-
-def _cross_split_duplicates(seen: dict[str, dict], split: dict[str, list[str]]) -> list[list[str]]:
-    """Pairs of samples in different splits whose keypoints are byte-identical."""
-    # dev splits overlap the train split by design: only the protocol's own splits count
-    where = {n: s for s, members in split.items() if "_dev_" not in s for n in members}
-    first: dict[str, str] = {}
-    pairs = []
-    for name, info in seen.items():
-        other = first.setdefault(info["digest"], name)
-        if other != name and where.get(other) != where.get(name):
-            pairs.append([other, name])
-    return pairs
+        report = import_report("utd_mhad", n_files, seen, split, dropped, short_frames)
+        return save_import(writer, "utd_mhad", UTD_MHAD_CLASSES, split, report, out, verbose)
 
 
 def _check_nucla_val(root: Path, seen: dict[str, dict], val: list[str]) -> str:
@@ -322,29 +215,3 @@ def _check_nucla_val(root: Path, seen: dict[str, dict], val: list[str]) -> str:
     have = {name: seen[name]["label"] for name in val}
     agree = sum(have.get(name) == label for name, label in want.items())
     return f"{agree}/{len(want)} val_label.pkl entries match; {len(have)} val samples imported"
-
-
-def _print_summary(report: dict[str, Any]) -> None:
-    counts = ", ".join(f"{k} {v}" for k, v in report["split_counts"].items())
-    frames = report["frames"]
-    print(
-        f"{report['dataset']}: {report['files']} files -> {report['samples']} samples "
-        f"({counts}); frames min {frames['min']} median {frames['median']:g} "
-        f"max {frames['max']}"
-    )
-    short = report["kept_short"]
-    print(f"  kept short (< {short['below_frames']} frames): {short['count']}")
-    reasons = {k: len(v) for k, v in report["dropped"]["reasons"].items()}
-    print(f"  dropped: {report['dropped']['count']} {reasons if reasons else ''}".rstrip())
-    empty = [k for k, v in report["split_counts"].items() if not v]
-    if empty:
-        print(f"  warning: empty split(s) {', '.join(empty)}; training on them will be refused")
-    dups = report["cross_split_duplicates"]
-    if dups:
-        print(
-            f"  warning: {len(dups)} sample(s) have keypoints identical to a sample in another "
-            f"split, e.g. {dups[0][0]} == {dups[0][1]}"
-        )
-    if "val_label_check" in report:
-        print(f"  {report['val_label_check']}")
-    print(f"  wrote {report['out']}")

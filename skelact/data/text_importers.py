@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from skelact.data.importers import (
+from skelact.data.importing import (
     SkeletonFileError,
-    _collect,
-    _dev_splits,
-    _report,
-    _save,
     clean_frames,
+    collect,
+    dev_splits,
+    import_report,
+    save_import,
 )
 from skelact.data.store_write import StoreWriter
 from skelact.layouts import KINECT20, OPENNI15
@@ -182,11 +182,11 @@ def prepare_sbu(
         splits[f"fold{k + 1}_dev_train"] = set(train) - set(dev_val)
         splits[f"fold{k + 1}_dev_val"] = set(dev_val)
     with StoreWriter(out) as writer:
-        seen, split, dropped, n_files = _collect(
+        seen, split, dropped, n_files = collect(
             writer, Path(root), "*/*/*/skeleton_pos.txt", read_sbu, "set", splits, verbose
         )
-        report = _report("sbu", n_files, seen, split, dropped, short_frames=10)
-        return _save(writer, "sbu", SBU_CLASSES, split, report, out, verbose, OPENNI15)
+        report = import_report("sbu", n_files, seen, split, dropped, short_frames=10)
+        return save_import(writer, "sbu", SBU_CLASSES, split, report, out, verbose, OPENNI15)
 
 
 def prepare_kard(
@@ -203,14 +203,14 @@ def prepare_kard(
     splits = {
         "xsub_train": set(train_subjects),
         "xsub_test": set(test_subjects),
-        **_dev_splits("xsub", train_subjects, held_out=2),
+        **dev_splits("xsub", train_subjects, held_out=2),
     }
     with StoreWriter(out) as writer:
-        seen, split, dropped, n_files = _collect(
+        seen, split, dropped, n_files = collect(
             writer, Path(root), "*_realworld.txt", read_kard, "subject", splits, verbose
         )
-        report = _report("kard", n_files, seen, split, dropped, short_frames=10)
-        return _save(writer, "kard", KARD_CLASSES, split, report, out, verbose, OPENNI15)
+        report = import_report("kard", n_files, seen, split, dropped, short_frames=10)
+        return save_import(writer, "kard", KARD_CLASSES, split, report, out, verbose, OPENNI15)
 
 
 def prepare_msr_daily(
@@ -227,7 +227,7 @@ def prepare_msr_daily(
     splits = {
         "xsub_train": set(train_subjects),
         "xsub_test": set(test_subjects),
-        **_dev_splits("xsub", train_subjects, held_out=2),
+        **dev_splits("xsub", train_subjects, held_out=2),
     }
     repaired: dict[str, list[int]] = {}
 
@@ -239,12 +239,12 @@ def prepare_msr_daily(
         return sample
 
     with StoreWriter(out) as writer:
-        seen, split, dropped, n_files = _collect(
+        seen, split, dropped, n_files = collect(
             writer, Path(root), "*_skeleton_proj.txt", read, "subject", splits, verbose
         )
-        report = _report("msr_daily", n_files, seen, split, dropped, short_frames=10)
+        report = import_report("msr_daily", n_files, seen, split, dropped, short_frames=10)
         report["failed_frames_dropped"] = repaired
-        _save(writer, "msr_daily", MSR_DAILY_CLASSES, split, report, out, verbose, KINECT20)
+        save_import(writer, "msr_daily", MSR_DAILY_CLASSES, split, report, out, verbose, KINECT20)
     if verbose:
         n = sum(map(len, repaired.values()))
         print(f"  failed frames dropped: {n} in {len(repaired)} files")
