@@ -38,13 +38,10 @@ import numpy as np
 from skelact.data.importing import (
     SkeletonFileError,
     clean_frames,
-    collect,
     dev_splits,
-    import_report,
-    save_import,
+    run_import,
 )
 from skelact.data.pickles import load_pickle
-from skelact.data.store_write import StoreWriter
 
 # N-UCLA action ids (a01..a12 with gaps) in label order, and the actions' names.
 NUCLA_ACTION_IDS = (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)
@@ -162,17 +159,18 @@ def prepare_nucla(
         "xview_val": set(val_views),
         **dev_splits("xview", train_views),
     }
-    with StoreWriter(out) as writer:
-        seen, split, dropped, n_files = collect(
-            writer, folder, "*.json", read_nucla_json, "view", splits, verbose
-        )
-        report = import_report("nucla", n_files, seen, split, dropped, short_frames)
+
+    def amend(report: dict, seen: dict, split: dict) -> None:
         report["val_label_check"] = _check_nucla_val(Path(root), seen, split["xview_val"])
         # the test view without the files that repeat a training file byte for byte
         repeated = {name for pair in report["cross_split_duplicates"] for name in pair}
         split["xview_val_unique"] = [n for n in split["xview_val"] if n not in repeated]
         report["split_counts"]["xview_val_unique"] = len(split["xview_val_unique"])
-        return save_import(writer, "nucla", NUCLA_CLASSES, split, report, out, verbose)
+
+    return run_import(
+        out, "nucla", NUCLA_CLASSES, (folder, "*.json"), read_nucla_json, "view", splits,
+        verbose, short_frames=short_frames, amend=amend,
+    )  # fmt: skip
 
 
 def prepare_utd_mhad(
@@ -197,12 +195,10 @@ def prepare_utd_mhad(
         "xsub_val": set(val_subjects),
         **dev_splits("xsub", train_subjects),
     }
-    with StoreWriter(out) as writer:
-        seen, split, dropped, n_files = collect(
-            writer, folder, "*.mat", read_utd_mhad_mat, "subject", splits, verbose
-        )
-        report = import_report("utd_mhad", n_files, seen, split, dropped, short_frames)
-        return save_import(writer, "utd_mhad", UTD_MHAD_CLASSES, split, report, out, verbose)
+    return run_import(
+        out, "utd_mhad", UTD_MHAD_CLASSES, (folder, "*.mat"), read_utd_mhad_mat, "subject",
+        splits, verbose, short_frames=short_frames,
+    )  # fmt: skip
 
 
 def _check_nucla_val(root: Path, seen: dict[str, dict], val: list[str]) -> str:

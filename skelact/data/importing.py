@@ -156,3 +156,30 @@ def print_summary(report: dict[str, Any]) -> None:
     if "val_label_check" in report:
         print(f"  {report['val_label_check']}")
     print(f"  wrote {report['out']}")
+
+
+def run_import(
+    out,
+    dataset: str,
+    classes,
+    files: tuple,
+    reader,
+    group: str,
+    splits: dict,
+    verbose: bool,
+    *,
+    layout=KINECT20,
+    short_frames: int = 10,
+    amend: Callable | None = None,
+) -> dict[str, Any]:
+    """Import the files `files` = (folder, glob pattern) with `reader` into the store `out`:
+    collect, report (`amend(report, seen, split)` adds a dataset's own entries), save."""
+    folder, pattern = files
+    with StoreWriter(out) as writer:
+        seen, split, dropped, n_files = collect(
+            writer, Path(folder), pattern, reader, group, splits, verbose
+        )
+        report = import_report(dataset, n_files, seen, split, dropped, short_frames)
+        if amend is not None:
+            amend(report, seen, split)
+        return save_import(writer, dataset, classes, split, report, out, verbose, layout)

@@ -33,13 +33,10 @@ import numpy as np
 from skelact.data.importing import (
     SkeletonFileError,
     clean_frames,
-    collect,
     dev_splits,
-    import_report,
-    save_import,
+    run_import,
 )
-from skelact.data.store_write import StoreWriter
-from skelact.layouts import KINECT20, OPENNI15
+from skelact.layouts import OPENNI15
 
 SBU_CLASSES = (
     "approaching", "departing", "kicking", "punching", "pushing", "hugging",
@@ -181,12 +178,10 @@ def prepare_sbu(
         splits[f"fold{k + 1}_test"] = set(test_sets)
         splits[f"fold{k + 1}_dev_train"] = set(train) - set(dev_val)
         splits[f"fold{k + 1}_dev_val"] = set(dev_val)
-    with StoreWriter(out) as writer:
-        seen, split, dropped, n_files = collect(
-            writer, Path(root), "*/*/*/skeleton_pos.txt", read_sbu, "set", splits, verbose
-        )
-        report = import_report("sbu", n_files, seen, split, dropped, short_frames=10)
-        return save_import(writer, "sbu", SBU_CLASSES, split, report, out, verbose, OPENNI15)
+    return run_import(
+        out, "sbu", SBU_CLASSES, (root, "*/*/*/skeleton_pos.txt"), read_sbu, "set", splits,
+        verbose, layout=OPENNI15,
+    )  # fmt: skip
 
 
 def prepare_kard(
@@ -205,12 +200,10 @@ def prepare_kard(
         "xsub_test": set(test_subjects),
         **dev_splits("xsub", train_subjects, held_out=2),
     }
-    with StoreWriter(out) as writer:
-        seen, split, dropped, n_files = collect(
-            writer, Path(root), "*_realworld.txt", read_kard, "subject", splits, verbose
-        )
-        report = import_report("kard", n_files, seen, split, dropped, short_frames=10)
-        return save_import(writer, "kard", KARD_CLASSES, split, report, out, verbose, OPENNI15)
+    return run_import(
+        out, "kard", KARD_CLASSES, (root, "*_realworld.txt"), read_kard, "subject", splits,
+        verbose, layout=OPENNI15,
+    )  # fmt: skip
 
 
 def prepare_msr_daily(
@@ -238,13 +231,10 @@ def prepare_msr_daily(
             repaired[sample["frame_dir"]] = sample["dropped_frames"]
         return sample
 
-    with StoreWriter(out) as writer:
-        seen, split, dropped, n_files = collect(
-            writer, Path(root), "*_skeleton_proj.txt", read, "subject", splits, verbose
-        )
-        report = import_report("msr_daily", n_files, seen, split, dropped, short_frames=10)
-        report["failed_frames_dropped"] = repaired
-        save_import(writer, "msr_daily", MSR_DAILY_CLASSES, split, report, out, verbose, KINECT20)
+    report = run_import(
+        out, "msr_daily", MSR_DAILY_CLASSES, (root, "*_skeleton_proj.txt"), read, "subject",
+        splits, verbose, amend=lambda report, *_: report.update(failed_frames_dropped=repaired),
+    )  # fmt: skip
     if verbose:
         n = sum(map(len, repaired.values()))
         print(f"  failed frames dropped: {n} in {len(repaired)} files")
