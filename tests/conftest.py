@@ -125,3 +125,19 @@ def train_toy_checkpoint(
 def ntu_ckpt(tmp_path_factory) -> Path:
     """A one-person ntu25 checkpoint (toy data, 1 epoch)."""
     return train_toy_checkpoint(tmp_path_factory.mktemp("ckpt1"))
+
+
+def assert_training_step(net, out: dict, labels) -> None:
+    """One backward pass from `out` reaches every parameter, and an optimiser step moves them."""
+    import torch
+
+    from skelact.engine import stream_loss
+
+    loss = stream_loss(out, labels, 0.1, 0.5)
+    assert torch.isfinite(loss)
+    loss.backward()
+    no_grad = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad, no_grad
+    before = [p.detach().clone() for p in net.parameters()]
+    torch.optim.AdamW(net.parameters(), lr=1e-3).step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))

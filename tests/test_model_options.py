@@ -16,7 +16,7 @@ from skelact.engine import split_batch, stream_loss
 from skelact.layouts import KINECT20, OPENNI15, get_layout
 from skelact.models.graph import GraphEncoder, partition_adjacency
 from skelact.models.recognizer import build_recognizer
-from tests.conftest import toy_annotations
+from tests.conftest import assert_training_step, toy_annotations
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +63,7 @@ def test_option_takes_a_training_step(toy_file, overrides):
     inputs, labels, _ = split_batch(batch, data.streams, "cpu")
     out = net(inputs)
     assert out["logits"].shape == (4, 3) and set(out["streams"]) == set(cfg.modality.streams)
-    loss = stream_loss(out, labels, 0.1, 0.5)
-    loss.backward()
-    no_grad = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
-    assert not no_grad, no_grad
-    before = [p.detach().clone() for p in net.parameters()]
-    torch.optim.AdamW(net.parameters(), lr=1e-3).step()
-    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+    assert_training_step(net, out, labels)
 
 
 def test_streams_share_one_pipeline_pass(toy_file):
@@ -133,7 +127,6 @@ def test_graph_encoder_shapes_and_learned_graph():
 
 
 def test_ensemble_fusion_averages_probabilities_and_trains_streams_alone():
-    from skelact.engine import stream_loss
     from skelact.models.recognizer import Recognizer
 
     net = Recognizer({k: _Plain(torch.nn.Linear(4, 4)) for k in "ab"}, 3, fusion="ensemble")

@@ -184,6 +184,16 @@ def prepare_sbu(
     )  # fmt: skip
 
 
+def _xsub_splits(train_subjects: Iterable[int], test_subjects: Iterable[int]) -> dict[str, set]:
+    """Cross-subject train / test, and a dev pair holding out the last two training subjects."""
+    train_subjects = list(train_subjects)
+    return {
+        "xsub_train": set(train_subjects),
+        "xsub_test": set(test_subjects),
+        **dev_splits("xsub", train_subjects, held_out=2),
+    }
+
+
 def prepare_kard(
     root: str | os.PathLike,
     out: str | os.PathLike,
@@ -194,12 +204,7 @@ def prepare_kard(
 ) -> dict[str, Any]:
     """Import KARD `root/*_realworld.txt`: "xsub_train" / "xsub_test" (subjects 1-5 / 6-10,
     our choice) and "xsub_dev_train" / "xsub_dev_val" (1-3 / 4-5)."""
-    train_subjects = list(train_subjects)
-    splits = {
-        "xsub_train": set(train_subjects),
-        "xsub_test": set(test_subjects),
-        **dev_splits("xsub", train_subjects, held_out=2),
-    }
+    splits = _xsub_splits(train_subjects, test_subjects)
     return run_import(
         out, "kard", KARD_CLASSES, (root, "*_realworld.txt"), read_kard, "subject", splits,
         verbose, layout=OPENNI15,
@@ -216,12 +221,7 @@ def prepare_msr_daily(
 ) -> dict[str, Any]:
     """Import MSR DailyActivity3D `root/*_skeleton_proj.txt`: "xsub_train" / "xsub_test" (odd /
     even subjects) and "xsub_dev_train" / "xsub_dev_val" (1 3 5 / 7 9)."""
-    train_subjects = list(train_subjects)
-    splits = {
-        "xsub_train": set(train_subjects),
-        "xsub_test": set(test_subjects),
-        **dev_splits("xsub", train_subjects, held_out=2),
-    }
+    splits = _xsub_splits(train_subjects, test_subjects)
     repaired: dict[str, list[int]] = {}
 
     @functools.wraps(read_msr_daily)
