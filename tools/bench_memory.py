@@ -193,8 +193,10 @@ def model_only(threads: int, clip_len: int, batch: int) -> float:
     from bench_train import build, samples_per_second
 
     torch.set_num_threads(threads)
-    model, cfg, channels = build([f"trainer.batch_size={batch}"], torch.device("cpu"))
-    x = torch.randn(batch, 2, clip_len, 25, channels)
+    model, cfg, specs = build([f"trainer.batch_size={batch}"], torch.device("cpu"))
+    x = {
+        name: torch.randn(batch, 2, clip_len, 25, spec["channels"]) for name, spec in specs.items()
+    }
     y = torch.randint(0, 60, (batch,))
     return samples_per_second(model, cfg, x, y, steps=15, warmup=2)
 
