@@ -154,3 +154,16 @@ def order_by_activity(keypoint: np.ndarray, mask: np.ndarray | None = None) -> n
         for m in range(len(keypoint))
     ]
     return np.argsort(-np.asarray(activity), kind="stable")
+
+
+def check_specs(trained: dict, found: dict) -> None:
+    """Refuse (SystemExit) when the input specs a dataset gives differ from those a checkpoint
+    was trained with (joints, channels, bodies, feature width), naming the stream and key."""
+    for stream, spec in trained.items():
+        for key, value in spec.items():
+            got = found.get(stream, {}).get(key, value)
+            if got != value:
+                raise SystemExit(
+                    f"skelact eval: stream {stream}: the checkpoint takes {key}={value}, the "
+                    f"evaluation data gives {got}"
+                )

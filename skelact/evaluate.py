@@ -19,7 +19,15 @@ log = logging.getLogger("skelact")
 
 
 # The preprocessing a checkpoint was trained with: evaluation uses it, whatever the data group.
-PINNED = ("features", "clip_len", "center", "align_view", "align_axis", "scale_normalize")
+PINNED = (
+    "features",
+    "stream_features",
+    "clip_len",
+    "center",
+    "align_view",
+    "align_axis",
+    "scale_normalize",
+)
 
 
 def conform_config(cfg: DictConfig, ckpt: dict, overrides: list[str]) -> None:
@@ -86,18 +94,6 @@ def label_map(data: Data, ckpt: dict, split: str, source: str) -> np.ndarray:
             f"{len(classes)} classes (0..{len(classes) - 1})"
         )
     return mapping
-
-
-def check_specs(trained: dict, found: dict) -> None:
-    """Refuse when the evaluation inputs differ from the checkpoint's (joints, channels, ...)."""
-    for stream, spec in trained.items():
-        for key, value in spec.items():
-            got = found.get(stream, {}).get(key, value)
-            if got != value:
-                raise SystemExit(
-                    f"skelact eval: stream {stream}: the checkpoint takes {key}={value}, the "
-                    f"evaluation data gives {got}"
-                )
 
 
 def evaluate_checkpoint(args: list[str]) -> dict:

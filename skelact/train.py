@@ -19,6 +19,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 from skelact.config import CONFIG_DIR
+from skelact.contract import check_specs
 from skelact.data.run import Data, make_loader
 from skelact.engine import (
     cosine_with_warmup,
@@ -241,8 +242,6 @@ def evaluate_model(
     `classes`, `label_map` (file label -> model label) and `contract` (the input specs the
     model was trained with, checked against the test set's) come from a checkpoint.
     """
-    from skelact.evaluate import check_specs
-
     test_set, specs = data.dataset(cfg.data, cfg.data.test_split, train=False)
     if contract is not None:
         check_specs(contract, specs)
