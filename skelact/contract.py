@@ -149,11 +149,10 @@ def order_by_activity(keypoint: np.ndarray, mask: np.ndarray | None = None) -> n
     """
     if mask is None:
         mask = np.abs(keypoint).sum((-1, -2)) > 0
-    activity = [
-        float(keypoint[m, mask[m]].astype(np.float64).var(axis=0).sum()) if mask[m].any() else -1
-        for m in range(len(keypoint))
-    ]
-    return np.argsort(-np.asarray(activity), kind="stable")
+    from skelact.data.ntu_bodies import activity
+
+    scores = [activity(keypoint[m, mask[m]]) if mask[m].any() else -1 for m in range(len(keypoint))]
+    return np.argsort(-np.asarray(scores), kind="stable")
 
 
 def check_specs(trained: dict, found: dict) -> None:

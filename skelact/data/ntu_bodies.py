@@ -49,7 +49,9 @@ def _jitter(xyz: np.ndarray, frames: np.ndarray) -> float:
     return float(np.median(step))
 
 
-def _activity(xyz: np.ndarray) -> float:
+def activity(xyz: np.ndarray) -> float:
+    """How much a body moves: xyz (F, V, C) -> sum over joints and coordinates of the temporal
+    variance. The rule that orders bodies, most active first, everywhere in skelact."""
     return float(xyz.astype(np.float64).var(axis=0).sum())
 
 
@@ -102,7 +104,7 @@ def assign_actors(
 
     A slot is opened by its seed, the most active of its tracks; time-disjoint tracks join it.
     """
-    order = sorted(range(len(tracks)), key=lambda k: -_activity(xyz[tracks[k]]))  # stable
+    order = sorted(range(len(tracks)), key=lambda k: -activity(xyz[tracks[k]]))  # stable
     slots: list[list[np.ndarray]] = []
     slot_frames: list[set[int]] = []
     for k in order:
