@@ -21,6 +21,7 @@ import json
 import os
 import zipfile
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,29 +116,34 @@ class SkeletonStore:
             )
         return raw.view(dtype).reshape(shape)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int) -> LazySample:
         i = int(i)
         if not 0 <= i < len(self):
             raise IndexError(f"{self.path}: sample {i} out of range (0..{len(self) - 1})")
-        sample: dict[str, Any] = {}
-        for key, kind in self.meta["columns"].items():
-            has = self._index.get(f"has.{key}")
-            if has is not None and not has[i]:
-                continue
-            value = self._index[f"col.{key}"][i]
-            sample[key] = json.loads(str(value)) if kind == "json" else value.item()
-        for field in self.meta["fields"]:
-            arr = self.array(i, field)
-            if arr is not None:
-                sample[field] = arr
-        return sample
+        return LazySample(self, i)
+
+    def value(self, i: int, key: str) -> Any:
+        """Sample i's column or array `key` (arrays checked against their crc32)."""
+        if key in self.meta["fields"]:
+            return self.array(i, key)
+        value = self._index[f"col.{key}"][i]
+        return json.loads(str(value)) if self.meta["columns"][key] == "json" else value.item()
+
+    def keys_of(self, i: int) -> list[str]:
+        """The columns and arrays sample i has."""
+        cols = [
+            k
+            for k in self.meta["columns"]
+            if self._index.get(f"has.{k}") is None or self._index[f"has.{k}"][i]
+        ]
+        return cols + [f for f in self.meta["fields"] if self._index[f"field.{f}.offset"][i] >= 0]
 
     def to_dict(self) -> dict[str, Any]:
         """The whole store as an annotation dict (arrays are views of the map)."""
         return {
             **self.top,
             "split": {s: [str(self.names[i]) for i in self.split(s)] for s in self.splits},
-            "annotations": [self[i] for i in range(len(self))],
+            "annotations": [dict(self[i]) for i in range(len(self))],
         }
 
     def _map(self) -> np.ndarray:
@@ -209,3 +215,27 @@ def _read_index(path: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
         if len(members) and not (0 <= members.min() and members.max() < n):
             raise StoreError(f"{path}: split {s!r} points past the {n} samples; corrupt store")
     return index
+
+
+class LazySample(Mapping):
+    """One sample of a store as a read-only mapping whose columns and arrays are read on first
+    access: a DataLoader worker that needs only the keypoints never reads, checks or decodes
+    the pixel positions or the JSON columns. `dict(sample)` reads everything."""
+
+    def __init__(self, store: SkeletonStore, i: int):
+        self._store, self._i = store, i
+        self._keys = store.keys_of(i)
+        self._cache: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._cache:
+            if key not in self._keys:
+                raise KeyError(key)
+            self._cache[key] = self._store.value(self._i, key)
+        return self._cache[key]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
