@@ -126,6 +126,8 @@ class Model:
                     f"{source}: {s} features must be (T, {self.contract.streams[s]['feature_dim']})"
                     f", got {f.shape}"
                 )
+            # repeated for the K clips (the torch model would take one clip, but the exported
+            # ONNX graph wants every stream at the same batch size)
             x[s] = np.repeat(f[sample_indices(len(f), n)][None], k, 0)  # (K, T, D)
         return x, res["trim_offset"] + res["frame_inds"][0]
 

@@ -68,15 +68,14 @@ class TemporalConv(nn.Module):
     A residual 1-D convolution over time on the per-frame features (same length, zero padded).
     """
 
-    def __init__(self, dim: int, kernel: int = 5, dropout: float = 0.0):
+    def __init__(self, dim: int, kernel: int = 5):
         super().__init__()
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"TemporalConv: kernel must be odd and positive, got {kernel}")
         self.conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2)
         self.norm = nn.LayerNorm(dim)
         self.act = nn.GELU()
-        self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x.transpose(1, 2)).transpose(1, 2)  # (N, T, D)
-        return x + self.drop(self.act(self.norm(y)))
+        return x + self.act(self.norm(y))
