@@ -109,8 +109,8 @@ def conform(
 ) -> np.ndarray:
     """keypoint (M, T, V, C) -> (num_bodies, T, V, C) float32 for `contract`.
 
-    Bodies beyond the contract's count are dropped from the end (body 0 is the main actor, as
-    the importers and `order_by_activity` order them); missing ones are zero-padded. Refuses
+    With more bodies than the contract's count, the most active are kept (`most_active`);
+    missing ones are zero-padded. Refuses
     (ContractError naming `source`) another layout, joint count or coordinate count, or no
     frames.
     """
@@ -135,7 +135,7 @@ def conform(
     if t == 0 or m == 0:
         raise ContractError(f"{source}: no frames or no body (shape {kp.shape})")
     n = contract.num_bodies
-    kp = kp[:n].astype(np.float32, copy=False)
+    kp = most_active(kp, n).astype(np.float32, copy=False)
     if m < n:
         kp = np.concatenate([kp, np.zeros((n - m, t, v, c), np.float32)])
     return kp
@@ -153,6 +153,15 @@ def order_by_activity(keypoint: np.ndarray, mask: np.ndarray | None = None) -> n
 
     scores = [activity(keypoint[m, mask[m]]) if mask[m].any() else -1 for m in range(len(keypoint))]
     return np.argsort(-np.asarray(scores), kind="stable")
+
+
+def most_active(keypoint: np.ndarray, n: int) -> np.ndarray:
+    """keypoint (M, T, V, C) -> (min(M, n), T, V, C): all bodies when M <= n, else the n most
+    active, most active first (`order_by_activity`). Importers that order bodies (NTU,
+    MediaPipe) make this the first n; SBU lists person A first, whoever acts."""
+    if len(keypoint) <= n:
+        return keypoint
+    return keypoint[order_by_activity(np.asarray(keypoint))[:n]]
 
 
 def check_specs(trained: dict, found: dict) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from skelact.files import atomic_write
-from skelact.metrics import confusion_matrix, summarize
+from skelact.metrics import confusion_matrix, predictions, summarize
 from skelact.viz import plot_confusion
 
 
@@ -84,7 +84,8 @@ def train_one_epoch(
     epoch: int,
     show: bool = True,
 ) -> dict:
-    """One pass over `loader` with backpropagation through time; returns loss, accuracy, lr."""
+    """One pass over `loader` with backpropagation through time; returns the mean loss (of an
+    ensemble: the mean over its streams' losses), accuracy, samples seen and seconds."""
     model.train()
     start = time.perf_counter()
     # running totals stay on the device: reading them every step would sync it every step
@@ -109,7 +110,9 @@ def train_one_epoch(
         optimizer.step()
         scheduler.step()
         n = len(labels)
-        total_loss += loss.detach().double() * n
+        # an ensemble trains on the sum of its streams' losses; the log shows their mean
+        per = len(out["streams"]) if out.get("independent") else 1
+        total_loss += loss.detach().double() * n / per
         correct += (out["logits"].argmax(1) == labels).sum()
         seen += n
         if show:
@@ -192,21 +195,27 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 
 
 def write_eval_outputs(
-    result: dict, names: Sequence[str], classes: list[str], split: str, out_dir: str | Path
+    result: dict,
+    names: Sequence[str],
+    classes: list[str],
+    split: str,
+    out_dir: str | Path,
+    extra: dict | None = None,
 ) -> dict:
     """metrics.json, predictions.csv, scores.npy, confusion_matrix.csv/.png into `out_dir`;
-    `names`: the evaluated samples' names, in dataset order."""
+    `names`: the evaluated samples' names, in dataset order; `extra`: more metrics.json keys.
+    Every output ranks the classes with one rule (`skelact.metrics.rank_classes`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores, labels = result["scores"], result["labels"]
-    preds = scores.argmax(1)
+    preds = predictions(scores)
     cm = confusion_matrix(labels, preds, scores.shape[1])
-    metrics = {**summarize(scores, labels, cm), "split": split}
+    metrics = {**summarize(scores, labels, cm), "split": split, **(extra or {})}
     if len(result["stream_scores"]) > 1:
         metrics["streams"] = {s: summarize(v, labels) for s, v in result["stream_scores"].items()}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     np.save(out_dir / "scores.npy", scores.astype(np.float32))  # (N, classes), rows as the csv
-    top_p = scores.max(1)
+    top_p = scores[np.arange(len(preds)), preds]
     names = [names[i] for i in result["index"]]
     pd.DataFrame(
         {

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from skelact.config import config_with_overrides
-from skelact.data.run import Data
+from skelact.data.run import Data, check_unique, split_names
 from skelact.engine import load_checkpoint, pick_device
 from skelact.models.recognizer import build_recognizer
 from skelact.runtime import set_threads
@@ -113,7 +114,10 @@ def evaluate_checkpoint(args: list[str]) -> dict:
     split = cfg.data.test_split
     if split not in data.store.splits or not len(data.store.split(split)):
         raise SystemExit(f"skelact eval: {source} has no samples in split {split!r}")
+    check_unique(data.store, split, source)
     mapping = label_map(data, ckpt, split, source)
+    trained_on = training_names(data, ckpt, source)
+    cfg.data.train_split = ckpt["config"]["data"]["train_split"]  # the model's, whatever asked
     # the checkpoint's input specs: the test dataset is built (and checked) once, below
     model = build_recognizer(cfg.model, data.streams, ckpt["num_classes"], ckpt["specs"])
     model.load_state_dict(ckpt["model"])
@@ -130,4 +134,25 @@ def evaluate_checkpoint(args: list[str]) -> dict:
         classes=list(ckpt["classes"]),
         label_map=mapping,
         contract=ckpt["specs"],
+        trained_on=trained_on,
     )
+
+
+def training_names(data: Data, ckpt: dict, source: str) -> np.ndarray | None:
+    """(N,) str: the names of the checkpoint's training split when `source` is the file it
+    was trained from (names in another file need not be the same samples); else None."""
+    trained = ckpt["config"]["data"]
+    if not _same_file(trained["ann_file"], source):
+        log.info("%s is not the training file %s: no train/test overlap check", source,
+                 trained["ann_file"])  # fmt: skip
+        return None
+    if trained["train_split"] not in data.store.splits:
+        return None
+    return split_names(data.store, trained["train_split"])
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve() or os.path.samefile(a, b)
+    except OSError:  # the training file is gone or moved
+        return False

@@ -1,8 +1,27 @@
-"""Classification metrics over a whole evaluation split."""
+"""Classification metrics over a whole evaluation split.
+
+One ranking rule for every number: `rank_classes`. A NaN score (a diverged model) ranks below
+every finite one, so top-1, top-5, the confusion matrix and predictions.csv always agree.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def rank_classes(scores: np.ndarray, k: int | None = None) -> np.ndarray:
+    """(N, k) class indices of each row of scores (N, K), highest first (all K if k is None).
+
+    NaN ranks last; ties keep the lower class index first (a stable sort).
+    """
+    keyed = np.where(np.isnan(scores), -np.inf, scores)
+    order = np.argsort(-keyed, axis=1, kind="stable")
+    return order if k is None else order[:, :k]
+
+
+def predictions(scores: np.ndarray) -> np.ndarray:
+    """(N,) the top-ranked class of each row of scores (N, K)."""
+    return rank_classes(scores, 1)[:, 0]
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float | None:
@@ -13,7 +32,7 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float | Non
     """
     if scores.shape[1] <= k and k > 1:
         return None
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top = rank_classes(scores, k)
     return float((top == labels[:, None]).any(1).mean())
 
 
@@ -35,7 +54,7 @@ def summarize(scores: np.ndarray, labels: np.ndarray, cm: np.ndarray | None = No
     """top1, top5 (None with 5 classes or fewer), mean_class_accuracy (fractions in 0..1) and
     num_samples. `cm`: the confusion matrix of these scores, when the caller has it."""
     if cm is None:
-        cm = confusion_matrix(labels, scores.argmax(1), scores.shape[1])
+        cm = confusion_matrix(labels, predictions(scores), scores.shape[1])
     return {
         "top1": topk_accuracy(scores, labels, 1),
         "top5": topk_accuracy(scores, labels, 5),

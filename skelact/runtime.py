@@ -1,9 +1,11 @@
-"""Process setup of a run: seeds, CPU threads, and the process group under torchrun."""
+"""Process setup of a run: seeds, CPU threads, and the process group under torchrun with the
+collectives the training loop uses (statistics reduced across ranks, bounded waits)."""
 
 from __future__ import annotations
 
 import os
 import random
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -29,15 +31,50 @@ def set_threads(tcfg, world: int) -> None:
     torch.set_num_threads(int(n))
 
 
-def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); starts the process group when launched by torchrun."""
+def backend_for(device: torch.device) -> str:
+    """The process group's backends: on GPUs NCCL for CUDA tensors and gloo for CPU ones (a
+    group with NCCL alone refuses every CPU tensor, and `wait_for_rank0` waits on the CPU)."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
+def init_distributed(device_name: str, timeout_min: float = 30) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); starts the process group when launched by torchrun.
+    `timeout_min` bounds every collective, the waits for rank 0 included."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = pick_device(device_name)
     if world == 1:
         return 0, 1, device
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend_for(device), timeout=timedelta(minutes=timeout_min))
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     return dist.get_rank(), world, device
+
+
+def reduce_stats(stats: dict, world: int, device: torch.device) -> dict:
+    """One epoch's "loss" and "acc" averaged over the ranks, each weighted by its "seen"
+    samples. The sums travel on the training device (NCCL reduces CUDA tensors only)."""
+    if world == 1:
+        return stats
+    seen = stats["seen"]
+    t = torch.tensor(
+        [stats["loss"] * seen, stats["acc"] * seen, seen], dtype=torch.float64, device=device
+    )
+    dist.all_reduce(t)
+    t = t.cpu()
+    return {**stats, "loss": (t[0] / t[2]).item(), "acc": (t[1] / t[2]).item()}
+
+
+def wait_for_rank0(what: str, timeout_min: float) -> None:
+    """Every rank waits here until all arrive: the others wait while rank 0 does `what` alone
+    (validation, checkpoints), on the CPU backend and for at most `timeout_min` minutes, then
+    fail naming the wait (instead of hanging inside the next NCCL collective)."""
+    try:
+        dist.monitored_barrier(timeout=timedelta(minutes=timeout_min), wait_all_ranks=True)
+    except RuntimeError as err:
+        raise SystemExit(
+            f"skelact train: rank {dist.get_rank()} waited more than {timeout_min} min for the "
+            f"others while rank 0 {what}; raise trainer.dist_timeout_min if that step is slow "
+            f"({err})"
+        ) from err

@@ -8,19 +8,20 @@ Run directly or under torchrun for DistributedDataParallel:
 from __future__ import annotations
 
 import logging
+import math
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 import hydra
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 from skelact.config import CONFIG_DIR
 from skelact.contract import check_specs
-from skelact.data.run import Data, make_loader
+from skelact.data.run import Data, make_loader, split_names
 from skelact.engine import (
     cosine_with_warmup,
     evaluate,
@@ -32,7 +33,13 @@ from skelact.engine import (
 from skelact.files import atomic_write
 from skelact.metrics import topk_accuracy
 from skelact.models.recognizer import build_recognizer
-from skelact.runtime import init_distributed, seed_everything, set_threads
+from skelact.runtime import (
+    init_distributed,
+    reduce_stats,
+    seed_everything,
+    set_threads,
+    wait_for_rank0,
+)
 from skelact.viz import plot_training_curves
 
 log = logging.getLogger("skelact")
@@ -48,7 +55,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
             "(e.g. data=ntu60_xsub data.ann_file=ntu60.store); see skelact train --help"
         )
     tcfg = cfg.trainer
-    rank, world, device = init_distributed(tcfg.device)
+    rank, world, device = init_distributed(tcfg.device, tcfg.dist_timeout_min)
     set_threads(tcfg, world)
     seed_everything(cfg.seed)
     data = Data(cfg)
@@ -109,7 +116,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
             epoch,
             show=tcfg.progress and rank == 0,
         )
-        stats = _reduce(stats, world)
+        stats = reduce_stats(stats, world, device)
+        _check_finite(stats["loss"], epoch, optimizer)
         row = {
             "epoch": epoch + 1,
             "loss": stats["loss"],
@@ -144,11 +152,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
                 row["seconds"],
                 f" val_top1 {row['val_top1']:.4f}" if "val_top1" in row else "",
             )
+        if world > 1:  # the other ranks wait, bounded, while rank 0 validates and saves
+            wait_for_rank0(f"finished epoch {epoch + 1}", tcfg.dist_timeout_min)
     del train_loader, monitor  # ends their persistent workers before the final evaluation
     if board is not None:
         board.close()
     if world > 1:
-        dist.barrier()
+        wait_for_rank0("closed the training", tcfg.dist_timeout_min)
     if rank != 0:
         return None
     if state["best"] is None and (ckpt_dir / "last.pt").is_file():
@@ -157,7 +167,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
             shutil.copyfileobj(src, dst)
     elif state["best"] is None:  # epochs=0: nothing was trained, save the model as it is
         _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
-    return evaluate_model(model, cfg, data, run_dir, device)
+    trained_on = split_names(data.store, cfg.data.train_split)
+    return evaluate_model(model, cfg, data, run_dir, device, trained_on=trained_on)
 
 
 def _tensorboard(run_dir: Path):
@@ -191,15 +202,15 @@ def _monitor(cfg: DictConfig, data: Data, device: torch.device):
     return score
 
 
-def _reduce(stats: dict, world: int) -> dict:
-    if world == 1:
-        return stats
-    t = torch.tensor(
-        [stats["loss"] * stats["seen"], stats["acc"] * stats["seen"], stats["seen"]],
-        dtype=torch.float64,
-    )
-    dist.all_reduce(t)
-    return {**stats, "loss": (t[0] / t[2]).item(), "acc": (t[1] / t[2]).item()}
+def _check_finite(loss: float, epoch: int, optimizer) -> None:
+    """Stop a diverged run before it saves or evaluates anything of that epoch."""
+    if not math.isfinite(loss):
+        lr = optimizer.param_groups[0]["lr"]
+        raise SystemExit(
+            f"skelact train: the training loss is {loss} in epoch {epoch + 1}: the run diverged "
+            f"(lr {lr:.2e}); nothing of this epoch was saved and no metrics were written. Lower "
+            "trainer.lr, or check the data for non-finite values."
+        )
 
 
 def run_info(cfg: DictConfig, data: Data, specs: dict) -> dict:
@@ -236,11 +247,14 @@ def evaluate_model(
     classes: list[str] | None = None,
     label_map: np.ndarray | None = None,
     contract: dict | None = None,
+    trained_on: Collection[str] | None = None,
 ) -> dict:
     """Evaluate on data.test_split and write metrics, predictions and confusion matrix.
 
     `classes`, `label_map` (file label -> model label) and `contract` (the input specs the
     model was trained with, checked against the test set's) come from a checkpoint.
+    `trained_on`: the names the model was trained on; metrics.json's "train_overlap" counts
+    the evaluated samples among them (null: not known).
     """
     test_set, specs = data.dataset(cfg.data, cfg.data.test_split, train=False)
     if contract is not None:
@@ -249,9 +263,16 @@ def evaluate_model(
     result = evaluate(model, loader, device, data.streams, show=cfg.trainer.progress)
     if label_map is not None:
         result["labels"] = label_map[result["labels"]]
+    names = [test_set.name(i) for i in range(len(test_set))]
+    overlap = None if trained_on is None else int(np.isin(names, trained_on).sum())
+    if overlap:
+        log.warning(
+            "%d of the %d evaluated samples of %s are in the model's training split %s",
+            overlap, len(names), cfg.data.test_split, cfg.data.train_split,
+        )  # fmt: skip
     metrics = write_eval_outputs(
-        result, [test_set.name(i) for i in range(len(test_set))], classes or data.classes,
-        cfg.data.test_split, out_dir,
+        result, names, classes or data.classes, cfg.data.test_split, out_dir,
+        extra={"train_overlap": overlap},
     )  # fmt: skip
     top5 = "n/a" if metrics["top5"] is None else f"{metrics['top5']:.4f}"
     log.info(

@@ -23,6 +23,37 @@ from skelact.data.pickles import open_annotations
 log = logging.getLogger("skelact")
 
 
+# Splits that must not share samples: (role, role, the key that allows it, why not).
+OVERLAPS = (
+    ("train_split", "val_split", "allow_val_overlap", "best.pt would be chosen on training data"),
+    ("train_split", "test_split", "allow_test_overlap",
+     "the test score would count samples the model was trained on"),
+    ("val_split", "test_split", "allow_val_test_overlap",
+     "best.pt would be chosen on the test split"),
+)  # fmt: skip
+
+
+def split_names(store, split: str) -> np.ndarray:
+    """(N,) str: the names of `split`'s samples, in its order."""
+    return store.names[store.split(split)]
+
+
+def shared_names(store, a: str, b: str) -> list[str]:
+    """The sorted names that splits `a` and `b` of `store` both hold."""
+    return sorted(str(n) for n in np.intersect1d(split_names(store, a), split_names(store, b)))
+
+
+def check_unique(store, split: str, source: str) -> None:
+    """Refuse a split that names a sample more than once: it would be scored every time."""
+    names, counts = np.unique(split_names(store, split), return_counts=True)
+    if (counts > 1).any():
+        worst = int(np.argmax(counts))
+        raise SystemExit(
+            f"{source}: split {split} names {int((counts > 1).sum())} sample(s) more than once "
+            f"(e.g. {names[worst]} {counts[worst]} times); a split must name each sample once"
+        )
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers decode and transform; they must not spawn thread pools
 
@@ -44,9 +75,9 @@ class Data:
         self.layout = resolve_layout(cfg.data, self.store).name
 
     def check_splits(self, dcfg, source: str) -> None:
-        """Refuse, by name, a train/test/val split that is missing or empty, and a val split
-        that overlaps the train split (best.pt would be chosen on training data) unless
-        data.allow_val_overlap says it is deliberate."""
+        """Refuse, by name, a train/test/val split that is missing, empty or names a sample
+        twice, and splits that share samples (`OVERLAPS`) unless their data.allow_* key says
+        it is deliberate (then warn with the count)."""
         roles = {"train_split": dcfg.train_split, "test_split": dcfg.test_split}
         if dcfg.val_split:
             roles["val_split"] = dcfg.val_split
@@ -59,25 +90,22 @@ class Data:
                 )
             if not len(self.store.split(split)):
                 raise SystemExit(f"{source}: data.{role}={split} is empty (0 samples)")
-        if dcfg.val_split:
-            shared = np.intersect1d(
-                self.store.split(dcfg.train_split), self.store.split(dcfg.val_split)
-            )
-            both = sorted(str(n) for n in self.store.names[shared])
-            if both and not dcfg.get("allow_val_overlap", False):
+            check_unique(self.store, split, source)
+        for first, second, key, why in OVERLAPS:
+            if first not in roles or second not in roles:
+                continue
+            both = shared_names(self.store, roles[first], roles[second])
+            if both and not dcfg.get(key, False):
                 raise SystemExit(
-                    f"{source}: {len(both)} sample(s) of data.val_split={dcfg.val_split} are also "
-                    f"in data.train_split={dcfg.train_split} (e.g. {both[0]}): best.pt "
-                    "would be chosen on training data. Use a val split carved from outside the "
-                    "train split, or set data.allow_val_overlap=true if this is deliberate."
+                    f"{source}: {len(both)} sample(s) of data.{second}={roles[second]} are also "
+                    f"in data.{first}={roles[first]} (e.g. {both[0]}): {why}. Use splits that "
+                    f"do not share samples, or set data.{key}=true if this is deliberate."
                 )
             if both:
                 log.warning(
-                    "data.val_split %s shares %d samples with the train split (allowed by "
-                    "data.allow_val_overlap)",
-                    dcfg.val_split,
-                    len(both),
-                )
+                    "data.%s %s shares %d samples with data.%s %s (allowed by data.%s)",
+                    second, roles[second], len(both), first, roles[first], key,
+                )  # fmt: skip
 
     def dataset(self, dcfg, split: str, train: bool) -> tuple[ActionDataset, dict]:
         samples = split_samples(self.store, split)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from skelact.contract import most_active
 from skelact.data.augment import RandomAugment
 from skelact.data.channels import MotionFeatures
 from skelact.data.sampling import clip_indices
@@ -42,7 +43,8 @@ def _valid(kp: np.ndarray) -> np.ndarray:
 
 
 class PadBodies:
-    """Keep the first `num_bodies` bodies, zero-pad to exactly that many.
+    """Keep `num_bodies` bodies (of more, the most active: `contract.most_active`), zero-pad
+    to exactly that many.
 
     Needs "keypoint" (M, T, V, C); rewrites it as (num_bodies, T, V, C).
     """
@@ -51,7 +53,7 @@ class PadBodies:
         self.num_bodies = num_bodies
 
     def __call__(self, results: Results) -> Results:
-        kp = results["keypoint"][: self.num_bodies]
+        kp = most_active(results["keypoint"], self.num_bodies)
         if kp.shape[0] < self.num_bodies:
             pad = np.zeros((self.num_bodies - kp.shape[0], *kp.shape[1:]), kp.dtype)
             kp = np.concatenate([kp, pad], 0)
