@@ -68,13 +68,17 @@ def reduce_stats(stats: dict, world: int, device: torch.device) -> dict:
 
 def wait_for_rank0(what: str, timeout_min: float) -> None:
     """Every rank waits here until all arrive: the others wait while rank 0 does `what` alone
-    (validation, checkpoints), on the CPU backend and for at most `timeout_min` minutes, then
-    fail naming the wait (instead of hanging inside the next NCCL collective)."""
+    (validation, checkpoints), on the CPU backend (not inside an NCCL collective) and for at
+    most the process group's timeout, then fail naming the wait."""
+    rank = dist.get_rank()
     try:
         dist.monitored_barrier(timeout=timedelta(minutes=timeout_min), wait_all_ranks=True)
     except RuntimeError as err:
+        if rank == 0:
+            why = f"rank 0 {what}, but another rank stopped waiting for it"
+        else:
+            why = f"rank {rank} waited in vain for rank 0, which {what}"
         raise SystemExit(
-            f"skelact train: rank {dist.get_rank()} waited more than {timeout_min} min for the "
-            f"others while rank 0 {what}; raise trainer.dist_timeout_min if that step is slow "
-            f"({err})"
+            f"skelact train: {why}. Ranks wait at most trainer.dist_timeout_min={timeout_min} "
+            f"min for each other: raise it if rank 0's validation or saving is slow ({err})"
         ) from err

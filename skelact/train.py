@@ -153,12 +153,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
                 f" val_top1 {row['val_top1']:.4f}" if "val_top1" in row else "",
             )
         if world > 1:  # the other ranks wait, bounded, while rank 0 validates and saves
-            wait_for_rank0(f"finished epoch {epoch + 1}", tcfg.dist_timeout_min)
+            wait_for_rank0(f"validates and saves epoch {epoch + 1}", tcfg.dist_timeout_min)
     del train_loader, monitor  # ends their persistent workers before the final evaluation
     if board is not None:
         board.close()
     if world > 1:
-        wait_for_rank0("closed the training", tcfg.dist_timeout_min)
+        wait_for_rank0("closes the training", tcfg.dist_timeout_min)
     if rank != 0:
         return None
     if state["best"] is None and (ckpt_dir / "last.pt").is_file():

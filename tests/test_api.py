@@ -87,6 +87,9 @@ def test_contract_refuses_what_the_model_cannot_read(ntu_ckpt, ntu_bodies):
     # a second body beyond a one-person contract is dropped: the answer is body 0's
     two = np.concatenate([kp[:, :82], ntu_bodies["S001C001P001R001A011"]])
     np.testing.assert_array_equal(model.predict(two).probs, model.predict(kp[:, :82]).probs)
+    # ... unless body 1 is the more active one (SBU lists person A first, whoever acts)
+    still = np.repeat(kp[:, :1, :, :], 82, 1)
+    np.testing.assert_array_equal(conform(np.concatenate([still, kp[:, :82]]), c), kp[:, :82])
 
 
 def test_two_person_contract_pads_and_orders_by_activity(two_person_ckpt, ntu_bodies):
@@ -175,3 +178,47 @@ def test_multistream_default_predicts_like_training_and_exports(ntu_bodies, tmp_
     assert r.attention.shape == (16,) and abs(r.attention.sum() - 1) < 1e-5
     onnx = skelact.load(export_onnx(ckpt, tmp_path_factory.mktemp("msx") / "m.onnx"))
     np.testing.assert_allclose(onnx.predict(kp).probs, r.probs, atol=1e-4)
+
+
+def _tampered(onnx_file, path, edit, dynamic_time: bool = False):
+    """A copy of `onnx_file` whose contract metadata `edit` changed (and, with
+    `dynamic_time`, whose skeleton input leaves the frame count dynamic)."""
+    import json
+
+    import onnx
+
+    proto = onnx.load(str(onnx_file))
+    entry = next(e for e in proto.metadata_props if e.key == "skelact_contract")
+    contract = json.loads(entry.value)
+    edit(contract)
+    entry.value = json.dumps(contract)
+    if dynamic_time:
+        proto.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "time"
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "dynamic", "error"),
+    [
+        (lambda c: c["skeleton"].update(clip_len=10**8), False, "clip_len=100000000 is not a size"),
+        (lambda c: c["skeleton"].update(clip_len=10**8), True, "clip_len=100000000 is not a size"),
+        (lambda c: c["skeleton"].update(clip_len=12), False, "clip_len=12, but the graph's input"),
+        (lambda c: c["skeleton"].update(test_clips=10**8), False, "test_clips=100000000"),
+        (lambda c: c.update(classes=c["classes"][:5]), False, "classes=5, but the graph's logits"),
+        (lambda c: c.update(classes="abcdef"), False, "class names are not a list of strings"),
+        (lambda c: c["streams"]["skeleton"].update(channels=3), False, "channels=3, but"),
+        (lambda c: c["streams"]["skeleton"].update(num_bodies=2), False, "num_bodies=2, but"),
+        (lambda c: c.update(streams={"rgb": {"feature_dim": 8}}), False, "graph's inputs"),
+        (lambda c: c["skeleton"].pop("clip_len"), False, "incomplete skelact contract"),
+    ],
+)
+def test_onnx_metadata_is_checked_against_the_graph(onnx_file, tmp_path, edit, dynamic, error):
+    path = _tampered(onnx_file, tmp_path / "tampered.onnx", edit, dynamic)
+    with pytest.raises(ContractError, match=error):
+        skelact.load(path)
+
+
+def test_onnx_dynamic_sizes_within_bounds_are_accepted(onnx_file, tmp_path):
+    path = _tampered(onnx_file, tmp_path / "dyn.onnx", lambda c: None, dynamic_time=True)
+    assert skelact.load(path).contract.skeleton["clip_len"] == 16

@@ -13,7 +13,7 @@ import torch
 
 from skelact.config import compose_config
 from skelact.data.annotations import AnnotationError, save_annotations, validate
-from skelact.engine import save_checkpoint
+from skelact.engine import save_checkpoint, write_eval_outputs
 from skelact.evaluate import evaluate_checkpoint
 from skelact.metrics import summarize
 from skelact.train import train
@@ -136,3 +136,38 @@ def test_failed_checkpoint_save_leaves_nothing_behind(tmp_path):
         save_checkpoint({"w": torch.zeros(2), "bad": lambda: 0}, good)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
     assert torch.equal(torch.load(good, weights_only=True)["w"], torch.ones(2))
+
+
+def test_a_diverged_run_stops_naming_the_epoch(tmp_path):
+    data = toy_annotations(num_classes=3, per_class=8, frames=20)
+    path = save_annotations(data, tmp_path / "toy.pkl")
+    args = [f"data.ann_file={path}", *SPLITS, *FAST, "trainer.epochs=3", "trainer.lr=1e30"]
+    with pytest.raises(SystemExit, match="training loss is nan in epoch 1: the run diverged"):
+        train(compose_config([*args, "trainer.batch_size=4"]), tmp_path / "run")
+    # nothing of the diverged epoch: no checkpoint, no log row, no metrics
+    assert not (tmp_path / "run/metrics.json").exists()
+    assert not (tmp_path / "run/checkpoints/last.pt").exists()
+
+
+def test_every_output_ranks_nan_scores_alike(tmp_path):
+    """A diverged model's NaN scores: top-1, the confusion matrix and predictions.csv agree."""
+    rng = np.random.default_rng(1)
+    scores = rng.random((40, 7))
+    scores[::3, 2] = np.nan  # a NaN in the row ranks last, never first
+    scores[5] = np.nan  # all NaN: class 0
+    labels = rng.integers(0, 7, 40)
+    labels[::2] = np.nanargmax(scores[::2], 1)
+    result = {"scores": scores, "labels": labels, "stream_scores": {"s": scores},
+              "index": np.arange(40)}  # fmt: skip
+    classes = [f"c{i}" for i in range(7)]
+    metrics = write_eval_outputs(result, [f"n{i}" for i in range(40)], classes, "t", tmp_path)
+    preds = pd.read_csv(tmp_path / "predictions.csv")
+    assert metrics["top1"] == pytest.approx((preds["label"] == preds["pred"]).mean())
+    expected = np.where(np.isnan(scores).all(1), 0, np.nanargmax(np.nan_to_num(scores, nan=-1), 1))
+    assert preds["pred"].tolist() == expected.tolist()
+    assert metrics["top1"] >= 0.5  # the half whose label is the best finite score
+    cm = pd.read_csv(tmp_path / "confusion_matrix.csv", index_col=0).to_numpy()
+    assert np.trace(cm) == (preds["label"] == preds["pred"]).sum()
+    top5 = np.mean([lab in np.argsort(-np.nan_to_num(s, nan=-1), kind="stable")[:5]
+                    for s, lab in zip(scores, labels, strict=True)])  # fmt: skip
+    assert metrics["top5"] == pytest.approx(top5)

@@ -7,6 +7,7 @@ import pytest
 
 from skelact.cli import build_parser
 from skelact.data.annotations import load_annotations
+from skelact.data.ntu_bodies import activity
 from skelact.data.text_importers import (
     KARD_CLASSES,
     MSR_DAILY_CLASSES,
@@ -16,6 +17,7 @@ from skelact.data.text_importers import (
     prepare_msr_daily,
     prepare_sbu,
 )
+from skelact.data.transforms import PadBodies
 from skelact.layouts import KINECT20, OPENNI15, get_layout
 from tests.conftest import SHARED_DATA, shared_data
 
@@ -160,3 +162,20 @@ def test_msr_counts_repairs_and_values(msr):
 def test_cli_prepare_parses(source):
     args = build_parser().parse_args(["prepare", source, "ROOT", "--out", "x.pkl"])
     assert (args.source, args.root, args.out) == (source, "ROOT", "x.pkl")
+
+
+def test_sbu_one_person_models_keep_the_more_active_person(sbu):
+    """SBU lists person A first; a model with one body keeps the more active of the two."""
+    _, data = sbu
+    keep = PadBodies(1)
+    b_first = 0
+    for ann in data["annotations"]:
+        kp = ann["keypoint"]  # (2, T, 15, 3): A, B
+        a, b = (activity(kp[m]) for m in range(2))
+        kept = keep({"keypoint": kp})["keypoint"]
+        np.testing.assert_array_equal(kept, kp[[1 if b > a else 0]])
+        b_first += b > a
+    assert b_first == 130  # of 282: B moves more in nearly half the takes
+    # two-person models keep the dataset's order: A, B
+    kp = data["annotations"][0]["keypoint"]
+    np.testing.assert_array_equal(PadBodies(2)({"keypoint": kp})["keypoint"], kp)
