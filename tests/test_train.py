@@ -165,3 +165,28 @@ def test_two_process_ddp_on_cpu(toy_file, tmp_path):
     assert len(log) == 8
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["top1"] > 0.5  # chance 0.25
+
+
+def test_ensemble_logs_the_mean_of_its_stream_losses(toy_file):
+    """The default four-stream ensemble trains on the sum of its streams' losses; the logged
+    loss is their mean (one batch, lr 0, the same dropout draws for both)."""
+    from skelact.data.run import make_loader
+    from skelact.engine import cosine_with_warmup, split_batch, train_one_epoch
+    from skelact.models.recognizer import build_recognizer
+
+    cfg = compose_config([f"data.ann_file={toy_file}", *SPLITS, *FAST, "trainer.batch_size=256"])
+    data = Data(cfg)
+    dataset, specs = data.dataset(cfg.data, "train", train=True)
+    loader = make_loader(dataset, cfg.trainer, False)
+    net = build_recognizer(cfg.model, data.streams, data.num_classes, specs)
+    opt = torch.optim.AdamW(net.parameters(), lr=0.0, weight_decay=0.0)
+    torch.manual_seed(5)
+    logged = train_one_epoch(net, loader, opt, cosine_with_warmup(opt, 1, 0), "cpu",
+                             data.streams, cfg.trainer, 0, show=False)["loss"]  # fmt: skip
+    torch.manual_seed(5)
+    inputs, labels, _ = split_batch(next(iter(loader)), data.streams, "cpu")
+    out = net.train()(inputs)
+    losses = [torch.nn.functional.cross_entropy(x, labels, label_smoothing=0.1).item()
+              for x in out["streams"].values()]  # fmt: skip
+    assert out["independent"] and len(losses) == 4
+    assert logged == pytest.approx(sum(losses) / 4, rel=1e-5)
