@@ -6,7 +6,8 @@ ending in .pkl gets a pyskl pickle), in metres, y up, the person's left side at 
 - SBU (`<set>/<class>/<take>/skeleton_pos.txt`, CSV): two people, keypoint (2, T, 15, 3) in
   layout "openni15". Coordinates are de-normalised with the dataset README's formula
   (X = 1280 - 2560 x, Y = 960 - 1920 y, Z = 10000 z / 7.8125, millimetres) and divided by 1000.
-  Person A (left of the image) is body 0. Splits: the README's 5 folds, "foldK_train" /
+  Person A (left of the image) is body 0 (a one-person model keeps the more active person:
+  `contract.most_active`). Splits: the README's 5 folds, "foldK_train" /
   "foldK_test", and "foldK_dev_train" / "foldK_dev_val" inside foldK_train (the next fold's sets
   held out).
 - KARD (`aAA_sSS_eEE_realworld.txt`): one person, (1, T, 15, 3) in "openni15". The file lists
