@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from skelact.metrics import topk_accuracy
+
 
 def load(run: Path) -> tuple[pd.DataFrame, np.ndarray]:
     preds, scores = run / "predictions.csv", run / "scores.npy"
@@ -31,7 +33,7 @@ def main() -> None:
     first, total = load(args.runs[0])
     order = {name: i for i, name in enumerate(first["frame_dir"])}
     labels = first["label"].to_numpy()
-    print(f"{args.runs[0]}: top-1 {100 * (total.argmax(1) == labels).mean():.1f}")
+    print(f"{args.runs[0]}: top-1 {100 * topk_accuracy(total, labels, 1):.1f}")
     for run in args.runs[1:]:
         table, scores = load(run)
         if set(table["frame_dir"]) != set(order):
@@ -39,9 +41,9 @@ def main() -> None:
         rows = np.empty(len(order), int)
         rows[[order[n] for n in table["frame_dir"]]] = np.arange(len(table))
         scores = scores[rows]
-        print(f"{run}: top-1 {100 * (scores.argmax(1) == labels).mean():.1f}")
+        print(f"{run}: top-1 {100 * topk_accuracy(scores, labels, 1):.1f}")
         total = total + scores
-    fused = (total.argmax(1) == labels).mean()
+    fused = topk_accuracy(total, labels, 1)  # the ranking rule of metrics.json
     print(
         f"averaged scores of {len(args.runs)} runs: top-1 {100 * fused:.1f} ({len(labels)} samples)"
     )
