@@ -44,11 +44,11 @@ def init_distributed(device_name: str, timeout_min: float = 30) -> tuple[int, in
     device = pick_device(device_name)
     if world == 1:
         return 0, 1, device
-    if not dist.is_initialized():
-        dist.init_process_group(backend_for(device), timeout=timedelta(minutes=timeout_min))
-    if device.type == "cuda":
+    if device.type == "cuda":  # before the group: NCCL binds each rank to its current GPU
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend_for(device), timeout=timedelta(minutes=timeout_min))
     return dist.get_rank(), world, device
 
 
