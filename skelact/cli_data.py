@@ -42,9 +42,15 @@ def _add_prepare(sub) -> None:
         "(model.rgb.input=features data.rgb.features=OUT) instead of pixels.",
     )
     feat.add_argument("--modality", choices=["rgb", "depth"], required=True)
-    feat.add_argument("--ann", required=True, help="annotation store or pickle (from prepare ntu)")
     feat.add_argument(
-        "--root", required=True, help="NTU nturgb+d_rgb/ or nturgb+d_depth_masked/ folder"
+        "--ann", required=True, help="annotation store or pickle (prepare ntu, convert, ...)"
+    )
+    feat.add_argument(
+        "--root",
+        required=True,
+        help="the folder the sources are under: the folder given to `skelact convert`; NTU's "
+        "nturgb+d_rgb/ or nturgb+d_depth_masked/; or the root of the samples' "
+        "rgb_path / depth_path (README: Your own RGB-D data)",
     )
     feat.add_argument("--out", required=True, help="feature cache folder")
     feat.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
