@@ -115,7 +115,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     elif args.source == "features":
         from skelact.data.features import extract_features
 
-        extract_features(
+        report = extract_features(
             args.ann,
             args.modality,
             args.root,
@@ -129,6 +129,19 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             device=args.device,
             weights_file=args.weights_file,
         )
+        _print_features(report)
+
+
+def _print_features(r: dict) -> None:
+    print(
+        f"{r['out_dir']}: {r['ok']} sample(s) encoded, {r['cached']} already cached, "
+        f"{r['absent']} without this modality, {r['missing'] + r['error']} failed "
+        f"({r['frames_per_s']:.0f} frames/s, feature width {r['feature_dim']})"
+    )
+    for name, reason in list(r["failures"].items())[:10]:
+        print(f"  {name}: {reason}")
+    if len(r["failures"]) > 10:
+        print(f"  ... {len(r['failures']) - 10} more in {r['index']}")
 
 
 _TEXT_IMPORTERS = {"sbu": "prepare_sbu", "kard": "prepare_kard", "msr-daily": "prepare_msr_daily"}

@@ -55,10 +55,11 @@ def read_depth_mat(path: str | os.PathLike) -> np.ndarray:
     """A MATLAB file holding one (H, W, T) depth array (UTD-MHAD's `d_depth`, millimetres) ->
     (T, H, W) uint16."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     try:
         arrays = {k: v for k, v in loadmat(str(path)).items() if not k.startswith("__")}
-    except (ValueError, NotImplementedError, OSError) as err:  # v7.3 (HDF5) files land here
+    except (MatReadError, ValueError, NotImplementedError, OSError) as err:  # v7.3 is HDF5
         raise OSError(f"depth file {path}: not a readable MATLAB (v4-v7.2) file: {err}") from None
     cubes = {k: v for k, v in arrays.items() if getattr(v, "ndim", 0) == 3}
     if len(cubes) != 1:

@@ -232,13 +232,18 @@ def _report(samples, status, settings, out_dir, seconds, frames) -> dict[str, An
 
 def frame_encoder(settings: dict, weights_file: str | None = None, device: str = "cpu"):
     """The frozen per-frame encoder of a cache's `settings` ("modality", "arch", "pretrained"):
-    (N, T, C, S, S) frames -> (N, T, D) features, in eval mode on `device`."""
+    (N, T, C, S, S) frames -> (N, T, D) features, in eval mode on `device`.
+
+    Random weights (pretrained None) are drawn from a fixed seed, without touching the global
+    random state: a model trained on such a cache gets the same encoder when it predicts.
+    """
     from skelact.models.encoders import FrameResNet
 
     channels = CHANNELS[settings["modality"]]  # depth: a grey image, normalisation in conv1
-    encoder = FrameResNet(
-        settings["arch"], settings["pretrained"], channels, frozen=True, weights_file=weights_file
-    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        arch, pretrained = settings["arch"], settings["pretrained"]
+        encoder = FrameResNet(arch, pretrained, channels, frozen=True, weights_file=weights_file)
     return encoder.to(device).eval()
 
 
