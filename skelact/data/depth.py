@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -74,27 +75,19 @@ def read_depth_mat(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(mm.transpose(2, 0, 1))  # (T, H, W)
 
 
-class DepthFrames:
-    """A depth source as a sequence of uint16 (H, W) millimetre frames: a folder of 16-bit
-    PNGs (read one by one) or a .mat of (H, W, T) (read whole)."""
-
-    def __init__(self, source: str | os.PathLike):
-        self.source = Path(source)
-        if self.source.suffix.lower() == ".mat":
-            if not self.source.is_file():
-                raise FileNotFoundError(f"depth file {self.source} does not exist")
-            self._cube, self._files = read_depth_mat(self.source), None
-        else:
-            self._cube, self._files = None, list_depth_frames(self.source)
-
-    def __len__(self) -> int:
-        return len(self._files) if self._cube is None else len(self._cube)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return read_depth(self._files[i]) if self._cube is None else self._cube[i]
-
-    def name(self, i: int) -> str:
-        return str(self._files[i]) if self._cube is None else f"{self.source} frame {i}"
+def open_depth(source: str | os.PathLike) -> tuple[int, Callable[[int], np.ndarray]]:
+    """A depth source -> (frame count, read(i) -> uint16 (H, W) mm): a .mat of (H, W, T) maps
+    (read whole) or a folder of 16-bit PNGs (`list_depth_frames`, read one by one)."""
+    source = Path(source)
+    if source.suffix.lower() != ".mat":
+        files = list_depth_frames(source)
+        return len(files), lambda i: read_depth(files[i])
+    if not source.is_file():
+        raise FileNotFoundError(f"depth file {source} does not exist")
+    maps = read_depth_mat(source)
+    if len(maps) == 0:
+        raise OSError(f"depth file {source}: holds no frame")
+    return len(maps), maps.__getitem__
 
 
 def read_depth(path: str | os.PathLike) -> np.ndarray:
@@ -132,26 +125,26 @@ def load_depth_clip(
 ) -> torch.Tensor:
     """Sample `num_frames` depth frames, crop the person, resize -> float (T, 1, size, size).
 
-    sample_dir: a folder of 16-bit PNGs or a .mat of (H, W, T) (`DepthFrames`).
+    sample_dir: a folder of 16-bit PNGs or a .mat of (H, W, T) (`open_depth`).
 
     xy: (M, T, V, 2) depthX/depthY joint positions (an annotation's "depth_xy") or None for a
     centre crop. Resizing uses nearest neighbour: interpolating would invent depths between the
     person and the zero background at the silhouette's edge.
     """
-    frames = DepthFrames(sample_dir)
-    inds = sample_indices(len(frames), num_frames, train, rng)
-    first = frames[inds[0]]
+    total, read = open_depth(sample_dir)
+    inds = sample_indices(total, num_frames, train, rng)
+    first = read(inds[0])
     h, w = first.shape
-    box = crop_box(xy, inds, w, h, margin=margin, total=len(frames))
+    box = crop_box(xy, inds, w, h, margin=margin, total=total)
     x0, y0, x1, y1 = box
     out = np.empty((len(inds), size, size), dtype=np.float32)
     for k, i in enumerate(inds):
         if k > 0 and i == inds[k - 1]:  # short clips repeat frames
             out[k] = out[k - 1]
             continue
-        mm = first if k == 0 else frames[i]
+        mm = first if k == 0 else read(i)
         if mm.shape != (h, w):
-            raise OSError(f"depth frame {frames.name(i)}: size {mm.shape} differs from {(h, w)}")
+            raise OSError(f"depth {sample_dir} frame {i}: size {mm.shape} differs from {(h, w)}")
         patch = normalise_depth(mm[y0:y1, x0:x1], depth_range)
         out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_NEAREST)
     return torch.from_numpy(out).unsqueeze(1)  # (T, 1, S, S)

@@ -270,8 +270,10 @@ def clip_features(
     xy: `crop_points` of its sample; span: (start, stop) frames of an RGB video to sample
     from (a sliding window), default the whole video."""
     n, size = settings["num_frames"], settings["size"]
+    # every setting the cache records about decoding (e.g. a depth normalisation) applies too
+    extra = {k: settings[k] for k in ("depth_norm",) if settings.get(k) is not None}
     if span is None:
-        clip = load_clip(path, xy, settings["modality"], n, size)
+        clip = load_clip(path, xy, settings["modality"], n, size, **extra)
     elif settings["modality"] == "rgb":
         clip = load_rgb_clip(path, n, xy=xy, size=size, span=span)
     else:
