@@ -99,6 +99,9 @@ def test_crop_points_from_joints_or_boxes():
     xy = np.ones((1, 3, 25, 2))
     assert np.array_equal(crop_points({"color_xy": xy, "color_box": box}, "rgb"), xy)  # joints win
     assert crop_points({"frame_dir": "a"}, "depth") is None
+    # a store converted before boxes were kept: its normalised landmarks, in pixels
+    old = {"keypoint_2d": np.full((1, 3, 33, 2), 0.5, np.float32), "img_shape": (1080, 1920)}
+    assert np.array_equal(crop_points(old, "rgb")[0, 0, 0], [960, 540])
     with pytest.raises(ValueError, match="a: depth_box must be"):
         crop_points({"frame_dir": "a", "depth_box": np.zeros((3, 4))}, "depth")
 

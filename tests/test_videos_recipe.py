@@ -157,3 +157,12 @@ def test_api_features_on_the_fly_equal_the_training_cache(recipe, pose_model):
     np.testing.assert_allclose(from_video.probs, from_cache.probs, atol=1e-6)
     with pytest.raises(ContractError, match="live prediction reads skeletons"):
         model.stream(video)
+    # an ONNX export computes the same features from the video: the extractor is in its contract
+    pytest.importorskip("onnxruntime")
+    from skelact.export import export_onnx
+
+    onnx = skelact.load(export_onnx(recipe["ckpt"], work / "mine.onnx"), pose_model=pose_model)
+    assert onnx.contract.streams["rgb"]["extractor"] == model.contract.streams["rgb"]["extractor"]
+    np.testing.assert_allclose(
+        onnx.predict(dict(stored), onnx.features(sample)).probs, from_cache.probs, atol=1e-5
+    )

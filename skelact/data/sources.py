@@ -56,15 +56,24 @@ def crop_points(sample: dict, modality: str) -> np.ndarray | None:
     "color_xy" / "depth_xy" (M, T, V, 2): joint positions (NTU's colorX/colorY, depthX/depthY);
     else "color_box" / "depth_box" (M, T, 4): a box x0 y0 x1 y1 per person and frame (what
     `skelact convert` stores for RGB), used as its two corners. Zeros mark absent people.
+    Stores converted before boxes were kept: their normalised "keypoint_2d" times "img_shape".
     """
     key = XY_KEY[modality]
     if sample.get(key) is not None:
         return np.asarray(sample[key])
     box = sample.get(key.replace("_xy", "_box"))
     if box is None:
-        return None
+        return _landmark_pixels(sample) if modality == "rgb" else None
     box = np.asarray(box, np.float32)
     if box.ndim != 3 or box.shape[-1] != 4:
         name = sample.get("frame_dir", "sample")
         raise ValueError(f"{name}: {key.replace('_xy', '_box')} must be (M, T, 4), got {box.shape}")
     return box.reshape(*box.shape[:2], 2, 2)  # (M, T, 2 corners, xy)
+
+
+def _landmark_pixels(sample: dict) -> np.ndarray | None:
+    """(M, T, V, 2) pixels from a converted sample's normalised "keypoint_2d", or None."""
+    if sample.get("keypoint_2d") is None or sample.get("img_shape") is None:
+        return None
+    h, w = (int(v) for v in sample["img_shape"])
+    return np.asarray(sample["keypoint_2d"], np.float32) * np.float32([w, h])
