@@ -166,3 +166,27 @@ def test_api_features_on_the_fly_equal_the_training_cache(recipe, pose_model):
     np.testing.assert_allclose(
         onnx.predict(dict(stored), onnx.features(sample)).probs, from_cache.probs, atol=1e-5
     )
+
+
+def test_per_person_prediction_crops_each_person(recipe, clip, pose_model, tmp_path):
+    """A one-person fused model on a video of two people: each track's RGB features come from
+    a crop around that person's own box."""
+    from tools.two_people_clip import two_people_clip
+
+    video = tmp_path / "two_people.avi"
+    two_people_clip(str(clip), str(video))
+    model = skelact.load(recipe["ckpt"], pose_model=pose_model)
+    sample = model.convert(video, max_people=2, mirrored=True)
+    boxes = sample["color_box"]
+    assert boxes.shape[:2] == (2, 72)
+    centres = (boxes[..., 0] + boxes[..., 2]) / 2  # (2, T): one man per half of the frame
+    assert abs(np.median(centres[0]) - np.median(centres[1])) > 200
+    f0, f1 = model.features(sample, track=0)["rgb"], model.features(sample, track=1)["rgb"]
+    settings = model.contract.streams["rgb"]["extractor"]
+    enc = frame_encoder(settings)
+    own0 = clip_features(video, crop_points({"color_box": boxes[:1]}, "rgb"), settings, enc)
+    assert np.array_equal(f0, own0) and not np.array_equal(f0, f1)
+    people = model.predict_people(sample)  # what `predict --max-people 2` prints
+    assert [m for m, _ in people] == [0, 1]
+    alone = model.predict(sample["keypoint"][1:2], {"rgb": f1})
+    np.testing.assert_allclose(people[1][1].probs, alone.probs, atol=1e-6)
