@@ -79,6 +79,9 @@ class TorchBackend:
         return out["logits"].numpy(), {k: a.numpy() for k, a in out["attention"].items()}
 
 
+_CROP_KEYS = ("color_box", "color_xy", "keypoint_2d")  # per-body (M, ...) fields a crop reads
+
+
 class Model:
     """A trained recognizer with its contract: predict on videos, keypoints, samples; stream."""
 
@@ -182,33 +185,32 @@ class Model:
         """
         from skelact.data.features import clip_features, crop_points, frame_encoder
 
+        if track is not None:  # this person's crop only
+            per_body = {k: sample[k][track : track + 1] for k in _CROP_KEYS if k in sample}
+            sample = {**sample, **per_body}
         out = {}
         for s in self.contract.frames:
-            settings = self.contract.streams[s].get("extractor")
-            if not settings or settings.get("modality") != "rgb":
-                why = (
-                    "its features came from another source than a video"
-                    if settings
-                    else ("its feature cache had no index.json, so how to compute them is unknown")
-                )
-                raise ContractError(
-                    f"{self.source}: the {s!r} stream cannot be computed from a video ({why});"
-                    f" pass features={{{s!r}: (T, D) array}}"
-                )
+            settings = self._extractor(s)
             if s not in self._encoders:
                 self._encoders[s] = frame_encoder(settings)
-            picked = (
-                sample
-                if track is None
-                else {
-                    k: sample[k][track : track + 1]
-                    for k in ("color_box", "color_xy")
-                    if k in sample
-                }
-            )
-            xy = crop_points(picked, "rgb")
+            xy = crop_points(sample, "rgb")
             out[s] = clip_features(sample["video"], xy, settings, self._encoders[s], span=span)
         return out
+
+    def _extractor(self, stream: str) -> dict:
+        """How the checkpoint's `stream` features were made; refuses what a video cannot give."""
+        settings = self.contract.streams[stream].get("extractor")
+        if settings and settings.get("modality") == "rgb":
+            return settings
+        why = (
+            "they were made from depth, not video"
+            if settings
+            else "its feature cache had no index.json, so how they were made is unknown"
+        )
+        raise ContractError(
+            f"{self.source}: the {stream!r} features cannot be computed from a video ({why}); "
+            f"pass features={{{stream!r}: (T, D) array}}"
+        )
 
     def convert(self, video, max_people: int | None = None, mirrored: bool = False) -> dict:
         """MediaPipe over `video` in the model's layout; with several bodies kept, the most
