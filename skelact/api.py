@@ -205,7 +205,8 @@ class Model:
         why = (
             "they were made from depth, not video"
             if settings
-            else "its feature cache had no index.json, so how they were made is unknown"
+            else "the checkpoint does not say how they were made: trained before skelact kept "
+            "it, or on a cache without index.json"
         )
         raise ContractError(
             f"{self.source}: the {stream!r} features cannot be computed from a video ({why}); "
