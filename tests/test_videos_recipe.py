@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -45,7 +46,7 @@ def recipe(clip, pose_model, tmp_path_factory) -> dict:
     from tools.class_clips import class_clips
 
     work = tmp_path_factory.mktemp("recipe")
-    class_clips(clip, work / "videos", clips=5, length=16, width=480)
+    class_clips(clip, work / "videos", clips=5, length=12, width=480)
     pm = ("--pose-model", pose_model)
     conv = run(
         *("convert", "videos", "--out", "mine.store", "--layout", "ntu25"),
@@ -123,14 +124,15 @@ def test_rgb_skeleton_trains_and_keeps_how_its_features_were_made(recipe):
     assert ck["specs"]["rgb"]["extractor"] == {k: v for k, v in index.items() if k != "samples"}
 
 
-def test_predict_computes_rgb_features_on_a_new_video(recipe, clip, pose_model):
+def test_predict_computes_rgb_features_on_a_new_video(recipe, clip, pose_model, capsys):
+    """`skelact predict CLIP --mirrored --ckpt CKPT --topk 2 --json pred.json --window 1` on
+    the full 1920x1080 clip (the training clips are 480 px cuts of it)."""
+    from skelact.predict import predict_video
+
     work = recipe["work"]
-    out = run(
-        *("predict", clip, "--mirrored", "--ckpt", recipe["ckpt"], "--pose-model", pose_model),
-        *("--topk", "2", "--json", "pred.json", "--window", "1"),
-        cwd=work,
-    )
-    assert "72 frames, person in 72" in out
+    predict_video(clip, recipe["ckpt"], topk=2, json_out=work / "pred.json", window=1.0,
+                  pose_model=pose_model, mirrored=True)  # fmt: skip
+    assert "72 frames, person in 72" in capsys.readouterr().out
     res = json.loads((work / "pred.json").read_text())
     assert {t["name"] for t in res["top"]} == {"backward", "forward"}
     assert abs(sum(t["prob"] for t in res["top"]) - 1) < 1e-4
@@ -173,12 +175,19 @@ def test_per_person_prediction_crops_each_person(recipe, clip, pose_model, tmp_p
     a crop around that person's own box."""
     from tools.two_people_clip import two_people_clip
 
+    short = tmp_path / "short.avi"  # the clip's first 24 frames, full size (MJPG)
+    cap, size = cv2.VideoCapture(str(clip)), (1920, 1080)
+    writer = cv2.VideoWriter(str(short), cv2.VideoWriter_fourcc(*"MJPG"), 30, size)
+    for _ in range(24):
+        writer.write(cap.read()[1])
+    writer.release()
+    cap.release()
     video = tmp_path / "two_people.avi"
-    two_people_clip(str(clip), str(video))
+    two_people_clip(str(short), str(video))
     model = skelact.load(recipe["ckpt"], pose_model=pose_model)
     sample = model.convert(video, max_people=2, mirrored=True)
     boxes = sample["color_box"]
-    assert boxes.shape[:2] == (2, 72)
+    assert boxes.shape[:2] == (2, 24)
     centres = (boxes[..., 0] + boxes[..., 2]) / 2  # (2, T): one man per half of the frame
     assert abs(np.median(centres[0]) - np.median(centres[1])) > 200
     f0, f1 = model.features(sample, track=0)["rgb"], model.features(sample, track=1)["rgb"]
