@@ -3,6 +3,7 @@
     import skelact
     model = skelact.load("runs/.../checkpoints/best.pt")   # or an exported model.onnx
     result = model.predict("clip.mp4")     # a video, keypoints (M, T, V, C) or a sample dict
+    # (a model fused with cached RGB features computes them from the video, as it was trained)
     result.name, result.prob, result.probs, result.topk(5), result.attention
     for update in model.stream("clip.mp4"):  # camera index, stream URL or video file, live
         print(f"{update.time:.1f}s {update.name} {update.prob:.2f}")
@@ -78,6 +79,9 @@ class TorchBackend:
         return out["logits"].numpy(), {k: a.numpy() for k, a in out["attention"].items()}
 
 
+_CROP_KEYS = ("color_box", "color_xy", "keypoint_2d")  # per-body (M, ...) fields a crop reads
+
+
 class Model:
     """A trained recognizer with its contract: predict on videos, keypoints, samples; stream."""
 
@@ -85,6 +89,7 @@ class Model:
         self.backend, self.contract, self.source = backend, contract, source
         self.pose_model = pose_model
         self._pipeline = None
+        self._encoders: dict = {}  # stream -> frozen per-frame encoder, built on first use
 
     @property
     def classes(self) -> list[str]:
@@ -141,6 +146,8 @@ class Model:
         if isinstance(x, str | os.PathLike):
             sample = self.convert(x, mirrored=mirrored)
             x = sample
+            if features is None and self.contract.frames:
+                features = self.features(sample)
         if isinstance(x, dict):
             source = str(x.get("frame_dir", "sample"))
             feats = features or x.get("features")
@@ -157,13 +164,54 @@ class Model:
 
     def predict_people(self, sample: dict) -> list[tuple[int, Result]]:
         """Each tracked body of `sample` on its own: [(track id, Result)], for one-person
-        models on videos with several people."""
+        models on videos with several people (a fused model's RGB crop is the person's own)."""
         out = []
         for m in range(sample["keypoint"].shape[0]):
             if not np.abs(sample["keypoint"][m]).any():
                 continue
-            out.append((m, self.predict(sample["keypoint"][m : m + 1])))
+            feats = self.features(sample, track=m) if self.contract.frames else None
+            out.append((m, self.predict(sample["keypoint"][m : m + 1], feats)))
         return out
+
+    def features(
+        self, sample: dict, track: int | None = None, span: tuple[int, int] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The cached-feature streams' inputs computed from the video of a converted `sample`
+        (`convert`), as `skelact prepare features` made them for training: {stream: (T0, D)}.
+
+        The crop goes around every body's "color_box" (or track `track`'s only); span:
+        (start, stop) frames to sample from (a sliding window). Only RGB can come from a video:
+        a depth stream's features must be given to `predict`.
+        """
+        from skelact.data.features import clip_features, crop_points, frame_encoder
+
+        if track is not None:  # this person's crop only
+            per_body = {k: sample[k][track : track + 1] for k in _CROP_KEYS if k in sample}
+            sample = {**sample, **per_body}
+        out = {}
+        for s in self.contract.frames:
+            settings = self._extractor(s)
+            if s not in self._encoders:
+                self._encoders[s] = frame_encoder(settings)
+            xy = crop_points(sample, "rgb")
+            out[s] = clip_features(sample["video"], xy, settings, self._encoders[s], span=span)
+        return out
+
+    def _extractor(self, stream: str) -> dict:
+        """How the checkpoint's `stream` features were made; refuses what a video cannot give."""
+        settings = self.contract.streams[stream].get("extractor")
+        if settings and settings.get("modality") == "rgb":
+            return settings
+        why = (
+            "they were made from depth, not video"
+            if settings
+            else "the checkpoint does not say how they were made: trained before skelact kept "
+            "it, or on a cache without index.json"
+        )
+        raise ContractError(
+            f"{self.source}: the {stream!r} features cannot be computed from a video ({why}); "
+            f"pass features={{{stream!r}: (T, D) array}}"
+        )
 
     def convert(self, video, max_people: int | None = None, mirrored: bool = False) -> dict:
         """MediaPipe over `video` in the model's layout; with several bodies kept, the most
@@ -181,7 +229,7 @@ class Model:
         sample = extract_video(video, model, people, self.contract.layout, mirrored=mirrored)
         if max_people is None and sample["keypoint"].shape[0] > 1:
             order = order_by_activity(sample["keypoint"], sample["mask"])
-            for key in ("keypoint", "keypoint_2d", "keypoint_score", "mask"):
+            for key in ("keypoint", "keypoint_2d", "keypoint_score", "mask", "color_box"):
                 sample[key] = sample[key][order]
         return sample
 
@@ -196,6 +244,12 @@ class Model:
     def stream(self, source, **kwargs):
         """Live updates over a camera index, stream URL or video file: see `skelact.live`."""
         from skelact.live import stream
+
+        if self.contract.frames:
+            raise ContractError(
+                f"{self.source}: live prediction reads skeletons only; this model also reads "
+                f"{', '.join(self.contract.frames)} features (use `predict` on a video file)"
+            )
 
         return stream(self, source, **kwargs)
 

@@ -42,9 +42,15 @@ def _add_prepare(sub) -> None:
         "(model.rgb.input=features data.rgb.features=OUT) instead of pixels.",
     )
     feat.add_argument("--modality", choices=["rgb", "depth"], required=True)
-    feat.add_argument("--ann", required=True, help="annotation store or pickle (from prepare ntu)")
     feat.add_argument(
-        "--root", required=True, help="NTU nturgb+d_rgb/ or nturgb+d_depth_masked/ folder"
+        "--ann", required=True, help="annotation store or pickle (prepare ntu, convert, ...)"
+    )
+    feat.add_argument(
+        "--root",
+        required=True,
+        help="the folder the sources are under: the folder given to `skelact convert`; NTU's "
+        "nturgb+d_rgb/ or nturgb+d_depth_masked/; or the root of the samples' "
+        "rgb_path / depth_path (README: Your own RGB-D data)",
     )
     feat.add_argument("--out", required=True, help="feature cache folder")
     feat.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
@@ -109,7 +115,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     elif args.source == "features":
         from skelact.data.features import extract_features
 
-        extract_features(
+        report = extract_features(
             args.ann,
             args.modality,
             args.root,
@@ -123,6 +129,19 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             device=args.device,
             weights_file=args.weights_file,
         )
+        _print_features(report)
+
+
+def _print_features(r: dict) -> None:
+    print(
+        f"{r['out_dir']}: {r['ok']} sample(s) encoded, {r['cached']} already cached, "
+        f"{r['absent']} without this modality, {r['missing'] + r['error']} failed "
+        f"({r['frames_per_s']:.0f} frames/s, feature width {r['feature_dim']})"
+    )
+    for name, reason in list(r["failures"].items())[:10]:
+        print(f"  {name}: {reason}")
+    if len(r["failures"]) > 10:
+        print(f"  ... {len(r['failures']) - 10} more in {r['index']}")
 
 
 _TEXT_IMPORTERS = {"sbu": "prepare_sbu", "kard": "prepare_kard", "msr-daily": "prepare_msr_daily"}

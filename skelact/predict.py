@@ -1,5 +1,8 @@
 """`skelact predict`: a video in, the action out, with the temporal attention that decided it.
 
+A model fused with cached RGB features (`--modality rgb+skeleton`) gets them computed from the
+video on the fly, with the checkpoint's feature settings (`Model.features`).
+
 Built on the Python API (`skelact.api`). A two-person model sees the whole scene (the two
 most active bodies, most active first, as in training). A one-person model with
 `max_people` > 1 labels every tracked person on their own: one JSON entry per track, the
@@ -51,7 +54,11 @@ def predict_video(
         log.info("%s: a %d-person model sees the whole scene", ckpt, model.contract.num_bodies)
     sample = model.convert(video, max_people if per_person else None, mirrored)
     fps = float(sample["fps"]) or 30.0
-    people = model.predict_people(sample) if per_person else [(None, model.predict(sample))]
+    if per_person:
+        people = model.predict_people(sample)
+    else:  # a fused model's RGB features are computed from the video here (`Model.features`)
+        feats = model.features(sample) if model.contract.frames else None
+        people = [(None, model.predict(sample, feats))]
     result = {
         "video": str(video),
         "checkpoint": str(ckpt),
@@ -127,7 +134,10 @@ def sliding_windows(
             chunk = kp[:, start : start + w]
             if not np.abs(chunk).any():
                 continue  # nobody in view
-            res = model.predict(chunk)
+            feats = None
+            if model.contract.frames:  # the window's own frames, cropped around the track
+                feats = model.features(sample, track, span=(start, start + w))
+            res = model.predict(chunk, feats)
             row = {"start": round(start / fps, 3), "end": round(min(start + w, total) / fps, 3)}
             if track is not None:
                 row["track"] = track

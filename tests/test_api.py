@@ -144,6 +144,9 @@ def test_fused_model_exports_with_cached_features(fused_ckpt, ntu_bodies, tmp_pa
     np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
     inputs = torch_model.inputs(kp, feats)[0]
     assert inputs["rgb"].shape == (5, 8, 8) and inputs["skeleton"].shape == (5, 1, 16, 25, 9)
+    # its stand-in features have no index.json: how to compute them from a video is unknown
+    with pytest.raises(ContractError, match="'rgb' features cannot be computed from a video"):
+        torch_model.features({"video": "clip.mp4", "color_box": np.zeros((1, 4, 4))})
     ref, _ = torch_model.backend(inputs)
     assert np.abs(ort_model.backend(inputs)[0] - ref).max() <= 1e-4
     with pytest.raises(ContractError, match="cached 'rgb' features"):

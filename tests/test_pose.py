@@ -226,11 +226,17 @@ def test_collect_videos_names_are_unique_across_calls(tmp_path):
         (tmp_path / rel).parent.mkdir()
         (tmp_path / rel).write_bytes(b"")
     files = [tmp_path / r for r in ("a/clip.mp4", "b/clip.mp4", "c/clip_2.mp4")]
-    names = [n for _, n in collect_videos(files)]
+    names = [n for _, n, _ in collect_videos(files)]
     assert names == ["clip", "clip_2", "clip_2_2"]
-    # Converting into an existing file: its names are taken, new videos get free ones.
+    # Converting into an existing file: its names are taken, new videos get free ones; the
+    # path under the input folder (what `prepare features --root` joins) keeps its own name.
     got = collect_videos([tmp_path / "d", tmp_path / "b" / "clip.mp4"], taken=set(names))
-    assert got == [(tmp_path / "d" / "clip.mp4", "clip_3"), (tmp_path / "b" / "clip.mp4", "clip_4")]
+    assert got == [
+        (tmp_path / "d" / "clip.mp4", "clip_3", "clip.mp4"),
+        (tmp_path / "b" / "clip.mp4", "clip_4", "clip.mp4"),
+    ]
+    nested = collect_videos([tmp_path])
+    assert ("a/clip", "a/clip.mp4") in [(n, r) for _, n, r in nested]
 
 
 def test_assemble_puts_every_fifth_clip_of_a_class_in_test():

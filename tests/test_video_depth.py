@@ -165,7 +165,7 @@ def test_depth_centre_crop_and_errors(tmp_path):
     x = load_depth_clip(d, 6, size=53)  # no skeleton: 424x424 centre square, frames repeat
     assert x.shape == (6, 1, 53, 53) and np.isclose(x[0, 0, 26, 26].item(), 0.5)
     assert np.array_equal(x[0], x[1])
-    with pytest.raises(FileNotFoundError, match="no MDepth"):
+    with pytest.raises(FileNotFoundError, match="no .png file"):
         load_depth_clip(tmp_path, 4)
     cv2.imwrite(str(d / "MDepth-00000002.png"), np.zeros((424, 512, 3), np.uint8))
     with pytest.raises(OSError, match="MDepth-00000002.png: expected a single-channel 16-bit"):

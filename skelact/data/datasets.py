@@ -224,7 +224,14 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
 
     Frames: (1, T, C, H, W) per sample, decoded in the DataLoader workers.
     """
-    from skelact.data.features import CHANNELS, XY_KEY, load_clip, load_features, source_path
+    from skelact.data.features import (
+        CHANNELS,
+        cache_settings,
+        crop_points,
+        load_clip,
+        load_features,
+        source_path,
+    )
     from skelact.data.sampling import sample_indices
 
     if mcfg.input == "features":
@@ -243,6 +250,8 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
 
         return load, {
             "feature_dim": dim,
+            # how the cache was made: lets a checkpoint compute the features of a new video
+            "extractor": cache_settings(root),
             "has": lambda s: (root / f"{s['frame_dir']}.npy").is_file(),
         }
 
@@ -254,7 +263,7 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
         return source_path(sample, kind, root)
 
     def load_frames(sample: dict, rng: np.random.Generator) -> torch.Tensor:
-        xy = sample.get(XY_KEY[kind])
+        xy = crop_points(sample, kind)
         clip = load_clip(path_of(sample), xy, kind, scfg.num_frames, scfg.size, train, rng)
         return clip[None]  # (1, T, C, H, W)
 

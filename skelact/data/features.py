@@ -27,25 +27,12 @@ from tqdm import tqdm
 
 from skelact.data.annotations import load_annotations
 from skelact.data.depth import load_depth_clip
+from skelact.data.sources import XY_KEY, crop_points, source_path  # noqa: F401 - re-exported
 from skelact.data.video import load_rgb_clip
 
 INDEX = "index.json"
 SETTINGS = ("modality", "arch", "pretrained", "num_frames", "size", "feature_dim")
-XY_KEY = {"rgb": "color_xy", "depth": "depth_xy"}  # annotation field with the crop's joints
 CHANNELS = {"rgb": 3, "depth": 1}  # channels of a decoded frame
-
-
-def source_path(sample: dict, modality: str, data_root: str | os.PathLike) -> Path:
-    """Where a sample's frames live: its "rgb_path" / "depth_path" field if present (absolute or
-    relative to data_root), else NTU's naming: data_root/<frame_dir>_rgb.avi for RGB,
-    data_root/<frame_dir>/ (MDepth-%08d.png files) for depth."""
-    if modality not in ("rgb", "depth"):
-        raise ValueError(f"modality must be 'rgb' or 'depth', got {modality!r}")
-    own = sample.get(f"{modality}_path")
-    if own:
-        return Path(data_root) / own
-    name = sample["frame_dir"]
-    return Path(data_root) / (f"{name}_rgb.avi" if modality == "rgb" else name)
 
 
 def load_clip(
@@ -104,6 +91,7 @@ def _write_index(out_dir: Path, settings: dict, status: dict[str, str]) -> None:
 
 
 def _save(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)  # names from `convert` hold folders: walk/c1
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
         np.save(f, arr)
@@ -122,7 +110,7 @@ def _plan(samples, modality, data_root, out_dir) -> tuple[list, dict[str, str]]:
         elif not (src := source_path(s, modality, data_root)).exists():
             status[name] = f"missing: {src} does not exist"
         else:
-            todo.append((name, src, s.get(XY_KEY[modality])))
+            todo.append((name, src, crop_points(s, modality)))
     return todo, status
 
 
@@ -185,17 +173,15 @@ def extract_features(
     with their reason, never stop the run. Returns a report: counts per status, the failures
     {frame_dir: reason}, feature_dim, seconds, encoded frames per second, out_dir.
     """
-    from skelact.models.encoders import FrameResNet
-
     data = ann_file if isinstance(ann_file, dict) else load_annotations(ann_file)
     samples = data["annotations"]
     if split is not None:
         keep = set(data["split"][split])
         samples = [s for s in samples if s["frame_dir"] in keep]
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    channels = CHANNELS[modality]  # depth: a grey image, normalisation folded into conv1
-    encoder = FrameResNet(arch, pretrained, channels, frozen=True, weights_file=weights_file)
-    encoder = encoder.to(device).eval()
+    encoder = frame_encoder(
+        {"modality": modality, "arch": arch, "pretrained": pretrained}, weights_file, device
+    )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -242,6 +228,59 @@ def _report(samples, status, settings, out_dir, seconds, frames) -> dict[str, An
         "out_dir": str(out_dir),
         "index": str(out_dir / INDEX),
     }
+
+
+def frame_encoder(settings: dict, weights_file: str | None = None, device: str = "cpu"):
+    """The frozen per-frame encoder of a cache's `settings` ("modality", "arch", "pretrained"):
+    (N, T, C, S, S) frames -> (N, T, D) features, in eval mode on `device`.
+
+    Random weights (pretrained None) are drawn from a fixed seed, without touching the global
+    random state: a model trained on such a cache gets the same encoder when it predicts.
+    """
+    from skelact.models.encoders import FrameResNet
+
+    channels = CHANNELS[settings["modality"]]  # depth: a grey image, normalisation in conv1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        arch, pretrained = settings["arch"], settings["pretrained"]
+        encoder = FrameResNet(arch, pretrained, channels, frozen=True, weights_file=weights_file)
+    return encoder.to(device).eval()
+
+
+def cache_settings(out_dir: str | os.PathLike) -> dict | None:
+    """How a feature cache was made (its `SETTINGS`), from its index.json; None without one.
+    Checkpoints keep it, so that a model computes the same features on a new video
+    (`clip_features`)."""
+    index = _read_index(Path(out_dir))
+    if index is None:
+        return None
+    return {k: index[k] for k in SETTINGS if k in index}
+
+
+def clip_features(
+    path: str | os.PathLike,
+    xy: np.ndarray | None,
+    settings: dict,
+    encoder,
+    device: str = "cpu",
+    span: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """One video's (or depth source's) features exactly as a cache made with `settings` holds
+    them -> float16 (T, D), T = settings["num_frames"]. encoder: `frame_encoder(settings)`;
+    xy: `crop_points` of its sample; span: (start, stop) frames of an RGB video to sample
+    from (a sliding window), default the whole video."""
+    n, size = settings["num_frames"], settings["size"]
+    # every setting the cache records about decoding (e.g. a depth normalisation) applies too
+    extra = {k: settings[k] for k in ("depth_norm",) if settings.get(k) is not None}
+    if span is None:
+        clip = load_clip(path, xy, settings["modality"], n, size, **extra)
+    elif settings["modality"] == "rgb":
+        clip = load_rgb_clip(path, n, xy=xy, size=size, span=span)
+    else:
+        raise ValueError("clip_features: span is for RGB videos only")
+    with torch.inference_mode():
+        feats = encoder(clip[None].to(device)).float().cpu().numpy()[0]  # (T, D)
+    return feats.astype(np.float16)
 
 
 def load_features(out_dir: str | os.PathLike, frame_dir: str) -> np.ndarray:

@@ -198,11 +198,14 @@ def load_rgb_clip(
     train: bool = False,
     rng: np.random.Generator | None = None,
     margin: float = 0.15,
+    span: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Sample `num_frames` frames, crop the person, resize -> float (T, 3, size, size).
 
-    xy: (M, T, V, 2) colorX/colorY joint positions (an annotation's "color_xy") or None for a
-    centre crop. Output is normalised with ImageNet mean/std (what FrameResNet expects).
+    xy: (M, T, P, 2) pixel points to crop around (NTU's colorX/colorY joints, or the two corners
+    of `skelact convert`'s "color_box": `skelact.data.features.crop_points`) or None for a
+    centre crop. span: (start, stop) frames to sample from (default the whole video). Output is
+    normalised with ImageNet mean/std (what FrameResNet expects).
     """
     total, w, h, _ = video_info(path)
     if total <= 0:  # some containers do not store a count
@@ -211,18 +214,27 @@ def load_rgb_clip(
         h, w = next(iter_frames(path, [0])).shape[:2]
     if total <= 0:
         raise VideoError(f"video {path}: contains no decodable frame", frames_read=0)
-    inds = sample_indices(total, num_frames, train, rng)
+    inds = _span_indices(total, span, num_frames, train, rng)
     try:
         frames = _decode_crop(path, inds, xy, w, h, size, margin, total)
     except VideoError as err:
         if err.frames_read <= 0:
             raise
         total = err.frames_read  # the header count lied: resample within what decodes
-        inds = sample_indices(total, num_frames, train, rng)
+        inds = _span_indices(total, span, num_frames, train, rng)
         frames = _decode_crop(path, inds, xy, w, h, size, margin, total)
     x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()  # (T, 3, S, S) 0-255
     x.mul_(_SCALE).sub_(_SHIFT)  # in place: (x / 255 - mean) / std
     return x.contiguous()
+
+
+def _span_indices(total: int, span, num_frames: int, train: bool, rng) -> np.ndarray:
+    """Sampled frame indices in [start, stop) of `span` (clipped to the video), or in the
+    whole video when span is None."""
+    start, stop = (0, total) if span is None else (max(0, span[0]), min(span[1], total))
+    if stop <= start:
+        raise ValueError(f"frame span {span} is empty in a video of {total} frames")
+    return start + sample_indices(stop - start, num_frames, train, rng)
 
 
 def _decode_crop(path, inds, xy, w, h, size, margin, total) -> list[np.ndarray]:

@@ -40,11 +40,13 @@ class ConvertError(RuntimeError):
 
 def collect_videos(
     inputs: Iterable[str | os.PathLike], taken: Iterable[str] = ()
-) -> list[tuple[Path, str]]:
-    """(video path, sample name) for every input file and every video under input folders.
+) -> list[tuple[Path, str, str]]:
+    """(video path, sample name, path under its input) for every input file and every video
+    under input folders.
 
     Files are taken whatever their extension (a bad one fails later, with a reason); a name is
-    the path relative to its input folder without extension ("walk/clip01"), or a file's stem.
+    the path relative to its input folder without extension ("walk/clip01"), or a file's stem;
+    the path under its input keeps the extension ("walk/clip01.mp4", or the file's name).
     Names are unique and avoid `taken` (e.g. the names already in the output file): a clash
     gets the first free suffix "_2", "_3", ...
     """
@@ -53,18 +55,19 @@ def collect_videos(
         item = Path(item)
         if item.is_dir():
             videos = sorted(p for p in item.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
-            found += [(p, p.relative_to(item).with_suffix("").as_posix()) for p in videos]
+            found += [(p, p.relative_to(item).as_posix()) for p in videos]
         else:
-            found.append((item, item.stem))
+            found.append((item, item.name))
     used = set(taken)
     unique = []
-    for path, name in found:  # two inputs may give the same name: number the later ones
-        new, k = name, 1
+    for path, rel in found:  # two inputs may give the same name: number the later ones
+        name = new = rel[: -len(path.suffix)] if path.suffix else rel
+        k = 1
         while new in used:
             k += 1
             new = f"{name}_{k}"
         used.add(new)
-        unique.append((path, new))
+        unique.append((path, new, rel))
     return unique
 
 
@@ -83,8 +86,10 @@ def convert_videos(
     (a skelact store; a pyskl pickle when `out` ends in .pkl).
 
     Each sample: "keypoint" (M, T, V, 3) metres in camera space (y up, hip-centred), plus
-    "keypoint_2d" (M, T, V, 2), "keypoint_score" (M, T, V), "mask" (M, T), "img_shape", "fps",
-    "video" (see `extract_video`); V = 33 ("mediapipe33") or 25 ("ntu25"), M <= max_people.
+    "keypoint_2d" (M, T, V, 2), "keypoint_score" (M, T, V), "mask" (M, T), "color_box" (M, T, 4)
+    each person's image box in pixels, "img_shape", "fps", "video" (absolute path) and
+    "rgb_path" (the path under its input folder: that folder is the `--root` of `prepare
+    features --modality rgb`); V = 33 ("mediapipe33") or 25 ("ntu25"), M <= max_people.
     `workers` > 1 converts videos in that many processes. `pose_model`: a .task bundle, else
     `ensure_pose_model()` finds one. Returns the report (also written next to `out` as
     `<out>.report.json` and stored under the file's "report"); raises ConvertError when no
@@ -100,7 +105,7 @@ def convert_videos(
     existing = _load_existing(out, layout)
     videos = collect_videos(inputs, taken={a["frame_dir"] for a in existing})
     done = {a.get("video") for a in existing}
-    todo = [(p, n) for p, n in videos if str(p.absolute()) not in done]
+    todo = [(p, n, r) for p, n, r in videos if str(p.absolute()) not in done]
     anns, failed = _run(todo, model, (layout, max_people, mirrored), workers, progress)
     anns = existing + anns
     report = {
@@ -157,21 +162,22 @@ def _load_existing(out: Path, layout: str) -> list[dict]:
 
 
 def _one(job: tuple, on_frame=None) -> tuple[dict | None, str | None]:
-    """One video -> (sample, None) or (None, reason); `job` = (path, name, model, layout, M,
-    mirrored)."""
-    path, name, model, layout, max_people, mirrored = job
+    """One video -> (sample, None) or (None, reason); `job` = (path, name, path under its
+    input, model, layout, M, mirrored)."""
+    path, name, rel, model, layout, max_people, mirrored = job
     try:
         sample = extract_video(path, model, max_people, layout, on_frame, mirrored)
     except Exception as err:  # noqa: BLE001 - any failure skips this video with its reason
         return None, f"{type(err).__name__}: {err}"
     sample["frame_dir"], sample["video"] = name, str(path.absolute())
+    sample["rgb_path"] = rel  # `prepare features --root <the input folder>` finds it there
     return sample, None
 
 
 def _run(todo, model, how, workers, progress) -> tuple[list[dict], list[dict]]:
-    """Convert `todo` [(path, name)] with `how` = (layout, max people, mirrored); progress
-    bars over videos and (estimated) frames."""
-    counts = {p: _frame_count(p) for p, _ in todo}  # header counts, for the frame bar only
+    """Convert `todo` [(path, name, path under its input)] with `how` = (layout, max people,
+    mirrored); progress bars over videos and (estimated) frames."""
+    counts = {p: _frame_count(p) for p, _, _ in todo}  # header counts, for the frame bar only
     vbar = tqdm(total=len(todo), desc="videos", unit="video", disable=not progress)
     fbar = tqdm(total=sum(counts.values()), desc="frames", unit="frame", disable=not progress)
     anns, failed = [], []
@@ -184,7 +190,7 @@ def _run(todo, model, how, workers, progress) -> tuple[list[dict], list[dict]]:
             anns.append(sample)
         vbar.update(1)
 
-    jobs = [(p, n, model, *how) for p, n in todo]
+    jobs = [(p, n, r, model, *how) for p, n, r in todo]
     if workers <= 1:
         for job in jobs:
             frames_before = fbar.n
@@ -203,7 +209,7 @@ def _run(todo, model, how, workers, progress) -> tuple[list[dict], list[dict]]:
                 fbar.update(counts[futures[fut]])
     vbar.close()
     fbar.close()
-    order = {n: i for i, (_, n) in enumerate(todo)}
+    order = {n: i for i, (_, n, _) in enumerate(todo)}
     anns.sort(key=lambda a: order[a["frame_dir"]])
     return anns, failed
 

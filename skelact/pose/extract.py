@@ -148,7 +148,8 @@ def extract_video(
     """Run PoseLandmarker over every frame of `path`; one annotation sample (label 0).
 
     Returns "keypoint" (M, T, V, 3) camera-space metres, "keypoint_2d" (M, T, V, 2) normalised
-    image coords, "keypoint_score" (M, T, V) visibility, "mask" (M, T) bool, "total_frames",
+    image coords, "keypoint_score" (M, T, V) visibility, "mask" (M, T) bool, "color_box"
+    (M, T, 4) each person's image box in pixels (see `person_boxes`), "total_frames",
     "img_shape", "fps", "video", "frame_dir", "label". M = tracks used (<= max_people).
     Raises PoseExtractionError for an unreadable video, one without frames or without any person.
     `mirrored`: the video is a mirror image (NTU's RGB videos are); see the module docstring.
@@ -163,6 +164,7 @@ def extract_video(
     if not mask.any():
         raise PoseExtractionError(f"video {path}: no person found in any of its {t} frames")
     used = mask.any(1)  # drop tracks never filled (fewer people than max_people)
+    h, w = info["img_shape"]
     sample = {
         "frame_dir": Path(path).stem,
         "label": 0,
@@ -170,6 +172,7 @@ def extract_video(
         "keypoint_2d": image[used],
         "keypoint_score": score[used],
         "mask": mask[used],
+        "color_box": person_boxes(image[used], mask[used], w, h),
         "total_frames": t,
         "img_shape": info["img_shape"],
         "fps": info["fps"],
@@ -179,6 +182,22 @@ def extract_video(
     if mirrored:
         sample = unmirror(sample)
     return convert_layout(sample, layout)
+
+
+def person_boxes(image: np.ndarray, mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Each person's box around all 33 image landmarks -> float32 (M, T, 4) pixels x0 y0 x1 y1,
+    clipped to the image; zeros where the person is absent (mask False).
+
+    image: (M, T, 33, 2) normalised landmark positions (MediaPipe's, before any layout mapping,
+    so the box spans the face and feet). The RGB stream crops around these boxes
+    (`skelact.data.features.crop_points`).
+    """
+    size = np.array([width, height], np.float32)
+    lo = np.clip(image.min(2) * size, 0, size)  # (M, T, 2)
+    hi = np.clip(image.max(2) * size, 0, size)
+    box = np.concatenate([lo, hi], -1).astype(np.float32)  # (M, T, 4)
+    box[~mask] = 0
+    return box
 
 
 def unmirror(sample: dict[str, Any]) -> dict[str, Any]:
