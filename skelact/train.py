@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
-from skelact.config import CONFIG_DIR
+from skelact.config import CONFIG_DIR, absolute_data_paths
 from skelact.contract import check_specs
 from skelact.data.run import Data, make_loader
 from skelact.engine import (
@@ -205,7 +205,7 @@ def _reduce(stats: dict, world: int) -> dict:
 def run_info(cfg: DictConfig, data: Data, specs: dict) -> dict:
     """What a checkpoint needs besides weights to rebuild the model and read its outputs."""
     return {
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": absolute_data_paths(OmegaConf.to_container(cfg, resolve=True)),
         "classes": data.classes,
         "num_classes": data.num_classes,
         "layout": data.layout,

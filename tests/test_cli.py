@@ -62,8 +62,39 @@ def test_modality_sugar(spec, expected):
 
 
 def test_unknown_modality_is_a_clear_error():
-    with pytest.raises(SystemExit, match="unknown modality 'audio'"):
+    with pytest.raises(ValueError, match="unknown modality 'audio'"):
         modality_override("audio")
+    with pytest.raises(ValueError, match="unknown modality 'rgb\\+skeleton_4s'"):
+        modality_override("rgb+skeleton_4s")  # no such config: refused, not guessed
+
+
+@pytest.mark.parametrize(
+    "spec, modality, model, streams",
+    [
+        ("skeleton_4s", "skeleton_4s", "bilstm_4s", 4),  # the default's own name
+        ("skeleton_2s", "skeleton_2s", "bilstm_4s", 2),
+        ("skeleton", "skeleton", "bilstm", 1),  # the single-stream recipe, not bilstm_4s
+        ("rgb+skeleton", "rgb_skeleton", "bilstm", 2),
+    ],
+)
+def test_modality_chooses_inputs_and_their_model(spec, modality, model, streams):
+    from skelact.config import compose_run, modality_overrides
+
+    cfg, _ = compose_run(modality_overrides(spec))
+    assert (cfg.modality.name, cfg.model.name) == (modality, model)
+    assert len(cfg.modality.streams) == streams
+    # a model the user names wins over the pairing
+    given = ["model=stacked_bilstm"]
+    cfg, _ = compose_run([*modality_overrides(spec, given), *given])
+    assert (cfg.modality.name, cfg.model.name) == (modality, "stacked_bilstm")
+
+
+def test_default_recipe_is_what_modality_skeleton_4s_chooses():
+    from skelact.config import compose_run, modality_overrides
+
+    default, _ = compose_run([])
+    sugar, _ = compose_run(modality_overrides("skeleton_4s"))
+    assert default == sugar
 
 
 def test_train_help_lists_config_groups(capsys):
