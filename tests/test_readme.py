@@ -1,0 +1,45 @@
+"""README.md's "Using a trained model" runs as written, from what `skelact demo` leaves behind,
+and prints what the README shows (numbers and class names masked: here the demo model has
+trained one epoch, the README's for the demo's 30)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import shared_data
+from tools.readme_examples import README, blocks, prepare_workdir, run_all
+
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def masked(text: str, classes: list[str]) -> set[str]:
+    """The distinct lines of `text` with class names -> <class>, numbers -> <n>, runs of
+    spaces -> one (how many updates a live run prints depends on the machine's load)."""
+    names = "|".join(re.escape(c) for c in sorted(classes, key=len, reverse=True))
+    lines = set()
+    for line in text.splitlines():
+        line = re.sub(rf"(?<!\w)({names})(?!\w)", "<class>", line)
+        line = NUMBER.sub("<n>", line)
+        lines.add(re.sub(r"\[\s+", "[", re.sub(r"\s+", " ", line)).strip())
+    return lines - {""}
+
+
+def test_readme_examples_run_and_print_what_the_readme_shows(tmp_path, pose_model):
+    pytest.importorskip("onnxruntime", reason="the ONNX example needs the [onnx] extra")
+    clip = shared_data("ntu", "videos", "ntu_sample.avi")
+    from skelact.demo import run_demo
+    from skelact.engine import load_checkpoint
+
+    demo = tmp_path / "skelact_demo"
+    run_demo(demo, epochs=1, benchmarks=("ntu60_xsub",), workers=1)
+    prepare_workdir(tmp_path / "work", demo, clip)
+    outputs = run_all(tmp_path / "work")
+    shown = blocks(README.read_text())["output"]
+    assert set(outputs) == set(shown) == {"api", "onnx", "live", "people"}
+    classes = load_checkpoint(demo / "runs" / "ntu60_xsub" / "checkpoints" / "best.pt")["classes"]
+    for name, out in outputs.items():
+        assert masked(out, classes) == masked(shown[name][1], classes), name
+    # what the live example wrote: beside the checkpoint's other outputs
+    assert len(list((demo / "runs" / "ntu60_xsub" / "live").glob("clip_*.csv"))) == 1
