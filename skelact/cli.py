@@ -292,14 +292,11 @@ def main(argv: list[str] | None = None) -> None:
     except terminal.expected_errors() as err:
         # input and configuration problems (a missing or unsafe file, a malformed dataset, a
         # contract mismatch, a mistyped override): one clear line, no traceback
-        raise SystemExit(f"skelact {args.command}: error: {terminal.one_line(err)}") from None
+        raise terminal.one_line_exit(args.command, err) from None
     except SystemExit as err:  # a refusal with a message: the same one-line form
         if not isinstance(err.code, str):
             raise
-        text = terminal.one_line(err)
-        if not text.startswith(f"skelact {args.command}"):
-            text = f"skelact {args.command}: error: {text.removeprefix('skelact: ')}"
-        raise SystemExit(text) from None
+        raise terminal.one_line_exit(args.command, err) from None
 
 
 if __name__ == "__main__":

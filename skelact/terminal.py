@@ -51,6 +51,14 @@ def one_line(err: BaseException) -> str:
     return " ".join(x for x in lines if x and not x.startswith(_DETAIL))
 
 
+def one_line_exit(command: str, err: BaseException) -> SystemExit:
+    """`skelact COMMAND: error: MESSAGE`, one line, as the exit to raise."""
+    text = one_line(err)
+    if not text.startswith(f"skelact {command}"):
+        text = f"skelact {command}: error: {text.removeprefix('skelact: ')}"
+    return SystemExit(text)
+
+
 @contextmanager
 def no_folder_left(path: str | Path):
     """Remove `path` when the body fails and the folder is new and holds no checkpoint: a run
