@@ -49,8 +49,14 @@ def prepare_workdir(work: Path, demo: Path, clip: Path = CLIP) -> None:
     two_people_clip(str(work / "clip.avi"), str(work / "two_people.avi"))
 
 
-def run_example(language: str, body: str, work: Path) -> str:
-    """What the block prints (stdout, then stderr), run in `work` with this checkout's code."""
+def run_example(language: str, body: str, work: Path, in_process: bool = False) -> str:
+    """What the block prints (stdout, then stderr), run in `work` with this checkout's code.
+
+    in_process: run the Python block with exec and each `skelact ...` line of a bash block
+    through `skelact.cli.main` in this process, stdout captured (the test's faster way: no
+    interpreter start per block)."""
+    if in_process:
+        return _run_in_process(language, body, work)
     cmd = [sys.executable, "-c", body] if language == "python" else ["bash", "-e", "-c", body]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
@@ -59,11 +65,35 @@ def run_example(language: str, body: str, work: Path) -> str:
     return res.stdout + res.stderr
 
 
-def run_all(work: Path) -> dict[str, str]:
+def _run_in_process(language: str, body: str, work: Path) -> str:
+    import contextlib
+    import io
+    import shlex
+
+    from skelact.cli import main
+
+    out, before = io.StringIO(), Path.cwd()
+    os.chdir(work)
+    try:
+        with contextlib.redirect_stdout(out):
+            if language == "python":
+                exec(compile(body, "README.md", "exec"), {"__name__": "__readme__"})  # noqa: S102
+            for line in body.splitlines() if language == "bash" else []:
+                args = shlex.split(line, comments=True)
+                if args and args[0] != "skelact":
+                    raise ValueError(f"in process: only skelact commands, not {line!r}")
+                if args:
+                    main(args[1:])
+    finally:
+        os.chdir(before)
+    return out.getvalue()
+
+
+def run_all(work: Path, in_process: bool = False) -> dict[str, str]:
     """{name: output} of every README example that has an output block."""
     found = blocks(README.read_text())
     return {
-        name: run_example(*found["example"][name][:2], work)
+        name: run_example(*found["example"][name][:2], work, in_process)
         for name in found["output"]
         if name in found["example"]
     }
