@@ -189,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate a checkpoint: skelact eval ckpt=PATH "
         "[data=... data.ann_file=... data.test_split=...] [out_dir=DIR]\n"
+        "The annotation file defaults to the one the checkpoint was trained on.\n"
         "Writes metrics.json, predictions.csv and the confusion matrix "
         "(default out_dir: <run dir>/eval_<split>).",
     )
