@@ -139,6 +139,9 @@ class LiveStream:
                     yield self._update(t, arrived, poses)
         finally:
             grab.stopped = True
+            # the reader releases the capture itself: wait for it, so that no native decoding
+            # is still running when the interpreter exits (after Ctrl-C that aborted the process)
+            grab.join(timeout=5)
             landmarker.close()
             self.wall = time.perf_counter() - start
 
