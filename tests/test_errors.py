@@ -132,19 +132,20 @@ def test_train_error_as_the_terminal_shows_it(tmp_path):
     assert res.stdout == "" and not (tmp_path / "runs").exists()
 
 
-def test_live_source_that_will_not_open(ntu_ckpt, pose_model, tmp_path):
+def test_live_source_that_will_not_open(ntu_ckpt, pose_model, tmp_path, monkeypatch):
     """No OpenCV warnings, no PoseLandmarker.__del__ traceback at exit: the source is opened
     before the landmarker, and what was opened is closed."""
     (tmp_path / "notes.txt").write_text("not a video\n")
-    for source, words in (("notes.txt", "OpenCV cannot open it"), ("9", "OpenCV cannot open"),
-                          ("gone.mp4", "no such file")):  # fmt: skip
+    for source in ("notes.txt", "9"):  # a text file; a camera this machine does not have
         res = skelact(["predict", "--live", source, "--ckpt", str(ntu_ckpt)], tmp_path)
         assert res.returncode == 1
         assert res.stderr.splitlines() == [
-            f"skelact predict: error: live source {source}: "
-            + res.stderr.split(f"{source}: ", 1)[1].strip()
+            f"skelact predict: error: live source {source}: OpenCV cannot open it (not a "
+            "video, no camera?)"
         ]
-        assert words in res.stderr and "Traceback" not in res.stderr
+    args = ["predict", "--live", "gone.mp4", "--ckpt", str(ntu_ckpt)]
+    message = one_line_error(args, tmp_path, monkeypatch)
+    assert message.endswith("live source gone.mp4: no such file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mpl", "notes.txt"]
 
 
