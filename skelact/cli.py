@@ -4,7 +4,6 @@ with `skelact <command> --help`."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from skelact.cli_data import add_data_commands, add_verbose
@@ -49,15 +48,32 @@ def _groups_text() -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from skelact import train
+    import logging
+
+    from skelact.config import compose_run, modality_overrides
+    from skelact.terminal import RunLog, no_folder_left
 
     overrides = list(args.overrides)
     if args.modality:
-        from skelact.config import modality_override
+        overrides = [*modality_overrides(args.modality, overrides), *overrides]
+    show = "--cfg" in overrides  # hydra's `--cfg job`: print the composed config
+    overrides = [o for o in overrides if o not in ("--cfg", "job")]
+    cfg, run_dir = compose_run(overrides)
+    if show:
+        from omegaconf import OmegaConf
 
-        overrides.insert(0, modality_override(args.modality))
-    sys.argv = ["skelact train", *overrides]
-    train.main()
+        print(OmegaConf.to_yaml(cfg), end="")
+        return
+    from skelact.train import train
+
+    handler = RunLog(run_dir)
+    logging.getLogger("skelact").addHandler(handler)
+    try:
+        with no_folder_left(run_dir):
+            train(cfg, run_dir)
+    finally:
+        logging.getLogger("skelact").removeHandler(handler)
+        handler.close()
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -141,9 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=30, help="training epochs per benchmark")
     demo.add_argument(
         "--modality",
-        default="skeleton",
-        help="skeleton (default: NTU-format skeletons, both protocols), or a combination "
-        "such as rgb+skeleton or rgb+skeleton+depth (rendered clips, fusion vs single streams)",
+        default="skeleton_4s",
+        help="skeleton_4s (default: the default recipe, four skeleton streams), skeleton_2s or "
+        "skeleton (the single-stream recipe) on NTU-format skeletons, both protocols; or a "
+        "combination such as rgb+skeleton or rgb+skeleton+depth (rendered clips, fusion vs "
+        "single streams)",
     )
     demo.add_argument("--workers", type=int, default=2, help="processes for prepare")
     demo.set_defaults(func=cmd_demo)
@@ -158,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--modality",
-        help="streams to fuse, e.g. skeleton, rgb+skeleton, "
-        "rgb+skeleton+depth (sugar for modality=...)",
+        help="inputs and the model that goes with them: skeleton_4s (the default recipe), "
+        "skeleton_2s, skeleton (single stream, model=bilstm), rgb+skeleton, rgb+skeleton+depth "
+        "... (sugar for modality=NAME model=<its model>; a model=... override wins)",
     )
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="hydra overrides key=value")
     train.set_defaults(func=cmd_train)
@@ -170,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate a checkpoint: skelact eval ckpt=PATH "
         "[data=... data.ann_file=... data.test_split=...] [out_dir=DIR]\n"
+        "The annotation file defaults to the one the checkpoint was trained on.\n"
         "Writes metrics.json, predictions.csv and the confusion matrix "
         "(default out_dir: <run dir>/eval_<split>).",
     )
@@ -219,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pred.add_argument("--every", type=float, default=0.5, help="--live: seconds between updates")
     pred.add_argument(
-        "--timeline", default="live_timeline.csv", help="--live: timeline CSV (+ .json summary)"
+        "--out",
+        "--timeline",
+        dest="timeline",
+        help="--live: the timeline CSV (+ .json summary beside it); default "
+        "<run dir>/live/<source>_<time>.csv, beside the checkpoint's other outputs",
     )
     pred.add_argument("--pose-model", help="a pose_landmarker .task bundle")
     add_verbose(pred)
@@ -254,20 +278,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import logging
+    from skelact import terminal
 
     args = build_parser().parse_args(argv)
-    if args.command != "train":  # hydra configures logging for train itself
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    terminal.setup_logging()
     if getattr(args, "verbose", False):
         from skelact.pose.quiet import set_verbose
 
         set_verbose(True)
+    else:
+        terminal.quiet_native_libraries()
     try:
         args.func(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        # input problems (a missing file, a malformed dataset, no pose model): one clear line
-        raise SystemExit(f"skelact {args.command}: error: {err}") from err
+    except terminal.expected_errors() as err:
+        # input and configuration problems (a missing or unsafe file, a malformed dataset, a
+        # contract mismatch, a mistyped override): one clear line, no traceback
+        raise terminal.one_line_exit(args.command, err) from None
+    except SystemExit as err:  # a refusal with a message: the same one-line form
+        if not isinstance(err.code, str):
+            raise
+        raise terminal.one_line_exit(args.command, err) from None
 
 
 if __name__ == "__main__":

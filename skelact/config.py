@@ -26,15 +26,65 @@ def modality_streams(spec: str) -> list[str]:
     parts = [p.strip() for p in spec.replace(",", "+").split("+") if p.strip()]
     unknown = [p for p in parts if p not in STREAM_ORDER]
     if unknown or not parts:
-        raise SystemExit(
-            f"skelact: unknown modality {spec!r}; combine {list(STREAM_ORDER)} with '+'"
-        )
+        raise ValueError(_unknown_modality(spec))
     return sorted(set(parts), key=STREAM_ORDER.index)
+
+
+def _modality_names() -> list[str]:
+    return sorted(p.stem for p in Path(CONFIG_DIR, "modality").glob("*.yaml"))
+
+
+def _unknown_modality(spec: str) -> str:
+    return (
+        f"unknown modality {spec!r}; choose one of {', '.join(_modality_names())} "
+        f"or combine {'/'.join(STREAM_ORDER)} with '+'"
+    )
+
+
+def modality_name(spec: str) -> str:
+    """The modality config a `--modality` value names: 'skeleton_4s' as it is, 'rgb+skeleton'
+    -> 'rgb_skeleton'; refuses a value without a config."""
+    spec = spec.strip()
+    if spec in _modality_names():
+        return spec
+    name = "_".join(modality_streams(spec))
+    if name not in _modality_names():
+        raise ValueError(_unknown_modality(spec))
+    return name
 
 
 def modality_override(spec: str) -> str:
     """'rgb+skeleton' -> 'modality=rgb_skeleton', the config the sugar stands for."""
-    return "modality=" + "_".join(modality_streams(spec))
+    return "modality=" + modality_name(spec)
+
+
+def modality_overrides(spec: str, given: list[str] = ()) -> list[str]:
+    """`--modality` as overrides: the modality config and the model config its YAML pairs with
+    it (its `model` key), unless `given` already chooses a model."""
+    name = modality_name(spec)
+    model = modality_config(name).get("model", "bilstm")
+    chosen = any(o.split("=", 1)[0].lstrip("+~") == "model" for o in given)
+    return [f"modality={name}"] + ([] if chosen else [f"model={model}"])
+
+
+def modality_config(spec: str) -> dict:
+    """The YAML of the modality config a `--modality` value names (name, streams, model)."""
+    path = Path(CONFIG_DIR, "modality", f"{modality_name(spec)}.yaml")
+    return yaml.safe_load(path.read_text())
+
+
+def compose_run(overrides: list[str]) -> tuple[DictConfig, Path]:
+    """`skelact train`'s config and run directory (hydra.run.dir, resolved as hydra's app
+    would), without hydra's app: nothing is created until training starts."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    run_dir = Path(cfg.hydra.run.dir)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, run_dir
 
 
 def config_with_overrides(base: dict, overrides: list[str]) -> DictConfig:
@@ -58,3 +108,19 @@ def config_with_overrides(base: dict, overrides: list[str]) -> DictConfig:
         key, value = o.split("=", 1)
         OmegaConf.update(cfg, key.lstrip("+"), yaml.safe_load(value), force_add=True)
     return cfg
+
+
+DATA_PATHS = ("ann_file", "rgb.root", "rgb.features", "depth.root", "depth.features")
+
+
+def absolute_data_paths(config: dict) -> dict:
+    """A plain (resolved) run config with its data files as absolute paths, so a checkpoint
+    names them wherever it is evaluated from; returns `config`, changed in place."""
+    for key in DATA_PATHS:
+        *parents, leaf = key.split(".")
+        node = config.get("data", {})
+        for part in parents:
+            node = node.get(part) or {}
+        if isinstance(node.get(leaf), str):
+            node[leaf] = str(Path(node[leaf]).absolute())
+    return config

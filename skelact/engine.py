@@ -6,6 +6,8 @@ import ctypes
 import functools
 import json
 import math
+import pickle
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,6 +192,19 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         # weights_only: tensors, numbers, strings and containers; never code from the file
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message suggests weights_only=False: the very thing that would run the code
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found:
+            raise RuntimeError(
+                f"checkpoint {path} names {found.group(1)}, not only tensors and plain data: "
+                "loading it could run code from the file, so skelact did not load it"
+            ) from err
+        detail = [x.strip() for x in str(err).splitlines() if x.startswith("Unsupported")]
+        raise RuntimeError(
+            f"checkpoint {path} could not be read: not a checkpoint of tensors and plain data"
+            + (f" ({detail[0]})" if detail else "")
+        ) from err
     except Exception as err:  # noqa: BLE001 - report which file is broken
         raise RuntimeError(f"checkpoint {path} could not be read: {err}") from err
 

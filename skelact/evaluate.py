@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from skelact.config import config_with_overrides
+from skelact.config import DATA_PATHS, config_with_overrides
 from skelact.data.run import Data, check_unique, split_names
 from skelact.engine import load_checkpoint, pick_device
 from skelact.models.recognizer import build_recognizer
@@ -59,6 +59,26 @@ def conform_config(cfg: DictConfig, ckpt: dict, overrides: list[str]) -> None:
         cfg.data.skeleton.num_bodies = bodies[0]
 
 
+def keep_data_paths(cfg: DictConfig, ckpt: dict, overrides: list[str]) -> None:
+    """Files the command line does not name come from the checkpoint: `data=ntu60_xview`
+    swaps the split names, not the annotation file (or feature caches) it was trained on.
+    Refuses an annotation file that does not exist, naming the override that fixes it."""
+    trained = OmegaConf.create(ckpt["config"]).data
+    given = {o.split("=", 1)[0].lstrip("+") for o in overrides}
+    for key in DATA_PATHS:
+        if f"data.{key}" in given or OmegaConf.select(trained, key) is None:
+            continue
+        if OmegaConf.select(cfg.data, key, default=None) is None:  # missing (???) or null
+            OmegaConf.update(cfg.data, key, OmegaConf.select(trained, key), force_add=True)
+    source = Path(str(cfg.data.ann_file))
+    if not source.exists():
+        whence = "given" if "data.ann_file" in given else "the checkpoint's"
+        raise FileNotFoundError(
+            f"annotation file {source} ({whence}) does not exist; name the file to evaluate "
+            "with data.ann_file=PATH"
+        )
+
+
 def check_layout(data: Data, ckpt: dict, source: str) -> None:
     """Refuse an evaluation file whose own layout differs from the checkpoint's."""
     own = data.store.layout
@@ -106,6 +126,7 @@ def evaluate_checkpoint(args: list[str]) -> dict:
     ckpt = load_checkpoint(ckpt_path)
     rest = [a for a in args if a.split("=", 1)[0] not in ("ckpt", "out_dir")]
     cfg = config_with_overrides(ckpt["config"], rest)
+    keep_data_paths(cfg, ckpt, rest)
     conform_config(cfg, ckpt, rest)
     set_threads(cfg.trainer, 1)
     data = Data(cfg)

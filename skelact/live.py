@@ -45,7 +45,11 @@ class Grabber(threading.Thread):
         src = int(source) if str(source).isdigit() and not self.is_file else str(source)
         self.cap = cv2.VideoCapture(src)
         if not self.cap.isOpened():
-            raise ValueError(f"live source {source}: OpenCV cannot open it")
+            self.cap.release()
+            text = str(source)
+            missing = not (text.isdigit() or "://" in text or Path(text).exists())
+            what = "no such file" if missing else "OpenCV cannot open it (not a video, no camera?)"
+            raise ValueError(f"live source {source}: {what}")
         fps = float(self.cap.get(cv2.CAP_PROP_FPS))
         self.fps = fps if np.isfinite(fps) and fps > 0 else 30.0
         self.cond = threading.Condition()
@@ -110,9 +114,14 @@ class LiveStream:
 
         self.model.warmup()
         m = self.model.contract.num_bodies
-        landmarker = Landmarker(ensure_pose_model(self.pose_model), m)
-        tracker, poses = Tracker(m), deque()  # (source time, (M, 33, 3) world)
+        # the source first: one that will not open fails before MediaPipe starts
         self.grabber = grab = Grabber(self.source)
+        try:
+            landmarker = Landmarker(ensure_pose_model(self.pose_model), m)
+        except BaseException:
+            grab.cap.release()  # the reader thread, which would release it, never started
+            raise
+        tracker, poses = Tracker(m), deque()  # (source time, (M, 33, 3) world)
         start, due = time.perf_counter(), self.window
         grab.start()
         try:
@@ -130,6 +139,9 @@ class LiveStream:
                     yield self._update(t, arrived, poses)
         finally:
             grab.stopped = True
+            # the reader releases the capture itself: wait for it, so that no native decoding
+            # is still running when the interpreter exits (after Ctrl-C that aborted the process)
+            grab.join(timeout=5)
             landmarker.close()
             self.wall = time.perf_counter() - start
 
@@ -182,6 +194,24 @@ class LiveStream:
 
     def timeline(self) -> list[dict]:
         return [{k: v for k, v in asdict(u).items() if k != "probs"} for u in self.updates]
+
+
+def timeline_path(ckpt: str | Path, source, when: float | None = None) -> Path:
+    """Where `predict --live` writes its timeline by default: beside the checkpoint's other
+    outputs, <run dir>/live/<source>_<time>.csv (the run dir is the folder above
+    checkpoints/, else the checkpoint's own folder); <source> is a video's stem, cameraN or
+    stream."""
+    ckpt = Path(ckpt)
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    text = str(source)
+    if text.isdigit() and not Path(text).is_file():
+        name = f"camera{text}"
+    elif "://" in text:
+        name = "stream"
+    else:
+        name = Path(text).stem
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(when))
+    return run_dir / "live" / f"{name}_{stamp}.csv"
 
 
 def stream(model, source, window=2.0, every=0.5, mirrored=False, pose_model=None) -> LiveStream:

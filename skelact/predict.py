@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from skelact.api import Model, Result, load
-from skelact.live import Update
+from skelact.live import Update, timeline_path
 
 log = logging.getLogger("skelact")
 
@@ -155,13 +155,14 @@ def predict_live(
     ckpt,
     window: float = 2.0,
     every: float = 0.5,
-    out: str | Path = "live_timeline.csv",
+    out: str | Path | None = None,
     mirrored: bool = False,
     pose_model=None,
     limit: float | None = None,
 ) -> dict:
     """Print an update every `every` s over the last `window` s of `source` until it ends,
-    `limit` seconds of source time pass, or Ctrl-C; write the timeline CSV and summary."""
+    `limit` seconds of source time pass, or Ctrl-C; write the timeline CSV and summary (`out`,
+    default `skelact.live.timeline_path`)."""
     model = load(ckpt, pose_model=pose_model, threads=1)  # MediaPipe has the other cores
     live = model.stream(source, window=window, every=every, mirrored=mirrored)
     print(f"live: {source}, window {window}s, update every {every}s (Ctrl-C ends)")
@@ -179,7 +180,7 @@ def predict_live(
     finally:
         live.close()
     summary = live.summary()
-    out = Path(out)
+    out = Path(out) if out else timeline_path(ckpt, source)
     out.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(live.timeline(), columns=list(Update.__dataclass_fields__)[:-1]).to_csv(
         out, index=False

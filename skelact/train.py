@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from skelact.config import CONFIG_DIR
+from skelact.config import CONFIG_DIR, absolute_data_paths
 from skelact.contract import check_specs
 from skelact.data.run import Data, make_loader, split_names
 from skelact.engine import (
@@ -216,7 +216,7 @@ def _check_finite(loss: float, epoch: int, optimizer) -> None:
 def run_info(cfg: DictConfig, data: Data, specs: dict) -> dict:
     """What a checkpoint needs besides weights to rebuild the model and read its outputs."""
     return {
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": absolute_data_paths(OmegaConf.to_container(cfg, resolve=True)),
         "classes": data.classes,
         "num_classes": data.num_classes,
         "layout": data.layout,

@@ -1,6 +1,7 @@
 """The command line: every command explains itself; --modality is sugar for modality=."""
 
 import argparse
+import os
 import subprocess
 import sys
 
@@ -62,8 +63,39 @@ def test_modality_sugar(spec, expected):
 
 
 def test_unknown_modality_is_a_clear_error():
-    with pytest.raises(SystemExit, match="unknown modality 'audio'"):
+    with pytest.raises(ValueError, match="unknown modality 'audio'"):
         modality_override("audio")
+    with pytest.raises(ValueError, match="unknown modality 'rgb\\+skeleton_4s'"):
+        modality_override("rgb+skeleton_4s")  # no such config: refused, not guessed
+
+
+@pytest.mark.parametrize(
+    "spec, modality, model, streams",
+    [
+        ("skeleton_4s", "skeleton_4s", "bilstm_4s", 4),  # the default's own name
+        ("skeleton_2s", "skeleton_2s", "bilstm_4s", 2),
+        ("skeleton", "skeleton", "bilstm", 1),  # the single-stream recipe, not bilstm_4s
+        ("rgb+skeleton", "rgb_skeleton", "bilstm", 2),
+    ],
+)
+def test_modality_chooses_inputs_and_their_model(spec, modality, model, streams):
+    from skelact.config import compose_run, modality_overrides
+
+    cfg, _ = compose_run(modality_overrides(spec))
+    assert (cfg.modality.name, cfg.model.name) == (modality, model)
+    assert len(cfg.modality.streams) == streams
+    # a model the user names wins over the pairing
+    given = ["model=stacked_bilstm"]
+    cfg, _ = compose_run([*modality_overrides(spec, given), *given])
+    assert (cfg.modality.name, cfg.model.name) == (modality, "stacked_bilstm")
+
+
+def test_default_recipe_is_what_modality_skeleton_4s_chooses():
+    from skelact.config import compose_run, modality_overrides
+
+    default, _ = compose_run([])
+    sugar, _ = compose_run(modality_overrides("skeleton_4s"))
+    assert default == sugar
 
 
 def test_train_help_lists_config_groups(capsys):
@@ -99,3 +131,51 @@ def test_predict_needs_a_video_or_live(ntu_ckpt):
 
     with pytest.raises(SystemExit, match="give a VIDEO, or --live SOURCE"):
         main(["predict", "--ckpt", str(ntu_ckpt)])
+
+
+def test_train_prints_plain_lines_and_eval_finds_its_data_from_anywhere(tmp_path):
+    """`skelact train`: skelact's lines only (no hydra timestamp, no matplotlib font cache
+    note, even with an empty cache), a train.log, the annotation file stored absolute; `skelact
+    eval` from another folder, with another data group, still finds it."""
+    from skelact.data.annotations import save_annotations
+    from skelact.engine import load_checkpoint
+    from tests.conftest import ROOT, toy_annotations
+
+    work, other = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), other.mkdir()
+    data = toy_annotations(num_classes=3, per_class=8, frames=20)
+    data["layout"] = "ntu25"
+    save_annotations(data, work / "toy.store")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLCONFIGDIR": str(tmp_path / "mpl")}
+
+    def skelact(*args, cwd):
+        cmd = [sys.executable, "-m", "skelact.cli", *args]
+        res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res.stderr.splitlines() + res.stdout.splitlines()
+
+    lines = skelact("train", "data=annotations", "data.ann_file=toy.store",
+                    "data.train_split=train", "data.test_split=test", "trainer.epochs=1",
+                    "trainer.progress=false", "trainer.num_workers=0", "data.skeleton.clip_len=8",
+                    "hydra.run.dir=run", cwd=work)  # fmt: skip
+    assert lines[0].startswith("training skeleton_joint+skeleton_bone+"), lines
+    assert lines[-1].startswith("test: top1 "), lines
+    assert not any("fontManager" in x or x.startswith("[20") for x in lines), lines
+    assert "epoch 1/1 loss" in (work / "run" / "train.log").read_text()
+    ckpt = work / "run" / "checkpoints" / "last.pt"
+    assert load_checkpoint(ckpt)["config"]["data"]["ann_file"] == str(work / "toy.store")
+    lines = skelact("eval", f"ckpt={ckpt}", "data=annotations", "data.test_split=train",
+                    f"out_dir={other / 'ev'}", "trainer.progress=false", cwd=other)  # fmt: skip
+    assert lines[-1].startswith("train: top1 ") and (other / "ev" / "metrics.json").is_file()
+
+
+def test_live_timeline_goes_beside_the_checkpoints_outputs(tmp_path):
+    from skelact.live import timeline_path
+
+    ckpt = tmp_path / "run" / "checkpoints" / "best.pt"
+    path = timeline_path(ckpt, "videos/walk.mp4", when=0)
+    assert path.parent == tmp_path / "run" / "live" and path.suffix == ".csv"
+    assert path.name.startswith("walk_") and len(path.stem) == len("walk_2026-12-04_06-20-26")
+    assert timeline_path(ckpt, "0").name.startswith("camera0_")
+    onnx = timeline_path(tmp_path / "model.onnx", "rtsp://host/cam")
+    assert onnx.parent == tmp_path / "live" and onnx.name.startswith("stream_")

@@ -125,6 +125,7 @@ def convert_videos(
     out.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     if not anns:
+        _print_failures(report)  # each reason on the terminal, not only in the report
         raise ConvertError(f"no video could be converted; reasons in {report_path}")
     data = _assemble(anns, layout, labels_from_folders, report)
     save_annotations(data, out)
@@ -145,9 +146,13 @@ def _print_summary(report: dict[str, Any], report_path: Path) -> None:
         f"person found in {report['person_frames']}/{report['frames']} frames "
         f"({100 * report['detection_rate']:.1f}%)"
     )
+    _print_failures(report)
+    print(f"report: {report_path}")
+
+
+def _print_failures(report: dict[str, Any]) -> None:
     for item in report["failed"]:
         print(f"  skipped {item['video']}: {item['reason']}")
-    print(f"report: {report_path}")
 
 
 def _load_existing(out: Path, layout: str) -> list[dict]:

@@ -1,0 +1,179 @@
+"""Every error skelact raises on purpose (missing file, unsafe file, bad config, contract
+mismatch) ends the command with exit code 1 and one line, no traceback, and leaves no run or
+evaluation folder behind; native libraries' warnings stay off the terminal."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from skelact.cli import main
+from skelact.data.annotations import save_annotations
+from tests.conftest import ROOT, toy_annotations
+
+
+class Evil:
+    """Unpickles by calling os.system: what a hostile file does."""
+
+    def __reduce__(self):
+        return os.system, ("echo PWNED",)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad")
+    (root / "evil.pkl").write_bytes(pickle.dumps({"annotations": [Evil()]}, protocol=2))
+    torch.save({"model": Evil()}, root / "evil.pt")
+    data = toy_annotations(num_classes=3, per_class=4, frames=20)
+    data["layout"] = "ntu25"
+    save_annotations(data, root / "toy.pkl")
+    return {"root": root, "evil.pkl": root / "evil.pkl", "evil.pt": root / "evil.pt"}
+
+
+def one_line_error(args: list[str], workdir: Path, monkeypatch) -> str:
+    """Run `skelact ARGS` in `workdir`; the message it exits with (asserted: exit code 1,
+    one line, no traceback, the command named)."""
+    monkeypatch.chdir(workdir)
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    message = exit_.value.code
+    assert isinstance(message, str), message  # a string exits with status 1
+    assert "\n" not in message and "Traceback" not in message, message
+    assert message.startswith(f"skelact {args[0]}"), message
+    return message
+
+
+def toy_split(files) -> list[str]:
+    return [f"data.ann_file={files['root'] / 'toy.pkl'}", "data=annotations"] + [
+        "data.train_split=train",
+        "data.test_split=test",
+    ]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["data=ntu60_xsub", "data.ann_file=nope.store"], "annotation file nope.store does not"),
+        (["data=ntu60_xsubb", "data.ann_file=x.store"], "Could not find 'data/ntu60_xsubb'"),
+        (["data=ntu60_xsub", "data.ann_file=x.store", "trainer.epoch=3"], "trainer.epoch"),
+        (["data=ntu60_xsub"], "set data.ann_file=..."),
+        (["--modality", "skeleton+audio", "data=ntu60_xsub"], "unknown modality"),
+    ],
+)
+def test_train_errors_are_one_line_and_leave_no_run_folder(args, words, tmp_path, monkeypatch):
+    message = one_line_error(["train", *args], tmp_path, monkeypatch)
+    assert words in message
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ([], "refused to load"),  # unsafe file: os.system (posix.system)
+        (["data.layout=kinect20"], "kinect20"),  # contract: the file's joints are NTU's
+        (["data.test_split=nope"], "nope"),  # a split the file does not have
+    ],
+)
+def test_train_input_errors(files, extra, words, tmp_path, monkeypatch):
+    args = toy_split(files) + extra
+    if not extra:
+        args[0] = f"data.ann_file={files['evil.pkl']}"
+    message = one_line_error(["train", *args, "hydra.run.dir=run"], tmp_path, monkeypatch)
+    assert words in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_unsafe_checkpoint_is_refused_in_skelacts_words(files, tmp_path, monkeypatch):
+    evil = str(files["evil.pt"])
+    for args in (["eval", f"ckpt={evil}"], ["predict", "x.mp4", "--ckpt", evil],
+                 ["export", evil, "--onnx", "m.onnx"]):  # fmt: skip
+        message = one_line_error(args, tmp_path, monkeypatch)
+        assert "could run code" in message and "did not load it" in message
+        assert "system" in message and "weights_only" not in message
+    assert not list(tmp_path.iterdir())
+
+
+def test_other_commands_errors_are_one_line(files, tmp_path, monkeypatch):
+    cases = [
+        (["repack", str(files["evil.pkl"]), "out.store"], "refused to load"),
+        (["prepare", "ntu", "--skeletons", "nowhere", "--out", "x.store"], "nowhere"),
+        (["demo", "--modality", "audio", "--out", "d"], "unknown modality 'audio'"),
+        (["eval", "ckpt=nope.pt"], "nope.pt does not exist"),
+    ]
+    for args, words in cases:
+        assert words in one_line_error(args, tmp_path, monkeypatch)
+    assert not list(tmp_path.iterdir())
+
+
+def test_eval_contract_mismatch_is_one_line_and_leaves_no_folder(ntu_ckpt, tmp_path, monkeypatch):
+    args = ["eval", f"ckpt={ntu_ckpt}", "data.skeleton.clip_len=8", f"out_dir={tmp_path / 'ev'}"]
+    assert "clip_len=16" in one_line_error(args, tmp_path, monkeypatch)
+    assert not (tmp_path / "ev").exists()
+
+
+def skelact(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLCONFIGDIR": str(cwd / "mpl")}
+    cmd = [sys.executable, "-m", "skelact.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_train_error_as_the_terminal_shows_it(tmp_path):
+    res = skelact(["train", "data=ntu60_xsub", "data.ann_file=nope.store"], tmp_path)
+    assert res.returncode == 1
+    assert res.stderr.splitlines() == [
+        "skelact train: error: annotation file nope.store does not exist"
+    ]
+    assert res.stdout == "" and not (tmp_path / "runs").exists()
+
+
+def test_live_source_that_will_not_open(ntu_ckpt, pose_model, tmp_path, monkeypatch):
+    """No OpenCV warnings, no PoseLandmarker.__del__ traceback at exit: the source is opened
+    before the landmarker, and what was opened is closed."""
+    (tmp_path / "notes.txt").write_text("not a video\n")
+    for source in ("notes.txt", "9"):  # a text file; a camera this machine does not have
+        res = skelact(["predict", "--live", source, "--ckpt", str(ntu_ckpt)], tmp_path)
+        assert res.returncode == 1
+        assert res.stderr.splitlines() == [
+            f"skelact predict: error: live source {source}: OpenCV cannot open it (not a "
+            "video, no camera?)"
+        ]
+    args = ["predict", "--live", "gone.mp4", "--ckpt", str(ntu_ckpt)]
+    message = one_line_error(args, tmp_path, monkeypatch)
+    assert message.endswith("live source gone.mp4: no such file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mpl", "notes.txt"]
+
+
+def test_ffmpeg_stays_quiet_before_a_clean_error(ntu_ckpt, pose_model, tmp_path):
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(
+        str(tmp_path / "ok.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30, (64, 48)
+    )
+    for i in range(20):
+        writer.write(np.full((48, 64, 3), 10 * i, np.uint8))
+    writer.release()
+    data = (tmp_path / "ok.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])  # no moov atom: unreadable
+    res = skelact(["predict", "cut.mp4", "--ckpt", str(ntu_ckpt)], tmp_path)
+    assert res.returncode == 1 and "moov" not in res.stderr
+    assert res.stderr.splitlines() == [
+        "skelact predict: error: video cut.mp4: OpenCV cannot open it (not a video or "
+        "unknown codec)"
+    ]
+    # convert names each failed video's reason on the terminal, not only in the report
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "cut.mp4").rename(tmp_path / "videos" / "cut.mp4")
+    (tmp_path / "videos" / "notes.avi").write_text("not a video\n")
+    res = skelact(["convert", "videos", "--out", "o.store", "--pose-model", str(pose_model)],
+                  tmp_path)  # fmt: skip
+    assert res.returncode == 1 and "moov" not in res.stderr and "Traceback" not in res.stderr
+    skipped = [x for x in res.stdout.splitlines() if x.startswith("  skipped ")]
+    assert len(skipped) == 2 and all("OpenCV cannot open it" in x for x in skipped), res.stdout
+    assert res.stderr.splitlines()[-1].startswith("skelact convert: error: no video could be")
