@@ -42,7 +42,7 @@ class StoreWriter:
         self.tmp = self.path.with_name(f".{self.path.name}.store-tmp{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
-        self._blob = open(self.tmp / "arrays.bin", "wb")
+        self._blob = open(self.tmp / "arrays.bin", "w+b")
         self._pos = 0
         self._fields: dict[str, dict[str, list]] = {}  # name -> offset/shape/crc lists
         self._cols: dict[str, list] = {}
@@ -65,6 +65,25 @@ class StoreWriter:
         self._blob.write(b"\0" * pad)
         self._pos += data.nbytes + pad
         return ref
+
+    def write_chunks(self, chunks) -> ArrayRef:
+        """Append bytes arriving in pieces (an iterable of bytes) as one uint8 array; memory
+        holds one piece at a time. Returns where it went."""
+        start, crc = self._pos, 0
+        for chunk in chunks:
+            crc = zlib.crc32(chunk, crc)
+            self._blob.write(chunk)
+            self._pos += len(chunk)
+        pad = -self._pos % ALIGN
+        self._blob.write(b"\0" * pad)
+        n, self._pos = self._pos - start, self._pos + pad
+        return ArrayRef(start, (n,), np.dtype(np.uint8), crc)
+
+    def read(self, ref: ArrayRef) -> bytes:
+        """The bytes of an array written already (flushes first)."""
+        self._blob.flush()
+        n = int(np.prod(ref.shape, dtype=object)) * ref.dtype.itemsize
+        return os.pread(self._blob.fileno(), n, ref.offset)
 
     def add(self, sample: dict[str, Any], refs: dict[str, ArrayRef] | None = None) -> int:
         """Validate and append one sample; returns its index. `refs`: arrays already written
