@@ -200,7 +200,7 @@ def _value(v: Any, writer: StoreWriter) -> Any:
 def pickle_to_store(pkl: str | os.PathLike, out: str | os.PathLike, source: dict | None = None):
     """Convert an annotation pickle into the store `out`, streaming its arrays to disk."""
     pkl = Path(pkl)
-    with StoreWriter(out) as writer, open(pkl, "rb") as f:
+    with StoreWriter(out, str(pkl)) as writer, open(pkl, "rb") as f:
         try:
             data = _StreamingUnpickler(f, str(pkl), writer).load()  # restricted
         except AnnotationError:

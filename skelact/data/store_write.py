@@ -13,6 +13,7 @@ import numpy as np
 
 from skelact.data.annotations import AnnotationError, validate_sample, validate_splits
 from skelact.data.store import ALIGN, FORMAT, VERSION, is_store
+from skelact.data.store_check import check_samples
 
 
 class ArrayRef:
@@ -34,8 +35,9 @@ class StoreWriter:
     a context manager to remove the temporary folder on error.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, source: str | None = None):
         self.path = Path(path)
+        self.source = source or str(self.path)  # what errors name: the file converted, if any
         # a .pkl path: the store is written under the temporary name, then exported as a pickle
         self.pickle = self.path.suffix in (".pkl", ".pickle")
         # not ".NAME.tmpPID": skelact.files.atomic_write uses that name for the exported pickle
@@ -57,7 +59,7 @@ class StoreWriter:
             shape, dtype = arr.shape, arr.dtype
             arr = np.ascontiguousarray(arr)
         if np.dtype(dtype).hasobject:
-            raise AnnotationError(f"{self.path}: arrays of Python objects cannot be stored")
+            raise AnnotationError(f"{self.source}: arrays of Python objects cannot be stored")
         data = memoryview(arr).cast("B")
         ref = ArrayRef(self._pos, shape, np.dtype(dtype), zlib.crc32(data))
         self._blob.write(data)
@@ -90,11 +92,12 @@ class StoreWriter:
         (with `write_array`) for some of its fields."""
         refs = dict(refs or {})
         i = len(self._names)
-        validate_sample(sample, i, None, str(self.path))
+        validate_sample(sample, i, None, self.source)
         name = sample["frame_dir"]
         if name in self._names:
             raise AnnotationError(
-                f"{self.path}: annotation {i} repeats the name {name!r} (frame_dir must be unique)"
+                f"{self.source}: annotation {i} repeats the name {name!r} "
+                "(frame_dir must be unique)"
             )
         self._names[name] = i
         for key, value in sample.items():
@@ -124,7 +127,7 @@ class StoreWriter:
             f["shape"] = [(0,) * f["ndim"]] * i
         if ref.dtype.str != f["dtype"] or len(ref.shape) != f["ndim"]:
             raise AnnotationError(
-                f"{self.path}: sample {i} field {key!r} is {ref.dtype.str} with {len(ref.shape)} "
+                f"{self.source}: sample {i} field {key!r} is {ref.dtype.str} with {len(ref.shape)} "
                 f"dims; earlier samples have {f['dtype']} with {f['ndim']}"
             )
         f["offset"].append(ref.offset)
@@ -139,7 +142,7 @@ class StoreWriter:
         and any other plain (JSON) top-level data; `source`: the file converted, if any.
         Returns the store's path."""
         if not self._names:
-            raise AnnotationError(f"{self.path}: no samples to write")
+            raise AnnotationError(f"{self.source}: no samples to write")
         n = len(self._names)
         self._blob.close()
         index = {}
@@ -156,23 +159,18 @@ class StoreWriter:
             kinds[key], index[f"col.{key}"], present = _column(col)
             if present is not None:
                 index[f"has.{key}"] = present
-        validate_splits(split, self._names, str(self.path))
+        validate_splits(split, self._names, self.source)
         for name, members in split.items():
             index[f"split.{name}"] = np.asarray([self._names[m] for m in members], np.int64)
-        classes = top.get("classes")
-        labels = index["col.label"]
-        if classes and labels.max() >= len(classes):
-            bad = int(np.argmax(labels >= len(classes)))
-            raise AnnotationError(
-                f"{self.path}: sample {_name_at(self._names, bad)!r}: label {labels[bad]} out "
-                f"of range (0..{len(classes) - 1})"
-            )
         meta = {
             "format": FORMAT, "version": VERSION, "num_samples": n, "arrays_bytes": self._pos,
             "fields": {k: {"dtype": f["dtype"], "ndim": f["ndim"]}
                        for k, f in self._fields.items()},
             "columns": kinds, "splits": list(split), "top": _plain(top), "source": source,
         }  # fmt: skip
+        check_samples(
+            index, meta, self.path, self.source
+        )  # what a reader would refuse is never written
         with open(self.tmp / "index.npz", "wb") as fh:
             np.savez(fh, **index)
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -204,10 +202,6 @@ class _Missing:
 
 
 _MISSING = _Missing()
-
-
-def _name_at(names: dict[str, int], i: int) -> str:
-    return next(k for k, v in names.items() if v == i)
 
 
 def _plain(value: Any) -> Any:
