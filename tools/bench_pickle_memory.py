@@ -1,7 +1,7 @@
 """Peak memory of converting a pyskl pickle into a store (`open_annotations` on a .pkl).
 
     python tools/bench_pickle_memory.py [--samples 56578] [--protocols 2 4] [--tmp /tmp/...]
-                                        [--baseline]
+                                        [--baseline] [--compare /path/to/other/checkout]
 
 Writes an NTU60-sized pickle in pyskl's layout ({"split", "annotations"}; per sample
 "frame_dir", "label", "img_shape", "original_shape", "total_frames" and "keypoint"
@@ -9,13 +9,15 @@ Writes an NTU60-sized pickle in pyskl's layout ({"split", "annotations"}; per sa
 protocol 2), then converts it in a fresh process while this one samples that process's RSS,
 PSS and Pss_Anon every 0.1 s; the peak RSS is the kernel's (VmHWM). `--baseline` also loads the
 same file with the in-memory restricted loader (`load_pickle`, C unpickler), which holds it
-whole. Files go to --tmp and are deleted afterwards.
+whole; `--compare DIR` also converts it with the skelact checkout in DIR (an older commit).
+Files go to --tmp and are deleted afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import shutil
 import subprocess
@@ -100,12 +102,12 @@ def smaps(pid: int) -> dict[str, int]:
     return {k: int(fields[k].split()[0]) for k in ("Rss", "Pss", "Pss_Anon")}
 
 
-def convert(pkl: Path, how: str, cache: Path) -> dict:
-    """Run the conversion (or the in-memory load) in a child; its peaks in MiB."""
-    env = {**__import__("os").environ, "SKELACT_CACHE": str(cache)}
-    env["PYTHONPATH"] = f"{ROOT}:{env.get('PYTHONPATH', '')}"
+def convert(pkl: Path, how: str, cache: Path, code: Path = ROOT) -> dict:
+    """Run the conversion (or the in-memory load) with skelact from `code` in a child; its
+    peaks in MiB."""
+    env = {**os.environ, "SKELACT_CACHE": str(cache), "PYTHONPATH": str(code)}
     proc = subprocess.Popen([sys.executable, "-c", CHILD, how, str(pkl)], env=env,
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+                            cwd=code, stdout=subprocess.PIPE, text=True)  # fmt: skip
     peak = {"Rss": 0, "Pss": 0, "Pss_Anon": 0}
 
     def sample():
@@ -132,11 +134,13 @@ def main() -> None:
     parser.add_argument("--protocols", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--tmp", default="/tmp/skelact_pickle_bench")
     parser.add_argument("--baseline", action="store_true", help="also the in-memory load")
+    parser.add_argument("--compare", help="also convert with the skelact checkout at this path")
     args = parser.parse_args()
     tmp = Path(args.tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    hows = ["store", "memory"] if args.baseline else ["store"]
+    hows = [("store", ROOT)] + [("memory", ROOT)] * args.baseline
+    hows += [("store", Path(args.compare))] * bool(args.compare)
     print(
         "samples  proto  file GB  write s | how                 s   peak RSS  "
         "(sampled RSS  PSS  Pss_Anon) MiB  peak/file"
@@ -147,11 +151,12 @@ def main() -> None:
                 pkl = tmp / f"ntu60_p{proto}_{n}.pkl"
                 wrote = write_pickle(pkl, n, proto)
                 size = pkl.stat().st_size
-                for how in hows:
-                    r = convert(pkl, how, tmp / "cache")
+                for how, code in hows:
+                    r = convert(pkl, how, tmp / "cache", code)
                     assert r["samples"] == n, r
                     name = "open_annotations" if how == "store" else "load_pickle (memory)"
-                    print(f"{n:7d}  {proto:5d}  {size / 1e9:7.2f}  {wrote:7.0f} | {name:20s}"
+                    name += "" if code == ROOT else f" ({code.name})"
+                    print(f"{n:7d}  {proto:5d}  {size / 1e9:7.2f}  {wrote:7.0f} | {name:28s}"
                           f"{r['seconds']:4.0f}  {r['hwm']:8.0f}  ({r['Rss']:6.0f} "
                           f"{r['Pss']:6.0f} {r['Pss_Anon']:6.0f})"
                           f"{r['hwm'] * 2**20 / size:12.2f}", flush=True)  # fmt: skip

@@ -12,6 +12,7 @@ metadata, never the arrays.
 from __future__ import annotations
 
 import codecs
+import math
 import os
 import pickle
 from pathlib import Path
@@ -51,7 +52,7 @@ class _Stub:
 
     def put(self, raw, dtype, shape, order: str, axis_order=None) -> None:
         dtype, shape = np.dtype(dtype), tuple(int(s) for s in shape)
-        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize  # Python ints: no wrap
+        nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no wrap-around
         if isinstance(raw, _Blob):
             if raw.text or raw.ref.shape[0] != nbytes:
                 raise AnnotationError(f"array of {shape} {dtype} with {raw.ref.shape[0]} bytes")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import zlib
@@ -84,7 +85,7 @@ class StoreWriter:
     def read(self, ref: ArrayRef) -> bytes:
         """The bytes of an array written already (flushes first)."""
         self._blob.flush()
-        n = int(np.prod(ref.shape, dtype=object)) * ref.dtype.itemsize
+        n = math.prod(ref.shape) * ref.dtype.itemsize
         return os.pread(self._blob.fileno(), n, ref.offset)
 
     def add(self, sample: dict[str, Any], refs: dict[str, ArrayRef] | None = None) -> int:
