@@ -140,7 +140,8 @@ def main() -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     hows = [("store", ROOT)] + [("memory", ROOT)] * args.baseline
-    hows += [("store", Path(args.compare))] * bool(args.compare)
+    if args.compare:
+        hows.append(("store", Path(args.compare)))
     print(
         "samples  proto  file GB  write s | how                 s   peak RSS  "
         "(sampled RSS  PSS  Pss_Anon) MiB  peak/file"
