@@ -143,8 +143,8 @@ def main() -> None:
     if args.compare:
         hows.append(("store", Path(args.compare)))
     print(
-        "samples  proto  file GB  write s | how                 s   peak RSS  "
-        "(sampled RSS  PSS  Pss_Anon) MiB  peak/file"
+        f"samples  proto  file GB  write s | {'how':28s}   s  peak RSS  (sampled  RSS     PSS "
+        "Pss_Anon) MiB  peak/file"
     )
     try:
         for n in args.samples:

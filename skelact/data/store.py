@@ -12,6 +12,9 @@ DataLoader workers and DDP ranks map arrays.bin read-only, so they all share the
 system's page cache instead of holding a copy each; the index is a few numpy arrays, which
 fork shares without copy-on-write. A sample's bytes are checked against its crc32 when read:
 a corrupt or truncated store raises StoreError naming the file, never returns wrong values.
+A store may come from a stranger: its meta, index and every sample's shapes, offsets and
+labels are checked when it is opened (`skelact.data.store_check`), its keypoints' values
+(finite) when they are read.
 `StoreWriter` writes one while streaming (memory bounded by the sample count, not the data).
 """
 
