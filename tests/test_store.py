@@ -227,3 +227,35 @@ def test_training_from_store_is_deterministic_and_matches_the_pickle(tmp_path):
         runs[name] = (log["loss"].tolist(), metrics["top1"], preds["prob"].tolist())
     assert runs["pkl"] == runs["store"]
     assert len(set(runs["pkl"][0])) == 3  # three distinct epoch losses were compared
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_pickle_conversion_memory_does_not_grow_with_the_arrays(tmp_path, protocol):
+    """24 MB of arrays: the conversion's Python allocations stay far below the file (the C
+    unpickler's memo kept every array's bytes, 1.2-1.8x the file)."""
+    import tracemalloc
+
+    data = toy_annotations(num_classes=2, per_class=200, frames=100, bodies=2)  # 400 x 60 KB
+    data["report"] = "é" * 300 + "\u20ac"  # long text that is not latin-1 bytes
+    data["dataset"] = "x" * 1000  # long latin-1 text that stays text
+    pkl = tmp_path / "big.pkl"
+    pkl.write_bytes(pickle.dumps(data, protocol=protocol))
+    assert pkl.stat().st_size > 24e6
+    tracemalloc.start()
+    try:
+        store = pickle_to_store(pkl, tmp_path / "big.store")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8e6, peak
+    assert_same(data, load_annotations(store))
+    assert load_annotations(store)["report"] == data["report"]
+
+
+def test_pickle_frame_larger_than_pickle_writes_is_refused(tmp_path):
+    import struct
+
+    pkl = tmp_path / "frame.pkl"
+    pkl.write_bytes(b"\x80\x04\x95" + struct.pack("<Q", 1 << 40) + b"}.")
+    with pytest.raises(AnnotationError, match=r"frame\.pkl: a pickle frame of 1099511627776"):
+        pickle_to_store(pkl, tmp_path / "s.store")

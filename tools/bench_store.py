@@ -1,7 +1,7 @@
 """Which container for the skeleton store: numpy memory maps (skelact's) vs HDF5 (h5py).
 
     pip install h5py   # for this comparison only; skelact does not use it
-    python tools/bench_store.py [--samples 10000] [--tmp /tmp/skelact_store_bench]
+    python tools/bench_store.py [--samples 10000] [--tmp /tmp/skelact_store_bench] [--store-only]
 
 Writes the same samples (real NTU bodies, (2, T, 25, 3) float32) to a skelact store and to one
 HDF5 file (one flat float32 dataset plus offsets and shapes: the usual way to hold ragged
@@ -130,12 +130,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--tmp", default="/tmp/skelact_store_bench")
+    parser.add_argument("--store-only", action="store_true", help="skip HDF5 (no h5py)")
     args = parser.parse_args()
     tmp = Path(args.tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         paths = {"numpy memmap store": tmp / "s.store", "HDF5 (h5py)": tmp / "s.h5"}
+        if args.store_only:
+            paths.pop("HDF5 (h5py)")
         writers = {"numpy memmap store": write_store, "HDF5 (h5py)": write_h5}
         readers = {"numpy memmap store": StoreReader, "HDF5 (h5py)": H5Reader}
         order = np.random.default_rng(1).permutation(args.samples)

@@ -3,12 +3,14 @@
 Unpickling can run any code a file names, so pickles go through `SafeUnpickler`, which admits
 numpy arrays, numpy scalars and dtypes, and builtin containers, and refuses anything else
 with an error naming the file and the refused global. Training reads a pickle through a store
-converted once and cached (`open_annotations`); the conversion streams: each array goes to the
-store's arrays.bin as it is unpickled, so memory holds the sample metadata, not the arrays.
+converted once and cached (`open_annotations`); the conversion (`skelact.data.pickle_stream`)
+streams: each array's bytes go to the store's arrays.bin as they are read from the file, so
+memory holds the samples' metadata, never the arrays.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
 import contextlib
 import hashlib
 import logging
@@ -20,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from skelact.data.annotations import AnnotationError
+
+# the conversion (bounded memory) lives in pickle_stream; imported here for callers
+from skelact.data.pickle_stream import pickle_to_store  # noqa: E402,F401
 from skelact.data.store import SkeletonStore, StoreError, is_store
-from skelact.data.store_write import ArrayRef, StoreWriter
 
 log = logging.getLogger("skelact")
 PICKLE_SUFFIXES = (".pkl", ".pickle")
@@ -53,14 +57,20 @@ class SafeUnpickler(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in SAFE_GLOBALS:
-            raise UnsafePickleError(
-                f"{self.source}: refused to load {module}.{name}: annotation pickles may hold "
-                "only numpy arrays, numbers, strings and containers (the file would run code)"
-            )
+        check_global(self.source, module, name)
         if name == "_reconstruct":
             return _reconstruct_ndarray
         return super().find_class(module, name)
+
+
+def check_global(source: str, module: str, name: str) -> None:
+    """Raise UnsafePickleError unless `module.name` is one of `SAFE_GLOBALS`."""
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)  # protocol 2's __builtin__
+    if (module, name) not in SAFE_GLOBALS:
+        raise UnsafePickleError(
+            f"{source}: refused to load {module}.{name}: annotation pickles may hold "
+            "only numpy arrays, numbers, strings and containers (the file would run code)"
+        )
 
 
 def _reconstruct_ndarray(subtype, shape, dtype):
@@ -79,95 +89,6 @@ def load_pickle(path: str | os.PathLike) -> Any:
             raise
         except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
             raise AnnotationError(f"{path}: not a readable pickle ({err})") from err
-
-
-class _Stub:
-    """Stands for an array while unpickling: its bytes go straight to the store's arrays.bin."""
-
-    __slots__ = ("writer", "ref", "value")
-
-    def __init__(self, writer: StoreWriter):
-        self.writer, self.ref, self.value = writer, None, None
-
-    def __setstate__(self, state: tuple) -> None:
-        shape, dtype, fortran, raw = state[-4:]  # (version,) shape, dtype, is_fortran, bytes
-        self.put(raw, dtype, shape, "F" if fortran else "C")
-
-    def put(self, raw, dtype, shape, order: str, axis_order=None) -> None:
-        if not isinstance(raw, (bytes, bytearray, memoryview, pickle.PickleBuffer)):
-            raise AnnotationError("arrays of Python objects cannot be converted")
-        shape = tuple(shape)
-        arr = np.frombuffer(raw, dtype)
-        if order == "K" and axis_order is not None:  # numpy 2 pickles a permuted view as is
-            arr = arr.reshape(shape, order="C").transpose(axis_order)
-        else:
-            arr = arr.reshape(shape, order=order)
-        if not shape:  # a 0-d array: a scalar, kept as a value
-            self.value = arr.copy()
-        else:
-            self.ref = self.writer.write_array(np.ascontiguousarray(arr))
-
-
-class _StreamingUnpickler(SafeUnpickler):
-    """SafeUnpickler whose arrays become `_Stub`s written to `writer`."""
-
-    def __init__(self, file, source: str, writer: StoreWriter):
-        super().__init__(file, source)
-        self.writer = writer
-
-    def find_class(self, module: str, name: str) -> Any:
-        found = super().find_class(module, name)  # raises for anything unsafe
-        if found is _reconstruct_ndarray:
-            return lambda subtype, shape, dtype: _Stub(self.writer)
-        if name == "_frombuffer":
-
-            def frombuffer(buf, dtype, shape, order, axis_order=None):
-                stub = _Stub(self.writer)
-                stub.put(buf, dtype, shape, order, axis_order)
-                return stub
-
-            return frombuffer
-        return found
-
-
-def pickle_to_store(pkl: str | os.PathLike, out: str | os.PathLike, source: dict | None = None):
-    """Convert an annotation pickle into the store `out`, streaming its arrays to disk."""
-    pkl = Path(pkl)
-    with StoreWriter(out) as writer, open(pkl, "rb") as f:
-        try:
-            data = _StreamingUnpickler(f, str(pkl), writer).load()  # restricted
-        except AnnotationError:
-            raise
-        except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise AnnotationError(f"{pkl}: not a readable pickle ({err})") from err
-        if not isinstance(data, dict) or "annotations" not in data or "split" not in data:
-            raise AnnotationError(f"{pkl}: expected a dict with keys 'split' and 'annotations'")
-        if not isinstance(data["annotations"], list) or not data["annotations"]:
-            raise AnnotationError(f"{pkl}: 'annotations' must be a non-empty list")
-        writer.flush()
-        fd = os.open(writer.tmp / "arrays.bin", os.O_RDONLY)
-        try:
-            for ann in data["annotations"]:
-                if not isinstance(ann, dict):
-                    writer.add(ann)  # raises, naming the sample
-                refs = {k: v.ref for k, v in ann.items() if isinstance(v, _Stub) and v.ref}
-                sample = {k: _value(v, fd) for k, v in ann.items()}
-                writer.add(sample, refs)
-            top = {k: _value(v, fd) for k, v in data.items() if k not in ("split", "annotations")}
-        finally:
-            os.close(fd)
-        return writer.close(data["split"], source=source, **top)
-
-
-def _value(v: Any, fd: int) -> Any:
-    """A stub's array read back (for validation and top-level data); other values as they are."""
-    if not isinstance(v, _Stub):
-        return v
-    if v.ref is None:
-        return v.value
-    r: ArrayRef = v.ref
-    n = int(np.prod(r.shape)) * r.dtype.itemsize
-    return np.frombuffer(os.pread(fd, n, r.offset), r.dtype).reshape(r.shape)
 
 
 def store_to_pickle(store: str | os.PathLike | SkeletonStore, out: str | os.PathLike) -> Path:

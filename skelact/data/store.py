@@ -12,6 +12,9 @@ DataLoader workers and DDP ranks map arrays.bin read-only, so they all share the
 system's page cache instead of holding a copy each; the index is a few numpy arrays, which
 fork shares without copy-on-write. A sample's bytes are checked against its crc32 when read:
 a corrupt or truncated store raises StoreError naming the file, never returns wrong values.
+A store may come from a stranger: its meta, index and every sample's shapes, offsets and
+labels are checked when it is opened (`skelact.data.store_check`), its keypoints' values
+(finite) when they are read.
 `StoreWriter` writes one while streaming (memory bounded by the sample count, not the data).
 """
 
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,15 +29,18 @@ from typing import Any
 
 import numpy as np
 
-from skelact.data.annotations import AnnotationError
+from skelact.data.annotations import check_finite, finite
+from skelact.data.store_check import (  # noqa: F401 - FORMAT, VERSION: public here too
+    ALIGN,
+    FORMAT,
+    VERSION,
+    StoreError,
+    check_samples,
+    read_index,
+    read_meta,
+)
 
-FORMAT, VERSION = "skelact-store", 1
-ALIGN = 64
 FILES = ("arrays.bin", "index.npz", "meta.json")
-
-
-class StoreError(AnnotationError):
-    """A missing, truncated or corrupt store; the message names the file."""
 
 
 def is_store(path: str | os.PathLike) -> bool:
@@ -53,10 +58,11 @@ class SkeletonStore:
     def __init__(self, path: str | os.PathLike, verify: bool = True):
         self.path = Path(path)
         self.verify = verify
-        self.meta = _read_meta(self.path)
-        self._index = _read_index(self.path / "index.npz", self.meta)
+        self.meta = read_meta(self.path)
+        self._check_size()
+        self._index = read_index(self.path / "index.npz", self.meta)
+        check_samples(self._index, self.meta, self.path)
         self._blob: np.ndarray | None = None
-        self._check_extent()
         top = self.meta["top"]
         self.classes: list[str] = list(top.get("classes") or [])
         self.layout: str | None = top.get("layout")
@@ -114,7 +120,10 @@ class SkeletonStore:
                 f"{self.path / 'arrays.bin'}: {field!r} of sample {i} ({self.names[i]}) fails "
                 "its checksum: the file is corrupt; prepare the store again"
             )
-        return raw.view(dtype).reshape(shape)
+        arr = raw.view(dtype).reshape(shape)
+        if field == "keypoint" and self.verify and not finite(arr):
+            check_finite(arr, f"{self.path / 'arrays.bin'}: sample {i} ({str(self.names[i])!r})")
+        return arr
 
     def __getitem__(self, i: int) -> LazySample:
         i = int(i)
@@ -155,66 +164,18 @@ class SkeletonStore:
                 self._blob = np.memmap(path, np.uint8, mode="r").view(np.ndarray)
         return self._blob
 
-    def _check_extent(self) -> None:
-        """Every indexed array must lie inside arrays.bin, whose size the meta records."""
-        path = self.path / "arrays.bin"
+    def _check_size(self) -> None:
+        """arrays.bin has the size the meta records, enough for the samples' keypoints."""
+        path, want = self.path / "arrays.bin", self.meta["arrays_bytes"]
         size = path.stat().st_size if path.is_file() else -1
-        want = self.meta["arrays_bytes"]
         if size != want:
             raise StoreError(
                 f"{path}: {size if size >= 0 else 'missing'} bytes, expected {want}: the store "
                 "is truncated or incomplete; prepare it again"
             )
-        for field, spec in self.meta["fields"].items():
-            shapes = self._index[f"field.{field}.shape"]
-            ends = (
-                self._index[f"field.{field}.offset"]
-                + shapes.prod(1) * np.dtype(spec["dtype"]).itemsize
-            )
-            if len(ends) and ends.max() > want:
-                raise StoreError(f"{self.path / 'index.npz'}: {field!r} points past arrays.bin")
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    meta_path = path / "meta.json"
-    if not path.exists():
-        raise FileNotFoundError(f"annotation file {path} does not exist")
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{path} is not a skelact annotation store: it has no meta.json")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise StoreError(f"{meta_path}: not valid JSON ({err}); the store is corrupt") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise StoreError(f"{meta_path}: not a skelact store (no format {FORMAT!r})")
-    if meta.get("version") != VERSION:
-        raise StoreError(
-            f"{meta_path}: store version {meta.get('version')}, this skelact reads {VERSION}"
-        )
-    return meta
-
-
-def _read_index(path: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            index = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise StoreError(f"{path}: missing; the store is incomplete") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise StoreError(f"{path}: unreadable ({err}); the store is corrupt") from err
-    n = meta["num_samples"]
-    want = ["col.frame_dir", "col.label"]
-    want += [f"field.{f}.{k}" for f in meta["fields"] for k in ("offset", "shape", "crc")]
-    want += [f"split.{s}" for s in meta["splits"]]
-    missing = [k for k in want if k not in index]
-    bad = [k for k, v in index.items() if not k.startswith("split.") and len(v) != n]
-    if missing or bad:
-        raise StoreError(f"{path}: missing {missing} or wrong length {bad}; the store is corrupt")
-    for s in meta["splits"]:
-        members = index[f"split.{s}"]
-        if len(members) and not (0 <= members.min() and members.max() < n):
-            raise StoreError(f"{path}: split {s!r} points past the {n} samples; corrupt store")
-    return index
+        n = self.meta["num_samples"]
+        if not 1 <= n <= want // ALIGN:  # each sample has keypoints, ALIGN-byte aligned
+            raise StoreError(f"{self.path / 'meta.json'}: {n} samples in {want} bytes; corrupt")
 
 
 class LazySample(Mapping):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import zlib
@@ -13,6 +14,7 @@ import numpy as np
 
 from skelact.data.annotations import AnnotationError, validate_sample, validate_splits
 from skelact.data.store import ALIGN, FORMAT, VERSION, is_store
+from skelact.data.store_check import check_samples
 
 
 class ArrayRef:
@@ -34,15 +36,16 @@ class StoreWriter:
     a context manager to remove the temporary folder on error.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, source: str | None = None):
         self.path = Path(path)
+        self.source = source or str(self.path)  # what errors name: the file converted, if any
         # a .pkl path: the store is written under the temporary name, then exported as a pickle
         self.pickle = self.path.suffix in (".pkl", ".pickle")
         # not ".NAME.tmpPID": skelact.files.atomic_write uses that name for the exported pickle
         self.tmp = self.path.with_name(f".{self.path.name}.store-tmp{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
-        self._blob = open(self.tmp / "arrays.bin", "wb")
+        self._blob = open(self.tmp / "arrays.bin", "w+b")
         self._pos = 0
         self._fields: dict[str, dict[str, list]] = {}  # name -> offset/shape/crc lists
         self._cols: dict[str, list] = {}
@@ -57,7 +60,7 @@ class StoreWriter:
             shape, dtype = arr.shape, arr.dtype
             arr = np.ascontiguousarray(arr)
         if np.dtype(dtype).hasobject:
-            raise AnnotationError(f"{self.path}: arrays of Python objects cannot be stored")
+            raise AnnotationError(f"{self.source}: arrays of Python objects cannot be stored")
         data = memoryview(arr).cast("B")
         ref = ArrayRef(self._pos, shape, np.dtype(dtype), zlib.crc32(data))
         self._blob.write(data)
@@ -66,16 +69,36 @@ class StoreWriter:
         self._pos += data.nbytes + pad
         return ref
 
+    def write_chunks(self, chunks) -> ArrayRef:
+        """Append bytes arriving in pieces (an iterable of bytes) as one uint8 array; memory
+        holds one piece at a time. Returns where it went."""
+        start, crc = self._pos, 0
+        for chunk in chunks:
+            crc = zlib.crc32(chunk, crc)
+            self._blob.write(chunk)
+            self._pos += len(chunk)
+        pad = -self._pos % ALIGN
+        self._blob.write(b"\0" * pad)
+        n, self._pos = self._pos - start, self._pos + pad
+        return ArrayRef(start, (n,), np.dtype(np.uint8), crc)
+
+    def read(self, ref: ArrayRef) -> bytes:
+        """The bytes of an array written already (flushes first)."""
+        self._blob.flush()
+        n = math.prod(ref.shape) * ref.dtype.itemsize
+        return os.pread(self._blob.fileno(), n, ref.offset)
+
     def add(self, sample: dict[str, Any], refs: dict[str, ArrayRef] | None = None) -> int:
         """Validate and append one sample; returns its index. `refs`: arrays already written
         (with `write_array`) for some of its fields."""
         refs = dict(refs or {})
         i = len(self._names)
-        validate_sample(sample, i, None, str(self.path))
+        validate_sample(sample, i, None, self.source)
         name = sample["frame_dir"]
         if name in self._names:
             raise AnnotationError(
-                f"{self.path}: annotation {i} repeats the name {name!r} (frame_dir must be unique)"
+                f"{self.source}: annotation {i} repeats the name {name!r} "
+                "(frame_dir must be unique)"
             )
         self._names[name] = i
         for key, value in sample.items():
@@ -105,7 +128,7 @@ class StoreWriter:
             f["shape"] = [(0,) * f["ndim"]] * i
         if ref.dtype.str != f["dtype"] or len(ref.shape) != f["ndim"]:
             raise AnnotationError(
-                f"{self.path}: sample {i} field {key!r} is {ref.dtype.str} with {len(ref.shape)} "
+                f"{self.source}: sample {i} field {key!r} is {ref.dtype.str} with {len(ref.shape)} "
                 f"dims; earlier samples have {f['dtype']} with {f['ndim']}"
             )
         f["offset"].append(ref.offset)
@@ -120,7 +143,7 @@ class StoreWriter:
         and any other plain (JSON) top-level data; `source`: the file converted, if any.
         Returns the store's path."""
         if not self._names:
-            raise AnnotationError(f"{self.path}: no samples to write")
+            raise AnnotationError(f"{self.source}: no samples to write")
         n = len(self._names)
         self._blob.close()
         index = {}
@@ -137,23 +160,18 @@ class StoreWriter:
             kinds[key], index[f"col.{key}"], present = _column(col)
             if present is not None:
                 index[f"has.{key}"] = present
-        validate_splits(split, self._names, str(self.path))
+        validate_splits(split, self._names, self.source)
         for name, members in split.items():
             index[f"split.{name}"] = np.asarray([self._names[m] for m in members], np.int64)
-        classes = top.get("classes")
-        labels = index["col.label"]
-        if classes and labels.max() >= len(classes):
-            bad = int(np.argmax(labels >= len(classes)))
-            raise AnnotationError(
-                f"{self.path}: sample {_name_at(self._names, bad)!r}: label {labels[bad]} out "
-                f"of range (0..{len(classes) - 1})"
-            )
         meta = {
             "format": FORMAT, "version": VERSION, "num_samples": n, "arrays_bytes": self._pos,
             "fields": {k: {"dtype": f["dtype"], "ndim": f["ndim"]}
                        for k, f in self._fields.items()},
             "columns": kinds, "splits": list(split), "top": _plain(top), "source": source,
         }  # fmt: skip
+        check_samples(
+            index, meta, self.path, self.source
+        )  # what a reader would refuse is never written
         with open(self.tmp / "index.npz", "wb") as fh:
             np.savez(fh, **index)
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -185,10 +203,6 @@ class _Missing:
 
 
 _MISSING = _Missing()
-
-
-def _name_at(names: dict[str, int], i: int) -> str:
-    return next(k for k, v in names.items() if v == i)
 
 
 def _plain(value: Any) -> Any:
