@@ -89,7 +89,7 @@ def add_verbose(p: argparse.ArgumentParser) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     if args.source == "ntu":
-        from skelact.data.ntu_prepare import prepare_ntu
+        from skelact.data.sources.ntu_prepare import prepare_ntu
 
         prepare_ntu(
             args.skeletons,
@@ -101,19 +101,19 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             depth=args.depth,
         )
     elif args.source == "nucla":
-        from skelact.data.importers import prepare_nucla
+        from skelact.data.sources.importers import prepare_nucla
 
         prepare_nucla(args.root, args.out)
     elif args.source == "utd-mhad":
-        from skelact.data.importers import prepare_utd_mhad
+        from skelact.data.sources.importers import prepare_utd_mhad
 
         prepare_utd_mhad(args.root, args.out)
     elif args.source in _TEXT_IMPORTERS:
-        from skelact.data import text_importers
+        from skelact.data.sources import text_importers
 
         getattr(text_importers, _TEXT_IMPORTERS[args.source])(args.root, args.out)
     elif args.source == "features":
-        from skelact.data.features import extract_features
+        from skelact.data.media.features import extract_features
 
         report = extract_features(
             args.ann,
@@ -148,8 +148,9 @@ _TEXT_IMPORTERS = {"sbu": "prepare_sbu", "kard": "prepare_kard", "msr-daily": "p
 
 
 def cmd_repack(args: argparse.Namespace) -> None:
-    from skelact.data.pickles import PICKLE_SUFFIXES, pickle_to_store, store_to_pickle
-    from skelact.data.store_write import disk_size
+    from skelact.data.formats.pickle_stream import pickle_to_store
+    from skelact.data.formats.pickles import PICKLE_SUFFIXES, store_to_pickle
+    from skelact.data.formats.store_write import disk_size
 
     src, dst = Path(args.src), Path(args.dst)
     if dst.suffix in PICKLE_SUFFIXES:

@@ -149,7 +149,7 @@ def order_by_activity(keypoint: np.ndarray, mask: np.ndarray | None = None) -> n
     """
     if mask is None:
         mask = np.abs(keypoint).sum((-1, -2)) > 0
-    from skelact.data.ntu_bodies import activity
+    from skelact.data.sources.ntu_bodies import activity
 
     scores = [activity(keypoint[m, mask[m]]) if mask[m].any() else -1 for m in range(len(keypoint))]
     return np.argsort(-np.asarray(scores), kind="stable")

@@ -39,7 +39,7 @@ def run_demo(
     {"skeleton": metrics, "rgb": metrics, ..., "rgb+skeleton": metrics}.
     """
     from skelact.config import compose_config, modality_config, modality_overrides
-    from skelact.data.ntu_prepare import prepare_ntu
+    from skelact.data.sources.ntu_prepare import prepare_ntu
     from skelact.data.synthetic import write_synthetic_ntu
     from skelact.train import train
 
@@ -129,8 +129,8 @@ def prepare_fusion_data(
 
     set_kwargs go to write_fusion_set (subjects, cameras, replications, size ...).
     """
-    from skelact.data.annotations import load_annotations, save_annotations
-    from skelact.data.ntu_prepare import prepare_ntu
+    from skelact.data.formats.annotations import load_annotations, save_annotations
+    from skelact.data.sources.ntu_prepare import prepare_ntu
     from skelact.data.synthetic import FUSION_CLASSES, write_fusion_set
 
     out = Path(out)
@@ -153,7 +153,7 @@ def _cache_features(data, kind, src, out_dir, seed, num_frames, size) -> list[st
     """Features of a random frozen ResNet-18 for one stream; the overrides that use them."""
     import torch
 
-    from skelact.data.features import extract_features
+    from skelact.data.media.features import extract_features
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one decoding worker + one encoding thread fill 2 cores

@@ -5,13 +5,8 @@ import pickle
 import numpy as np
 import pytest
 
-from skelact.data.annotations import (
-    AnnotationError,
-    load_annotations,
-    num_classes,
-    save_annotations,
-    validate,
-)
+from skelact.data.formats.annotations import load_annotations, save_annotations
+from skelact.data.formats.schema import AnnotationError, num_classes, validate
 
 
 def pyskl_like(n: int = 4) -> dict:

@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 
 import skelact
 from skelact.contract import Contract, ContractError, conform, order_by_activity
-from skelact.data.ntu_skeleton import load_skeleton
-from skelact.data.transforms import build_skeleton_pipeline
+from skelact.data.prep.transforms import build_skeleton_pipeline
+from skelact.data.sources.ntu_skeleton import load_skeleton
 from skelact.engine import load_checkpoint
 from skelact.layouts import get_layout
 from skelact.models.recognizer import build_recognizer

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from skelact.config import CONFIG_DIR, compose_config
-from skelact.data.annotations import save_annotations
+from skelact.data.formats.annotations import save_annotations
 from skelact.data.run import Data, make_loader
 from skelact.engine import split_batch, stream_loss
 from skelact.models.recognizer import build_recognizer

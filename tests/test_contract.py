@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from skelact.config import compose_config
-from skelact.data.annotations import AnnotationError, save_annotations, validate
+from skelact.data.formats.annotations import save_annotations
+from skelact.data.formats.schema import AnnotationError, validate
 from skelact.engine import save_checkpoint, write_eval_outputs
 from skelact.evaluate import evaluate_checkpoint
 from skelact.metrics import summarize

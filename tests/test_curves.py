@@ -8,7 +8,7 @@ import pytest
 
 from skelact import train as train_mod
 from skelact.config import compose_config
-from skelact.data.annotations import save_annotations
+from skelact.data.formats.annotations import save_annotations
 from tests.conftest import toy_annotations
 
 

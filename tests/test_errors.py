@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from skelact.cli import main
-from skelact.data.annotations import save_annotations
+from skelact.data.formats.annotations import save_annotations
 from tests.conftest import ROOT, toy_annotations
 
 

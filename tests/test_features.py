@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from skelact.data.annotations import save_annotations
 from skelact.data.datasets import feature_dim
-from skelact.data.depth import load_depth_clip
-from skelact.data.features import extract_features, load_features
-from skelact.data.video import load_rgb_clip
+from skelact.data.formats.annotations import save_annotations
+from skelact.data.media.depth import load_depth_clip
+from skelact.data.media.features import extract_features, load_features
+from skelact.data.media.video import load_rgb_clip
 from skelact.models.encoders import FrameResNet
 from tests.conftest import shared_data
 from tests.test_video_depth import person_xy, write_depth_fixture
@@ -43,7 +43,7 @@ def test_depth_conv1_folds_the_imagenet_normalisation(clip):
     """Depth in [0, 1] through the folded conv1 equals the RGB network on the depth replicated
     to RGB and ImageNet-normalised, borders included; its features then have the scale of a
     real RGB frame's, where summing conv1 over RGB (the old stem) gave about 4x less."""
-    from skelact.data.video import IMAGENET_MEAN, IMAGENET_STD
+    from skelact.data.media.video import IMAGENET_MEAN, IMAGENET_STD
 
     torch.manual_seed(0)
     rgb = FrameResNet("resnet18", in_channels=3).eval()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skelact.data.depth import list_depth_frames, read_depth
-from skelact.data.ntu_skeleton import load_skeleton_full
+from skelact.data.media.depth import list_depth_frames, read_depth
+from skelact.data.media.video import count_frames, read_frames
+from skelact.data.sources.ntu_skeleton import load_skeleton_full
 from skelact.data.synthetic import write_fusion_set
-from skelact.data.video import count_frames, read_frames
 from skelact.demo import fusion_streams, per_class_top1, prepare_fusion_data, train_each_and_fused
 
 NAME = "S001C001P003R001A00{}"

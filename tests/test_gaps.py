@@ -8,8 +8,8 @@ import json
 import numpy as np
 import torch
 
-from skelact.data.channels import MotionFeatures, velocity
-from skelact.data.transforms import AlignView, Center, FillUntracked
+from skelact.data.prep.channels import MotionFeatures, velocity
+from skelact.data.prep.transforms import AlignView, Center, FillUntracked
 from skelact.layouts import KINECT20, NTU25
 from skelact.models.temporal import TemporalAttention
 from tests.conftest import shared_data

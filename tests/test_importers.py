@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import scipy.io
 
-from skelact.data.annotations import load_annotations
-from skelact.data.importers import (
+from skelact.data.formats.annotations import load_annotations
+from skelact.data.sources.importers import (
     NUCLA_CLASSES,
     UTD_MHAD_CLASSES,
     prepare_nucla,
     prepare_utd_mhad,
     read_utd_mhad_mat,
 )
-from skelact.data.importing import SkeletonFileError
+from skelact.data.sources.importing import SkeletonFileError
 from skelact.layouts import KINECT20
 from tests.conftest import SHARED_DATA, shared_data
 

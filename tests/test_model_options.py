@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from skelact.config import compose_config
-from skelact.data.annotations import save_annotations
-from skelact.data.channels import MotionFeatures
 from skelact.data.datasets import build_loaders
+from skelact.data.formats.annotations import save_annotations
+from skelact.data.prep.channels import MotionFeatures
 from skelact.data.run import Data, make_loader
 from skelact.engine import split_batch, stream_loss
 from skelact.layouts import KINECT20, OPENNI15, get_layout

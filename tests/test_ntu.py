@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skelact.data.annotations import load_annotations
-from skelact.data.ntu import (
+from skelact.data.formats.annotations import load_annotations
+from skelact.data.sources.ntu import (
     NTU60_XSUB_TRAIN_SUBJECTS,
     NTU120_XSUB_TRAIN_SUBJECTS,
     NTUName,
@@ -22,8 +22,8 @@ from skelact.data.ntu import (
     parse_name,
     split_of,
 )
-from skelact.data.ntu_prepare import prepare_ntu
-from skelact.data.ntu_skeleton import SkeletonFormatError, load_skeleton, load_skeleton_full
+from skelact.data.sources.ntu_prepare import prepare_ntu
+from skelact.data.sources.ntu_skeleton import SkeletonFormatError, load_skeleton, load_skeleton_full
 from skelact.data.synthetic import write_synthetic_ntu
 from tests.conftest import SHARED_DATA, shared_data
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skelact.data.ntu_skeleton import load_skeleton_full
+from skelact.data.sources.ntu_skeleton import load_skeleton_full
 from tests.conftest import shared_data
 
 ACTOR = "S001C001P001R001A001"  # 103 frames, one body

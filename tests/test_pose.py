@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from skelact.data.annotations import load_annotations, num_classes
+from skelact.data.formats.annotations import load_annotations
+from skelact.data.formats.schema import num_classes
 from skelact.pose import (
     collect_videos,
     convert_layout,
@@ -169,7 +170,7 @@ def test_mirrored_ntu_clip_has_the_left_shoulder_where_ntu_skeletons_have_it(cli
     """NTU's own skeletons: the left shoulder has the smaller Kinect x AND the smaller colorX
     (the RGB videos are mirrored). `mirrored=True` must give both signs; the plain
     conversion agrees in camera space but puts "left" on the image's other side."""
-    from skelact.data.ntu_skeleton import load_skeleton_full
+    from skelact.data.sources.ntu_skeleton import load_skeleton_full
     from skelact.pose.extract import unmirror
 
     for f in sorted(shared_data("ntu", "skeletons").glob("*.skeleton")):

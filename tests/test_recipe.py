@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from skelact.config import compose_config
-from skelact.data.augment import RandomAugment
-from skelact.data.transforms import build_skeleton_pipeline
+from skelact.data.prep.augment import RandomAugment
+from skelact.data.prep.transforms import build_skeleton_pipeline
 from skelact.layouts import KINECT20
 
 

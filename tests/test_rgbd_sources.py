@@ -13,11 +13,11 @@ import pytest
 import scipy.io
 import torch
 
-from skelact.data.annotations import save_annotations
-from skelact.data.depth import list_depth_frames, load_depth_clip, open_depth, read_depth_mat
-from skelact.data.features import clip_features, crop_points, extract_features, frame_encoder
-from skelact.data.sources import source_path
-from skelact.data.video import crop_box, load_rgb_clip
+from skelact.data.formats.annotations import save_annotations
+from skelact.data.media.depth import list_depth_frames, load_depth_clip, open_depth, read_depth_mat
+from skelact.data.media.features import clip_features, crop_points, extract_features, frame_encoder
+from skelact.data.media.paths import source_path
+from skelact.data.media.video import crop_box, load_rgb_clip
 from tests.conftest import shared_data
 
 UTD = ("a1_s1_t1", "a1_s2_t1", "a1_s3_t1", "a2_s1_t1", "a2_s2_t1", "a2_s3_t1")

@@ -10,10 +10,10 @@ import logging
 import pytest
 
 from skelact.config import compose_config
-from skelact.data.annotations import save_annotations
+from skelact.data.formats.annotations import save_annotations
+from skelact.data.formats.store import SkeletonStore
 from skelact.data.run import Data
-from skelact.data.store import SkeletonStore
-from skelact.data.text_importers import prepare_sbu
+from skelact.data.sources.text_importers import prepare_sbu
 from skelact.evaluate import evaluate_checkpoint
 from skelact.train import train
 from tests.conftest import SHARED_DATA, shared_data, toy_annotations

@@ -9,16 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from skelact.data.annotations import AnnotationError, load_annotations, save_annotations
-from skelact.data.pickles import (
-    UnsafePickleError,
-    load_pickle,
-    open_annotations,
-    pickle_to_store,
-    store_to_pickle,
-)
-from skelact.data.store import SkeletonStore, StoreError
-from skelact.data.store_write import StoreWriter
+from skelact.data.formats.annotations import load_annotations, open_annotations, save_annotations
+from skelact.data.formats.pickle_stream import pickle_to_store
+from skelact.data.formats.pickles import UnsafePickleError, load_pickle, store_to_pickle
+from skelact.data.formats.schema import AnnotationError
+from skelact.data.formats.store import SkeletonStore, StoreError
+from skelact.data.formats.store_write import StoreWriter
 from skelact.engine import load_checkpoint, save_checkpoint
 from tests.conftest import shared_data, toy_annotations
 
@@ -191,7 +187,7 @@ def test_malicious_checkpoint_is_refused_without_running(tmp_path):
 
 
 def test_prepare_ntu_store_equals_its_pickle(tmp_path):
-    from skelact.data.ntu_prepare import prepare_ntu
+    from skelact.data.sources.ntu_prepare import prepare_ntu
 
     skeletons = shared_data("ntu", "skeletons")
     prepare_ntu(skeletons, tmp_path / "ntu.store", "ntu120")

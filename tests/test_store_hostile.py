@@ -10,9 +10,9 @@ import zlib
 import numpy as np
 import pytest
 
-from skelact.data.annotations import AnnotationError, load_annotations, save_annotations
-from skelact.data.pickles import open_annotations
-from skelact.data.store import SkeletonStore, StoreError
+from skelact.data.formats.annotations import load_annotations, open_annotations, save_annotations
+from skelact.data.formats.schema import AnnotationError
+from skelact.data.formats.store import SkeletonStore, StoreError
 from tests.conftest import toy_annotations
 
 

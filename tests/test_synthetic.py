@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skelact.data.ntu import parse_name, split_of
-from skelact.data.ntu_skeleton import load_skeleton, load_skeleton_full
+from skelact.data.sources.ntu import parse_name, split_of
+from skelact.data.sources.ntu_skeleton import load_skeleton, load_skeleton_full
 from skelact.data.synthetic import write_synthetic_ntu
 
 

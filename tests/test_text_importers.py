@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from skelact.cli import build_parser
-from skelact.data.annotations import load_annotations
-from skelact.data.ntu_bodies import activity
-from skelact.data.text_importers import (
+from skelact.data.formats.annotations import load_annotations
+from skelact.data.prep.transforms import PadBodies
+from skelact.data.sources.ntu_bodies import activity
+from skelact.data.sources.text_importers import (
     KARD_CLASSES,
     MSR_DAILY_CLASSES,
     SBU_CLASSES,
@@ -17,7 +18,6 @@ from skelact.data.text_importers import (
     prepare_msr_daily,
     prepare_sbu,
 )
-from skelact.data.transforms import PadBodies
 from skelact.layouts import KINECT20, OPENNI15, get_layout
 from tests.conftest import SHARED_DATA, shared_data
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from skelact.config import compose_config
-from skelact.data.annotations import save_annotations
+from skelact.data.formats.annotations import save_annotations
 from skelact.data.run import Data
 from skelact.evaluate import evaluate_checkpoint
 from skelact.train import train

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from skelact.data.channels import MotionFeatures
-from skelact.data.transforms import (
+from skelact.data.prep.channels import MotionFeatures
+from skelact.data.prep.transforms import (
     AlignView,
     Center,
     PadBodies,
@@ -157,7 +157,7 @@ def test_align_view_on_hips_and_on_mediapipe33():
 
 def test_skeleton_and_frame_streams_sample_the_same_frames():
     """One rule for every stream: fused streams look at the same moments (test mode)."""
-    from skelact.data.sampling import sample_indices
+    from skelact.data.prep.sampling import sample_indices
 
     for total in range(1, 300):
         for length in (8, 16, 32):

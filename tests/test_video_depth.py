@@ -8,10 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from skelact.data import video
-from skelact.data.depth import list_depth_frames, load_depth_clip, normalise_depth
-from skelact.data.sampling import sample_indices
-from skelact.data.video import (
+from skelact.data.media import video
+from skelact.data.media.depth import list_depth_frames, load_depth_clip, normalise_depth
+from skelact.data.media.video import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     VideoError,
@@ -23,6 +22,7 @@ from skelact.data.video import (
     read_frames,
     video_info,
 )
+from skelact.data.prep.sampling import sample_indices
 from tests.conftest import shared_data
 
 

@@ -18,8 +18,8 @@ import torch
 
 import skelact
 from skelact.contract import ContractError
-from skelact.data.annotations import load_annotations
-from skelact.data.features import clip_features, crop_points, frame_encoder
+from skelact.data.formats.annotations import load_annotations
+from skelact.data.media.features import clip_features, crop_points, frame_encoder
 from tests.conftest import ROOT
 
 FRAMES, SIZE = 8, 112  # feature cache: frames per clip, crop size (small: CPU test)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from skelact.data.video import load_rgb_clip, video_info
+from skelact.data.media.video import load_rgb_clip, video_info
 from skelact.models.encoders import FrameResNet
 
 NTU60_SAMPLES = 56_880

@@ -32,7 +32,7 @@ SKELETONS = ROOT.parent / "shared" / "data" / "ntu" / "skeletons"
 def make_checkpoint(work: Path, bodies: int = 2, epochs: int = 1) -> Path:
     """prepare ntu on the real files, then `epochs` epochs of the default recipe."""
     from skelact.config import compose_config
-    from skelact.data.ntu_prepare import prepare_ntu
+    from skelact.data.sources.ntu_prepare import prepare_ntu
     from skelact.train import train
 
     ann = work / "ntu60.pkl"
@@ -65,7 +65,7 @@ def main() -> None:
     import torch
 
     import skelact
-    from skelact.data.ntu_skeleton import load_skeleton
+    from skelact.data.sources.ntu_skeleton import load_skeleton
     from skelact.export import export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -41,7 +41,7 @@ SIZES = {"ntu60": 56_578, "ntu120": 113_945}
 
 def random_names(n: int, dataset: str, rng: np.random.Generator) -> list[str]:
     """n distinct valid NTU names of `dataset`; xsub membership as in the real protocol."""
-    from skelact.data.ntu import NTU60_XSUB_TRAIN_SUBJECTS, NTU120_XSUB_TRAIN_SUBJECTS
+    from skelact.data.sources.ntu import NTU60_XSUB_TRAIN_SUBJECTS, NTU120_XSUB_TRAIN_SUBJECTS
 
     setups, actions, subjects = (17, 60, 40) if dataset == "ntu60" else (32, 120, 106)
     train = sorted(NTU60_XSUB_TRAIN_SUBJECTS if dataset == "ntu60" else NTU120_XSUB_TRAIN_SUBJECTS)
@@ -58,7 +58,7 @@ def random_names(n: int, dataset: str, rng: np.random.Generator) -> list[str]:
 
 def real_bodies() -> list[np.ndarray]:
     """(2, T, 25, 3) float32 per real file: its main body, and another file's as the second."""
-    from skelact.data.ntu_skeleton import load_skeleton
+    from skelact.data.sources.ntu_skeleton import load_skeleton
 
     files = sorted(REAL.glob("*.skeleton"))
     if not files:
@@ -75,8 +75,8 @@ def real_bodies() -> list[np.ndarray]:
 
 def build_store(out: Path, dataset: str, n: int, pickle_out: bool) -> dict:
     """Write the benchmark store (or pickle) while streaming; returns its size and splits."""
-    from skelact.data.ntu import ntu_classes, split_of
-    from skelact.data.store_write import StoreWriter, disk_size
+    from skelact.data.formats.store_write import StoreWriter, disk_size
+    from skelact.data.sources.ntu import ntu_classes, split_of
 
     rng = np.random.default_rng(0)
     bodies = real_bodies()
@@ -245,7 +245,7 @@ def train_case(args) -> None:
     if args.baseline:
         pkl = tmp / "baseline.pkl"
         if store.is_dir():
-            from skelact.data.pickles import store_to_pickle
+            from skelact.data.formats.pickles import store_to_pickle
 
             store_to_pickle(store, pkl)
         else:
@@ -284,7 +284,7 @@ def measure_run(overrides, args, run_dir: Path, code: Path, rate_model, rate_dat
 
 def prepare_case(args) -> None:
     """`skelact prepare ntu` on symlinked real files under random NTU120 names."""
-    from skelact.data.ntu import missing_samples
+    from skelact.data.sources.ntu import missing_samples
 
     tmp = Path(args.tmp)
     files = sorted(REAL.glob("*.skeleton"))

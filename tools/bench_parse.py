@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skelact.data.ntu_skeleton import load_skeleton
+from skelact.data.sources.ntu_skeleton import load_skeleton
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ntu" / "skeletons"

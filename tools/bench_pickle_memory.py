@@ -78,12 +78,12 @@ import json, sys, time
 from pathlib import Path
 start = time.perf_counter()
 if sys.argv[1] == "store":
-    from skelact.data.pickles import open_annotations
+    from skelact.data.formats.annotations import open_annotations
     store = open_annotations(sys.argv[2])
     count = len(store)
     kp = store[count - 1]["keypoint"].shape
 else:
-    from skelact.data.pickles import load_pickle
+    from skelact.data.formats.pickles import load_pickle
     data = load_pickle(sys.argv[2])
     count = len(data["annotations"])
     kp = data["annotations"][-1]["keypoint"].shape

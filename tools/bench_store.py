@@ -39,7 +39,7 @@ def samples(n: int):
 
 
 def write_store(path: Path, n: int) -> None:
-    from skelact.data.store_write import StoreWriter
+    from skelact.data.formats.store_write import StoreWriter
 
     with StoreWriter(path) as w:
         for name, kp in samples(n):
@@ -81,7 +81,7 @@ class H5Reader:
 
 class StoreReader:
     def __init__(self, path: Path):
-        from skelact.data.store import SkeletonStore
+        from skelact.data.formats.store import SkeletonStore
 
         self.store = SkeletonStore(path)
 

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from skelact.config import compose_config
-from skelact.data.channels import MotionFeatures
 from skelact.data.datasets import skeleton_streams
+from skelact.data.prep.channels import MotionFeatures
 from skelact.engine import stream_loss
 from skelact.models.recognizer import build_recognizer
 

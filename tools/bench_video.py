@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 
-from skelact.data.video import load_rgb_clip, video_info
+from skelact.data.media.video import load_rgb_clip, video_info
 
 CLIP = Path(__file__).resolve().parents[1].parent / "shared/data/ntu/videos/ntu_sample.avi"
 

@@ -183,7 +183,7 @@ def skeleton_channels(
 ) -> tuple[list[str], dict[str, list[int]]]:
     """The union of the streams' feature kinds (computed once) and each stream's channel
     indices into it, for joints of C coordinates and V joints."""
-    from skelact.data.channels import MotionFeatures
+    from skelact.data.prep.channels import MotionFeatures
 
     union = list(dict.fromkeys(k for ks in kinds.values() for k in ks))
     offsets = np.cumsum([0] + [MotionFeatures.channels([k], c, v) for k in union])
@@ -197,7 +197,7 @@ def skeleton_channels(
 def _skeleton_group(dcfg, store, kinds: dict[str, list[str]], train: bool):
     """One pipeline for every skeleton stream (preprocessing runs once per sample), computing
     the union of their feature kinds; one loader and a spec per stream."""
-    from skelact.data.transforms import build_skeleton_pipeline
+    from skelact.data.prep.transforms import build_skeleton_pipeline
 
     layout = resolve_layout(dcfg, store)
     scfg = dcfg.skeleton
@@ -224,7 +224,7 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
 
     Frames: (1, T, C, H, W) per sample, decoded in the DataLoader workers.
     """
-    from skelact.data.features import (
+    from skelact.data.media.features import (
         CHANNELS,
         cache_settings,
         crop_points,
@@ -232,7 +232,7 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
         load_features,
         source_path,
     )
-    from skelact.data.sampling import sample_indices
+    from skelact.data.prep.sampling import sample_indices
 
     if mcfg.input == "features":
         if not scfg.features:
@@ -275,7 +275,7 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
 
 def feature_dim(root: Path) -> int:
     """Feature width D of a cache folder, from its index.json or, without one, its first file."""
-    from skelact.data.features import _read_index
+    from skelact.data.media.features import _read_index
 
     if not root.is_dir():
         raise FileNotFoundError(

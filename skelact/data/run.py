@@ -18,7 +18,7 @@ from skelact.data.datasets import (
     resolve_layout,
     split_samples,
 )
-from skelact.data.pickles import open_annotations
+from skelact.data.formats.annotations import open_annotations
 
 log = logging.getLogger("skelact")
 

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from skelact.data.annotations import load_annotations, save_annotations
+from skelact.data.formats.annotations import load_annotations, save_annotations
 from skelact.layouts import POSE_LAYOUTS
 from skelact.pose.extract import extract_video
 from skelact.pose.model import ensure_pose_model

@@ -44,7 +44,7 @@ FREE_SLOT_COST = 0.3  # image-width units: a new person farther than this opens 
 
 class PoseExtractionError(ValueError):
     """No skeleton from this video (missing, undecodable, no frames, no person); the message
-    names the file. (Not `skelact.data.video.VideoError`: importing that module loads torch,
+    names the file. (Not `skelact.data.media.video.VideoError`: importing that module loads torch,
     which would cost every conversion worker seconds.)"""
 
 
@@ -69,7 +69,7 @@ class Tracker:
 
 def read_frames(path: str | os.PathLike) -> tuple[Iterator[np.ndarray], dict[str, Any]]:
     """RGB (H, W, 3) uint8 frames of `path` and {"fps", "frames", "img_shape"} from the header."""
-    from skelact.data.video import VideoError, capture_info, open_video
+    from skelact.data.media.video import VideoError, capture_info, open_video
 
     try:
         cap = open_video(path)
@@ -190,7 +190,7 @@ def person_boxes(image: np.ndarray, mask: np.ndarray, width: int, height: int) -
 
     image: (M, T, 33, 2) normalised landmark positions (MediaPipe's, before any layout mapping,
     so the box spans the face and feet). The RGB stream crops around these boxes
-    (`skelact.data.features.crop_points`).
+    (`skelact.data.media.features.crop_points`).
     """
     size = np.array([width, height], np.float32)
     lo = np.clip(image.min(2) * size, 0, size)  # (M, T, 2)

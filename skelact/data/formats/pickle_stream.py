@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from skelact.data.annotations import AnnotationError
-from skelact.data.store_write import ArrayRef, StoreWriter
+from skelact.data.formats.pickles import check_global
+from skelact.data.formats.schema import AnnotationError
+from skelact.data.formats.store_write import ArrayRef, StoreWriter
 
 MIN_BLOB = 256  # payloads from this many bytes go to disk; smaller ones stay in memory
 CHUNK = 1 << 20  # bytes read at a time from a long payload
@@ -84,8 +85,6 @@ class _StreamingUnpickler(pickle._Unpickler):
         self.source, self.writer = source, writer
 
     def find_class(self, module: str, name: str) -> Any:
-        from skelact.data.pickles import check_global
-
         check_global(self.source, module, name)  # raises for anything unsafe
         if name == "_reconstruct":
             return self._reconstruct

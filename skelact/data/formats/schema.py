@@ -1,4 +1,4 @@
-"""The annotation pickle every skeleton source in skelact exchanges.
+"""The annotation format every skeleton source in skelact exchanges: its rules and errors.
 
 Compatible with pyskl / mmaction2 (`ntu60_3danno.pkl` loads as is)::
 
@@ -10,18 +10,14 @@ Optional per-sample fields skelact adds (pyskl ignores unknown keys): "keypoint_
 (M, T, V), "subject", "camera", "setup", "view", "modalities", "color_xy" / "depth_xy"
 (M, T, V, 2 pixel positions for cropping). Optional top-level keys: "layout" (a name from
 `skelact.layouts`), "classes" (class names, index = label), "dataset", "report".
+Reading and writing files: `skelact.data.formats.annotations`.
 """
 
 from __future__ import annotations
 
-import os
-import pickle  # writing only; reading goes through skelact.data.pickles
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from skelact.files import atomic_write
 
 REQUIRED_FIELDS = ("frame_dir", "label", "keypoint", "total_frames")
 # Sanity bounds on what a file may ask for (a stranger's file must not make a model allocate
@@ -33,47 +29,6 @@ MAX_LABEL = 99_999
 
 class AnnotationError(ValueError):
     """A malformed annotation file; the message names the file and the offending sample."""
-
-
-def save_annotations(data: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Validate `data` and write it atomically; returns the path.
-
-    A path ending in .pkl / .pickle gets the pyskl pickle, any other path a skelact store
-    (a folder, see `skelact.data.store`).
-    """
-    path = Path(path)
-    validate(data, source=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix not in (".pkl", ".pickle"):
-        from skelact.data.store_write import StoreWriter
-
-        with StoreWriter(path) as writer:
-            for ann in data["annotations"]:
-                writer.add(ann)
-            top = {k: v for k, v in data.items() if k not in ("split", "annotations")}
-            return writer.close(data["split"], **top)
-    with atomic_write(path) as f:
-        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-    return path
-
-
-def load_annotations(path: str | os.PathLike, validate_data: bool = True) -> dict[str, Any]:
-    """Read an annotation file (a skelact store, or skelact's, pyskl's or mmaction2's pickle
-    through the restricted unpickler) and validate it. A store's arrays are memory-mapped."""
-    path = Path(path)
-    if path.is_dir():
-        from skelact.data.store import SkeletonStore
-
-        data = SkeletonStore(path).to_dict()
-    elif not path.is_file():
-        raise FileNotFoundError(f"annotation file {path} does not exist")
-    else:
-        from skelact.data.pickles import load_pickle
-
-        data = load_pickle(path)
-    if validate_data:
-        validate(data, source=str(path))
-    return data
 
 
 def num_classes(data: dict[str, Any]) -> int:

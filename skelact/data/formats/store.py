@@ -13,7 +13,7 @@ system's page cache instead of holding a copy each; the index is a few numpy arr
 fork shares without copy-on-write. A sample's bytes are checked against its crc32 when read:
 a corrupt or truncated store raises StoreError naming the file, never returns wrong values.
 A store may come from a stranger: its meta, index and every sample's shapes, offsets and
-labels are checked when it is opened (`skelact.data.store_check`), its keypoints' values
+labels are checked when it is opened (`skelact.data.formats.store_check`), its keypoints' values
 (finite) when they are read.
 `StoreWriter` writes one while streaming (memory bounded by the sample count, not the data).
 """
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from skelact.data.annotations import check_finite, finite
-from skelact.data.store_check import (  # noqa: F401 - FORMAT, VERSION: public here too
+from skelact.data.formats.schema import check_finite, finite
+from skelact.data.formats.store_check import (  # noqa: F401 - FORMAT, VERSION: public here too
     ALIGN,
     FORMAT,
     VERSION,

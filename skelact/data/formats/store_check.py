@@ -3,7 +3,7 @@
 `read_meta` checks meta.json's structure; `read_index` reads only the members of index.npz the
 format defines, with their sizes and dtypes checked from the zip directory and the npy headers
 before any is read; `check_samples` applies the rules of the pickle path
-(`skelact.data.annotations`) to the whole index at once: labels within the class table (or
+(`skelact.data.formats.schema`) to the whole index at once: labels within the class table (or
 MAX_LABEL without one), frames and keypoint shapes within the sanity bounds, arrays aligned and
 inside arrays.bin with no byte count that wraps around. Values that need the arrays themselves
 (non-finite coordinates) are checked when a sample's arrays are read.
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from skelact.data import annotations as rules
-from skelact.data.annotations import AnnotationError
+from skelact.data.formats import schema as rules
+from skelact.data.formats.schema import AnnotationError
 
 FORMAT, VERSION = "skelact-store", 1
 ALIGN = 64

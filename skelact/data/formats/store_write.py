@@ -1,4 +1,4 @@
-"""Writing a skeleton store (see `skelact.data.store`) while streaming samples."""
+"""Writing a skeleton store (see `skelact.data.formats.store`) while streaming samples."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from skelact.data.annotations import AnnotationError, validate_sample, validate_splits
-from skelact.data.store import ALIGN, FORMAT, VERSION, is_store
-from skelact.data.store_check import check_samples
+from skelact.data.formats.pickles import store_to_pickle
+from skelact.data.formats.schema import AnnotationError, validate_sample, validate_splits
+from skelact.data.formats.store import ALIGN, FORMAT, VERSION, is_store
+from skelact.data.formats.store_check import check_samples
 
 
 class ArrayRef:
@@ -29,7 +30,7 @@ class ArrayRef:
 class StoreWriter:
     """Stream samples into a new store at `path`: `add(sample)` each, then `close(split=...)`.
 
-    Samples are annotation dicts (see `skelact.data.annotations`). A `path` ending in .pkl
+    Samples are annotation dicts (see `skelact.data.formats.schema`). A `path` ending in .pkl
     or .pickle gets a pyskl pickle instead (the store is made first, then exported). Arrays go
     to disk at once; only scalars and offsets stay in memory. Written under a temporary name
     and renamed on `close`, so a crash never leaves a half-written store under `path`. Use as
@@ -176,8 +177,6 @@ class StoreWriter:
             np.savez(fh, **index)
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         if self.pickle:
-            from skelact.data.pickles import store_to_pickle
-
             try:
                 return store_to_pickle(self.tmp, self.path)
             finally:

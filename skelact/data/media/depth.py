@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 import torch
 
-from skelact.data.sampling import sample_indices
-from skelact.data.video import crop_box
+from skelact.data.media.video import crop_box
+from skelact.data.prep.sampling import sample_indices
 
 _NAME = re.compile(r"MDepth-(\d{8})\.png$")
 _NUMBER = re.compile(r"(\d+)")

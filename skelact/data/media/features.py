@@ -25,10 +25,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from skelact.data.annotations import load_annotations
-from skelact.data.depth import load_depth_clip
-from skelact.data.sources import XY_KEY, crop_points, source_path  # noqa: F401 - re-exported
-from skelact.data.video import load_rgb_clip
+from skelact.data.formats.annotations import load_annotations
+from skelact.data.media.depth import load_depth_clip
+from skelact.data.media.paths import XY_KEY, crop_points, source_path  # noqa: F401 - re-exported
+from skelact.data.media.video import load_rgb_clip
 
 INDEX = "index.json"
 SETTINGS = ("modality", "arch", "pretrained", "num_frames", "size", "feature_dim")

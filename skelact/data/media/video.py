@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from skelact.data.sampling import sample_indices
+from skelact.data.prep.sampling import sample_indices
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -203,7 +203,7 @@ def load_rgb_clip(
     """Sample `num_frames` frames, crop the person, resize -> float (T, 3, size, size).
 
     xy: (M, T, P, 2) pixel points to crop around (NTU's colorX/colorY joints, or the two corners
-    of `skelact convert`'s "color_box": `skelact.data.features.crop_points`) or None for a
+    of `skelact convert`'s "color_box": `skelact.data.media.features.crop_points`) or None for a
     centre crop. span: (start, stop) frames to sample from (default the whole video). Output is
     normalised with ImageNet mean/std (what FrameResNet expects).
     """

@@ -3,8 +3,8 @@
 Every transform reads "keypoint" (..., M, T, V, C) float32 and writes it back; leading dims
 (test-time clips) pass through. Randomness comes only from results["rng"], a numpy Generator
 the dataset seeds per (seed, epoch, sample): results are identical across workers, processes
-and resumed runs. The augmentation lives in `skelact.data.augment`, the input channels in
-`skelact.data.channels`; `build_skeleton_pipeline` puts them all in order.
+and resumed runs. The augmentation lives in `skelact.data.prep.augment`, the input channels in
+`skelact.data.prep.channels`; `build_skeleton_pipeline` puts them all in order.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from skelact.contract import most_active
-from skelact.data.augment import RandomAugment
-from skelact.data.channels import MotionFeatures
-from skelact.data.sampling import clip_indices
+from skelact.data.prep.augment import RandomAugment
+from skelact.data.prep.channels import MotionFeatures
+from skelact.data.prep.sampling import clip_indices
 from skelact.layouts import Layout, spine_points
 
 Results = dict
@@ -207,7 +207,7 @@ class Resample:
 
     Training: a random temporal crop (a fraction in `crop` of the clip), then a random frame
     in each of `length` equal segments. Test: segment centres, clip k shifted by k/num_clips
-    of a segment (`skelact.data.sampling`). Needs "keypoint" (M, T, V, C); writes
+    of a segment (`skelact.data.prep.sampling`). Needs "keypoint" (M, T, V, C); writes
     (K, M, length, V, C).
     """
 
@@ -218,7 +218,7 @@ class Resample:
         self.crop = crop
 
     def indices(self, total: int, rng: np.random.Generator | None) -> np.ndarray:
-        """(K, length): `skelact.data.sampling.clip_indices`, the rule of every stream."""
+        """(K, length): `skelact.data.prep.sampling.clip_indices`, the rule of every stream."""
         return clip_indices(total, self.length, self.train, rng, self.num_clips, self.crop)
 
     def __call__(self, results: Results) -> Results:

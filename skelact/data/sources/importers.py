@@ -1,6 +1,6 @@
 """Importers for the Northwestern-UCLA and UTD-MHAD skeleton datasets (Kinect v1, 20 joints).
 
-Both write an annotation store (`skelact.data.store`; a pyskl pickle for an `out` ending in
+Both write an annotation store (`skelact.data.formats.store`; a pyskl pickle for an `out` ending in
 .pkl) with layout "kinect20" and one body: keypoint float32 (1, T, 20, 3), sample by sample.
 
 Axes and joint order, checked on the released files (see tests/test_importers.py):
@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from skelact.data.importing import (
+from skelact.data.formats.pickles import load_pickle
+from skelact.data.sources.importing import (
     SkeletonFileError,
     clean_frames,
     dev_splits,
     run_import,
 )
-from skelact.data.pickles import load_pickle
 
 # N-UCLA action ids (a01..a12 with gaps) in label order, and the actions' names.
 NUCLA_ACTION_IDS = (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)

@@ -1,7 +1,7 @@
 """The steps every dataset importer shares: reading failures with a reason, frame cleaning,
 development splits carved from the training groups, collecting files into a store, the report
-and its summary. The importers: `skelact.data.importers` (N-UCLA, UTD-MHAD) and
-`skelact.data.text_importers` (SBU, KARD, MSR DailyActivity3D)."""
+and its summary. The importers: `skelact.data.sources.importers` (N-UCLA, UTD-MHAD) and
+`skelact.data.sources.text_importers` (SBU, KARD, MSR DailyActivity3D)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from skelact.data.store_write import StoreWriter
+from skelact.data.formats.store_write import StoreWriter
 from skelact.layouts import KINECT20
 
 

@@ -1,8 +1,9 @@
 """NTU RGB+D: sample names, protocols, missing-skeleton lists and class names.
 
 A sample name `SsssCcccPpppRrrrAaaa` gives setup, camera, performer (subject), replication and
-action (1-based). The `.skeleton` parser is `skelact.data.ntu_skeleton`; its bodies are chosen
-in `skelact.data.ntu_bodies`; `skelact.data.ntu_prepare` turns a folder of files into a store.
+action (1-based). The `.skeleton` parser is `skelact.data.sources.ntu_skeleton`; its bodies
+are chosen in `skelact.data.sources.ntu_bodies`; `skelact.data.sources.ntu_prepare` turns a
+folder of files into a store.
 """
 
 from __future__ import annotations

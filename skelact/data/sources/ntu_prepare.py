@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from skelact.data.ntu import (
+from skelact.data.formats.store_write import StoreWriter, disk_size
+from skelact.data.sources.ntu import (
     DATASETS,
     _check_dataset,
     in_dataset,
@@ -28,9 +29,8 @@ from skelact.data.ntu import (
     parse_name,
     split_of,
 )
-from skelact.data.ntu_bodies import COUNTERS
-from skelact.data.ntu_skeleton import SkeletonFormatError, load_skeleton_full
-from skelact.data.store_write import StoreWriter, disk_size
+from skelact.data.sources.ntu_bodies import COUNTERS
+from skelact.data.sources.ntu_skeleton import SkeletonFormatError, load_skeleton_full
 
 
 def _parse_sample(task: tuple[str, int]) -> tuple[str, dict[str, Any] | None, str | None]:
@@ -208,7 +208,7 @@ def _summary(report: dict[str, Any], out: Path, report_path: Path) -> str:
         "  splits: " + " | ".join(f"{k} {v}" for k, v in r["splits"].items()),
         f"  bodies: {r['denoised_samples']} samples denoised: "
         + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in r["denoise"].items())
-        + " (rules: skelact.data.ntu_bodies)",
+        + " (rules: skelact.data.sources.ntu_bodies)",
         f"  failed: {r['failed']}",
     ]
     empty = [k for k, v in r["splits"].items() if not v]

@@ -7,7 +7,7 @@ A `.skeleton` file is CRLF text: the frame count; per frame the body count; per 
 The parser follows only the count lines in Python and converts the joint lines of a file in
 one C-level call (pandas' CSV reader; numpy's text readers are barely faster than `float()`),
 converting only the columns asked for: about 3x a line-by-line reader (`tools/bench_parse.py`).
-Which bodies are people, and in which actor slot, is decided in `skelact.data.ntu_bodies`.
+Which bodies are people, and in which actor slot, is decided in `skelact.data.sources.ntu_bodies`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from skelact.data.ntu_bodies import select_bodies
+from skelact.data.sources.ntu_bodies import select_bodies
 
 NUM_JOINTS = 25
 _COLUMNS = {"keypoint": slice(0, 3), "depth_xy": slice(3, 5), "color_xy": slice(5, 7)}
@@ -185,7 +185,7 @@ def load_skeleton_full(
     Returns {"keypoint": (M, T, 25, 3) float32 x y z in metres, "color_xy" / "depth_xy" (M, T,
     25, 2) float32 pixel positions (those named in `extras`), "total_frames": T, "num_bodies":
     distinct tracking IDs in the file, "body_ids": the ID that opened each actor slot, most
-    active first, "denoise": what `skelact.data.ntu_bodies` dropped or merged (counts)}.
+    active first, "denoise": what `skelact.data.sources.ntu_bodies` dropped or merged (counts)}.
     M = max_bodies; body-frames where an actor is absent are zeros.
     """
     if max_bodies < 1:

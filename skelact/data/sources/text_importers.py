@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from skelact.data.importing import (
+from skelact.data.sources.importing import (
     SkeletonFileError,
     clean_frames,
     dev_splits,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skelact.data.ntu import NTUName
+from skelact.data.sources.ntu import NTUName
 from skelact.data.synthetic.motion import (
     REST,
     action_controls,

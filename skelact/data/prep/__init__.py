@@ -1,0 +1,1 @@
+"""A sample turned into model input: skeleton transforms, augmentation, channels, frame sampling."""

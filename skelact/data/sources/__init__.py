@@ -1,0 +1,1 @@
+"""Datasets in their own formats (NTU, N-UCLA, UTD-MHAD, SBU, KARD, MSR) read into stores."""
