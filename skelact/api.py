@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skelact.backends import OnnxBackend, TorchBackend
 from skelact.contract import Contract, ContractError, conform, order_by_activity
 from skelact.layouts import POSE_LAYOUTS
 
@@ -54,31 +55,6 @@ class Result:
         return [(int(i), self.classes[i], float(self.probs[i])) for i in order]
 
 
-class TorchBackend:
-    """The checkpoint's network in torch eager mode (CPU)."""
-
-    def __init__(self, ck: dict):
-        import torch
-        from omegaconf import OmegaConf
-
-        from skelact.models.recognizer import build_recognizer
-
-        cfg = OmegaConf.create(ck["config"])
-        streams = list(cfg.modality.streams)
-        self.net = build_recognizer(cfg.model, streams, ck["num_classes"], ck["specs"])
-        self.net.load_state_dict(ck["model"])
-        self.net.eval()
-        self._torch = torch
-
-    def __call__(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
-        """Stream inputs with batch N first -> logits (N, classes), attention {stream: (N, T)}."""
-        torch = self._torch
-        with torch.no_grad():
-            x = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
-            out = self.net(x)
-        return out["logits"].numpy(), {k: a.numpy() for k, a in out["attention"].items()}
-
-
 _CROP_KEYS = ("color_box", "color_xy", "keypoint_2d")  # per-body (M, ...) fields a crop reads
 
 
@@ -101,7 +77,7 @@ class Model:
             from omegaconf import OmegaConf
 
             from skelact.data.datasets import skeleton_channels
-            from skelact.data.transforms import build_skeleton_pipeline
+            from skelact.data.prep.transforms import build_skeleton_pipeline
             from skelact.layouts import get_layout
 
             c = self.contract
@@ -115,7 +91,7 @@ class Model:
     def inputs(self, keypoint, features: dict | None = None, source="sample", layout=None):
         """keypoint (M, T, V, C) [+ cached features {stream: (T0, D)}] -> the network's inputs
         {stream: (K, ...)} for the K test clips, and the input frame per step of clip 0."""
-        from skelact.data.sampling import sample_indices
+        from skelact.data.prep.sampling import sample_indices
 
         kp = conform(keypoint, self.contract, source, layout)
         res = self.pipeline()({"keypoint": kp})
@@ -183,7 +159,7 @@ class Model:
         (start, stop) frames to sample from (a sliding window). Only RGB can come from a video:
         a depth stream's features must be given to `predict`.
         """
-        from skelact.data.features import clip_features, crop_points, frame_encoder
+        from skelact.data.media.features import clip_features, crop_points, frame_encoder
 
         if track is not None:  # this person's crop only
             per_body = {k: sample[k][track : track + 1] for k in _CROP_KEYS if k in sample}
@@ -258,8 +234,6 @@ def load(path: str | os.PathLike, pose_model=None, threads: int | None = None) -
     """A checkpoint (.pt) or an exported ONNX model (.onnx), ready to predict."""
     path = Path(path)
     if path.suffix == ".onnx":
-        from skelact.export import OnnxBackend
-
         backend = OnnxBackend(path, threads)
         return Model(backend, backend.contract, str(path), pose_model)
     from skelact.engine import load_checkpoint
