@@ -192,9 +192,9 @@ class FrameResNet(nn.Module):
 
     D = 512 for resnet18/34, 2048 for resnet50 (the pooled features; the classifier is dropped).
     Frames run as one batch of N*T. Input is expected normalised with ImageNet mean/std (RGB,
-    `skelact.data.media.video`) or in [0, 1] (depth, `skelact.data.media.depth`). Depth is fed
-    as a grey image: replicated to RGB and ImageNet-normalised, so conv1 and its BatchNorm see
-    inputs of the scale they were trained on. With in_channels=3 a 1-channel input is replicated and
+    `skelact.data.video`) or in [0, 1] (depth, `skelact.data.depth`). Depth is fed as a grey
+    image: replicated to RGB and ImageNet-normalised, so conv1 and its BatchNorm see inputs of
+    the scale they were trained on. With in_channels=3 a 1-channel input is replicated and
     normalised so; in_channels=1 folds both into conv1 (`DepthConv1`): the same output, cheaper.
     frozen=True: no parameter takes gradients and BatchNorm stays in eval mode even while the
     parent model trains (its running statistics are the pretrained ones).
