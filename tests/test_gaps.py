@@ -73,3 +73,38 @@ def test_attention_gives_absent_frames_no_weight():
     torch.testing.assert_close(w[2], attn(h[2:3])[1][0])
     kept = torch.tensor([0, 1, 3])
     torch.testing.assert_close(pooled[0], attn(h[0:1, kept])[0][0])  # as if the gap were cut
+
+
+def test_motion_streams_of_a_still_clip_attend_to_every_present_frame():
+    """A body standing still has zero motion channels but is present: the default four streams
+    share one presence mask, so the motion streams weight every frame the body is in, and the
+    frames where nobody is there (a gap) get no weight in any stream."""
+    from skelact.config import compose_config
+    from skelact.data.datasets import skeleton_channels, skeleton_streams
+    from skelact.models.recognizer import build_recognizer
+
+    cfg = compose_config([])  # the default: four skeleton streams
+    kinds = skeleton_streams(cfg.data, cfg.modality.streams)
+    union, channels = skeleton_channels(kinds, 3, 25)
+    still = np.random.default_rng(0).normal(0, 0.3, (25, 3)).astype(np.float32)
+    kp = np.zeros((1, 2, 12, 25, 3), np.float32)  # (N, M, T, V, C): body 1 never there
+    kp[0, 0] = still
+    kp[0, 0, 5:7] = 0  # nobody in frames 5 and 6
+    x = torch.from_numpy(MotionFeatures(NTU25, union)({"keypoint": kp})["keypoint"])
+    inputs = {k: x[..., idx] for k, idx in channels.items()}
+    assert not inputs["skeleton_jmotion"].any()  # still: no motion anywhere
+    specs = {
+        k: {"num_joints": 25, "num_bodies": 2, "channels": len(c)} for k, c in channels.items()
+    }
+    torch.manual_seed(0)
+    net = build_recognizer(cfg.model, list(cfg.modality.streams), 4, specs).eval()
+    with torch.no_grad():
+        attention = net(inputs)["attention"]
+    present = torch.ones(12, dtype=torch.bool)
+    present[5:7] = False
+    for name, w in attention.items():
+        assert torch.all(w[0, present] > 1e-3), name
+        assert torch.all(w[0, ~present] == 0), name
+    # a motion stream on its own cannot tell still from absent: it keeps every frame
+    alone = net.streams["skeleton_jmotion"](inputs["skeleton_jmotion"])[1]
+    assert torch.all(alone[0] > 1e-3)

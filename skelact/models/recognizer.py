@@ -13,9 +13,10 @@ class Stream(nn.Module):
 
     Input is what the encoder takes with time in dim 1 ((N, M, T, V, C) for skeletons is
     handled by the encoder itself); output embedding (N, E) and attention (N, T).
-    `skeleton`: the input is (N, M, T, V, C) and frames where every body is all zeros (no one
-    there) are masked out of the attention. `core`: a recurrent core shared with other streams
-    (model.core.shared); each stream still runs it on its own features.
+    `skeleton`: the input is (N, M, T, V, C) and frames where nobody is present are masked out
+    of the attention (`presence`; the Recognizer passes one mask shared by every skeleton stream
+    of the clip). `core`: a recurrent core shared with other streams (model.core.shared); each
+    stream still runs it on its own features.
     """
 
     def __init__(
@@ -39,18 +40,31 @@ class Stream(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out_dim = self.core.out_dim
 
-    def frames(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-frame features (N, T, D) for the core and the mask of frames with data (N, T)."""
-        mask = x.abs().amax(dim=(1, 3, 4)) > 0 if self.skeleton else None
-        return self.local(self.encoder(x)), mask
+    def frames(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-frame features (N, T, D) for the core."""
+        return self.local(self.encoder(x))
 
     def pool(self, h: torch.Tensor, mask: torch.Tensor | None):
         emb, weights = self.attention(h, mask)  # (N, H), (N, T)
         return self.dropout(emb), weights
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f, mask = self.frames(x)
-        return self.pool(self.core(f), mask)  # core: (N, T, D) -> (N, T, H)
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`mask` (N, T): the clip's frames with somebody present; a skeleton stream called
+        alone takes it from its own input."""
+        if mask is None and self.skeleton:
+            mask = presence([x])
+        return self.pool(self.core(self.frames(x)), mask)  # core: (N, T, D) -> (N, T, H)
+
+
+def presence(inputs: list[torch.Tensor]) -> torch.Tensor:
+    """(N, T) bool: frames where some body has a non-zero value in any of the clip's skeleton
+    inputs, each (N, M, T, V, C). Motion channels of a still body are zero, but the same clip's
+    position or bone channels are not, so the streams of one clip share this one mask: a stream
+    of motion alone cannot tell a still body from an absent one."""
+    peak = torch.stack([x.abs().amax(dim=(1, 3, 4)) for x in inputs]).amax(0)  # (N, T)
+    return peak > 0  # float max, not bool any(): the ONNX export keeps it
 
 
 def build_core(enc_dim: int, core_cfg) -> RecurrentCore:
@@ -109,18 +123,30 @@ class Recognizer(nn.Module):
         groups: dict[int, list[str]] = {}
         for name, stream in self.streams.items():
             groups.setdefault(id(getattr(stream, "core", stream)), []).append(name)
-        out = {}
+        masks, out = self.presence(inputs), {}
         for names in groups.values():
             if len(names) == 1:
-                out[names[0]] = self.streams[names[0]](inputs[names[0]])
+                name = names[0]
+                mask = {"mask": masks[name]} if name in masks else {}
+                out[name] = self.streams[name](inputs[name], **mask)
                 continue
             feats = {k: self.streams[k].frames(inputs[k]) for k in names}
-            sizes = [f.shape[0] for f, _ in feats.values()]
+            sizes = [f.shape[0] for f in feats.values()]
             core = self.streams[names[0]].core
-            hs = core(torch.cat([f for f, _ in feats.values()], 0)).split(sizes)
+            hs = core(torch.cat(list(feats.values()), 0)).split(sizes)
             for k, h in zip(names, hs, strict=True):
-                out[k] = self.streams[k].pool(h, feats[k][1])
+                out[k] = self.streams[k].pool(h, masks.get(k))
         return {k: out[k] for k in self.streams}
+
+    def presence(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{skeleton stream: (N, T) mask of frames with somebody present}: one mask shared by
+        every skeleton stream (they come from one pass of the pipeline over the same clip, so
+        their N and T agree): body presence, not each stream's values (a still body has zero
+        motion but is there)."""
+        names = [k for k, s in self.streams.items() if getattr(s, "skeleton", False)]
+        if not names:
+            return {}
+        return dict.fromkeys(names, presence([inputs[k] for k in names]))
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict:
         """inputs: stream -> (N*K, ...) or, for a stream with one clip per sample while the
