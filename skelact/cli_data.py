@@ -47,15 +47,26 @@ def _add_prepare(sub) -> None:
         "--root", required=True, help="NTU nturgb+d_rgb/ or nturgb+d_depth_masked/ folder"
     )
     feat.add_argument("--out", required=True, help="feature cache folder")
-    feat.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    feat.add_argument(
+        "--arch",
+        default="efficientnet_lite0",
+        choices=["efficientnet_lite0", "resnet18", "resnet34", "resnet50"],
+        help="per-frame CNN (efficientnet_lite0: ImageNet weights installed with skelact)",
+    )
     feat.add_argument(
         "--pretrained",
         default="imagenet",
         choices=["imagenet", "none"],
-        help="imagenet (torchvision weights; must be downloadable or cached) or "
-        "none (random weights, on purpose)",
+        help="imagenet (efficientnet_lite0: packaged; resnet: torch cache, --weights-file or "
+        "download) or none (random weights, on purpose: recorded in index.json)",
     )
-    feat.add_argument("--weights-file", help="local torchvision weights file (offline machines)")
+    feat.add_argument("--weights-file", help="local ImageNet weights file (offline machines)")
+    feat.add_argument(
+        "--depth-norm",
+        default="person",
+        choices=["person", "fixed"],
+        help="depth around the person's median depth (nearer brighter) or over 0.5-4.5 m",
+    )
     feat.add_argument("--frames", type=int, default=16, help="frames sampled per sample")
     feat.add_argument("--size", type=int, default=224, help="crop size")
     feat.add_argument("--batch-size", type=int, default=8, help="samples per forward pass")
@@ -122,6 +133,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             workers=args.workers,
             device=args.device,
             weights_file=args.weights_file,
+            depth_norm=args.depth_norm,
         )
 
 

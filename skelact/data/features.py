@@ -30,7 +30,7 @@ from skelact.data.depth import load_depth_clip
 from skelact.data.video import load_rgb_clip
 
 INDEX = "index.json"
-SETTINGS = ("modality", "arch", "pretrained", "num_frames", "size", "feature_dim")
+SETTINGS = ("modality", "arch", "pretrained", "num_frames", "size", "feature_dim", "depth_norm")
 XY_KEY = {"rgb": "color_xy", "depth": "depth_xy"}  # annotation field with the crop's joints
 CHANNELS = {"rgb": 3, "depth": 1}  # channels of a decoded frame
 
@@ -56,21 +56,31 @@ def load_clip(
     size: int,
     train: bool = False,
     rng: np.random.Generator | None = None,
+    depth_norm: str = "fixed",
 ) -> torch.Tensor:
     """One sample's frames, cropped around the person -> float (T, C, size, size), C =
-    CHANNELS[modality]. xy: the sample's XY_KEY[modality] field, or None for a centre crop."""
-    load = load_rgb_clip if modality == "rgb" else load_depth_clip
-    return load(path, num_frames, xy=xy, size=size, train=train, rng=rng)
+    CHANNELS[modality]. xy: the sample's XY_KEY[modality] field, or None (RGB: a centre crop;
+    depth: the box around the foreground). depth_norm: see `load_depth_clip`'s norm."""
+    if modality == "rgb":
+        return load_rgb_clip(path, num_frames, xy=xy, size=size, train=train, rng=rng)
+    return load_depth_clip(
+        path, num_frames, xy=xy, size=size, train=train, rng=rng, norm=depth_norm
+    )
 
 
 class ClipDataset(Dataset):
     """Decodes one sample per item (in DataLoader workers) -> (name, clip or None, error)."""
 
     def __init__(
-        self, items: list[tuple[str, Path, Any]], modality: str, num_frames: int, size: int
+        self,
+        items: list[tuple[str, Path, Any]],
+        modality: str,
+        num_frames: int,
+        size: int,
+        depth_norm: str = "fixed",
     ):
         self.items, self.modality = items, modality
-        self.num_frames, self.size = num_frames, size
+        self.num_frames, self.size, self.depth_norm = num_frames, size, depth_norm
 
     def __len__(self) -> int:
         return len(self.items)
@@ -78,7 +88,9 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[str, torch.Tensor | None, str]:
         name, path, xy = self.items[i]
         try:
-            clip = load_clip(path, xy, self.modality, self.num_frames, self.size)
+            clip = load_clip(
+                path, xy, self.modality, self.num_frames, self.size, depth_norm=self.depth_norm
+            )
         except Exception as err:  # noqa: BLE001 - a bad sample is reported, the run goes on
             return name, None, f"error: {err}"
         return name, clip, ""
@@ -136,6 +148,8 @@ def _check_settings(out_dir: Path, settings: dict) -> dict[str, str]:
                 "cannot tell how they were made, use an empty out_dir"
             )
         return {}
+    # caches made before depth_norm existed: fixed-range depth
+    old.setdefault("depth_norm", "fixed" if old.get("modality") == "depth" else None)
     diff = {k: (old.get(k), settings[k]) for k in SETTINGS if old.get(k) != settings[k]}
     if diff:
         raise ValueError(
@@ -168,7 +182,7 @@ def extract_features(
     modality: str,
     data_root: str | os.PathLike,
     out_dir: str | os.PathLike,
-    arch: str = "resnet18",
+    arch: str = "efficientnet_lite0",
     pretrained: str | None = "imagenet",
     num_frames: int = 16,
     size: int = 224,
@@ -177,15 +191,16 @@ def extract_features(
     device: str = "auto",
     weights_file: str | None = None,
     split: str | None = None,
+    depth_norm: str = "fixed",
 ) -> dict[str, Any]:
-    """Cache frozen-ResNet features (float16 (T, D) per sample) for one modality.
+    """Cache frozen-CNN features (float16 (T, D) per sample) for one modality.
 
     ann_file: an annotation pickle (or its loaded dict); split: only that split's samples.
     batch_size counts samples (each num_frames frames). Missing or corrupt videos are counted
     with their reason, never stop the run. Returns a report: counts per status, the failures
     {frame_dir: reason}, feature_dim, seconds, encoded frames per second, out_dir.
     """
-    from skelact.models.encoders import FrameResNet
+    from skelact.models.backbones import build_backbone
 
     data = ann_file if isinstance(ann_file, dict) else load_annotations(ann_file)
     samples = data["annotations"]
@@ -193,8 +208,8 @@ def extract_features(
         keep = set(data["split"][split])
         samples = [s for s in samples if s["frame_dir"] in keep]
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    channels = CHANNELS[modality]  # depth: a grey image, normalisation folded into conv1
-    encoder = FrameResNet(arch, pretrained, channels, frozen=True, weights_file=weights_file)
+    channels = CHANNELS[modality]  # depth: a grey image
+    encoder = build_backbone(arch, pretrained, channels, frozen=True, weights_file=weights_file)
     encoder = encoder.to(device).eval()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -205,12 +220,13 @@ def extract_features(
         "num_frames": num_frames,
         "size": size,
         "feature_dim": encoder.out_dim,
+        "depth_norm": depth_norm if modality == "depth" else None,
     }
     status = _check_settings(out_dir, settings)
     todo, planned = _plan(samples, modality, data_root, out_dir)
     status.update(planned)
     _write_index(out_dir, settings, status)  # settings on disk before any .npy is written
-    dataset = ClipDataset(todo, modality, num_frames, size)
+    dataset = ClipDataset(todo, modality, num_frames, size, depth_norm)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
