@@ -186,7 +186,10 @@ def train_each_and_fused(
     results = {}
     for combo in combos:
         name = "+".join(combo)
-        cfg = compose_config([modality_override(name), *FUSION_TRAIN, *overrides, f"seed={seed}"])
+        one = f"modality.streams=[{','.join(fusion_streams(name))}]"  # one skeleton stream
+        cfg = compose_config(
+            [modality_override(name), one, *FUSION_TRAIN, *overrides, f"seed={seed}"]
+        )
         results[name] = train(cfg, Path(run_root) / name.replace("+", "_"))
     return results
 

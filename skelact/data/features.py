@@ -269,3 +269,38 @@ def load_features(out_dir: str | os.PathLike, frame_dir: str) -> np.ndarray:
             f"(expected {path}; see {Path(out_dir) / INDEX} for its status)"
         )
     return np.load(path)
+
+
+RANDOM_WEIGHTS = (
+    "features from RANDOM weights (pretrained=None): they carry little about real images. "
+    "For ImageNet features: skelact prepare features --arch efficientnet_lite0 (its weights "
+    "install with skelact), or a resnet with its torchvision weights in torch's cache or "
+    "--weights-file"
+)
+
+
+def feature_provenance(cfg) -> dict[str, dict]:
+    """{stream: how its frames were encoded} for a run's RGB / depth streams: the feature
+    cache's settings (input=features) or the model's backbone (input=frames); "warning" when
+    the weights were random, which is also logged."""
+    import logging
+
+    out = {}
+    for stream in cfg.modality.streams:
+        if stream not in ("rgb", "depth"):
+            continue
+        mcfg = cfg.model[stream]
+        if mcfg.input == "features":
+            index = _read_index(Path(cfg.data[stream].features))
+            if index is None:  # a cache made by other means: nothing to tell
+                out[stream] = {"cache": str(cfg.data[stream].features), "index": None}
+                continue
+            info = {k: index.get(k) for k in ("arch", "pretrained", "num_frames", "size")}
+            info["cache"] = str(cfg.data[stream].features)
+        else:
+            info = {"arch": mcfg.arch, "pretrained": mcfg.pretrained, "frozen": mcfg.frozen}
+        if info.get("pretrained") is None:
+            info["warning"] = RANDOM_WEIGHTS
+            logging.getLogger("skelact").warning("%s stream: %s", stream, RANDOM_WEIGHTS)
+        out[stream] = info
+    return out

@@ -85,24 +85,35 @@ def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
         )
         return enc, cfg.embed
     if stream in ("rgb", "depth") and cfg.input == "features":
-        return FeatureProjector(spec["feature_dim"], cfg.embed, cfg.dropout), cfg.embed
+        motion = cfg.get("motion", False)
+        return FeatureProjector(spec["feature_dim"], cfg.embed, cfg.dropout, motion), cfg.embed
     if stream in ("rgb", "depth"):
         cnn = build_backbone(
             cfg.arch, cfg.pretrained, spec["in_channels"], cfg.frozen, cfg.weights_file
         )
-        proj = FeatureProjector(cnn.out_dim, cfg.embed, cfg.dropout)
+        proj = FeatureProjector(cnn.out_dim, cfg.embed, cfg.dropout, cfg.get("motion", False))
         return nn.Sequential(cnn, proj), cfg.embed
     raise ValueError(f"no encoder for stream {stream!r}")
 
 
 class FeatureProjector(nn.Module):
-    """Per-frame projection of cached (or freshly computed) CNN features: (N, T, D) -> (N, T, E)."""
+    """Per-frame projection of cached (or freshly computed) CNN features: (N, T, D) -> (N, T, E).
 
-    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0):
+    motion: the features' frame-to-frame differences (zero for the first frame) are
+    projected beside them: what changes between frames is the action, what stays is the
+    person and the scene.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0, motion: bool = False):
         super().__init__()
+        self.motion = motion
+        width = 2 * in_dim if motion else in_dim
         self.proj = nn.Sequential(
-            nn.LayerNorm(in_dim), nn.Dropout(dropout), nn.Linear(in_dim, out_dim), nn.GELU()
+            nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, out_dim), nn.GELU()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.motion:
+            diff = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], 1)  # (N, T, D)
+            x = torch.cat([x, diff], -1)  # (N, T, 2D)
         return self.proj(x)
