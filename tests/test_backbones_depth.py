@@ -116,3 +116,18 @@ def test_real_utd_depth_clip_is_cropped_to_the_person():
     assert 0.03 < full < 0.15 and crop > 1.4 * full
     rows = (x[:, 0] > 0).any(2).float().mean().item()  # rows with the person in them
     assert rows > 0.6
+
+
+@pytest.mark.parametrize("arch,dim", [("efficientnet_lite0", 1280), ("resnet18", 512)])
+def test_grid_pooling_keeps_where_things_are(arch, dim):
+    """grid=2: four cells' features (D * 4); on 128 px frames (4x4 maps, cells of 2x2) their
+    mean is the whole-frame feature."""
+    torch.manual_seed(0)
+    whole = build_backbone(arch, None, frozen=True).eval()
+    cells = build_backbone(arch, None, frozen=True, grid=2).eval()
+    cells.load_state_dict(whole.state_dict())
+    x = torch.randn(1, 2, 3, 128, 128)
+    with torch.no_grad():
+        g, w = cells(x), whole(x)
+    assert g.shape == (1, 2, 4 * dim) and cells.out_dim == 4 * dim
+    assert torch.allclose(g.view(1, 2, dim, 4).mean(-1), w, atol=1e-4)

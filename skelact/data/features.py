@@ -30,7 +30,16 @@ from skelact.data.depth import load_depth_clip
 from skelact.data.video import load_rgb_clip
 
 INDEX = "index.json"
-SETTINGS = ("modality", "arch", "pretrained", "num_frames", "size", "feature_dim", "depth_norm")
+SETTINGS = (
+    "modality",
+    "arch",
+    "pretrained",
+    "num_frames",
+    "size",
+    "feature_dim",
+    "depth_norm",
+    "grid",
+)
 XY_KEY = {"rgb": "color_xy", "depth": "depth_xy"}  # annotation field with the crop's joints
 CHANNELS = {"rgb": 3, "depth": 1}  # channels of a decoded frame
 
@@ -150,6 +159,7 @@ def _check_settings(out_dir: Path, settings: dict) -> dict[str, str]:
         return {}
     # caches made before depth_norm existed: fixed-range depth
     old.setdefault("depth_norm", "fixed" if old.get("modality") == "depth" else None)
+    old.setdefault("grid", 1)
     diff = {k: (old.get(k), settings[k]) for k in SETTINGS if old.get(k) != settings[k]}
     if diff:
         raise ValueError(
@@ -192,6 +202,7 @@ def extract_features(
     weights_file: str | None = None,
     split: str | None = None,
     depth_norm: str = "fixed",
+    grid: int = 1,
 ) -> dict[str, Any]:
     """Cache frozen-CNN features (float16 (T, D) per sample) for one modality.
 
@@ -209,7 +220,7 @@ def extract_features(
         samples = [s for s in samples if s["frame_dir"] in keep]
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     channels = CHANNELS[modality]  # depth: a grey image
-    encoder = build_backbone(arch, pretrained, channels, frozen=True, weights_file=weights_file)
+    encoder = build_backbone(arch, pretrained, channels, True, weights_file, grid)
     encoder = encoder.to(device).eval()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -221,6 +232,7 @@ def extract_features(
         "size": size,
         "feature_dim": encoder.out_dim,
         "depth_norm": depth_norm if modality == "depth" else None,
+        "grid": grid,
     }
     status = _check_settings(out_dir, settings)
     todo, planned = _plan(samples, modality, data_root, out_dir)

@@ -116,6 +116,7 @@ class FrameResNet(nn.Module):
         in_channels: int = 3,
         frozen: bool = True,
         weights_file: str | None = None,
+        grid: int = 1,
     ):
         super().__init__()
         import torchvision.models as tvm
@@ -132,9 +133,10 @@ class FrameResNet(nn.Module):
         if in_channels == 1:
             net.conv1 = DepthConv1(net.conv1)
         net.fc = nn.Identity()
+        net.avgpool = nn.AdaptiveAvgPool2d(grid)  # grid x grid cells, flattened by the ResNet
         self.backbone = net
         self.in_channels = in_channels
-        self.out_dim = _RESNET_DIMS[arch]
+        self.out_dim = _RESNET_DIMS[arch] * grid * grid
         self.frozen = frozen
         if frozen:
             self.backbone.requires_grad_(False)
@@ -173,16 +175,19 @@ def build_backbone(
     in_channels: int = 3,
     frozen: bool = True,
     weights_file: str | None = None,
+    grid: int = 1,
 ) -> nn.Module:
     """The per-frame CNN `arch` (a BACKBONES name): (N, T, C, H, W) -> (N, T, out_dim).
 
     pretrained: "imagenet", or None for random weights, which is only ever done on purpose
     (the caller logs it); ImageNet weights that cannot be had raise with how to get them.
+    grid: the last feature maps averaged over grid x grid cells instead of the whole frame
+    (out_dim = D * grid**2, cell-major order), keeping where in the crop things are.
     """
     if arch not in BACKBONES:
         raise ValueError(f"unknown backbone {arch!r}; use one of {sorted(BACKBONES)}")
     if arch.startswith("efficientnet"):
         from skelact.models.efficientnet import FrameEfficientNet
 
-        return FrameEfficientNet(arch, pretrained, in_channels, frozen, weights_file)
-    return FrameResNet(arch, pretrained, in_channels, frozen, weights_file)
+        return FrameEfficientNet(arch, pretrained, in_channels, frozen, weights_file, grid)
+    return FrameResNet(arch, pretrained, in_channels, frozen, weights_file, grid)

@@ -74,15 +74,14 @@ def fold_batchnorm(net: nn.Module) -> None:
 
 
 class FrameEfficientNet(nn.Module):
-    """EfficientNet-Lite0 on every frame: (N, T, C, H, W) -> pooled features (N, T, 1280).
+    """EfficientNet-Lite0 on every frame: (N, T, C, H, W) -> pooled features (N, T, 1280 g^2).
 
     C = 3: RGB normalised with ImageNet mean/std; C = 1: depth in [0, 1]. pretrained:
     "imagenet" (the packaged weights, or `weights_file`) or None (random, on purpose).
     frozen=True: no gradients, BatchNorm folded; in_channels is accepted for the common
-    backbone signature (a 1-channel input is always replicated to RGB).
+    backbone signature (a 1-channel input is always replicated to RGB). grid: pooled over
+    grid x grid cells of the frame (1: the whole frame).
     """
-
-    out_dim = 1280
 
     def __init__(
         self,
@@ -91,6 +90,7 @@ class FrameEfficientNet(nn.Module):
         in_channels: int = 3,
         frozen: bool = True,
         weights_file: str | None = None,
+        grid: int = 1,
     ):
         super().__init__()
         if arch != "efficientnet_lite0":
@@ -106,7 +106,8 @@ class FrameEfficientNet(nn.Module):
             net.load_state_dict(_load_state(weights_file or lite0_weights_path()))
         self.classifier = net._fc  # kept for ImageNet class scores (`imagenet_logits`)
         self.backbone = net
-        self.in_channels, self.frozen = in_channels, frozen
+        self.in_channels, self.frozen, self.grid = in_channels, frozen, grid
+        self.out_dim = 1280 * grid * grid
         # ImageNet mean/std input -> Lite's [-1, 1]: x * a + b per channel
         mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
         self.register_buffer("rgb_a", (std / _LITE_STD).view(1, 3, 1, 1), persistent=False)
@@ -139,7 +140,8 @@ class FrameEfficientNet(nn.Module):
         n, t = x.shape[:2]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             maps = self.feature_maps(x.flatten(0, 1))  # (N*T, 1280, h, w)
-        return maps.mean((2, 3)).reshape(n, t, self.out_dim)  # (N, T, D)
+        pooled = nn.functional.adaptive_avg_pool2d(maps, self.grid)  # (N*T, 1280, g, g)
+        return pooled.flatten(1).reshape(n, t, self.out_dim)  # (N, T, D)
 
     def imagenet_logits(self, frames: torch.Tensor) -> torch.Tensor:
         """ImageNet class scores of frames (B, C, H, W) -> (B, 1000): what the weights know."""
