@@ -68,7 +68,12 @@ def _add_prepare(sub) -> None:
         help="depth around the person's median depth (nearer brighter) or over 0.5-4.5 m",
     )
     feat.add_argument("--frames", type=int, default=16, help="frames sampled per sample")
-    feat.add_argument("--size", type=int, default=224, help="crop size")
+    feat.add_argument(
+        "--size",
+        type=int,
+        help="crop size (default: 224 for rgb; 160 for depth, about the person's size in "
+        "Kinect depth frames)",
+    )
     feat.add_argument("--batch-size", type=int, default=8, help="samples per forward pass")
     feat.add_argument("--workers", type=int, default=2, help="decoding processes")
     feat.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -128,7 +133,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             arch=args.arch,
             pretrained=None if args.pretrained == "none" else args.pretrained,
             num_frames=args.frames,
-            size=args.size,
+            size=args.size or (160 if args.modality == "depth" else 224),
             batch_size=args.batch_size,
             workers=args.workers,
             device=args.device,

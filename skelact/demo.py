@@ -155,7 +155,7 @@ def _cache_features(data, kind, src, out_dir, seed, num_frames, size) -> list[st
     torch.manual_seed(seed)  # the random ResNet: the same weights for the same seed
     try:
         report = extract_features(
-            data, kind, src, out_dir, pretrained=None, num_frames=num_frames, size=size,
+            data, kind, src, out_dir, "resnet18", None, num_frames=num_frames, size=size,
             batch_size=8, workers=1, device="cpu",
         )  # fmt: skip
     finally:
