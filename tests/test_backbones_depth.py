@@ -131,3 +131,19 @@ def test_grid_pooling_keeps_where_things_are(arch, dim):
         g, w = cells(x), whole(x)
     assert g.shape == (1, 2, 4 * dim) and cells.out_dim == 4 * dim
     assert torch.allclose(g.view(1, 2, dim, 4).mean(-1), w, atol=1e-4)
+
+
+def test_random_weight_features_are_flagged(tmp_path, caplog):
+    """A run on features of random weights says so in metrics.json's notes and the log."""
+    from skelact.config import compose_config
+    from skelact.data.features import RANDOM_WEIGHTS, _write_index, feature_provenance
+
+    for name, pretrained in (("rand", None), ("imnet", "imagenet")):
+        (tmp_path / name).mkdir()
+        settings = {"arch": "efficientnet_lite0", "pretrained": pretrained, "num_frames": 16}
+        _write_index(tmp_path / name, {**settings, "size": 160, "feature_dim": 1280}, {})
+    overrides = ["data=utdmhad_xsub", "data.ann_file=x", "modality=skeleton_depth"]
+    good = feature_provenance(compose_config([*overrides, f"data.depth.features={tmp_path}/imnet"]))
+    assert good["depth"]["pretrained"] == "imagenet" and "warning" not in good["depth"]
+    bad = feature_provenance(compose_config([*overrides, f"data.depth.features={tmp_path}/rand"]))
+    assert bad["depth"]["warning"] == RANDOM_WEIGHTS and "RANDOM weights" in caplog.text
