@@ -7,8 +7,8 @@ the hours each implies to cache features for all of NTU60 (56,880 samples).
 Each backbone is built as `skelact prepare features` builds it (frozen; EfficientNet with its
 BatchNorm folded, channels-last). Random weights: speed does not depend on them and nothing
 downloads. The backbones are timed in turns (round robin), so a change in the machine's load
-hits all of them alike; the table gives the median of the turns and the ratio to the first
-resnet18 entry. Decoding is timed separately on the real NTU clip (--clip) because it runs in
+hits all of them alike; the table gives the median of the turns and the ratio to ResNet-18 at
+224 px. Decoding is timed separately on the real NTU clip (--clip) because it runs in
 DataLoader workers that share the same cores.
 """
 
@@ -70,7 +70,8 @@ def main() -> None:
     n = args.batch * args.frames
     fps = {k: n / statistics.median(w) for k, (w, _) in times.items()}
     cpu_fps = {k: n / statistics.median(c) for k, (_, c) in times.items()}
-    ref = next((k for k in entries if k[0] == "resnet18"), entries[0])
+    # the reference: ResNet-18 at 224 px (its usual input) when timed, else the first entry
+    ref = ("resnet18", 224) if ("resnet18", 224) in entries else entries[0]
     print(
         f"batch {args.batch} samples x {args.frames} frames = {n} frames, {args.threads} torch "
         f"threads, median of {args.repeats} turns; ratio to {ref[0]}@{ref[1]}"
