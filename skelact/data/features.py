@@ -65,7 +65,7 @@ def load_clip(
     size: int,
     train: bool = False,
     rng: np.random.Generator | None = None,
-    depth_norm: str = "fixed",
+    depth_norm: str = "person",
 ) -> torch.Tensor:
     """One sample's frames, cropped around the person -> float (T, C, size, size), C =
     CHANNELS[modality]. xy: the sample's XY_KEY[modality] field, or None (RGB: a centre crop;
@@ -86,7 +86,7 @@ class ClipDataset(Dataset):
         modality: str,
         num_frames: int,
         size: int,
-        depth_norm: str = "fixed",
+        depth_norm: str = "person",
     ):
         self.items, self.modality = items, modality
         self.num_frames, self.size, self.depth_norm = num_frames, size, depth_norm
@@ -201,7 +201,7 @@ def extract_features(
     device: str = "auto",
     weights_file: str | None = None,
     split: str | None = None,
-    depth_norm: str = "fixed",
+    depth_norm: str = "person",
     grid: int = 1,
 ) -> dict[str, Any]:
     """Cache frozen-CNN features (float16 (T, D) per sample) for one modality.
