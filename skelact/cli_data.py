@@ -53,17 +53,33 @@ def _add_prepare(sub) -> None:
         "rgb_path / depth_path (README: Your own RGB-D data)",
     )
     feat.add_argument("--out", required=True, help="feature cache folder")
-    feat.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    feat.add_argument(
+        "--arch",
+        default="efficientnet_lite0",
+        choices=["efficientnet_lite0", "resnet18", "resnet34", "resnet50"],
+        help="per-frame CNN (efficientnet_lite0: ImageNet weights installed with skelact)",
+    )
     feat.add_argument(
         "--pretrained",
         default="imagenet",
         choices=["imagenet", "none"],
-        help="imagenet (torchvision weights; must be downloadable or cached) or "
-        "none (random weights, on purpose)",
+        help="imagenet (efficientnet_lite0: packaged; resnet: torch cache, --weights-file or "
+        "download) or none (random weights, on purpose: recorded in index.json)",
     )
-    feat.add_argument("--weights-file", help="local torchvision weights file (offline machines)")
+    feat.add_argument("--weights-file", help="local ImageNet weights file (offline machines)")
+    feat.add_argument(
+        "--depth-norm",
+        default="person",
+        choices=["person", "fixed"],
+        help="depth around the person's median depth (nearer brighter) or over 0.5-4.5 m",
+    )
     feat.add_argument("--frames", type=int, default=16, help="frames sampled per sample")
-    feat.add_argument("--size", type=int, default=224, help="crop size")
+    feat.add_argument(
+        "--size",
+        type=int,
+        help="crop size (default: 224 for rgb; 160 for depth, about the person's size in "
+        "Kinect depth frames)",
+    )
     feat.add_argument("--batch-size", type=int, default=8, help="samples per forward pass")
     feat.add_argument("--workers", type=int, default=2, help="decoding processes")
     feat.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -109,7 +125,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
         prepare_utd_mhad(args.root, args.out)
     elif args.source in _TEXT_IMPORTERS:
-        from skelact.data.sources import text_importers
+        from skelact.data.media.paths import text_importers
 
         getattr(text_importers, _TEXT_IMPORTERS[args.source])(args.root, args.out)
     elif args.source == "features":
@@ -123,11 +139,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             arch=args.arch,
             pretrained=None if args.pretrained == "none" else args.pretrained,
             num_frames=args.frames,
-            size=args.size,
+            size=args.size or (160 if args.modality == "depth" else 224),
             batch_size=args.batch_size,
             workers=args.workers,
             device=args.device,
             weights_file=args.weights_file,
+            depth_norm=args.depth_norm,
         )
         _print_features(report)
 

@@ -100,6 +100,8 @@ FUSION_TRAIN = [
     "model.skeleton.embed=64",
     "model.rgb.embed=64",
     "model.depth.embed=64",
+    "model.rgb.motion=false",  # the fusion proof's recipe predates feature differences
+    "model.depth.motion=false",
     "trainer.batch_size=16",
     "trainer.lr=0.003",  # 30 epochs of 8 steps: the default 0.001 left rgb underfit
     "trainer.num_workers=0",
@@ -160,7 +162,7 @@ def _cache_features(data, kind, src, out_dir, seed, num_frames, size) -> list[st
     torch.manual_seed(seed)  # the random ResNet: the same weights for the same seed
     try:
         report = extract_features(
-            data, kind, src, out_dir, pretrained=None, num_frames=num_frames, size=size,
+            data, kind, src, out_dir, "resnet18", None, num_frames=num_frames, size=size,
             batch_size=8, workers=1, device="cpu",
         )  # fmt: skip
     finally:
@@ -191,7 +193,10 @@ def train_each_and_fused(
     results = {}
     for combo in combos:
         name = "+".join(combo)
-        cfg = compose_config([modality_override(name), *FUSION_TRAIN, *overrides, f"seed={seed}"])
+        one = f"modality.streams=[{','.join(fusion_streams(name))}]"  # one skeleton stream
+        cfg = compose_config(
+            [modality_override(name), one, *FUSION_TRAIN, *overrides, f"seed={seed}"]
+        )
         results[name] = train(cfg, Path(run_root) / name.replace("+", "_"))
     return results
 

@@ -107,8 +107,10 @@ def train_one_epoch(
         loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if tcfg.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        if tcfg.grad_clip:  # per modality when the model groups them (an ensemble's)
+            groups = getattr(model, "grad_groups", lambda: [list(model.parameters())])()
+            for params in groups:
+                nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
         optimizer.step()
         scheduler.step()
         n = len(labels)
@@ -228,6 +230,12 @@ def write_eval_outputs(
     metrics = {**summarize(scores, labels, cm), "split": split, **(extra or {})}
     if len(result["stream_scores"]) > 1:
         metrics["streams"] = {s: summarize(v, labels) for s, v in result["stream_scores"].items()}
+        # each stream's probabilities (rows as scores.npy): for re-fusing (skelact.fusion)
+        np.savez(
+            out_dir / "stream_scores.npz",
+            __labels__=labels,
+            **{s: v.astype(np.float32) for s, v in result["stream_scores"].items()},
+        )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     np.save(out_dir / "scores.npy", scores.astype(np.float32))  # (N, classes), rows as the csv
     top_p = scores[np.arange(len(preds)), preds]

@@ -7,6 +7,7 @@ Run directly or under torchrun for DistributedDataParallel:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -31,6 +32,7 @@ from skelact.engine import (
     write_eval_outputs,
 )
 from skelact.files import atomic_write
+from skelact.fusion import fit_on_dev, wants_fit
 from skelact.metrics import topk_accuracy
 from skelact.models.recognizer import build_recognizer
 from skelact.runtime import (
@@ -45,8 +47,10 @@ from skelact.viz import plot_training_curves
 log = logging.getLogger("skelact")
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
-    """Train as configured, write the run directory; returns final metrics (rank 0)."""
+def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dict | None:
+    """Train as configured, write the run directory; returns final metrics (rank 0).
+
+    data: the run's data when the caller made it (with carved splits, `skelact.fusion`)."""
     run_dir = Path(run_dir)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -57,11 +61,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     tcfg = cfg.trainer
     rank, world, device = init_distributed(tcfg.device, tcfg.dist_timeout_min)
     set_threads(tcfg, world)
+    # several modalities as an ensemble: their weights from a development run, done first
+    fusion = fit_on_dev(cfg, run_dir) if wants_fit(cfg) and world == 1 else None
     seed_everything(cfg.seed)
-    data = Data(cfg)
+    data = data or Data(cfg)
     data.check_splits(cfg.data, str(cfg.data.ann_file))
     train_set, specs = data.dataset(cfg.data, cfg.data.train_split, train=True)
     model = build_recognizer(cfg.model, data.streams, data.num_classes, specs).to(device)
+    if fusion is not None:
+        model.set_group_weights(fusion["weights"])
     info = run_info(cfg, data, specs)
     train_loader = make_loader(train_set, tcfg, True, rank, world, cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
@@ -168,7 +176,23 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     elif state["best"] is None:  # epochs=0: nothing was trained, save the model as it is
         _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
     trained_on = split_names(data.store, cfg.data.train_split)
-    return evaluate_model(model, cfg, data, run_dir, device, trained_on=trained_on)
+    metrics = evaluate_model(model, cfg, data, run_dir, device, trained_on=trained_on)
+    return add_run_notes(metrics, run_dir, cfg, fusion)
+
+
+def add_run_notes(metrics: dict, run_dir: Path, cfg: DictConfig, fusion: dict | None) -> dict:
+    """Add to metrics.json how the image streams' features were made (random weights say so)
+    and the fitted modality weights with their development scores."""
+    from skelact.data.media.features import feature_provenance
+
+    images = {"rgb", "depth"} & set(cfg.modality.streams)
+    notes = {"features": feature_provenance(cfg)} if images else {}
+    if fusion is not None:
+        notes["fusion"] = fusion
+    if notes:
+        metrics = {**metrics, **notes}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
 
 
 def _tensorboard(run_dir: Path):

@@ -136,14 +136,15 @@ def test_fused_model_exports_with_cached_features(fused_ckpt, ntu_bodies, tmp_pa
     from skelact.export import export_onnx
 
     torch_model = skelact.load(fused_ckpt)
-    assert list(torch_model.contract.streams) == ["rgb", "skeleton"]
+    skeletons = ["skeleton_joint", "skeleton_bone", "skeleton_jmotion", "skeleton_bmotion"]
+    assert list(torch_model.contract.streams) == ["rgb", *skeletons]  # rgb + the default 4
     ort_model = skelact.load(export_onnx(fused_ckpt, tmp_path / "fused.onnx"))
     kp = ntu_bodies["S003C001P015R001A034"]
     feats = {"rgb": kp[0, :, :8, 1]}  # (T, 8) features, as the checkpoint was trained on
     a, b = torch_model.predict(kp, feats), ort_model.predict(kp, feats)
     np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
     inputs = torch_model.inputs(kp, feats)[0]
-    assert inputs["rgb"].shape == (5, 8, 8) and inputs["skeleton"].shape == (5, 1, 16, 25, 9)
+    assert inputs["rgb"].shape == (5, 8, 8) and inputs["skeleton_joint"].shape == (5, 1, 16, 25, 6)
     # its stand-in features have no index.json: how to compute them from a video is unknown
     with pytest.raises(ContractError, match="'rgb' features cannot be computed from a video"):
         torch_model.features({"video": "clip.mp4", "color_box": np.zeros((1, 4, 4))})

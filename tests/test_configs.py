@@ -102,7 +102,7 @@ def test_end_to_end_frames_input_trains_the_resnets(tmp_path):
     frames = [
         f"model.{s}.{k}"
         for s in ("rgb", "depth")
-        for k in ("input=frames", "pretrained=null", "frozen=false")
+        for k in ("input=frames", "arch=resnet18", "pretrained=null", "frozen=false")
     ]
     cfg = compose_config(
         [

@@ -163,7 +163,16 @@ def test_extract_depth_features(tmp_path):
     }
     torch.manual_seed(0)
     rep = extract_features(
-        data, "depth", tmp_path, tmp_path / "f", pretrained=None, num_frames=3, size=32, workers=0
+        data,
+        "depth",
+        tmp_path,
+        tmp_path / "f",
+        "resnet18",
+        None,
+        num_frames=3,
+        size=32,
+        workers=0,
+        depth_norm="fixed",
     )
     assert rep["ok"] == 1 and rep["feature_dim"] == 512
     torch.manual_seed(0)

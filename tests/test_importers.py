@@ -129,6 +129,24 @@ def test_utd_counts_and_report(utd):
     )
 
 
+def test_utd_records_its_depth_maps(utd, tmp_path):
+    """Every sample names its Depth/*.mat (relative to the root) and lists depth; a root
+    without Depth/ gives skeleton-only samples."""
+    report, data = utd
+    a = next(s for s in data["annotations"] if s["frame_dir"] == "a27_s8_t3")
+    assert a["depth_path"] == "Depth/a27_s8_t3_depth.mat" and (UTD / a["depth_path"]).is_file()
+    assert report["with_depth"] == 861
+    assert all(s["modalities"] == ["skeleton", "depth"] for s in data["annotations"])
+    (tmp_path / "Skeleton").mkdir()
+    (tmp_path / "Skeleton" / "a1_s1_t1_skeleton.mat").symlink_to(
+        UTD / "Skeleton" / "a1_s1_t1_skeleton.mat"
+    )
+    rep = prepare_utd_mhad(tmp_path, tmp_path / "o.pkl", verbose=False)
+    alone = load_annotations(tmp_path / "o.pkl")["annotations"][0]
+    assert rep["with_depth"] == 0 and alone["modalities"] == ["skeleton"]
+    assert "depth_path" not in alone
+
+
 def test_utd_joint_reordering(utd):
     _, data = utd
     raw = scipy.io.loadmat(UTD / "Skeleton" / "a1_s1_t1_skeleton.mat")["d_skel"]  # (20, 3, T)

@@ -162,7 +162,7 @@ def test_depth_clip_values(tmp_path):
 def test_depth_centre_crop_and_errors(tmp_path):
     d = tmp_path / "S002C001P003R001A003"
     write_depth_fixture(d, 3, person_mm=lambda t: 2500)
-    x = load_depth_clip(d, 6, size=53)  # no skeleton: 424x424 centre square, frames repeat
+    x = load_depth_clip(d, 6, size=53)  # no skeleton: the box around the person; frames repeat
     assert x.shape == (6, 1, 53, 53) and np.isclose(x[0, 0, 26, 26].item(), 0.5)
     assert np.array_equal(x[0], x[1])
     with pytest.raises(FileNotFoundError, match="no .png file"):

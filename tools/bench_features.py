@@ -1,11 +1,15 @@
-"""Frames/s of frozen ResNet feature extraction on this CPU, and the hours it implies to cache
-features for all of NTU60 (56,880 samples).
+"""Frames/s of frozen per-frame feature extraction, every backbone side by side in one run, and
+the hours each implies to cache features for all of NTU60 (56,880 samples).
 
-    python tools/bench_features.py [--arch resnet18] [--size 224] [--frames 16] [--batch 4]
+    python tools/bench_features.py [--backbones efficientnet_lite0@160,efficientnet_lite0@224,
+        resnet18@224] [--threads 2] [--frames 16] [--batch 2] [--repeats 5]
 
-Random weights (pretrained=None): speed does not depend on the weights, and nothing downloads.
-Decoding is timed separately on the real NTU clip (--clip) because it runs in DataLoader
-workers that share the same cores.
+Each backbone is built as `skelact prepare features` builds it (frozen; EfficientNet with its
+BatchNorm folded, channels-last). Random weights: speed does not depend on them and nothing
+downloads. The backbones are timed in turns (round robin), so a change in the machine's load
+hits all of them alike; the table gives the median of the turns and the ratio to ResNet-18 at
+224 px. Decoding is timed separately on the real NTU clip (--clip) because it runs in
+DataLoader workers that share the same cores.
 """
 
 from __future__ import annotations
@@ -19,68 +23,76 @@ from pathlib import Path
 import torch
 
 from skelact.data.media.video import load_rgb_clip, video_info
-from skelact.models.encoders import FrameResNet
+from skelact.models.backbones import build_backbone
 
 NTU60_SAMPLES = 56_880
 CLIP = Path(__file__).resolve().parents[1].parent / "shared/data/ntu/videos/ntu_sample.avi"
+DEFAULT = "efficientnet_lite0@160,efficientnet_lite0@224,resnet18@160,resnet18@224"
 
 
-def median_seconds(fn, repeats: int) -> tuple[float, float]:
-    """Median wall seconds and median CPU seconds (this process, all threads) per call."""
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu)
+def timed(fn) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (this process, all threads) of one call."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def bench(entries: list[tuple[str, int]], frames: int, batch: int, repeats: int) -> dict:
+    """{(arch, size): (wall seconds list, cpu seconds list)} per batch of batch x frames."""
+    nets, inputs, times = {}, {}, {}
+    for arch, size in entries:
+        nets[arch, size] = build_backbone(arch, None, 3, frozen=True).eval()
+        inputs[arch, size] = torch.randn(batch, frames, 3, size, size)  # (N, T, 3, S, S)
+        times[arch, size] = ([], [])
+    with torch.inference_mode():
+        for key in entries:
+            nets[key](inputs[key])  # warm-up
+        for _ in range(repeats):
+            for key in entries:
+                wall, cpu = timed(lambda k=key: nets[k](inputs[k]))
+                times[key][0].append(wall)
+                times[key][1].append(cpu)
+    return times
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--arch", default="resnet18")
-    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--backbones", default=DEFAULT, help="comma-separated arch@size entries")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (cores used)")
     ap.add_argument("--frames", type=int, default=16, help="frames per sample")
-    ap.add_argument("--batch", type=int, default=4, help="samples per forward pass")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=2, help="samples per forward pass")
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--clip", type=Path, default=CLIP)
     args = ap.parse_args()
-    enc = FrameResNet(args.arch, pretrained=None, frozen=True).eval()
-    x = torch.randn(args.batch, args.frames, 3, args.size, args.size)  # (N, T, 3, S, S)
-    with torch.inference_mode():
-        enc(x)  # warm-up
-        t, t_cpu = median_seconds(lambda: enc(x), args.repeats)
+    torch.set_num_threads(args.threads)
+    entries = [(e.split("@")[0], int(e.split("@")[1])) for e in args.backbones.split(",")]
+    times = bench(entries, args.frames, args.batch, args.repeats)
     n = args.batch * args.frames
-    fps = n / t
-    hours = NTU60_SAMPLES * args.frames / fps / 3600
+    fps = {k: n / statistics.median(w) for k, (w, _) in times.items()}
+    cpu_fps = {k: n / statistics.median(c) for k, (_, c) in times.items()}
+    # the reference: ResNet-18 at 224 px (its usual input) when timed, else the first entry
+    ref = ("resnet18", 224) if ("resnet18", 224) in entries else entries[0]
     print(
-        f"{args.arch} at {args.size}x{args.size}, batch {args.batch} samples x {args.frames} "
-        f"frames = {n} frames, {torch.get_num_threads()} torch threads, median of {args.repeats}"
+        f"batch {args.batch} samples x {args.frames} frames = {n} frames, {args.threads} torch "
+        f"threads, median of {args.repeats} turns; ratio to {ref[0]}@{ref[1]}"
     )
-    print(f"encoder          : {fps:7.1f} frames/s ({t * 1000:.0f} ms per batch)")
-    # Other processes on the same cores slow the wall clock; CPU time says what an idle
-    # machine would do if the threads scaled perfectly (an upper bound).
-    idle_fps = n / t_cpu * torch.get_num_threads()
-    print(
-        f"  from CPU time  : {n / t_cpu:7.1f} frames per CPU-second -> {idle_fps:.1f} frames/s "
-        f"on {torch.get_num_threads()} idle cores "
-        f"({NTU60_SAMPLES * args.frames / idle_fps / 3600:.1f} h for NTU60)"
-    )
-    print(
-        f"NTU60 estimate   : {NTU60_SAMPLES} samples x {args.frames} frames/sample = "
-        f"{NTU60_SAMPLES * args.frames:,} frames -> {hours:.1f} h of encoder time"
-    )
+    print(f"{'backbone':>22} {'frames/s':>9} {'ratio':>6} {'frames/CPU-s':>13} {'NTU60 h':>8}")
+    for key in entries:
+        hours = NTU60_SAMPLES * args.frames / fps[key] / 3600
+        print(
+            f"{key[0] + '@' + str(key[1]):>22} {fps[key]:9.1f} {fps[key] / fps[ref]:5.2f}x "
+            f"{cpu_fps[key]:13.1f} {hours:8.1f}"
+        )
     if args.clip.is_file():
         total = video_info(args.clip)[0]
-        t_dec, _ = median_seconds(
-            lambda: load_rgb_clip(args.clip, args.frames, size=args.size), args.repeats
+        wall = statistics.median(
+            timed(lambda: load_rgb_clip(args.clip, args.frames, size=224))[0]
+            for _ in range(args.repeats)
         )
-        dec_hours = NTU60_SAMPLES * t_dec / 3600
         print(
-            f"decode + crop    : {t_dec * 1000:7.0f} ms per sample ({args.frames} of {total} "
-            f"frames of {args.clip.name}) -> {dec_hours:.1f} h for NTU60 at this clip length"
+            f"decode + crop: {wall * 1000:.0f} ms per sample ({args.frames} of {total} frames "
+            f"of {args.clip.name}) -> {NTU60_SAMPLES * wall / 3600:.1f} h for NTU60"
         )
-        print(f"total (same cores, serial): {hours + dec_hours:.1f} h")
     print(f"load average while running: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
 

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from skelact.data.datasets import (
     ActionDataset,
     EpochSampler,
+    StoreSamples,
     build_loaders,
     keep_available,
     resolve_layout,
@@ -73,6 +74,8 @@ class Data:
         self.seed = cfg.seed
         self.mcfg = cfg.model
         self.layout = resolve_layout(cfg.data, self.store).name
+        # splits made in memory (name -> store indices), e.g. skelact.fusion's development split
+        self.carved: dict[str, np.ndarray] = {}
 
     def check_splits(self, dcfg, source: str) -> None:
         """Refuse, by name, a train/test/val split that is missing, empty or names a sample
@@ -81,8 +84,10 @@ class Data:
         roles = {"train_split": dcfg.train_split, "test_split": dcfg.test_split}
         if dcfg.val_split:
             roles["val_split"] = dcfg.val_split
-        splits = self.store.splits
+        splits = {*self.store.splits, *self.carved}
         for role, split in roles.items():
+            if split in self.carved:
+                continue
             if split not in splits:
                 raise SystemExit(
                     f"{source}: data.{role}={split} is not a split of this file; it has "
@@ -108,7 +113,10 @@ class Data:
                 )  # fmt: skip
 
     def dataset(self, dcfg, split: str, train: bool) -> tuple[ActionDataset, dict]:
-        samples = split_samples(self.store, split)
+        if split in self.carved:
+            samples = StoreSamples(self.store, self.carved[split])
+        else:
+            samples = split_samples(self.store, split)
         loaders, specs = build_loaders(dcfg, self.mcfg, self.store, self.streams, train)
         samples = keep_available(samples, specs, split)
         return ActionDataset(samples, loaders, seed=self.seed), specs

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
+from skelact.fusion import groups_of
 from skelact.models.temporal import RecurrentCore, TemporalAttention, TemporalConv
 
 
@@ -87,6 +90,13 @@ class Recognizer(nn.Module):
     their averaged probabilities (logits = log of the mean softmax), like separately trained
     models whose scores are averaged. Per-stream heads always exist so every stream can be
     scored alone (and trained with an auxiliary loss).
+
+    Ensemble of several modalities (skeleton streams + depth, say): each modality's streams
+    are averaged, then the modalities are weighted by `group_weights` (fit on data carved from
+    the training split, `skelact.fusion`; equal until set). The image streams are then kept
+    apart from the skeleton streams' randomness (their initialisation and dropout draw from a
+    forked generator) and `grad_groups` lets their gradients be clipped apart: the skeleton
+    streams train exactly as in a skeleton-only run of the same seed.
     """
 
     def __init__(
@@ -101,10 +111,17 @@ class Recognizer(nn.Module):
         if fusion not in ("concat", "mean", "weighted", "ensemble"):
             raise ValueError(f"unknown fusion {fusion!r}; use concat, mean, weighted or ensemble")
         self.streams = nn.ModuleDict(streams)
-        self.heads = nn.ModuleDict(
-            {k: nn.Linear(s.out_dim, num_classes) for k, s in streams.items()}
-        )
+        self.groups = groups_of(streams)
+        heads = {}
+        for i, (k, s) in enumerate(streams.items()):
+            with isolated(fusion, self.groups, k, offset=100 + i):
+                heads[k] = nn.Linear(s.out_dim, num_classes)
+        self.heads = nn.ModuleDict(heads)
         self.fusion = fusion
+        if fusion == "ensemble" and len(self.groups) > 1:
+            self.register_buffer(
+                "group_weights", torch.full((len(self.groups),), 1 / len(self.groups))
+            )
         if fusion == "concat" and len(streams) > 1:
             total = sum(s.out_dim for s in streams.values())
             self.fuse = nn.Sequential(
@@ -115,6 +132,29 @@ class Recognizer(nn.Module):
             )
         if fusion == "weighted" and len(streams) > 1:
             self.stream_logit_weights = nn.Parameter(torch.zeros(len(streams)))
+
+    def isolated(self, stream: str):
+        """`isolated` for a forward pass of one of this model's streams."""
+        return isolated(self.fusion, self.groups, stream, None)
+
+    def set_group_weights(self, weights: dict[str, float]) -> None:
+        """Modality weights {modality: w} for the ensemble (normalised to sum 1)."""
+        w = torch.tensor([float(weights[g]) for g in self.groups])
+        if (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"group weights must be >= 0 with a positive sum, got {weights}")
+        self.group_weights.copy_(w / w.sum())
+
+    def grad_groups(self) -> list[list[nn.Parameter]]:
+        """Parameters per modality (the skeleton streams with their shared core): gradients
+        clipped per group keep one modality's gradient norm from scaling another's steps."""
+        if self.fusion != "ensemble" or len(self.groups) == 1:
+            return [list(self.parameters())]
+        out = []
+        for names in self.groups.values():
+            mods = [self.streams[n] for n in names] + [self.heads[n] for n in names]
+            params = {id(p): p for m in mods for p in m.parameters()}  # a shared core once
+            out.append(list(params.values()))
+        return out
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, tuple]:
         """{stream: (embedding (N, H), attention (N, T))}. Streams sharing a core (the skeleton
@@ -128,7 +168,8 @@ class Recognizer(nn.Module):
             if len(names) == 1:
                 name = names[0]
                 mask = {"mask": masks[name]} if name in masks else {}
-                out[name] = self.streams[name](inputs[name], **mask)
+                with self.isolated(name):
+                    out[name] = self.streams[name](inputs[name], **mask)
                 continue
             feats = {k: self.streams[k].frames(inputs[k]) for k in names}
             sizes = [f.shape[0] for f in feats.values()]
@@ -167,13 +208,40 @@ class Recognizer(nn.Module):
         elif self.fusion == "mean":
             fused = torch.stack([logits[k] for k in self.streams]).mean(0)
         elif self.fusion == "ensemble":
-            probs = torch.stack([torch.softmax(logits[k], -1) for k in self.streams]).mean(0)
+            probs = torch.stack(
+                [self._group_probs(names, logits) for names in self.groups.values()]
+            )
+            if len(self.groups) > 1:
+                probs = torch.einsum("g,gnc->nc", self.group_weights, probs)  # (N, C)
+            else:
+                probs = probs[0]
             fused = torch.log(probs.clamp_min(1e-12))
             return {"logits": fused, "streams": logits, "attention": attention, "independent": True}
         else:
             w = torch.softmax(self.stream_logit_weights, 0)
             fused = torch.einsum("s,snc->nc", w, torch.stack([logits[k] for k in self.streams]))
         return {"logits": fused, "streams": logits, "attention": attention}
+
+    @staticmethod
+    def _group_probs(names: list[str], logits: dict) -> torch.Tensor:
+        return torch.stack([torch.softmax(logits[k], -1) for k in names]).mean(0)  # (N, C)
+
+
+def isolated(fusion: str, groups: dict, stream: str, offset: int | None):
+    """For a non-skeleton stream of a multi-modality ensemble: a forked torch generator, so
+    that it draws none of the numbers the skeleton streams draw; reseeded from the initial
+    seed + `offset` (initialisation) or not (forward: dropout). Otherwise nothing."""
+    if fusion != "ensemble" or len(groups) == 1 or stream.startswith("skeleton"):
+        return contextlib.nullcontext()
+    return _forked(None if offset is None else torch.initial_seed() + 7919 * offset)
+
+
+@contextlib.contextmanager
+def _forked(seed: int | None):
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
 
 
 def build_recognizer(
@@ -192,17 +260,18 @@ def build_recognizer(
     shared = None
     if mcfg.core.get("shared", False) and len(skeletons) > 1:
         shared = build_core(mcfg.skeleton.embed, mcfg.core)
-    for name in streams:
+    for i, name in enumerate(streams):
         kind = "skeleton" if name.startswith("skeleton") else name  # skeleton_* share a config
-        encoder, enc_dim = build_encoder(kind, mcfg[kind], specs[name])
-        built[name] = Stream(
-            encoder,
-            enc_dim,
-            mcfg.core,
-            mcfg.attention_hidden,
-            mcfg.dropout,
-            mcfg.get("temporal_kernel", 0),
-            skeleton="num_joints" in specs[name],
-            core=shared if name in skeletons else None,
-        )
+        with isolated(mcfg.fusion, groups_of(streams), name, offset=2 + i):
+            encoder, enc_dim = build_encoder(kind, mcfg[kind], specs[name])
+            built[name] = Stream(
+                encoder,
+                enc_dim,
+                mcfg.core,
+                mcfg.attention_hidden,
+                mcfg.dropout,
+                mcfg.get("temporal_kernel", 0),
+                skeleton="num_joints" in specs[name],
+                core=shared if name in skeletons else None,
+            )
     return Recognizer(built, num_classes, mcfg.fusion, mcfg.fusion_hidden, mcfg.dropout)

@@ -31,7 +31,16 @@ from skelact.data.media.paths import XY_KEY, crop_points, source_path  # noqa: F
 from skelact.data.media.video import load_rgb_clip
 
 INDEX = "index.json"
-SETTINGS = ("modality", "arch", "pretrained", "num_frames", "size", "feature_dim")
+SETTINGS = (
+    "modality",
+    "arch",
+    "pretrained",
+    "num_frames",
+    "size",
+    "feature_dim",
+    "depth_norm",
+    "grid",
+)
 CHANNELS = {"rgb": 3, "depth": 1}  # channels of a decoded frame
 
 
@@ -43,21 +52,31 @@ def load_clip(
     size: int,
     train: bool = False,
     rng: np.random.Generator | None = None,
+    depth_norm: str = "person",
 ) -> torch.Tensor:
     """One sample's frames, cropped around the person -> float (T, C, size, size), C =
-    CHANNELS[modality]. xy: the sample's XY_KEY[modality] field, or None for a centre crop."""
-    load = load_rgb_clip if modality == "rgb" else load_depth_clip
-    return load(path, num_frames, xy=xy, size=size, train=train, rng=rng)
+    CHANNELS[modality]. xy: the sample's XY_KEY[modality] field, or None (RGB: a centre crop;
+    depth: the box around the foreground). depth_norm: see `load_depth_clip`'s norm."""
+    if modality == "rgb":
+        return load_rgb_clip(path, num_frames, xy=xy, size=size, train=train, rng=rng)
+    return load_depth_clip(
+        path, num_frames, xy=xy, size=size, train=train, rng=rng, norm=depth_norm
+    )
 
 
 class ClipDataset(Dataset):
     """Decodes one sample per item (in DataLoader workers) -> (name, clip or None, error)."""
 
     def __init__(
-        self, items: list[tuple[str, Path, Any]], modality: str, num_frames: int, size: int
+        self,
+        items: list[tuple[str, Path, Any]],
+        modality: str,
+        num_frames: int,
+        size: int,
+        depth_norm: str = "person",
     ):
         self.items, self.modality = items, modality
-        self.num_frames, self.size = num_frames, size
+        self.num_frames, self.size, self.depth_norm = num_frames, size, depth_norm
 
     def __len__(self) -> int:
         return len(self.items)
@@ -65,7 +84,9 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[str, torch.Tensor | None, str]:
         name, path, xy = self.items[i]
         try:
-            clip = load_clip(path, xy, self.modality, self.num_frames, self.size)
+            clip = load_clip(
+                path, xy, self.modality, self.num_frames, self.size, depth_norm=self.depth_norm
+            )
         except Exception as err:  # noqa: BLE001 - a bad sample is reported, the run goes on
             return name, None, f"error: {err}"
         return name, clip, ""
@@ -124,6 +145,9 @@ def _check_settings(out_dir: Path, settings: dict) -> dict[str, str]:
                 "cannot tell how they were made, use an empty out_dir"
             )
         return {}
+    # caches made before depth_norm existed: fixed-range depth
+    old.setdefault("depth_norm", "fixed" if old.get("modality") == "depth" else None)
+    old.setdefault("grid", 1)
     diff = {k: (old.get(k), settings[k]) for k in SETTINGS if old.get(k) != settings[k]}
     if diff:
         raise ValueError(
@@ -156,7 +180,7 @@ def extract_features(
     modality: str,
     data_root: str | os.PathLike,
     out_dir: str | os.PathLike,
-    arch: str = "resnet18",
+    arch: str = "efficientnet_lite0",
     pretrained: str | None = "imagenet",
     num_frames: int = 16,
     size: int = 224,
@@ -165,8 +189,10 @@ def extract_features(
     device: str = "auto",
     weights_file: str | None = None,
     split: str | None = None,
+    depth_norm: str = "person",
+    grid: int = 1,
 ) -> dict[str, Any]:
-    """Cache frozen-ResNet features (float16 (T, D) per sample) for one modality.
+    """Cache frozen-CNN features (float16 (T, D) per sample) for one modality.
 
     ann_file: an annotation pickle (or its loaded dict); split: only that split's samples.
     batch_size counts samples (each num_frames frames). Missing or corrupt videos are counted
@@ -180,7 +206,9 @@ def extract_features(
         samples = [s for s in samples if s["frame_dir"] in keep]
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     encoder = frame_encoder(
-        {"modality": modality, "arch": arch, "pretrained": pretrained}, weights_file, device
+        {"modality": modality, "arch": arch, "pretrained": pretrained, "grid": grid},
+        weights_file,
+        device,
     )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,12 +219,14 @@ def extract_features(
         "num_frames": num_frames,
         "size": size,
         "feature_dim": encoder.out_dim,
+        "depth_norm": depth_norm if modality == "depth" else None,
+        "grid": grid,
     }
     status = _check_settings(out_dir, settings)
     todo, planned = _plan(samples, modality, data_root, out_dir)
     status.update(planned)
     _write_index(out_dir, settings, status)  # settings on disk before any .npy is written
-    dataset = ClipDataset(todo, modality, num_frames, size)
+    dataset = ClipDataset(todo, modality, num_frames, size, depth_norm)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -237,13 +267,14 @@ def frame_encoder(settings: dict, weights_file: str | None = None, device: str =
     Random weights (pretrained None) are drawn from a fixed seed, without touching the global
     random state: a model trained on such a cache gets the same encoder when it predicts.
     """
-    from skelact.models.encoders import FrameResNet
+    from skelact.models.backbones import build_backbone
 
-    channels = CHANNELS[settings["modality"]]  # depth: a grey image, normalisation in conv1
+    channels = CHANNELS[settings["modality"]]  # depth: a grey image
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         arch, pretrained = settings["arch"], settings["pretrained"]
-        encoder = FrameResNet(arch, pretrained, channels, frozen=True, weights_file=weights_file)
+        grid = settings.get("grid", 1)
+        encoder = build_backbone(arch, pretrained, channels, True, weights_file, grid)
     return encoder.to(device).eval()
 
 
@@ -292,3 +323,38 @@ def load_features(out_dir: str | os.PathLike, frame_dir: str) -> np.ndarray:
             f"(expected {path}; see {Path(out_dir) / INDEX} for its status)"
         )
     return np.load(path)
+
+
+RANDOM_WEIGHTS = (
+    "features from RANDOM weights (pretrained=None): they carry little about real images. "
+    "For ImageNet features: skelact prepare features --arch efficientnet_lite0 (its weights "
+    "install with skelact), or a resnet with its torchvision weights in torch's cache or "
+    "--weights-file"
+)
+
+
+def feature_provenance(cfg) -> dict[str, dict]:
+    """{stream: how its frames were encoded} for a run's RGB / depth streams: the feature
+    cache's settings (input=features) or the model's backbone (input=frames); "warning" when
+    the weights were random, which is also logged."""
+    import logging
+
+    out = {}
+    for stream in cfg.modality.streams:
+        if stream not in ("rgb", "depth"):
+            continue
+        mcfg = cfg.model[stream]
+        if mcfg.input == "features":
+            index = _read_index(Path(cfg.data[stream].features))
+            if index is None:  # a cache made by other means: nothing to tell
+                out[stream] = {"cache": str(cfg.data[stream].features), "index": None}
+                continue
+            info = {k: index.get(k) for k in ("arch", "pretrained", "num_frames", "size")}
+            info["cache"] = str(cfg.data[stream].features)
+        else:
+            info = {"arch": mcfg.arch, "pretrained": mcfg.pretrained, "frozen": mcfg.frozen}
+        if info.get("pretrained") is None:
+            info["warning"] = RANDOM_WEIGHTS
+            logging.getLogger("skelact").warning("%s stream: %s", stream, RANDOM_WEIGHTS)
+        out[stream] = info
+    return out

@@ -66,6 +66,8 @@ UTD_MHAD_CLASSES = (
 # KINECT20 joint k is UTD-MHAD joint UTD_TO_KINECT20[k].
 UTD_TO_KINECT20 = (3, 2, 1, 0) + tuple(range(4, 20))
 
+UTD_DEPTH_DIR = "Depth"  # beside Skeleton/: aA_sS_tT_depth.mat, d_depth (240, 320, T) uint16 mm
+
 _NUCLA_NAME = re.compile(r"a(\d+)_s(\d+)_e(\d+)_v(\d+)")
 _UTD_NAME = re.compile(r"a(\d+)_s(\d+)_t(\d+)_skeleton")
 
@@ -186,9 +188,29 @@ def prepare_utd_mhad(
 
     Splits "xsub_train" (subjects 1 3 5 7) and "xsub_val" (2 4 6 8), plus the development
     pair "xsub_dev_train" (1 3 5) / "xsub_dev_val" (7) carved from the training subjects;
-    joints reordered to KINECT20. Returns the report, also stored under the file's "report".
+    joints reordered to KINECT20. A sample whose depth maps `root/Depth/aA_sS_tT_depth.mat`
+    exist records them as "depth_path" (relative to root: `skelact prepare features
+    --modality depth --root ROOT`) and lists "depth" in its "modalities". Returns the report,
+    also stored under the file's "report" (with the count of samples with depth).
     """
     folder = Path(root) / "Skeleton"
+    depth_dir = Path(root) / UTD_DEPTH_DIR
+
+    with_depth = set()
+
+    def read_utd_mhad(path: Path) -> dict[str, Any]:
+        sample = read_utd_mhad_mat(path)
+        depth = f"{UTD_DEPTH_DIR}/{sample['frame_dir']}_depth.mat"
+        has_depth = (depth_dir / Path(depth).name).is_file()
+        sample["modalities"] = ["skeleton", "depth"] if has_depth else ["skeleton"]
+        if has_depth:
+            sample["depth_path"] = depth
+            with_depth.add(sample["frame_dir"])
+        return sample
+
+    def amend(report: dict, seen: dict, split: dict) -> None:
+        report["with_depth"] = len(with_depth & set(seen))
+
     train_subjects = list(train_subjects)
     splits = {
         "xsub_train": set(train_subjects),
@@ -196,8 +218,8 @@ def prepare_utd_mhad(
         **dev_splits("xsub", train_subjects),
     }
     return run_import(
-        out, "utd_mhad", UTD_MHAD_CLASSES, (folder, "*.mat"), read_utd_mhad_mat, "subject",
-        splits, verbose, short_frames=short_frames,
+        out, "utd_mhad", UTD_MHAD_CLASSES, (folder, "*.mat"), read_utd_mhad, "subject",
+        splits, verbose, short_frames=short_frames, amend=amend,
     )  # fmt: skip
 
 

@@ -153,6 +153,8 @@ def print_summary(report: dict[str, Any]) -> None:
             f"  warning: {len(dups)} sample(s) have keypoints identical to a sample in another "
             f"split, e.g. {dups[0][0]} == {dups[0][1]}"
         )
+    if "with_depth" in report:
+        print(f"  with depth maps: {report['with_depth']} samples")
     if "val_label_check" in report:
         print(f"  {report['val_label_check']}")
     print(f"  wrote {report['out']}")

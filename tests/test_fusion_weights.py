@@ -1,0 +1,92 @@
+"""Modality weights fit on carved training data, and skeleton streams untouched by an image
+stream in the ensemble (skelact.fusion, Recognizer.group_weights)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from skelact.config import compose_config
+from skelact.fusion import carve_dev, fit_group_weights, groups_of, simplex_grid
+from skelact.models.recognizer import build_recognizer
+
+SKELETON_4S = ["skeleton_joint", "skeleton_bone", "skeleton_jmotion", "skeleton_bmotion"]
+
+
+def onehot(pred, classes=3, p=0.8):
+    out = np.full((len(pred), classes), (1 - p) / (classes - 1))
+    out[np.arange(len(pred)), pred] = p
+    return out
+
+
+def test_fit_prefers_the_skeleton_unless_the_other_stream_helps():
+    labels = np.array([0, 1, 2] * 10)
+    skel = labels.copy()
+    skel[:3] = (labels[:3] + 1) % 3  # 3 errors of 30
+    groups = groups_of(["skeleton_joint", "skeleton_bone", "depth"])
+    assert groups == {"skeleton": ["skeleton_joint", "skeleton_bone"], "depth": ["depth"]}
+    useless = (labels + 1) % 3  # depth always wrong
+    scores = {
+        "skeleton_joint": onehot(skel),
+        "skeleton_bone": onehot(skel),
+        "depth": onehot(useless),
+    }
+    weights, report = fit_group_weights(scores, labels, groups)
+    assert weights["depth"] < 0.5 and report["dev_top1"] == 0.9
+    assert report["dev_top1_per_modality"] == {"skeleton": 0.9, "depth": 0.0}
+    # a depth stream right where the skeleton errs, less sure elsewhere: it gets weight
+    helpful = onehot(labels, p=0.5)
+    helpful[:3] = onehot(labels[:3], p=0.95)
+    scores["depth"] = helpful
+    weights, report = fit_group_weights(scores, labels, groups)
+    assert report["dev_top1"] == 1.0 and 0 < weights["depth"] < 1
+    assert abs(sum(weights.values()) - 1) < 1e-6
+    grid = simplex_grid(3, 0.1)
+    assert grid.shape == (66, 3) and np.allclose(grid.sum(1), 1)
+
+
+def test_carve_dev_holds_out_whole_subjects_or_a_stratified_quarter():
+    samples = [{"subject": s, "label": i % 3} for s in (1, 3, 5, 7) for i in range(6)]
+    dev = carve_dev(samples)
+    assert {samples[i]["subject"] for i in dev} == {7} and len(dev) == 6
+    plain = [{"label": i % 4} for i in range(48)]
+    dev = carve_dev(plain, seed=1)
+    labels = np.array([plain[i]["label"] for i in dev])
+    assert len(dev) == 12 and np.bincount(labels).tolist() == [3, 3, 3, 3]
+
+
+def _model(streams, seed=0):
+    cfg = compose_config(["data=utdmhad_xsub", "data.ann_file=x", f"modality.streams={streams}"])
+    specs = {s: {"num_joints": 20, "channels": 6, "num_bodies": 1} for s in SKELETON_4S}
+    specs["depth"] = {"feature_dim": 12}
+    torch.manual_seed(seed)
+    return build_recognizer(cfg.model, streams, 5, specs)
+
+
+def test_an_image_stream_leaves_the_skeleton_streams_as_they_were():
+    """Same seed: the skeleton streams of skeleton+depth start with the skeleton-only model's
+    weights and draw the same dropout; the depth gradients are clipped on their own; with the
+    depth weight at 0 the fused scores are the skeleton ensemble's."""
+    alone = _model(SKELETON_4S)
+    both = _model([*SKELETON_4S, "depth"])
+    sd = both.state_dict()
+    for k, v in alone.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    x = {s: torch.randn(4, 1, 8, 20, 6) for s in SKELETON_4S}
+    x["depth"] = torch.randn(4, 8, 12)
+    alone.train(), both.train()
+    torch.manual_seed(5)
+    a = alone(x)
+    torch.manual_seed(5)
+    b = both(x)
+    for s in SKELETON_4S:
+        assert torch.equal(a["streams"][s], b["streams"][s]), s  # same dropout draws
+    assert [len(g) for g in both.grad_groups()] == [
+        len(list(alone.parameters())),
+        len(list(both.streams["depth"].parameters())) + 2,
+    ]
+    alone.eval(), both.eval()
+    both.set_group_weights({"skeleton": 1.0, "depth": 0.0})
+    assert torch.allclose(alone(x)["logits"], both(x)["logits"], atol=1e-6)
+    both.set_group_weights({"skeleton": 1, "depth": 1})
+    assert torch.allclose(both.group_weights, torch.tensor([0.5, 0.5]))
