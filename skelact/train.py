@@ -32,7 +32,15 @@ from skelact.engine import (
     write_eval_outputs,
 )
 from skelact.files import atomic_write
-from skelact.fusion import fit_on_dev, wants_fit
+from skelact.fusion import (
+    DEV_TRAIN,
+    DEV_VAL,
+    carve_dev,
+    fit_group_weights,
+    groups_of,
+    read_stream_scores,
+    wants_fit,
+)
 from skelact.metrics import topk_accuracy
 from skelact.models.recognizer import build_recognizer
 from skelact.runtime import (
@@ -193,6 +201,37 @@ def add_run_notes(metrics: dict, run_dir: Path, cfg: DictConfig, fusion: dict | 
         metrics = {**metrics, **notes}
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def fit_on_dev(cfg, run_dir: str | Path) -> dict:
+    """Fit the modality weights of `cfg`'s model: train it on the training split less a carved
+    development split, score that split per stream, `fit_group_weights`. The development run
+    lands in run_dir/fusion_fit (reused when its scores are there: a resumed run). Returns
+    the report, with "weights"."""
+    from skelact.data.datasets import split_samples
+
+    sub_dir = Path(run_dir) / "fusion_fit"
+    if not (sub_dir / "stream_scores.npz").is_file():
+        data = Data(cfg)
+        data.check_splits(cfg.data, str(cfg.data.ann_file))
+        train_idx = data.store.split(cfg.data.train_split)
+        dev = carve_dev(split_samples(data.store, cfg.data.train_split), cfg.seed)
+        if len(dev) == 0 or len(dev) == len(train_idx):
+            raise SystemExit(f"fusion_weights=fit: cannot carve a development split from "
+                             f"{cfg.data.train_split} ({len(train_idx)} samples)")  # fmt: skip
+        data.carved = {DEV_TRAIN: np.delete(train_idx, dev), DEV_VAL: train_idx[dev]}
+        sub = OmegaConf.merge(cfg, {
+            "data": {"train_split": DEV_TRAIN, "test_split": DEV_VAL, "val_split": None},
+            "model": {"fusion_weights": "equal"},
+        })  # fmt: skip
+        log.info("fusion_weights=fit: training on %d samples, scoring %d carved from %s -> %s",
+                 len(train_idx) - len(dev), len(dev), cfg.data.train_split, sub_dir)  # fmt: skip
+        train(sub, sub_dir, data=data)
+    scores, labels = read_stream_scores(sub_dir)
+    weights, report = fit_group_weights(scores, labels, groups_of(cfg.modality.streams))
+    log.info("fusion weights %s (development top-1 %.4f; per modality %s)", weights,
+             report["dev_top1"], report["dev_top1_per_modality"])  # fmt: skip
+    return {**report, "fit_run": str(sub_dir)}
 
 
 def _tensorboard(run_dir: Path):
