@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from skelact.config import CONFIG_DIR, absolute_data_paths
 from skelact.contract import check_specs
-from skelact.data.run import Data, make_loader, split_names
+from skelact.data.run import Data, make_loader
 from skelact.engine import (
     cosine_with_warmup,
     evaluate,
@@ -183,7 +183,7 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
             shutil.copyfileobj(src, dst)
     elif state["best"] is None:  # epochs=0: nothing was trained, save the model as it is
         _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
-    trained_on = split_names(data.store, cfg.data.train_split)
+    trained_on = data.names_of(cfg.data.train_split)
     metrics = evaluate_model(model, cfg, data, run_dir, device, trained_on=trained_on)
     return add_run_notes(metrics, run_dir, cfg, fusion)
 

@@ -75,7 +75,8 @@ def test_unknown_modality_is_a_clear_error():
         ("skeleton_4s", "skeleton_4s", "bilstm_4s", 4),  # the default's own name
         ("skeleton_2s", "skeleton_2s", "bilstm_4s", 2),
         ("skeleton", "skeleton", "bilstm", 1),  # the single-stream recipe, not bilstm_4s
-        ("rgb+skeleton", "rgb_skeleton", "bilstm", 2),
+        ("rgb+skeleton", "rgb_skeleton", "bilstm_4s", 5),  # rgb + the four skeleton streams
+        ("skeleton+depth", "skeleton_depth", "bilstm_4s", 5),
     ],
 )
 def test_modality_chooses_inputs_and_their_model(spec, modality, model, streams):

@@ -184,7 +184,8 @@ def test_own_rgbd_recordings_train_with_every_stream(rgbd_set, tmp_path):
     train(cfg, tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["num_samples"] == 2  # every test sample kept: no stream lacked its input
-    assert set(metrics["streams"]) == {"rgb", "skeleton", "depth"}
+    streams = {"rgb", "depth", *(f"skeleton_{k}" for k in ("joint", "bone", "jmotion", "bmotion"))}
+    assert set(metrics["streams"]) == streams
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
-    assert set(ck["specs"]) == {"rgb", "skeleton", "depth"}
+    assert set(ck["specs"]) == streams
     assert ck["specs"]["depth"]["extractor"]["modality"] == "depth"

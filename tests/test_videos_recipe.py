@@ -55,7 +55,7 @@ def recipe(clip, pose_model, tmp_path_factory) -> dict:
     )
     feats = run(
         *("prepare", "features", "--modality", "rgb", "--ann", "mine.store", "--root", "videos"),
-        *("--out", "feats/rgb", "--pretrained", "none", "--frames", FRAMES, "--size", SIZE),
+        *("--out", "feats/rgb", "--frames", FRAMES, "--size", SIZE),  # packaged ImageNet weights
         *("--workers", "0"),
         cwd=work,
     )
@@ -118,7 +118,13 @@ def test_prepare_features_crops_around_the_person(recipe):
 
 def test_rgb_skeleton_trains_and_keeps_how_its_features_were_made(recipe):
     metrics = json.loads((recipe["work"] / "run/metrics.json").read_text())
-    assert metrics["num_samples"] == 2 and set(metrics["streams"]) == {"rgb", "skeleton"}
+    assert metrics["num_samples"] == 2 and set(metrics["streams"]) == {
+        "rgb",
+        "skeleton_joint",
+        "skeleton_bone",
+        "skeleton_jmotion",
+        "skeleton_bmotion",
+    }
     ck = torch.load(recipe["ckpt"], weights_only=True)
     index = json.loads((recipe["work"] / "feats/rgb/index.json").read_text())
     assert ck["specs"]["rgb"]["extractor"] == {k: v for k, v in index.items() if k != "samples"}

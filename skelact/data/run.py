@@ -39,9 +39,9 @@ def split_names(store, split: str) -> np.ndarray:
     return store.names[store.split(split)]
 
 
-def shared_names(store, a: str, b: str) -> list[str]:
-    """The sorted names that splits `a` and `b` of `store` both hold."""
-    return sorted(str(n) for n in np.intersect1d(split_names(store, a), split_names(store, b)))
+def shared_names(a: np.ndarray, b: np.ndarray) -> list[str]:
+    """The sorted names that two splits' name arrays both hold."""
+    return sorted(str(n) for n in np.intersect1d(a, b))
 
 
 def check_unique(store, split: str, source: str) -> None:
@@ -99,7 +99,7 @@ class Data:
         for first, second, key, why in OVERLAPS:
             if first not in roles or second not in roles:
                 continue
-            both = shared_names(self.store, roles[first], roles[second])
+            both = shared_names(self.names_of(roles[first]), self.names_of(roles[second]))
             if both and not dcfg.get(key, False):
                 raise SystemExit(
                     f"{source}: {len(both)} sample(s) of data.{second}={roles[second]} are also "
@@ -111,6 +111,12 @@ class Data:
                     "data.%s %s shares %d samples with data.%s %s (allowed by data.%s)",
                     second, roles[second], len(both), first, roles[first], key,
                 )  # fmt: skip
+
+    def names_of(self, split: str) -> np.ndarray:
+        """(N,) str: the names of `split`'s samples, a carved split's included."""
+        if split in self.carved:
+            return self.store.names[self.carved[split]]
+        return split_names(self.store, split)
 
     def dataset(self, dcfg, split: str, train: bool) -> tuple[ActionDataset, dict]:
         if split in self.carved:
