@@ -15,7 +15,7 @@ EPILOG = """examples:
   skelact train data=ntu60_xsub data.ann_file=ntu60_3danno.pkl   pyskl pickle: converted once
   skelact repack ntu60.store ntu60.pkl          store -> pyskl pickle (or pickle -> store)
   skelact train --modality rgb+skeleton data=ntu60_xsub data.ann_file=ntu60.store
-  skelact eval ckpt=runs/.../checkpoints/last.pt data=ntu60_xview
+  skelact eval ckpt=runs/.../checkpoints/last.pt  its data file and test split, from the checkpoint
   skelact convert videos/ --out mine.pkl --layout ntu25 --labels-from-folders
   skelact predict clip.mp4 --ckpt runs/.../checkpoints/best.pt --render out.mp4
   skelact predict --live 0 --ckpt runs/.../checkpoints/best.pt       camera 0, live
