@@ -125,7 +125,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
         prepare_utd_mhad(args.root, args.out)
     elif args.source in _TEXT_IMPORTERS:
-        from skelact.data.media.paths import text_importers
+        from skelact.data.sources import text_importers
 
         getattr(text_importers, _TEXT_IMPORTERS[args.source])(args.root, args.out)
     elif args.source == "features":

@@ -180,3 +180,19 @@ def test_live_timeline_goes_beside_the_checkpoints_outputs(tmp_path):
     assert timeline_path(ckpt, "0").name.startswith("camera0_")
     onnx = timeline_path(tmp_path / "model.onnx", "rtsp://host/cam")
     assert onnx.parent == tmp_path / "live" and onnx.name.startswith("stream_")
+
+
+SBU = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sbu")
+
+
+@pytest.mark.skipif(not os.path.isdir(SBU), reason="../shared/data/sbu not present")
+def test_prepare_sbu_from_the_command_line(tmp_path):
+    """The text importers' command path (prepare sbu|kard|msr-daily) on the real SBU set."""
+    from skelact.data.formats.annotations import open_annotations
+
+    out = tmp_path / "sbu.store"
+    res = subprocess.run([sys.executable, "-m", "skelact.cli", "prepare", "sbu", SBU,
+                          "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    store = open_annotations(out)
+    assert len(store) == 282 and len(store.split("fold1_test")) > 0
