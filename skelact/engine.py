@@ -195,7 +195,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         # weights_only: tensors, numbers, strings and containers; never code from the file
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        # torch's message suggests weights_only=False: the very thing that would run the code
+        # torch's message suggests turning weights_only off: the very thing that would run code
         found = re.search(r"GLOBAL (\S+)", str(err))
         if found:
             raise RuntimeError(

