@@ -55,9 +55,16 @@ def _add_prepare(sub) -> None:
     feat.add_argument("--out", required=True, help="feature cache folder")
     feat.add_argument(
         "--arch",
-        default="efficientnet_lite0",
-        choices=["efficientnet_lite0", "resnet18", "resnet34", "resnet50"],
-        help="per-frame CNN (efficientnet_lite0: ImageNet weights installed with skelact)",
+        choices=["efficientnet_lite0", "resnet18", "resnet34", "resnet50", "pixels"],
+        help="per-frame encoder (default: efficientnet_lite0 for rgb, its ImageNet weights "
+        "install with skelact; pixels for depth: the crop itself at --grid x --grid, no "
+        "network, which beat ImageNet features on depth, see BENCHMARKS.md)",
+    )
+    feat.add_argument(
+        "--grid",
+        type=int,
+        help="pixels: the crop's resolution (default 16, 256 features a frame); a CNN: its "
+        "feature maps pooled over grid x grid cells (default 1)",
     )
     feat.add_argument(
         "--pretrained",
@@ -129,14 +136,15 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
         getattr(text_importers, _TEXT_IMPORTERS[args.source])(args.root, args.out)
     elif args.source == "features":
-        from skelact.data.media.features import extract_features
+        from skelact.data.media.features import DEFAULT_ARCH, extract_features
 
+        arch = args.arch or DEFAULT_ARCH[args.modality]
         report = extract_features(
             args.ann,
             args.modality,
             args.root,
             args.out,
-            arch=args.arch,
+            arch=arch,
             pretrained=None if args.pretrained == "none" else args.pretrained,
             num_frames=args.frames,
             size=args.size or (160 if args.modality == "depth" else 224),
@@ -145,6 +153,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             device=args.device,
             weights_file=args.weights_file,
             depth_norm=args.depth_norm,
+            grid=args.grid or (16 if arch == "pixels" else 1),
         )
         _print_features(report)
 

@@ -189,3 +189,78 @@ def test_own_rgbd_recordings_train_with_every_stream(rgbd_set, tmp_path):
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert set(ck["specs"]) == streams
     assert ck["specs"]["depth"]["extractor"]["modality"] == "depth"
+
+
+def test_pixels_cache_is_the_crop_averaged_and_trains_a_depth_cnn(rgbd_set, tmp_path):
+    """`prepare features --arch pixels`: the depth crop itself at grid x grid (no network,
+    no weights, no random-weights warning); a model on it trains a PixelCNN per frame, and a
+    new clip's features computed on the fly equal the cache."""
+    from skelact.config import compose_config
+    from skelact.models.encoders import PixelCNN
+    from skelact.train import train
+
+    root, ann = rgbd_set
+    out = tmp_path / "pix"
+    rep = extract_features(ann, "depth", root, out, "pixels", "imagenet", 4, 64, workers=0, grid=16)
+    assert (rep["ok"], rep["feature_dim"]) == (6, 256), rep["failures"]
+    settings = json.loads((out / "index.json").read_text())
+    assert (settings["arch"], settings["pretrained"], settings["grid"]) == ("pixels", None, 16)
+    clip = load_depth_clip(utd_depth(UTD[0]), 4, None, 64, norm="person")[:, 0].numpy()
+    cells = clip.reshape(4, 16, 4, 16, 4).mean((2, 4)).reshape(4, 256)  # 4x4 pixel blocks
+    cached = np.load(out / f"{UTD[0]}.npy").astype(np.float32)
+    assert np.abs(cached - cells).max() < 2e-3 and cells.max() > 0.3  # a person, not zeros
+    enc = frame_encoder(settings)
+    assert np.array_equal(
+        clip_features(utd_depth(UTD[0]), None, settings, enc), cached.astype(np.float16)
+    )
+    cfg = compose_config(
+        [
+            "modality=depth",
+            f"data.ann_file={ann}",
+            f"data.depth.features={out}",
+            "data.depth.num_frames=4",
+            "trainer.epochs=1",
+            "trainer.num_workers=0",
+            "trainer.threads=1",
+            "trainer.progress=false",
+        ]
+    )
+    train(cfg, tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["features"]["depth"]["arch"] == "pixels"
+    assert "warning" not in metrics["features"]["depth"]  # weightless, not random
+    ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    convs = [k for k in ck["model"] if k.startswith("streams.depth.encoder.0.net.")]
+    assert convs, "the depth stream has no PixelCNN"
+    from skelact.models.recognizer import build_recognizer
+
+    net = build_recognizer(cfg.model, ["depth"], 2, {"depth": ck["specs"]["depth"]})
+    assert isinstance(net.streams["depth"].encoder[0], PixelCNN)
+
+
+def test_pixel_cnn_shapes_shift_and_choice():
+    from omegaconf import OmegaConf
+
+    from skelact.models.encoders import PixelCNN, build_encoder
+
+    torch.manual_seed(0)
+    net = PixelCNN(1, 48)
+    x = torch.rand(2, 5, 48 * 48)
+    net.eval()
+    y = net(x)
+    assert y.shape == (2, 5, net.out_dim) and net.out_dim == 64 * 3 * 3
+    assert torch.equal(y, net(x))  # no shift when evaluating
+    moved = torch.roll(x.reshape(2, 5, 48, 48), 8, dims=-1).reshape(2, 5, -1)
+    assert not torch.allclose(net(moved), y)  # where things are in the frame counts
+    with pytest.raises(ValueError, match="1 x 48 x 48 = 2304 features, got 256"):
+        net(torch.rand(2, 5, 256))
+    cfg = OmegaConf.create(
+        {"input": "features", "encoder": "auto", "embed": 8, "dropout": 0.0, "motion": True}
+    )
+    pix = {"feature_dim": 2304, "extractor": {"arch": "pixels", "grid": 48}}
+    eff = {"feature_dim": 1280, "extractor": {"arch": "efficientnet_lite0", "grid": 1}}
+    assert isinstance(build_encoder("depth", cfg, pix)[0][0], PixelCNN)
+    assert not any(isinstance(m, PixelCNN) for m in build_encoder("depth", cfg, eff)[0].modules())
+    cfg.encoder = "cnn"
+    with pytest.raises(ValueError, match="--arch pixels.*efficientnet_lite0"):
+        build_encoder("depth", cfg, eff)

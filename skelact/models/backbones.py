@@ -5,6 +5,10 @@
   a machine without internet. 1280 features per frame. See `skelact.models.efficientnet`.
 - `resnet18`, `resnet34`, `resnet50`: torchvision ResNets, 512 / 512 / 2048 features; their
   ImageNet weights come from torch's cache, `weights_file`, or a download.
+- `pixels`: no network, the crop itself averaged over grid x grid cells (C grid^2 features).
+  On depth crops (a silhouette whose brightness is the distance to the person) it keeps where
+  the limbs are, which is what tells most actions apart; it is the depth default
+  (BENCHMARKS.md, issue 16).
 
 Every backbone maps frames (N, T, C, H, W) to features (N, T, D), C = 3 (RGB, ImageNet
 mean/std normalised as `skelact.data.media.video` delivers it) or 1 (depth in [0, 1], seen as a grey
@@ -155,13 +159,37 @@ class FrameResNet(nn.Module):
         return feats.reshape(n, t, self.out_dim)  # (N, T, D)
 
 
-# name -> feature width D
+class FramePixels(nn.Module):
+    """The frame itself, averaged over grid x grid cells: (N, T, C, H, W) -> (N, T, C grid^2).
+
+    No weights, nothing to train or download: the features are the crop at grid x grid
+    resolution (an area average, cell-major per channel), input as the streams deliver it.
+    """
+
+    def __init__(self, in_channels: int = 1, grid: int = 16):
+        super().__init__()
+        if grid < 1:
+            raise ValueError(f"pixels: grid must be >= 1, got {grid}")
+        self.grid, self.out_dim = grid, in_channels * grid * grid
+        self.in_channels = in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, c = x.shape[:3]
+        if c != self.in_channels:
+            raise ValueError(f"pixels: expected {self.in_channels} channels, got {c}")
+        cells = F.adaptive_avg_pool2d(x.flatten(0, 1), self.grid)  # (N*T, C, g, g)
+        return cells.reshape(n, t, self.out_dim)
+
+
+# name -> feature width D (pixels: C grid^2, see FramePixels)
 BACKBONES = {
     "efficientnet_lite0": 1280,
     "resnet18": 512,
     "resnet34": 512,
     "resnet50": 2048,
+    "pixels": None,
 }
+WEIGHTLESS = ("pixels",)  # backbones without weights: `pretrained` does not apply
 
 
 def build_backbone(
@@ -177,10 +205,13 @@ def build_backbone(
     pretrained: "imagenet", or None for random weights, which is only ever done on purpose
     (the caller logs it); ImageNet weights that cannot be had raise with how to get them.
     grid: the last feature maps averaged over grid x grid cells instead of the whole frame
-    (out_dim = D * grid**2, cell-major order), keeping where in the crop things are.
+    (out_dim = D * grid**2, cell-major order), keeping where in the crop things are; for
+    `pixels`, the resolution of the frame itself (`pretrained` is ignored: no weights).
     """
     if arch not in BACKBONES:
         raise ValueError(f"unknown backbone {arch!r}; use one of {sorted(BACKBONES)}")
+    if arch == "pixels":
+        return FramePixels(in_channels, grid)
     if arch.startswith("efficientnet"):
         from skelact.models.efficientnet import FrameEfficientNet
 

@@ -84,16 +84,91 @@ def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
             cfg.get("input_norm", False),
         )
         return enc, cfg.embed
-    if stream in ("rgb", "depth") and cfg.input == "features":
-        motion = cfg.get("motion", False)
-        return FeatureProjector(spec["feature_dim"], cfg.embed, cfg.dropout, motion), cfg.embed
     if stream in ("rgb", "depth"):
-        cnn = build_backbone(
-            cfg.arch, cfg.pretrained, spec["in_channels"], cfg.frozen, cfg.weights_file
-        )
-        proj = FeatureProjector(cnn.out_dim, cfg.embed, cfg.dropout, cfg.get("motion", False))
-        return nn.Sequential(cnn, proj), cfg.embed
+        return _image_encoder(stream, cfg, spec), cfg.embed
     raise ValueError(f"no encoder for stream {stream!r}")
+
+
+def _image_encoder(stream: str, cfg, spec: dict) -> nn.Module:
+    """RGB / depth: per-frame features (cached, or a frozen backbone on frames), a CNN trained
+    here when they are pixels (`model.<stream>.encoder`), then the projection."""
+    from skelact.data.media.features import CHANNELS
+
+    motion = cfg.get("motion", False)
+    if cfg.input == "features":
+        made = spec.get("extractor") or {}
+        arch, grid, dim, front = made.get("arch"), made.get("grid", 1), spec["feature_dim"], []
+    else:
+        arch, grid = cfg.arch, cfg.get("grid", 16 if cfg.arch == "pixels" else 1)
+        front = [
+            build_backbone(
+                arch, cfg.pretrained, spec["in_channels"], cfg.frozen, cfg.weights_file, grid
+            )
+        ]
+        dim = front[0].out_dim
+    kind = cfg.get("encoder", "auto")
+    if kind == "auto":
+        kind = "cnn" if arch == "pixels" else "linear"
+    if kind == "cnn":
+        if arch != "pixels":
+            raise ValueError(
+                f"model.{stream}.encoder=cnn trains on pixels (skelact prepare features "
+                f"--modality {stream} --arch pixels); these features come from "
+                f"{arch or 'an unknown encoder'}"
+            )
+        front.append(
+            PixelCNN(CHANNELS[stream], grid, cfg.get("cnn_width", 32), cfg.get("shift", 4))
+        )
+        dim = front[-1].out_dim
+    elif kind != "linear":
+        raise ValueError(f"model.{stream}.encoder must be auto, linear or cnn, got {kind!r}")
+    return nn.Sequential(*front, FeatureProjector(dim, cfg.embed, cfg.dropout, motion))
+
+
+class PixelCNN(nn.Module):
+    """A small CNN trained from scratch on every frame of a pixels cache: (N, T, C g^2) ->
+    (N, T, 2 width (g/16)^2).
+
+    Each frame is a C x g x g image (`prepare features --arch pixels`); its difference from the
+    previous frame is stacked beside it as C more channels, so the network sees what moved.
+    Four 3x3 stride-2 convolutions (BatchNorm, ReLU) keep a coarse map of where things are,
+    which is flattened. Training shifts each batch's frames by up to `shift` cells (zero
+    padded): people stand a little off the crop's centre.
+    """
+
+    def __init__(self, channels: int, grid: int, width: int = 32, shift: int = 4):
+        super().__init__()
+        if grid < 16:
+            raise ValueError(f"PixelCNN: needs a pixels grid of at least 16, got {grid}")
+        self.channels, self.grid, self.shift = channels, grid, shift
+
+        def block(c_in: int, c_out: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, 2, 1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+            )
+
+        w = width
+        self.net = nn.Sequential(
+            block(2 * channels, w // 2), block(w // 2, w), block(w, 2 * w), block(2 * w, 2 * w)
+        )
+        side = grid
+        for _ in range(4):
+            side = (side + 1) // 2
+        self.out_dim = 2 * w * side * side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+        g, c = self.grid, self.channels
+        if d != c * g * g:
+            raise ValueError(f"PixelCNN: expected {c} x {g} x {g} = {c * g * g} features, got {d}")
+        x = x.reshape(n, t, c, g, g)
+        if self.training and self.shift:
+            p = self.shift
+            dy, dx = torch.randint(0, 2 * p + 1, (2,)).tolist()
+            x = nn.functional.pad(x, (p, p, p, p))[..., dy : dy + g, dx : dx + g]
+        diff = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], 1)
+        h = self.net(torch.cat([x, diff], 2).flatten(0, 1))  # (N*T, 2w, g/16, g/16)
+        return h.reshape(n, t, -1)
 
 
 class FeatureProjector(nn.Module):

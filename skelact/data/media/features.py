@@ -42,6 +42,8 @@ SETTINGS = (
     "grid",
 )
 CHANNELS = {"rgb": 3, "depth": 1}  # channels of a decoded frame
+# `prepare features`' encoder per modality (why: BENCHMARKS.md, issue 16)
+DEFAULT_ARCH = {"rgb": "efficientnet_lite0", "depth": "efficientnet_lite0"}
 
 
 def load_clip(
@@ -205,6 +207,10 @@ def extract_features(
         keep = set(data["split"][split])
         samples = [s for s in samples if s["frame_dir"] in keep]
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    from skelact.models.backbones import WEIGHTLESS
+
+    if arch in WEIGHTLESS:
+        pretrained = None  # nothing to load: not random weights either
     encoder = frame_encoder(
         {"modality": modality, "arch": arch, "pretrained": pretrained, "grid": grid},
         weights_file,
@@ -339,6 +345,8 @@ def feature_provenance(cfg) -> dict[str, dict]:
     the weights were random, which is also logged."""
     import logging
 
+    from skelact.models.backbones import WEIGHTLESS
+
     out = {}
     for stream in cfg.modality.streams:
         if stream not in ("rgb", "depth"):
@@ -349,11 +357,11 @@ def feature_provenance(cfg) -> dict[str, dict]:
             if index is None:  # a cache made by other means: nothing to tell
                 out[stream] = {"cache": str(cfg.data[stream].features), "index": None}
                 continue
-            info = {k: index.get(k) for k in ("arch", "pretrained", "num_frames", "size")}
+            info = {k: index.get(k) for k in ("arch", "pretrained", "num_frames", "size", "grid")}
             info["cache"] = str(cfg.data[stream].features)
         else:
             info = {"arch": mcfg.arch, "pretrained": mcfg.pretrained, "frozen": mcfg.frozen}
-        if info.get("pretrained") is None:
+        if info.get("pretrained") is None and info.get("arch") not in WEIGHTLESS:
             info["warning"] = RANDOM_WEIGHTS
             logging.getLogger("skelact").warning("%s stream: %s", stream, RANDOM_WEIGHTS)
         out[stream] = info
