@@ -5,7 +5,9 @@ the hours each implies to cache features for all of NTU60 (56,880 samples).
         resnet18@224] [--threads 2] [--frames 16] [--batch 2] [--repeats 5]
 
 Each backbone is built as `skelact prepare features` builds it (frozen; EfficientNet with its
-BatchNorm folded, channels-last). Random weights: speed does not depend on them and nothing
+BatchNorm folded, channels-last). `pixels@S` (the depth default) is the crop averaged to a
+48 x 48 grid followed by the PixelCNN the model runs on it (eval mode, 1 channel): the
+per-frame work of a depth stream at prediction time, as a CNN's is for the others. Random weights: speed does not depend on them and nothing
 downloads. The backbones are timed in turns (round robin), so a change in the machine's load
 hits all of them alike; the table gives the median of the turns and the ratio to ResNet-18 at
 224 px. Decoding is timed separately on the real NTU clip (--clip) because it runs in
@@ -24,10 +26,12 @@ import torch
 
 from skelact.data.media.video import load_rgb_clip, video_info
 from skelact.models.backbones import build_backbone
+from skelact.models.encoders import PixelCNN
 
 NTU60_SAMPLES = 56_880
 CLIP = Path(__file__).resolve().parents[1].parent / "shared/data/ntu/videos/ntu_sample.avi"
-DEFAULT = "efficientnet_lite0@160,efficientnet_lite0@224,resnet18@160,resnet18@224"
+DEFAULT = "pixels@160,efficientnet_lite0@160,efficientnet_lite0@224,resnet18@160,resnet18@224"
+PIXEL_GRID = 48  # the depth default (`skelact prepare features --modality depth`)
 
 
 def timed(fn) -> tuple[float, float]:
@@ -41,8 +45,15 @@ def bench(entries: list[tuple[str, int]], frames: int, batch: int, repeats: int)
     """{(arch, size): (wall seconds list, cpu seconds list)} per batch of batch x frames."""
     nets, inputs, times = {}, {}, {}
     for arch, size in entries:
-        nets[arch, size] = build_backbone(arch, None, 3, frozen=True).eval()
-        inputs[arch, size] = torch.randn(batch, frames, 3, size, size)  # (N, T, 3, S, S)
+        if arch == "pixels":  # depth: one channel; the model's CNN runs on the grid
+            net = torch.nn.Sequential(
+                build_backbone(arch, None, 1, True, None, PIXEL_GRID), PixelCNN(1, PIXEL_GRID)
+            )
+            inputs[arch, size] = torch.rand(batch, frames, 1, size, size)
+        else:
+            net = build_backbone(arch, None, 3, frozen=True)
+            inputs[arch, size] = torch.randn(batch, frames, 3, size, size)  # (N, T, 3, S, S)
+        nets[arch, size] = net.eval()
         times[arch, size] = ([], [])
     with torch.inference_mode():
         for key in entries:

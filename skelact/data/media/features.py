@@ -43,7 +43,8 @@ SETTINGS = (
 )
 CHANNELS = {"rgb": 3, "depth": 1}  # channels of a decoded frame
 # `prepare features`' encoder per modality (why: BENCHMARKS.md, issue 16)
-DEFAULT_ARCH = {"rgb": "efficientnet_lite0", "depth": "efficientnet_lite0"}
+DEFAULT_ARCH = {"rgb": "efficientnet_lite0", "depth": "pixels"}
+PIXELS_GRID = 48  # the pixels encoder's default resolution (48 x 48 cells of the crop)
 
 
 def load_clip(
@@ -182,7 +183,7 @@ def extract_features(
     modality: str,
     data_root: str | os.PathLike,
     out_dir: str | os.PathLike,
-    arch: str = "efficientnet_lite0",
+    arch: str | None = None,
     pretrained: str | None = "imagenet",
     num_frames: int = 16,
     size: int = 224,
@@ -192,11 +193,13 @@ def extract_features(
     weights_file: str | None = None,
     split: str | None = None,
     depth_norm: str = "person",
-    grid: int = 1,
+    grid: int | None = None,
 ) -> dict[str, Any]:
     """Cache frozen-CNN features (float16 (T, D) per sample) for one modality.
 
     ann_file: an annotation pickle (or its loaded dict); split: only that split's samples.
+    arch: the per-frame encoder, default DEFAULT_ARCH[modality]; grid: its output cells per side
+    (pixels: the crop's resolution, default PIXELS_GRID; a CNN: pooling cells, default 1).
     batch_size counts samples (each num_frames frames). Missing or corrupt videos are counted
     with their reason, never stop the run. Returns a report: counts per status, the failures
     {frame_dir: reason}, feature_dim, seconds, encoded frames per second, out_dir.
@@ -209,6 +212,8 @@ def extract_features(
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     from skelact.models.backbones import WEIGHTLESS
 
+    arch = arch or DEFAULT_ARCH[modality]
+    grid = grid or (PIXELS_GRID if arch == "pixels" else 1)
     if arch in WEIGHTLESS:
         pretrained = None  # nothing to load: not random weights either
     encoder = frame_encoder(
