@@ -168,3 +168,20 @@ def test_shared_core_runs_once_and_equals_per_stream_runs(toy_file):
         emb, att = stream(x[name])  # the stream alone through the same core
         torch.testing.assert_close(batched[name][0], emb)
         torch.testing.assert_close(batched[name][1], att)
+
+
+def test_graph_encoder_temporal_blocks_see_only_their_frames():
+    """gcn.temporal_kernel=k: a change at frame 5 reaches frames 5 +- (k // 2) per layer and
+    no further (two layers of kernel 3: frames 3..7); without it, only frame 5."""
+    from skelact.layouts import get_layout
+    from skelact.models.graph import GraphEncoder
+
+    torch.manual_seed(0)
+    layout = get_layout("kinect20", 20)
+    x = torch.randn(1, 1, 12, 20, 3)
+    bumped = x.clone()
+    bumped[:, :, 5] += 1.0
+    for kernel, reach in ((3, {3, 4, 5, 6, 7}), (0, {5})):
+        enc = GraphEncoder(layout, 3, 1, 8, 2, 16, 8, 0.0, "flatten", kernel).eval()
+        changed = (enc(bumped) - enc(x)).abs().amax(-1)[0] > 1e-6  # (T,)
+        assert set(torch.nonzero(changed).flatten().tolist()) == reach

@@ -78,10 +78,30 @@ class GraphConv(nn.Module):
         return self.drop(self.act(self.norm(y + self.skip(x))))
 
 
+class JointTemporalConv(nn.Module):
+    """x (B, T, V, C) -> same: every joint's features convolved over `kernel` neighbouring
+    frames (weights shared by the joints, zero padded), residual, norm, GELU; with the graph
+    convolution before it, one spatio-temporal block (ST-GCN style)."""
+
+    def __init__(self, channels: int, kernel: int):
+        super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"JointTemporalConv: kernel must be odd and positive, got {kernel}")
+        self.conv = nn.Conv2d(channels, channels, (kernel, 1), padding=(kernel // 2, 0))
+        self.norm = nn.LayerNorm(channels)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, T, V, C)
+        return self.act(self.norm(x + y))
+
+
 class GraphEncoder(nn.Module):
     """(N, M, T, V, C) -> (N, T, D): graph convolutions per body-frame, then the joints pooled
     ("flatten": all joint features, joint identity kept, like the joint MLP; "mean": average
-    over joints), bodies encoded by the same weights and joined in body order."""
+    over joints), bodies encoded by the same weights and joined in body order.
+    temporal_kernel > 0: each graph layer is followed by a convolution of every joint over that
+    many frames (`JointTemporalConv`), so the per-frame encoder sees its neighbouring frames."""
 
     def __init__(
         self,
@@ -94,6 +114,7 @@ class GraphEncoder(nn.Module):
         out_dim: int = 128,
         dropout: float = 0.0,
         pool: str = "flatten",
+        temporal_kernel: int = 0,
     ):
         super().__init__()
         if pool not in ("flatten", "mean"):
@@ -106,6 +127,10 @@ class GraphEncoder(nn.Module):
                 for a, b in zip(widths[:-1], widths[1:], strict=True)
             )
         )
+        self.temporal = nn.ModuleList(
+            JointTemporalConv(width, temporal_kernel)
+            for _ in range(layers if temporal_kernel else 0)
+        )
         self.pool = pool
         pooled = width * layout.num_joints if pool == "flatten" else width
         self.project = nn.Sequential(nn.Linear(pooled, hidden), nn.LayerNorm(hidden), nn.GELU())
@@ -114,7 +139,13 @@ class GraphEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, m, t, v, c = x.shape
-        h = self.convs(x.reshape(n * m * t, v, c))  # (NMT, V, W)
+        if self.temporal:  # graph layer, then over time, per layer
+            h = x.reshape(n * m * t, v, c)
+            for conv, temporal in zip(self.convs, self.temporal, strict=True):
+                h = conv(h)
+                h = temporal(h.view(n * m, t, v, -1)).reshape(n * m * t, v, -1)
+        else:
+            h = self.convs(x.reshape(n * m * t, v, c))  # (NMT, V, W)
         h = h.flatten(1) if self.pool == "flatten" else h.mean(1)
         h = self.project(h).view(n, m, t, -1)  # (N, M, T, H)
         return self.merge(h.permute(0, 2, 1, 3).reshape(n, t, -1))  # (N, T, D)
