@@ -215,7 +215,8 @@ def test_pixels_cache_is_the_crop_averaged_and_trains_a_depth_cnn(rgbd_set, tmp_
     )
     cfg = compose_config(
         [
-            "modality=depth",
+            "modality=skeleton_depth",
+            "model.fusion_weights=equal",
             f"data.ann_file={ann}",
             f"data.depth.features={out}",
             "data.depth.num_frames=4",
@@ -236,6 +237,17 @@ def test_pixels_cache_is_the_crop_averaged_and_trains_a_depth_cnn(rgbd_set, tmp_
 
     net = build_recognizer(cfg.model, ["depth"], 2, {"depth": ck["specs"]["depth"]})
     assert isinstance(net.streams["depth"].encoder[0], PixelCNN)
+    # the Python API and its ONNX export give the same probabilities (the CNN exports too)
+    import skelact
+    from skelact.data.formats.annotations import load_annotations
+    from skelact.export import export_onnx
+
+    sample = next(a for a in load_annotations(ann)["annotations"] if a["frame_dir"] == UTD[0])
+    feats = {"depth": cached}
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    a = skelact.load(ckpt).predict(dict(sample), features=feats)
+    b = skelact.load(export_onnx(ckpt, tmp_path / "m.onnx")).predict(dict(sample), features=feats)
+    np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
 
 
 def test_pixel_cnn_shapes_shift_and_choice():
