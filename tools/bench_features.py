@@ -7,7 +7,8 @@ the hours each implies to cache features for all of NTU60 (56,880 samples).
 Each backbone is built as `skelact prepare features` builds it (frozen; EfficientNet with its
 BatchNorm folded, channels-last). `pixels@S` (the depth default) is the crop averaged to a
 48 x 48 grid followed by the PixelCNN the model runs on it (eval mode, 1 channel): the
-per-frame work of a depth stream at prediction time, as a CNN's is for the others. Random weights: speed does not depend on them and nothing
+per-frame work of a depth stream at prediction time, as a CNN's is for the others. Random
+weights: speed does not depend on them and nothing
 downloads. The backbones are timed in turns (round robin), so a change in the machine's load
 hits all of them alike; the table gives the median of the turns and the ratio to ResNet-18 at
 224 px. Decoding is timed separately on the real NTU clip (--clip) because it runs in
