@@ -20,6 +20,13 @@ from skelact.data.media.paths import source_path
 from skelact.data.media.video import crop_box, load_rgb_clip
 from tests.conftest import shared_data
 
+# training overrides of the tests that only need a model to exist
+ONE_QUICK_EPOCH = (
+    "trainer.epochs=1",
+    "trainer.num_workers=0",
+    "trainer.threads=1",
+    "trainer.progress=false",
+)
 UTD = ("a1_s1_t1", "a1_s2_t1", "a1_s3_t1", "a2_s1_t1", "a2_s2_t1", "a2_s3_t1")
 
 
@@ -175,10 +182,7 @@ def test_own_rgbd_recordings_train_with_every_stream(rgbd_set, tmp_path):
             f"data.depth.features={feats['depth']}",
             "data.rgb.num_frames=4",
             "data.depth.num_frames=4",
-            "trainer.epochs=1",
-            "trainer.num_workers=0",
-            "trainer.threads=1",
-            "trainer.progress=false",
+            *ONE_QUICK_EPOCH,
         ]
     )
     train(cfg, tmp_path / "run")
@@ -220,10 +224,7 @@ def test_pixels_cache_is_the_crop_averaged_and_trains_a_depth_cnn(rgbd_set, tmp_
             f"data.ann_file={ann}",
             f"data.depth.features={out}",
             "data.depth.num_frames=4",
-            "trainer.epochs=1",
-            "trainer.num_workers=0",
-            "trainer.threads=1",
-            "trainer.progress=false",
+            *ONE_QUICK_EPOCH,
         ]
     )
     train(cfg, tmp_path / "run")
