@@ -93,14 +93,14 @@ def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
 def _image_encoder(stream: str, cfg, spec: dict) -> nn.Module:
     """RGB / depth: per-frame features (cached, or a frozen backbone on frames), a CNN trained
     here when they are pixels (`model.<stream>.encoder`), then the projection."""
-    from skelact.data.media.features import CHANNELS
+    from skelact.data.media.features import CHANNELS, PIXELS_GRID
 
     motion = cfg.get("motion", False)
     if cfg.input == "features":
         made = spec.get("extractor") or {}
         arch, grid, dim, front = made.get("arch"), made.get("grid", 1), spec["feature_dim"], []
     else:
-        arch, grid = cfg.arch, cfg.get("grid", 16 if cfg.arch == "pixels" else 1)
+        arch, grid = cfg.arch, cfg.get("grid", PIXELS_GRID if cfg.arch == "pixels" else 1)
         front = [
             build_backbone(
                 arch, cfg.pretrained, spec["in_channels"], cfg.frozen, cfg.weights_file, grid
