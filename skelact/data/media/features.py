@@ -195,7 +195,7 @@ def extract_features(
     depth_norm: str = "person",
     grid: int | None = None,
 ) -> dict[str, Any]:
-    """Cache frozen-CNN features (float16 (T, D) per sample) for one modality.
+    """Cache per-frame features (float16 (T, D) per sample) for one modality.
 
     ann_file: an annotation pickle (or its loaded dict); split: only that split's samples.
     arch: the per-frame encoder, default DEFAULT_ARCH[modality]; grid: its output cells per side
