@@ -14,7 +14,8 @@ from skelact.data.prep.channels import MotionFeatures
 from skelact.data.run import Data, make_loader
 from skelact.engine import split_batch, stream_loss
 from skelact.layouts import KINECT20, OPENNI15, get_layout
-from skelact.models.graph import GraphEncoder, partition_adjacency
+from skelact.models.dropout import Dropout
+from skelact.models.graph import GraphConv, GraphEncoder, partition_adjacency
 from skelact.models.recognizer import build_recognizer
 from tests.conftest import assert_training_step, toy_annotations
 
@@ -185,3 +186,38 @@ def test_graph_encoder_temporal_blocks_see_only_their_frames():
         enc = GraphEncoder(layout, 3, 1, 8, 2, 16, 8, 0.0, "flatten", kernel).eval()
         changed = (enc(bumped) - enc(x)).abs().amax(-1)[0] > 1e-6  # (T,)
         assert set(torch.nonzero(changed).flatten().tolist()) == reach
+
+
+@pytest.mark.parametrize("c_in", [6, 32, 48])
+def test_graph_conv_equals_the_adjacency_sum(c_in):
+    """Both evaluation orders of GraphConv give sum_k (A_k + B_k) (x W_k + b_k), bias included."""
+    adjacency = torch.from_numpy(partition_adjacency(get_layout("ntu25", 25)))
+    torch.manual_seed(0)
+    conv = GraphConv(adjacency, c_in, 32)
+    with torch.no_grad():
+        conv.residual_adj.normal_(0, 0.1)
+        conv.weight.bias.normal_(0, 1.0)
+    x = torch.randn(5, 25, c_in)
+    y = conv.weight(x).view(5, 25, conv.k, 32)
+    mixed = torch.einsum("kvw,bwkc->bvc", conv.adjacency + conv.residual_adj, y)
+    expected = conv.act(conv.norm(mixed + conv.skip(x)))
+    torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_keeps_one_minus_p_and_scales():
+    torch.manual_seed(0)
+    drop = Dropout(0.3)
+    x = torch.ones(200_000, requires_grad=True)
+    y = drop(x)
+    kept = y > 0
+    # binomial: std of the kept fraction is 0.001 here, so 0.005 is five of them
+    assert abs(kept.float().mean().item() - 0.7) < 0.005
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient: the same mask and scale
+    torch.manual_seed(0)
+    assert torch.equal(Dropout(0.3)(torch.ones(200_000)), y.detach())  # seeded by torch
+    drop.eval()
+    assert drop(x) is x
+    with pytest.raises(ValueError, match="p must be"):
+        Dropout(1.0)

@@ -7,6 +7,7 @@ from torch import nn
 
 # the per-frame CNNs of the RGB and depth streams live in backbones.py
 from skelact.models.backbones import BACKBONES, FrameResNet, build_backbone  # noqa: F401
+from skelact.models.dropout import Dropout
 
 
 class JointMLP(nn.Module):
@@ -35,7 +36,7 @@ class JointMLP(nn.Module):
             nn.Linear(num_joints * in_channels, hidden),
             nn.LayerNorm(hidden),
             nn.GELU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(hidden, hidden),
             nn.LayerNorm(hidden),
             nn.GELU(),
@@ -185,7 +186,7 @@ class FeatureProjector(nn.Module):
         self.motion = motion
         width = 2 * in_dim if motion else in_dim
         self.proj = nn.Sequential(
-            nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, out_dim), nn.GELU()
+            nn.LayerNorm(width), Dropout(dropout), nn.Linear(width, out_dim), nn.GELU()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

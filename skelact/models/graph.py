@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from skelact.layouts import Layout
+from skelact.models.dropout import Dropout
 
 
 def hop_distance(layout: Layout) -> np.ndarray:
@@ -67,14 +68,25 @@ class GraphConv(nn.Module):
         self.skip = nn.Linear(c_in, c_out) if c_in != c_out else nn.Identity()
         self.norm = nn.LayerNorm(c_out)
         self.act = nn.GELU()
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.k, self.c_out = k, c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, v, _ = x.shape
-        y = self.weight(x).view(b, v, self.k, self.c_out)  # (B, V, K, C_out)
-        a = self.adjacency + self.residual_adj  # (K, V, V)
-        y = torch.einsum("kvw,bwkc->bvc", a, y)
+        b, v, c_in = x.shape
+        k, c_out = self.k, self.c_out
+        a = self.adjacency + self.residual_adj  # (K, V, W)
+        # the same sum in whichever order is cheaper; batched matmuls with the adjacency
+        # expanded (no copies of the big activations), not einsum (about 1.5x slower)
+        if c_in < c_out:  # mix the joints on the narrower input first, then the weights
+            ax = torch.bmm(a.reshape(k * v, v).expand(b, -1, -1), x)  # (B, K V, C_in)
+            ax = ax.view(b, k, v, c_in).permute(0, 2, 1, 3).reshape(b, v, k * c_in)
+            w = self.weight.weight.view(k, c_out, c_in).permute(1, 0, 2).reshape(c_out, -1)
+            bias = a.sum(2).T @ self.weight.bias.view(k, c_out)  # (V, C_out): A_k 1 b_k
+            y = torch.nn.functional.linear(ax, w) + bias
+        else:  # weights first: (B, W, K C_out) is (B, W K, C_out), contracted with A
+            wk = a.permute(1, 2, 0).reshape(v, v * k)  # [v, w K + k] = A_k[v, w]
+            y = self.weight(x).view(b, v * k, c_out)
+            y = torch.bmm(wk.expand(b, -1, -1), y)  # (B, V, C_out)
         return self.drop(self.act(self.norm(y + self.skip(x))))
 
 

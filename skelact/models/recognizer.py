@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from skelact.fusion import groups_of
+from skelact.models.dropout import Dropout
 from skelact.models.temporal import RecurrentCore, TemporalAttention, TemporalConv
 
 
@@ -40,7 +41,7 @@ class Stream(nn.Module):
         self.local = TemporalConv(enc_dim, temporal_kernel) if temporal_kernel else nn.Identity()
         self.core = core or build_core(enc_dim, core_cfg)
         self.attention = TemporalAttention(self.core.out_dim, attn_hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out_dim = self.core.out_dim
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,7 +128,7 @@ class Recognizer(nn.Module):
             self.fuse = nn.Sequential(
                 nn.Linear(total, fusion_hidden),
                 nn.GELU(),
-                nn.Dropout(dropout),
+                Dropout(dropout),
                 nn.Linear(fusion_hidden, num_classes),
             )
         if fusion == "weighted" and len(streams) > 1:
