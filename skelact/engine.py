@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from skelact.distill import with_distillation
 from skelact.files import atomic_write
 from skelact.metrics import confusion_matrix, predictions, summarize
 from skelact.viz import plot_confusion
@@ -85,9 +86,12 @@ def train_one_epoch(
     tcfg,
     epoch: int,
     show: bool = True,
+    teacher: torch.Tensor | None = None,
 ) -> dict:
     """One pass over `loader` with backpropagation through time; returns the mean loss (of an
-    ensemble: the mean over its streams' losses), accuracy, samples seen and seconds."""
+    ensemble: the mean over its streams' losses), accuracy, samples seen and seconds.
+    teacher: (N, classes) log-probabilities of a teacher for each training sample
+    (`skelact.distill`), mixed into the loss as tcfg.distill says."""
     model.train()
     start = time.perf_counter()
     # running totals stay on the device: reading them every step would sync it every step
@@ -105,6 +109,9 @@ def train_one_epoch(
         inputs, labels, _ = split_batch(batch, streams, device)
         out = model(inputs)
         loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
+        if teacher is not None:
+            soft = teacher[batch["index"]].to(device, non_blocking=True)
+            loss = with_distillation(loss, out, soft, tcfg.distill)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg.grad_clip:  # per modality when the model groups them (an ensemble's)

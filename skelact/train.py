@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from skelact.config import CONFIG_DIR, absolute_data_paths
 from skelact.contract import check_specs
 from skelact.data.run import Data, make_loader
+from skelact.distill import teacher_log_probs
 from skelact.engine import (
     cosine_with_warmup,
     evaluate,
@@ -79,6 +80,9 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     if fusion is not None:
         model.set_group_weights(fusion["weights"])
     info = run_info(cfg, data, specs)
+    teacher, distilled = None, None
+    if tcfg.get("distill") and tcfg.distill.teacher:
+        teacher, distilled = teacher_log_probs(cfg, data, cfg.data.train_split, train_set, device)
     train_loader = make_loader(train_set, tcfg, True, rank, world, cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     steps = len(train_loader) * tcfg.epochs
@@ -131,6 +135,7 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
             tcfg,
             epoch,
             show=tcfg.progress and rank == 0,
+            teacher=teacher,
         )
         stats = reduce_stats(stats, world, device)
         _check_finite(stats["loss"], epoch, optimizer)
@@ -185,18 +190,26 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
         _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
     trained_on = data.names_of(cfg.data.train_split)
     metrics = evaluate_model(model, cfg, data, run_dir, device, trained_on=trained_on)
-    return add_run_notes(metrics, run_dir, cfg, fusion)
+    return add_run_notes(metrics, run_dir, cfg, fusion, distilled)
 
 
-def add_run_notes(metrics: dict, run_dir: Path, cfg: DictConfig, fusion: dict | None) -> dict:
-    """Add to metrics.json how the image streams' features were made (random weights say so)
-    and the fitted modality weights with their development scores."""
+def add_run_notes(
+    metrics: dict,
+    run_dir: Path,
+    cfg: DictConfig,
+    fusion: dict | None,
+    distilled: dict | None = None,
+) -> dict:
+    """Add to metrics.json how the image streams' features were made (random weights say so),
+    the fitted modality weights with their development scores, and the distillation teacher."""
     from skelact.data.media.features import feature_provenance
 
     images = {"rgb", "depth"} & set(cfg.modality.streams)
     notes = {"features": feature_provenance(cfg)} if images else {}
     if fusion is not None:
         notes["fusion"] = fusion
+    if distilled is not None:
+        notes["distill"] = {**distilled, **OmegaConf.to_container(cfg.trainer.distill)}
     if notes:
         metrics = {**metrics, **notes}
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -9,6 +9,8 @@ cross-validation: each seed's number is the mean over the 5 test folds.
     python tools/bench_accuracy.py                  # test protocols, seeds 0 1 2 (hours on 2 cores)
     python tools/bench_accuracy.py --quick          # one seed (about 15 min with --jobs 2)
     python tools/bench_accuracy.py --split dev --datasets nucla utd -- model.skeleton.encoder=gcn
+    python tools/bench_accuracy.py --runs runs/st -- model=bilstm_4s_st     # teachers, then
+    python tools/bench_accuracy.py --runs runs/kd --teachers runs/st        # distilled default
 
 --split dev trains on the development splits carved from the training data (N-UCLA view 1 ->
 view 2, UTD-MHAD subjects 1 3 5 -> 7, SBU folds 1 and 3's dev pairs, KARD subjects 1-3 -> 4-5,
@@ -106,10 +108,14 @@ def jobs_for(args, data_dir: Path) -> list[dict]:
         for seed in args.seeds:
             for train, test in pairs:
                 run_dir = Path(args.runs) / f"{args.tag}_{name}_{test}_s{seed}"
+                overrides = list(args.overrides)
+                if args.teachers:  # the teacher of the same protocol, split and seed
+                    teacher = Path(args.teachers) / f"{args.teacher_tag}_{name}_{test}_s{seed}"
+                    overrides.append(f"trainer.distill.teacher={teacher.resolve()}")
                 jobs.append(
                     dict(
                         dataset=name, config=config, ann=str(ann), train=train, test=test,
-                        seed=seed, run_dir=str(run_dir), overrides=args.overrides,
+                        seed=seed, run_dir=str(run_dir), overrides=overrides,
                     )
                 )  # fmt: skip
     return jobs
@@ -164,6 +170,12 @@ def main() -> None:
     p.add_argument("--runs", default="runs/bench_accuracy", help="run folders (reused if done)")
     p.add_argument("--tag", default="default", help="prefix of the run folders")
     p.add_argument("--json", help="write every run's metrics here")
+    p.add_argument(
+        "--teachers",
+        help="distil (trainer.distill.teacher) from the runs in this folder: for each run, the "
+        "one of the same dataset, split and seed, made by this script with --teacher-tag",
+    )
+    p.add_argument("--teacher-tag", default="default", help="--tag of the teachers' runs")
     p.add_argument("overrides", nargs="*", help="skelact train overrides (after --)")
     args = p.parse_args()
     if args.quick:
