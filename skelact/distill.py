@@ -1,8 +1,11 @@
 """Knowledge distillation (`trainer.distill.teacher=RUN`): a model learns from a trained one.
 
-The teacher, a run directory (its final `checkpoints/last.pt`) or a checkpoint file, scores
-every training sample once before training, as it would at test time (its own preprocessing
-and test clips, no augmentation). The student then trains on
+The teacher is a run directory (its final `checkpoints/last.pt`) or a checkpoint file.
+Offline (the default), it scores every training sample once before training, as it would at
+test time (its own preprocessing and test clips, no augmentation). Online
+(`trainer.distill.online=true`), it scores each training batch as the student sees it,
+augmentation included (the same inputs: same streams and preprocessing), at the cost of its
+forward pass in every step. The student trains on
 
     (1 - w) * its usual loss + w * T^2 * KL(teacher_T || student_T)
 
@@ -37,17 +40,32 @@ def teacher_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def teacher_log_probs(
-    cfg: DictConfig, data, split: str, dataset, device
-) -> tuple[torch.Tensor, dict]:
-    """(N, classes) log-probabilities of the teacher on `split`, row i for `dataset`'s sample i
-    (the student's training set), and a report for metrics.json. Refuses a teacher of other
-    classes or other samples."""
-    from skelact.data.run import Data, make_loader
-    from skelact.engine import evaluate, load_checkpoint
+class Teacher:
+    """The teacher's log-probabilities for a training batch: looked up in a table made before
+    training (offline), or computed on the batch the student sees (online)."""
+
+    def __init__(self, table: torch.Tensor | None = None, model: torch.nn.Module | None = None):
+        self.table, self.model = table, model
+
+    def __call__(self, batch: dict, inputs: dict, device) -> torch.Tensor:
+        if self.model is None:
+            return self.table[batch["index"]].to(device, non_blocking=True)
+        with torch.no_grad():
+            return F.log_softmax(self.model(inputs)["logits"], -1)
+
+
+def build_teacher(
+    cfg: DictConfig, data, split: str, dataset, specs: dict, device
+) -> tuple[Teacher, dict]:
+    """The teacher of this run (trainer.distill) for `dataset`, the student's training set of
+    `split`, and a report for metrics.json. Refuses a teacher of other classes; online, also
+    one that reads other inputs than the student."""
+    from skelact.data.run import Data
+    from skelact.engine import load_checkpoint
     from skelact.models.recognizer import build_recognizer
 
-    path = teacher_checkpoint(cfg.trainer.distill.teacher)
+    dcfg = cfg.trainer.distill
+    path = teacher_checkpoint(dcfg.teacher)
     ck = load_checkpoint(path)
     if ck["num_classes"] != data.num_classes:
         raise SystemExit(
@@ -55,36 +73,62 @@ def teacher_log_probs(
             f"this run {data.num_classes}"
         )
     tcfg = OmegaConf.create(ck["config"])
-    # the teacher's preprocessing and model on the student's annotation file and split
-    tcfg.data.ann_file = cfg.data.ann_file
+    tcfg.data.ann_file = cfg.data.ann_file  # the teacher's preprocessing on the student's file
     tdata = Data(tcfg)
     tdata.carved = data.carved
-    tset, specs = tdata.dataset(tcfg.data, split, train=False)
-    names = [dataset.name(i) for i in range(len(dataset))]
-    if [tset.name(i) for i in range(len(tset))] != names:
-        raise SystemExit(
-            f"trainer.distill.teacher: {path} reads other samples of {split} than this run "
-            f"({len(tset)} vs {len(dataset)}); teacher and student need the same inputs"
-        )
     teacher = build_recognizer(tcfg.model, tdata.streams, ck["num_classes"], ck["specs"])
     teacher.load_state_dict(ck["model"])
-    teacher.to(device)
-    loader = make_loader(tset, cfg.trainer, False, eval_mode=True)
-    result = evaluate(teacher, loader, device, tdata.streams, show=cfg.trainer.progress)
-    scores = np.empty_like(result["scores"])
-    scores[result["index"]] = result["scores"]
-    labels = np.empty_like(result["labels"])
-    labels[result["index"]] = result["labels"]
-    top1 = float((scores.argmax(1) == labels).mean())
+    teacher.to(device).eval()
+    report = {"teacher_checkpoint": str(path)}
+    if dcfg.get("online", False):
+        plain = {k: {n: v for n, v in s.items() if n != "has"} for k, s in specs.items()}
+        same = plain == ck["specs"] and list(tdata.streams) == list(data.streams)
+        if not same or _prep(tcfg) != _prep(cfg):
+            raise SystemExit(
+                f"trainer.distill.online=true: {path} reads other inputs than this run (its "
+                "streams or skeleton preprocessing differ); use trainer.distill.online=false"
+            )
+        return Teacher(model=teacher), report
+    table, top1 = _score(teacher, tcfg, tdata, split, dataset, cfg.trainer, device)
     log.info(
         "distillation: teacher %s (%s) scores %.4f top-1 on the %d training samples",
         path,
         "+".join(tdata.streams),
         top1,
-        len(labels),
+        len(table),
     )
-    logp = torch.from_numpy(np.log(np.clip(scores, 1e-8, None))).float()
-    return logp, {"teacher_checkpoint": str(path), "teacher_train_top1": top1}
+    return Teacher(table=table), {**report, "teacher_train_top1": top1}
+
+
+def _prep(cfg: DictConfig) -> dict:
+    """The skeleton preprocessing of a config, augmentation aside."""
+    prep = OmegaConf.to_container(cfg.data.skeleton, resolve=True)
+    prep.pop("augment", None)
+    prep.pop("test_clips", None)
+    return prep
+
+
+def _score(teacher, tcfg, tdata, split: str, dataset, trainer_cfg, device):
+    """(N, classes) teacher log-probabilities on `split` as at test time, row i for
+    `dataset`'s sample i, and the teacher's top-1 on them."""
+    from skelact.data.run import make_loader
+    from skelact.engine import evaluate
+
+    tset, _ = tdata.dataset(tcfg.data, split, train=False)
+    names = [dataset.name(i) for i in range(len(dataset))]
+    if [tset.name(i) for i in range(len(tset))] != names:
+        raise SystemExit(
+            f"trainer.distill.teacher reads other samples of {split} than this run "
+            f"({len(tset)} vs {len(dataset)}); teacher and student need the same inputs"
+        )
+    loader = make_loader(tset, trainer_cfg, False, eval_mode=True)
+    result = evaluate(teacher, loader, device, tdata.streams, show=trainer_cfg.progress)
+    scores = np.empty_like(result["scores"])
+    scores[result["index"]] = result["scores"]
+    labels = np.empty_like(result["labels"])
+    labels[result["index"]] = result["labels"]
+    top1 = float((scores.argmax(1) == labels).mean())
+    return torch.from_numpy(np.log(np.clip(scores, 1e-8, None))).float(), top1
 
 
 def with_distillation(loss, out: dict, teacher_logp: torch.Tensor, dcfg) -> torch.Tensor:

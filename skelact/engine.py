@@ -86,12 +86,12 @@ def train_one_epoch(
     tcfg,
     epoch: int,
     show: bool = True,
-    teacher: torch.Tensor | None = None,
+    teacher=None,
 ) -> dict:
     """One pass over `loader` with backpropagation through time; returns the mean loss (of an
     ensemble: the mean over its streams' losses), accuracy, samples seen and seconds.
-    teacher: (N, classes) log-probabilities of a teacher for each training sample
-    (`skelact.distill`), mixed into the loss as tcfg.distill says."""
+    teacher: a `skelact.distill.Teacher`, whose log-probabilities for each batch are mixed into
+    the loss as tcfg.distill says."""
     model.train()
     start = time.perf_counter()
     # running totals stay on the device: reading them every step would sync it every step
@@ -110,8 +110,7 @@ def train_one_epoch(
         out = model(inputs)
         loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
         if teacher is not None:
-            soft = teacher[batch["index"]].to(device, non_blocking=True)
-            loss = with_distillation(loss, out, soft, tcfg.distill)
+            loss = with_distillation(loss, out, teacher(batch, inputs, device), tcfg.distill)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg.grad_clip:  # per modality when the model groups them (an ensemble's)

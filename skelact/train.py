@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from skelact.config import CONFIG_DIR, absolute_data_paths
 from skelact.contract import check_specs
 from skelact.data.run import Data, make_loader
-from skelact.distill import teacher_log_probs
+from skelact.distill import build_teacher
 from skelact.engine import (
     cosine_with_warmup,
     evaluate,
@@ -82,7 +82,8 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     info = run_info(cfg, data, specs)
     teacher, distilled = None, None
     if tcfg.get("distill") and tcfg.distill.teacher:
-        teacher, distilled = teacher_log_probs(cfg, data, cfg.data.train_split, train_set, device)
+        split = cfg.data.train_split
+        teacher, distilled = build_teacher(cfg, data, split, train_set, specs, device)
     train_loader = make_loader(train_set, tcfg, True, rank, world, cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     steps = len(train_loader) * tcfg.epochs
