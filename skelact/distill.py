@@ -41,17 +41,24 @@ def teacher_checkpoint(path: str | Path) -> Path:
 
 
 class Teacher:
-    """The teacher's log-probabilities for a training batch: looked up in a table made before
-    training (offline), or computed on the batch the student sees (online)."""
+    """The teacher's log-probabilities for a training batch, looked up in a table made before
+    training (offline) or computed on the batch the student sees (online), and the loss that
+    mixes them in (`skelact.engine.train_one_epoch` calls `loss`)."""
 
-    def __init__(self, table: torch.Tensor | None = None, model: torch.nn.Module | None = None):
-        self.table, self.model = table, model
+    def __init__(
+        self, dcfg, table: torch.Tensor | None = None, model: torch.nn.Module | None = None
+    ):
+        self.dcfg, self.table, self.model = dcfg, table, model
 
-    def __call__(self, batch: dict, inputs: dict, device) -> torch.Tensor:
+    def log_probs(self, batch: dict, inputs: dict, device) -> torch.Tensor:
         if self.model is None:
             return self.table[batch["index"]].to(device, non_blocking=True)
         with torch.no_grad():
             return F.log_softmax(self.model(inputs)["logits"], -1)
+
+    def loss(self, loss: torch.Tensor, out: dict, batch: dict, inputs: dict, device):
+        """The student's usual `loss` with the distillation loss mixed in."""
+        return with_distillation(loss, out, self.log_probs(batch, inputs, device), self.dcfg)
 
 
 def build_teacher(
@@ -88,7 +95,7 @@ def build_teacher(
                 f"trainer.distill.online=true: {path} reads other inputs than this run (its "
                 "streams or skeleton preprocessing differ); use trainer.distill.online=false"
             )
-        return Teacher(model=teacher), report
+        return Teacher(dcfg, model=teacher), report
     table, top1 = _score(teacher, tcfg, tdata, split, dataset, cfg.trainer, device)
     log.info(
         "distillation: teacher %s (%s) scores %.4f top-1 on the %d training samples",
@@ -97,7 +104,7 @@ def build_teacher(
         top1,
         len(table),
     )
-    return Teacher(table=table), {**report, "teacher_train_top1": top1}
+    return Teacher(dcfg, table=table), {**report, "teacher_train_top1": top1}
 
 
 def _prep(cfg: DictConfig) -> dict:

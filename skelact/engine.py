@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from skelact.distill import with_distillation
 from skelact.files import atomic_write
 from skelact.metrics import confusion_matrix, predictions, summarize
 from skelact.viz import plot_confusion
@@ -90,8 +89,8 @@ def train_one_epoch(
 ) -> dict:
     """One pass over `loader` with backpropagation through time; returns the mean loss (of an
     ensemble: the mean over its streams' losses), accuracy, samples seen and seconds.
-    teacher: a `skelact.distill.Teacher`, whose log-probabilities for each batch are mixed into
-    the loss as tcfg.distill says."""
+    teacher: a `skelact.distill.Teacher`, whose predictions for each batch are mixed into the
+    loss as trainer.distill says."""
     model.train()
     start = time.perf_counter()
     # running totals stay on the device: reading them every step would sync it every step
@@ -110,7 +109,7 @@ def train_one_epoch(
         out = model(inputs)
         loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
         if teacher is not None:
-            loss = with_distillation(loss, out, teacher(batch, inputs, device), tcfg.distill)
+            loss = teacher.loss(loss, out, batch, inputs, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg.grad_clip:  # per modality when the model groups them (an ensemble's)
