@@ -1,11 +1,12 @@
 """Dropout with a cheaper random mask on the CPU.
 
 On one CPU thread torch's dropout spends about 9 ns per element drawing its Bernoulli mask:
-7 % of a training step of the default model, more with the graph encoder. Here each element
+6-7 % of a training step of the default model, more with the graph encoder. Here each element
 takes 16 bits of one 64-bit random integer from torch's generator, and is kept when they
 exceed p of their range: the same keep probability (to 1 part in 65,536), the same
-1 / (1 - p) scaling, about 4x faster (`tools/bench_train.py`). On other devices, and in
-evaluation, it is `torch.nn.functional.dropout`.
+1 / (1 - p) scaling, about 4x faster on a (8192, 128) activation (2.6 vs 10.6 ms; the
+training step: BENCHMARKS.md, issue 17). On other devices, and in evaluation, it is
+`torch.nn.functional.dropout`.
 """
 
 from __future__ import annotations
