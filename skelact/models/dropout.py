@@ -4,9 +4,9 @@ On one CPU thread torch's dropout spends about 9 ns per element drawing its Bern
 6-7 % of a training step of the default model, more with the graph encoder. Here each element
 takes 16 bits of one 64-bit random integer from torch's generator, and is kept when they
 exceed p of their range: the same keep probability (to 1 part in 65,536), the same
-1 / (1 - p) scaling, about 4x faster on a (8192, 128) activation (2.6 vs 10.6 ms; the
-training step: BENCHMARKS.md, issue 17). On other devices, and in evaluation, it is
-`torch.nn.functional.dropout`.
+1 / (1 - p) scaling, 1.0-2.2x faster on a (8192, 128) activation (forward, 4 timings on
+one idle core, 2026-12-04; the training step: BENCHMARKS.md, issue 17). On other devices,
+and in evaluation, it is `torch.nn.functional.dropout`.
 """
 
 from __future__ import annotations
