@@ -31,6 +31,31 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def native_bf16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def train_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """trainer.precision -> the dtype training steps autocast to; None: float32 throughout.
+
+    auto: bfloat16 on a CPU that computes it in hardware (about 1.7x the default's training
+    throughput there; BENCHMARKS.md, issue 17), float32 elsewhere, CUDA included. Weights,
+    gradients, the optimizer and evaluation stay float32 either way."""
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cpu" and native_bf16() else None
+    if precision != "bf16":
+        raise SystemExit(f"trainer.precision={precision!r}: choose auto, fp32 or bf16")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SystemExit(f"trainer.precision=bf16: {device} has no bfloat16; use fp32")
+    return torch.bfloat16
+
+
 def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int, min_ratio: float = 0.0):
     """Per-step LR multiplier: linear warmup, then cosine decay to `min_ratio`."""
 
@@ -58,6 +83,15 @@ def split_batch(batch: dict, streams, device) -> tuple[dict, torch.Tensor, int]:
             raise ValueError(f"stream {name!r} has {x.shape[1]} clips per sample, others {k}")
         inputs[name] = x.to(device, non_blocking=True).flatten(0, 1)
     return inputs, batch["label"].to(device), k
+
+
+def float_outputs(out: dict) -> dict:
+    """The model's logits as float32 (an autocast forward pass leaves them bfloat16), so that
+    the losses are computed in full precision."""
+    if out["logits"].dtype == torch.float32:
+        return out
+    streams = {k: v.float() for k, v in out["streams"].items()}
+    return {**out, "logits": out["logits"].float(), "streams": streams}
 
 
 def stream_loss(out: dict, labels: torch.Tensor, smoothing: float, aux_weight: float):
@@ -92,6 +126,7 @@ def train_one_epoch(
     teacher: a `skelact.distill.Teacher`, whose predictions for each batch are mixed into the
     loss as trainer.distill says."""
     model.train()
+    dtype = train_dtype(tcfg.get("precision", "fp32"), device)
     start = time.perf_counter()
     # running totals stay on the device: reading them every step would sync it every step
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -106,7 +141,9 @@ def train_one_epoch(
     )
     for batch in bar:
         inputs, labels, _ = split_batch(batch, streams, device)
-        out = model(inputs)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(inputs)
+        out = float_outputs(out)
         loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
         if teacher is not None:
             loss = teacher.loss(loss, out, batch, inputs, device)

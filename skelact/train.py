@@ -27,6 +27,7 @@ from skelact.distill import build_teacher
 from skelact.engine import (
     cosine_with_warmup,
     evaluate,
+    train_dtype,
     load_checkpoint,
     save_checkpoint,
     train_one_epoch,
@@ -108,10 +109,12 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml")
+        dtype = train_dtype(tcfg.get("precision", "fp32"), device)
         log.info(
-            "training %s on %s, world size %d, %d train samples -> %s",
+            "training %s on %s (%s), world size %d, %d train samples -> %s",
             "+".join(data.streams),
             device,
+            "float32" if dtype is None else f"{dtype} autocast".replace("torch.", ""),
             world,
             len(train_set),
             run_dir,

@@ -8,6 +8,7 @@ Data loading is not included (skeleton transforms cost about 1-2 ms per sample p
 
     python tools/bench_train.py                      # CPU, and CUDA when available
     python tools/bench_train.py --frames 32 model.core.hidden=256
+    python tools/bench_train.py trainer.precision=fp32   # without bfloat16 autocast
     PYTHONPATH=. python tools/bench_train.py --threads 1 --compare   # vs the single stream
 """
 
@@ -22,7 +23,7 @@ from torch import nn
 from skelact.config import compose_config
 from skelact.data.datasets import skeleton_streams
 from skelact.data.prep.channels import MotionFeatures
-from skelact.engine import stream_loss
+from skelact.engine import float_outputs, stream_loss, train_dtype
 from skelact.models.recognizer import build_recognizer
 
 # training-set sizes of the standard protocols (after removing the missing skeletons)
@@ -59,9 +60,12 @@ def samples_per_second(model, cfg, x: dict, y, steps: int, warmup: int) -> float
     tcfg = cfg.trainer
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     model.train()
+    dtype = train_dtype(tcfg.precision, y.device)
 
     def step():
-        out = model(x)
+        with torch.autocast(y.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(x)
+        out = float_outputs(out)
         loss = stream_loss(out, y, tcfg.label_smoothing, tcfg.aux_loss_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -92,6 +96,8 @@ def bench(device: torch.device, args, overrides: list[str]) -> float:
     steps = args.steps if device.type == "cpu" else args.steps * 5
     rate = samples_per_second(model, cfg, x, y, steps, args.warmup)
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    dtype = train_dtype(cfg.trainer.precision, device)
+    threads += ", float32" if dtype is None else f", {str(dtype)[6:]} autocast"
     print(
         f"\n{' '.join(overrides) or 'default recipe'}\n"
         f"device {device}{threads}: {params:,} parameters, input (N, M, T, V, C) = "
