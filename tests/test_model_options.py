@@ -12,7 +12,7 @@ from skelact.data.datasets import build_loaders
 from skelact.data.formats.annotations import save_annotations
 from skelact.data.prep.channels import MotionFeatures
 from skelact.data.run import Data, make_loader
-from skelact.engine import split_batch, stream_loss
+from skelact.engine import float_outputs, native_bf16, split_batch, stream_loss, train_dtype
 from skelact.layouts import KINECT20, OPENNI15, get_layout
 from skelact.models.dropout import Dropout
 from skelact.models.graph import GraphConv, GraphEncoder, partition_adjacency
@@ -221,3 +221,43 @@ def test_dropout_keeps_one_minus_p_and_scales():
     assert drop(x) is x
     with pytest.raises(ValueError, match="p must be"):
         Dropout(1.0)
+
+
+def test_train_dtype_choices():
+    cpu = torch.device("cpu")
+    assert train_dtype("fp32", cpu) is None
+    assert train_dtype("bf16", cpu) is torch.bfloat16
+    assert train_dtype("auto", cpu) is (torch.bfloat16 if native_bf16() else None)
+    assert train_dtype("auto", torch.device("cuda")) is None  # CUDA: fp32 unless asked
+    with pytest.raises(SystemExit, match="choose auto, fp32 or bf16"):
+        train_dtype("fp16", cpu)
+
+
+@pytest.mark.parametrize("overrides", [[], ["model.skeleton.encoder=gcn"]])
+def test_bf16_autocast_gradients_match_fp32(toy_file, overrides):
+    """A bfloat16 autocast step computes float32 losses and the float32 step's gradients to a
+    few per cent, and leaves the weights float32 (what trainer.precision=bf16 trains with)."""
+    cfg = compose(toy_file, "modality=skeleton_4s", *overrides)
+    data = Data(cfg)
+    dataset, specs = data.dataset(cfg.data, "train", train=True)
+    torch.manual_seed(0)
+    net = build_recognizer(cfg.model, data.streams, data.num_classes, specs).eval()
+    batch = next(iter(make_loader(dataset, cfg.trainer, shuffle=False)))
+    inputs, labels, _ = split_batch(batch, data.streams, "cpu")
+    grads = []
+    for dtype in (None, torch.bfloat16):
+        net.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            raw = net(inputs)
+        assert raw["logits"].dtype == (dtype or torch.float32)
+        out = float_outputs(raw)
+        assert out["logits"].dtype == torch.float32
+        assert all(v.dtype == torch.float32 for v in out["streams"].values())
+        stream_loss(out, labels, 0.1, 0.5).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    full, half = grads
+    assert full.abs().max() > 0
+    rel = (half - full).norm() / full.norm()
+    assert rel < 0.02, rel  # bfloat16 keeps 8 bits of mantissa: about 0.5 % here
+    assert torch.dot(half, full) / (half.norm() * full.norm()) > 0.99
