@@ -27,9 +27,9 @@ from skelact.distill import build_teacher
 from skelact.engine import (
     cosine_with_warmup,
     evaluate,
-    train_dtype,
     load_checkpoint,
     save_checkpoint,
+    train_dtype,
     train_one_epoch,
     write_eval_outputs,
 )

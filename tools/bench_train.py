@@ -10,6 +10,7 @@ Data loading is not included (skeleton transforms cost about 1-2 ms per sample p
     python tools/bench_train.py --frames 32 model.core.hidden=256
     python tools/bench_train.py trainer.precision=fp32   # without bfloat16 autocast
     PYTHONPATH=. python tools/bench_train.py --threads 1 --compare   # vs the single stream
+    python tools/bench_train.py --threads 1 --fp32 --rounds 3   # bf16 autocast vs float32
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ def main() -> None:
         action="store_true",
         help="also time the single-stream recipe (modality=skeleton model=bilstm), print the ratio",
     )
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        help="also time trainer.precision=fp32 (no bfloat16 autocast), in turns, print the ratio",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="--fp32: timings of each, in turns")
     parser.add_argument("overrides", nargs="*", help="hydra overrides, e.g. model.core.hidden=256")
     args = parser.parse_args()
     if args.threads:
@@ -132,6 +139,19 @@ def main() -> None:
         devices.append(torch.device("cuda"))
     single = ["modality=skeleton", "model=bilstm"]
     for device in devices:
+        if args.fp32:
+            fp32 = [*args.overrides, "trainer.precision=fp32"]
+            rounds = [
+                (bench(device, args, args.overrides), bench(device, args, fp32))
+                for _ in range(args.rounds)
+            ]
+            ratios = [a / b for a, b in rounds]
+            each = " / ".join(f"{a:.1f} vs {b:.1f} = {a / b:.2f}x" for a, b in rounds)
+            print(
+                f"\n{device}: configured precision vs fp32, per round: {each}; "
+                f"mean ratio {sum(ratios) / len(ratios):.2f}x"
+            )
+            continue
         rate = bench(device, args, args.overrides)
         if args.compare:
             base = bench(device, args, single + args.overrides)
