@@ -138,6 +138,30 @@ LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (NTU25, KINECT20, MEDIAPI
 POSE_LAYOUTS = ("mediapipe33", "ntu25")
 
 
+_LEG_WORDS = ("hip", "knee", "ankle", "foot", "heel")
+_ARM_WORDS = ("shoulder", "elbow", "wrist", "hand", "thumb", "pinky", "index")
+
+
+def body_parts(layout: Layout) -> dict[str, tuple[int, ...]]:
+    """The joints of each body part, by joint name: the two arms (shoulder to fingers), the two
+    legs (hip to foot) and the trunk with the head (every other joint: spine, neck, face)."""
+    if not layout.named:
+        raise ValueError(f"layout {layout.name!r} has no named joints to group into body parts")
+    parts: dict[str, list[int]] = {
+        "trunk": [], "left_arm": [], "right_arm": [], "left_leg": [], "right_leg": []
+    }  # fmt: skip
+    for v, joint in enumerate(layout.joints):
+        words = joint.split("_")
+        side = "left" if "left" in words else "right" if "right" in words else None
+        if side and any(w in words for w in _LEG_WORDS):
+            parts[f"{side}_leg"].append(v)
+        elif side and any(w in words for w in _ARM_WORDS):
+            parts[f"{side}_arm"].append(v)
+        else:
+            parts["trunk"].append(v)
+    return {k: tuple(v) for k, v in parts.items()}
+
+
 def get_layout(name: str, num_joints: int | None = None) -> Layout:
     """Look a layout up by name; `generic` builds a nameless layout for `num_joints` joints."""
     if name == "generic":

@@ -13,7 +13,7 @@ from skelact.data.formats.annotations import save_annotations
 from skelact.data.prep.channels import MotionFeatures
 from skelact.data.run import Data, make_loader
 from skelact.engine import float_outputs, native_bf16, split_batch, stream_loss, train_dtype
-from skelact.layouts import KINECT20, OPENNI15, get_layout
+from skelact.layouts import KINECT20, MEDIAPIPE33, NTU25, OPENNI15, body_parts, get_layout
 from skelact.models.dropout import Dropout
 from skelact.models.graph import GraphConv, GraphEncoder, partition_adjacency
 from skelact.models.recognizer import build_recognizer
@@ -47,6 +47,7 @@ def compose(toy_file, *overrides):
     [
         ["model.skeleton.encoder=gcn"],
         ["model.skeleton.encoder=gcn", "model.skeleton.gcn.pool=mean", "data.layout=generic"],
+        ["model.skeleton.encoder=gcn", "model.skeleton.gcn.pool=parts"],
         ["model.temporal_kernel=5"],
         ["data.skeleton.features=[joint,velocity,bone,partner]"],
         ["modality=skeleton_4s", "model.fusion=mean"],
@@ -100,6 +101,35 @@ def test_bone_velocity_and_partner_features():
     assert not partner[:, 3].any()  # no partner, no relation
     one = MotionFeatures(KINECT20, ["partner"])({"keypoint": kp[:1]})["keypoint"]
     assert not one.any()  # single-person data: all zero
+
+
+def test_body_parts_cover_every_joint_once():
+    for layout in (NTU25, KINECT20, OPENNI15, MEDIAPIPE33):
+        parts = body_parts(layout)
+        joints = sorted(v for part in parts.values() for v in part)
+        assert joints == list(range(layout.num_joints)), layout.name
+        names = {k: {layout.joints[v] for v in part} for k, part in parts.items()}
+        assert {"left_elbow", "left_shoulder"} <= names["left_arm"]
+        assert {"right_knee", "right_hip"} <= names["right_leg"]
+        assert not any("left" in j for j in names["right_arm"] | names["right_leg"])
+    assert len(body_parts(NTU25)["left_arm"]) == 6  # shoulder to thumb and hand tip
+    assert "right_foot_index" in {
+        MEDIAPIPE33.joints[v] for v in body_parts(MEDIAPIPE33)["right_leg"]
+    }
+    with pytest.raises(ValueError, match="no named joints"):
+        body_parts(get_layout("generic", 7))
+
+
+def test_parts_pool_averages_each_part():
+    """pool=parts hands the projection each part's mean joint feature, nothing else."""
+    enc = GraphEncoder(KINECT20, 3, 1, width=4, layers=1, hidden=8, out_dim=8, pool="parts")
+    seen = {}
+    enc.project.register_forward_hook(lambda mod, args, out: seen.update(x=args[0]))
+    x = torch.randn(2, 1, 3, 20, 3)
+    enc(x)
+    h = enc.convs(x.reshape(6, 20, 3))  # (N M T, V, W)
+    want = torch.cat([h[:, list(p)].mean(1) for p in body_parts(KINECT20).values()], 1)
+    torch.testing.assert_close(seen["x"], want)
 
 
 def test_partition_adjacency():

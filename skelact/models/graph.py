@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from skelact.layouts import Layout
+from skelact.layouts import Layout, body_parts
 from skelact.models.dropout import Dropout
 
 
@@ -110,8 +110,9 @@ class JointTemporalConv(nn.Module):
 
 class GraphEncoder(nn.Module):
     """(N, M, T, V, C) -> (N, T, D): graph convolutions per body-frame, then the joints pooled
-    ("flatten": all joint features, joint identity kept, like the joint MLP; "mean": average
-    over joints), bodies encoded by the same weights and joined in body order.
+    ("flatten": all joint features, joint identity kept, like the joint MLP; "parts": averaged
+    within each body part, `skelact.layouts.body_parts`; "mean": over all joints), bodies
+    encoded by the same weights and joined in body order.
     temporal_kernel > 0: each graph layer is followed by a convolution of every joint over that
     many frames (`JointTemporalConv`), so the per-frame encoder sees its neighbouring frames."""
 
@@ -129,8 +130,8 @@ class GraphEncoder(nn.Module):
         temporal_kernel: int = 0,
     ):
         super().__init__()
-        if pool not in ("flatten", "mean"):
-            raise ValueError(f"GraphEncoder: pool must be flatten or mean, got {pool!r}")
+        if pool not in ("flatten", "parts", "mean"):
+            raise ValueError(f"GraphEncoder: pool must be flatten, parts or mean, got {pool!r}")
         adjacency = torch.from_numpy(partition_adjacency(layout))
         widths = [in_channels] + [width] * layers
         self.convs = nn.Sequential(
@@ -144,7 +145,14 @@ class GraphEncoder(nn.Module):
             for _ in range(layers if temporal_kernel else 0)
         )
         self.pool = pool
-        pooled = width * layout.num_joints if pool == "flatten" else width
+        pooled = {"flatten": width * layout.num_joints, "mean": width}.get(pool)
+        if pool == "parts":  # (P, V): row p averages the joints of part p
+            parts = list(body_parts(layout).values())
+            average = torch.zeros(len(parts), layout.num_joints)
+            for p, joints in enumerate(parts):
+                average[p, list(joints)] = 1.0 / len(joints)
+            self.register_buffer("part_average", average, persistent=False)
+            pooled = width * len(parts)
         self.project = nn.Sequential(nn.Linear(pooled, hidden), nn.LayerNorm(hidden), nn.GELU())
         self.merge = nn.Linear(num_bodies * hidden, out_dim)
         self.out_dim = out_dim
@@ -158,6 +166,9 @@ class GraphEncoder(nn.Module):
                 h = temporal(h.view(n * m, t, v, -1)).reshape(n * m * t, v, -1)
         else:
             h = self.convs(x.reshape(n * m * t, v, c))  # (NMT, V, W)
-        h = h.flatten(1) if self.pool == "flatten" else h.mean(1)
+        if self.pool == "parts":
+            h = torch.matmul(self.part_average, h).flatten(1)  # (NMT, P x W)
+        else:
+            h = h.flatten(1) if self.pool == "flatten" else h.mean(1)
         h = self.project(h).view(n, m, t, -1)  # (N, M, T, H)
         return self.merge(h.permute(0, 2, 1, 3).reshape(n, t, -1))  # (N, T, D)
