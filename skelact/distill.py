@@ -140,11 +140,12 @@ def _score(teacher, tcfg, tdata, split: str, dataset, trainer_cfg, device):
 
 def with_distillation(loss, out: dict, teacher_logp: torch.Tensor, dcfg) -> torch.Tensor:
     """(1 - w) x the usual loss + w x the distillation loss of the fused logits, or of each
-    stream of an ensemble (summed, as their cross-entropies are)."""
-    if out.get("independent"):
-        logits = list(out["streams"].values())
-    else:
-        logits = [out["logits"]]
+    stream of an ensemble, of each replica (summed, as their cross-entropies are)."""
+    logits = [
+        x
+        for o in out.get("members", [out])
+        for x in (o["streams"].values() if o.get("independent") else [o["logits"]])
+    ]
     kd = sum(distill_loss(x, teacher_logp, dcfg.temperature) for x in logits)
     return (1.0 - dcfg.weight) * loss + dcfg.weight * kd
 

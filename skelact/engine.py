@@ -87,16 +87,22 @@ def split_batch(batch: dict, streams, device) -> tuple[dict, torch.Tensor, int]:
 
 def float_outputs(out: dict) -> dict:
     """The model's logits as float32 (an autocast forward pass leaves them bfloat16), so that
-    the losses are computed in full precision."""
-    if out["logits"].dtype == torch.float32:
+    the losses are computed in full precision; replicas' own outputs too."""
+    if out["logits"].dtype == torch.float32 and "members" not in out:
         return out
     streams = {k: v.float() for k, v in out["streams"].items()}
-    return {**out, "logits": out["logits"].float(), "streams": streams}
+    res = {**out, "logits": out["logits"].float(), "streams": streams}
+    if "members" in out:
+        res["members"] = [float_outputs(o) for o in out["members"]]
+    return res
 
 
 def stream_loss(out: dict, labels: torch.Tensor, smoothing: float, aux_weight: float):
     """Cross-entropy on the fused logits plus `aux_weight` x each stream's own loss; streams
-    fused as an ensemble (out["independent"]) train on their own losses only."""
+    fused as an ensemble (out["independent"]) train on their own losses only; replicas
+    (out["members"]) each on its own, summed."""
+    if "members" in out:
+        return sum(stream_loss(o, labels, smoothing, aux_weight) for o in out["members"])
     if out.get("independent"):
         losses = [
             F.cross_entropy(x, labels, label_smoothing=smoothing) for x in out["streams"].values()
@@ -107,6 +113,13 @@ def stream_loss(out: dict, labels: torch.Tensor, smoothing: float, aux_weight: f
         for logits in out["streams"].values():
             loss = loss + aux_weight * F.cross_entropy(logits, labels, label_smoothing=smoothing)
     return loss
+
+
+def loss_terms(out: dict) -> int:
+    """How many losses `stream_loss` sums: one per stream of an ensemble, per replica."""
+    if "members" in out:
+        return sum(loss_terms(o) for o in out["members"])
+    return len(out["streams"]) if out.get("independent") else 1
 
 
 def train_one_epoch(
@@ -157,7 +170,7 @@ def train_one_epoch(
         scheduler.step()
         n = len(labels)
         # an ensemble trains on the sum of its streams' losses; the log shows their mean
-        per = len(out["streams"]) if out.get("independent") else 1
+        per = loss_terms(out)
         total_loss += loss.detach().double() * n / per
         correct += (out["logits"].argmax(1) == labels).sum()
         seen += n

@@ -12,7 +12,14 @@ from skelact.data.datasets import build_loaders
 from skelact.data.formats.annotations import save_annotations
 from skelact.data.prep.channels import MotionFeatures
 from skelact.data.run import Data, make_loader
-from skelact.engine import float_outputs, native_bf16, split_batch, stream_loss, train_dtype
+from skelact.engine import (
+    float_outputs,
+    loss_terms,
+    native_bf16,
+    split_batch,
+    stream_loss,
+    train_dtype,
+)
 from skelact.layouts import KINECT20, MEDIAPIPE33, NTU25, OPENNI15, body_parts, get_layout
 from skelact.models.dropout import Dropout
 from skelact.models.graph import GraphConv, GraphEncoder, partition_adjacency
@@ -53,6 +60,8 @@ def compose(toy_file, *overrides):
         ["modality=skeleton_4s", "model.fusion=mean"],
         ["modality=skeleton_4s", "model.fusion=ensemble"],
         ["modality=skeleton_4s", "model.fusion=ensemble", "model.core.shared=true"],
+        ["modality=skeleton_4s", "model=bilstm_4s", "model.replicas=2"],
+        ["modality=skeleton_2s", "model.replicas=3"],  # concat fusion, aux losses, per replica
         ["modality=skeleton_2s", "model.skeleton.encoder=gcn", "model.temporal_kernel=3"],
     ],
 )
@@ -66,6 +75,37 @@ def test_option_takes_a_training_step(toy_file, overrides):
     out = net(inputs)
     assert out["logits"].shape == (4, 3) and set(out["streams"]) == set(cfg.modality.streams)
     assert_training_step(net, out, labels)
+
+
+def test_replicas_average_differently_initialised_models(toy_file):
+    cfg = compose(toy_file, "modality=skeleton_4s", "model=bilstm_4s", "model.replicas=3")
+    data = Data(cfg)
+    dataset, specs = data.dataset(cfg.data, "train", train=True)
+    torch.manual_seed(0)
+    net = build_recognizer(cfg.model, data.streams, data.num_classes, specs).eval()
+    single = compose(toy_file, "modality=skeleton_4s", "model=bilstm_4s").model
+    torch.manual_seed(0)
+    one = build_recognizer(single, data.streams, data.num_classes, specs)
+    # replica 0 is the single model of the same seed; the others start elsewhere
+    first = net.members[0].state_dict()
+    assert all(torch.equal(first[k], v) for k, v in one.state_dict().items())
+    w = [m.streams["skeleton_joint"].encoder.state_dict() for m in net.members]
+    key = next(k for k in w[0] if k.endswith("weight"))
+    assert not torch.equal(w[0][key], w[1][key]) and not torch.equal(w[1][key], w[2][key])
+    batch = next(iter(make_loader(dataset, cfg.trainer, shuffle=False)))
+    inputs, labels, _ = split_batch(batch, data.streams, "cpu")
+    out = net(inputs)
+    members = [m(inputs) for m in net.members]
+    want = torch.stack([torch.softmax(o["logits"], -1) for o in members]).mean(0)
+    torch.testing.assert_close(torch.softmax(out["logits"], -1), want)
+    want_bone = torch.stack([torch.softmax(o["streams"]["skeleton_bone"], -1) for o in members])
+    torch.testing.assert_close(
+        torch.softmax(out["streams"]["skeleton_bone"], -1), want_bone.mean(0)
+    )
+    # each replica's four streams on their own losses: 12 terms, summed
+    assert loss_terms(out) == 12
+    total = stream_loss(out, labels, 0.1, 0.5)
+    torch.testing.assert_close(total, sum(stream_loss(o, labels, 0.1, 0.5) for o in members))
 
 
 def test_streams_share_one_pipeline_pass(toy_file):

@@ -97,7 +97,8 @@ class Recognizer(nn.Module):
     the training split, `skelact.fusion`; equal until set). The image streams are then kept
     apart from the skeleton streams' randomness (their initialisation and dropout draw from a
     forked generator) and `grad_groups` lets their gradients be clipped apart: the skeleton
-    streams train exactly as in a skeleton-only run of the same seed.
+    streams train exactly as in a skeleton-only run of the same seed. `offset` shifts the
+    seeds of those image streams' heads (a replica's, `Replicas`).
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class Recognizer(nn.Module):
         fusion: str = "concat",
         fusion_hidden: int = 256,
         dropout: float = 0.0,
+        offset: int = 0,
     ):
         super().__init__()
         if fusion not in ("concat", "mean", "weighted", "ensemble"):
@@ -115,7 +117,7 @@ class Recognizer(nn.Module):
         self.groups = groups_of(streams)
         heads = {}
         for i, (k, s) in enumerate(streams.items()):
-            with isolated(fusion, self.groups, k, offset=100 + i):
+            with isolated(fusion, self.groups, k, offset=100 + i + offset):
                 heads[k] = nn.Linear(s.out_dim, num_classes)
         self.heads = nn.ModuleDict(heads)
         self.fusion = fusion
@@ -228,6 +230,45 @@ class Recognizer(nn.Module):
         return torch.stack([torch.softmax(logits[k], -1) for k in names]).mean(0)  # (N, C)
 
 
+class Replicas(nn.Module):
+    """`model.replicas` copies of one recognizer, built from successive draws of the generator
+    (so initialised differently) and trained side by side on the same batches, each on its own
+    loss, with their own dropout; scored like separately trained models whose probabilities
+    are averaged. out: "logits" and each stream's "streams" entry are logs of the replicas'
+    mean probabilities, "attention" their mean, "members" each replica's own output (the
+    losses are taken from these)."""
+
+    def __init__(self, members: list[Recognizer]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.fusion = members[0].fusion
+        self.groups = members[0].groups
+
+    def set_group_weights(self, weights: dict[str, float]) -> None:
+        for m in self.members:
+            m.set_group_weights(weights)
+
+    def grad_groups(self) -> list[list[nn.Parameter]]:
+        return [group for m in self.members for group in m.grad_groups()]
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict:
+        outs = [m(inputs) for m in self.members]
+
+        def mean_probs(xs: list[torch.Tensor]) -> torch.Tensor:
+            probs = torch.stack([torch.softmax(x.float(), -1) for x in xs]).mean(0)
+            return torch.log(probs.clamp_min(1e-12))
+
+        streams, attention = outs[0]["streams"], outs[0]["attention"]
+        return {
+            "logits": mean_probs([o["logits"] for o in outs]),
+            "streams": {k: mean_probs([o["streams"][k] for o in outs]) for k in streams},
+            "attention": {
+                k: torch.stack([o["attention"][k] for o in outs]).mean(0) for k in attention
+            },
+            "members": outs,
+        }
+
+
 def isolated(fusion: str, groups: dict, stream: str, offset: int | None):
     """For a non-skeleton stream of a multi-modality ensemble: a forked torch generator, so
     that it draws none of the numbers the skeleton streams draw; reseeded from the initial
@@ -247,12 +288,25 @@ def _forked(seed: int | None):
 
 def build_recognizer(
     mcfg, streams: list[str], num_classes: int, specs: dict[str, dict]
-) -> Recognizer:
-    """Build the model from the `model` config node for the streams the modality asks for.
+) -> Recognizer | Replicas:
+    """Build the model from the `model` config node for the streams the modality asks for:
+    a `Recognizer`, or `Replicas` of it when model.replicas > 1.
 
     `specs[stream]` describes the input: skeleton {"num_joints", "channels", "num_bodies"};
     rgb/depth {"feature_dim"} when reading cached features, or {"in_channels"} for frames.
     """
+    replicas = int(mcfg.get("replicas", 1))
+    if replicas < 1:
+        raise ValueError(f"model.replicas must be >= 1, got {replicas}")
+    if replicas == 1:
+        return _build_one(mcfg, streams, num_classes, specs)
+    return Replicas([_build_one(mcfg, streams, num_classes, specs, r) for r in range(replicas)])
+
+
+def _build_one(
+    mcfg, streams: list[str], num_classes: int, specs: dict[str, dict], replica: int = 0
+) -> Recognizer:
+    """One recognizer; `replica` shifts the seeds of the isolated (image) streams."""
     from skelact.models.encoders import build_encoder  # encoders import torchvision lazily
 
     built = {}
@@ -263,7 +317,7 @@ def build_recognizer(
         shared = build_core(mcfg.skeleton.embed, mcfg.core)
     for i, name in enumerate(streams):
         kind = "skeleton" if name.startswith("skeleton") else name  # skeleton_* share a config
-        with isolated(mcfg.fusion, groups_of(streams), name, offset=2 + i):
+        with isolated(mcfg.fusion, groups_of(streams), name, offset=2 + i + 1000 * replica):
             encoder, enc_dim = build_encoder(kind, mcfg[kind], specs[name])
             built[name] = Stream(
                 encoder,
@@ -275,4 +329,6 @@ def build_recognizer(
                 skeleton="num_joints" in specs[name],
                 core=shared if name in skeletons else None,
             )
-    return Recognizer(built, num_classes, mcfg.fusion, mcfg.fusion_hidden, mcfg.dropout)
+    return Recognizer(
+        built, num_classes, mcfg.fusion, mcfg.fusion_hidden, mcfg.dropout, offset=1000 * replica
+    )
