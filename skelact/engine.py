@@ -39,12 +39,13 @@ def native_bf16() -> bool:
         return False
 
 
-def train_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+def train_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
     """trainer.precision -> the dtype training steps autocast to; None: float32 throughout.
 
     auto: bfloat16 on a CPU that computes it in hardware (about 1.7x the default's training
     throughput there; BENCHMARKS.md, issue 17), float32 elsewhere, CUDA included. Weights,
     gradients, the optimizer and evaluation stay float32 either way."""
+    device = torch.device(device)
     if precision == "fp32":
         return None
     if precision == "auto":
@@ -154,7 +155,9 @@ def train_one_epoch(
     )
     for batch in bar:
         inputs, labels, _ = split_batch(batch, streams, device)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.autocast(
+            torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None
+        ):
             out = model(inputs)
         out = float_outputs(out)
         loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)

@@ -169,12 +169,14 @@ def test_two_process_ddp_on_cpu(toy_file, tmp_path):
 
 def test_ensemble_logs_the_mean_of_its_stream_losses(toy_file):
     """The default four-stream ensemble trains on the sum of its streams' losses; the logged
-    loss is their mean (one batch, lr 0, the same dropout draws for both)."""
+    loss is their mean (one batch, lr 0, the same dropout draws for both; float32, so that
+    the forward pass below is the same computation)."""
     from skelact.data.run import make_loader
     from skelact.engine import cosine_with_warmup, split_batch, train_one_epoch
     from skelact.models.recognizer import build_recognizer
 
-    cfg = compose_config([f"data.ann_file={toy_file}", *SPLITS, *FAST, "trainer.batch_size=256"])
+    cfg = compose_config([f"data.ann_file={toy_file}", *SPLITS, *FAST, "trainer.batch_size=256",
+                          "trainer.precision=fp32"])  # fmt: skip
     data = Data(cfg)
     dataset, specs = data.dataset(cfg.data, "train", train=True)
     loader = make_loader(dataset, cfg.trainer, False)
