@@ -57,6 +57,15 @@ def train_dtype(precision: str, device: torch.device | str) -> torch.dtype | Non
     return torch.bfloat16
 
 
+def training_forward(model: nn.Module, inputs: dict, dtype: torch.dtype | None) -> dict:
+    """The model's forward pass of a training step: under autocast to `dtype` (None: float32),
+    its logits returned in float32 for the losses."""
+    device = next(iter(inputs.values())).device.type
+    with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+        out = model(inputs)
+    return float_outputs(out)
+
+
 def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int, min_ratio: float = 0.0):
     """Per-step LR multiplier: linear warmup, then cosine decay to `min_ratio`."""
 
@@ -155,11 +164,7 @@ def train_one_epoch(
     )
     for batch in bar:
         inputs, labels, _ = split_batch(batch, streams, device)
-        with torch.autocast(
-            torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None
-        ):
-            out = model(inputs)
-        out = float_outputs(out)
+        out = training_forward(model, inputs, dtype)
         loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
         if teacher is not None:
             loss = teacher.loss(loss, out, batch, inputs, device)

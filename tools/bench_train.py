@@ -24,7 +24,7 @@ from torch import nn
 from skelact.config import compose_config
 from skelact.data.datasets import skeleton_streams
 from skelact.data.prep.channels import MotionFeatures
-from skelact.engine import float_outputs, stream_loss, train_dtype
+from skelact.engine import stream_loss, train_dtype, training_forward
 from skelact.models.recognizer import build_recognizer
 
 # training-set sizes of the standard protocols (after removing the missing skeletons)
@@ -64,9 +64,7 @@ def samples_per_second(model, cfg, x: dict, y, steps: int, warmup: int) -> float
     dtype = train_dtype(tcfg.precision, y.device)
 
     def step():
-        with torch.autocast(y.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = model(x)
-        out = float_outputs(out)
+        out = training_forward(model, x, dtype)
         loss = stream_loss(out, y, tcfg.label_smoothing, tcfg.aux_loss_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
