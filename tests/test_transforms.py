@@ -106,6 +106,31 @@ def test_resample_train_is_seeded_and_in_range():
     assert len({int(i[0]) for i in half}) > 1  # the window moves
 
 
+def test_resample_interpolate_blends_neighbouring_frames():
+    # value = frame index + 1: a blend at time p (frame i sits at i + 0.5) is p + 0.5, clipped
+    # to the clip; 5 frames upsampled to 20 move by 0.25 a step instead of repeating
+    kp = np.arange(1, 6, dtype=np.float32)[None, :, None, None] * np.ones((2, 5, 2, 3), np.float32)
+    kp[1, 3:] = 0.0  # body 1 leaves after frame 2
+    plain = Resample(20, train=False, num_clips=2)({"keypoint": kp.copy()})
+    res = Resample(20, train=False, num_clips=2, interpolate=True)({"keypoint": kp.copy()})
+    np.testing.assert_array_equal(res["frame_inds"], plain["frame_inds"])  # other streams agree
+    pos = (np.arange(20)[None] + np.array([[0.25], [0.75]])) * 5 / 20
+    np.testing.assert_allclose(res["keypoint"][:, 0, :, 0, 0], np.clip(pos - 0.5, 0, 4) + 1, atol=1e-6)
+    assert np.all(np.diff(res["keypoint"][0, 0, 1:-1, 0, 0]) > 0)  # repeats only at the ends
+    body1 = res["keypoint"][:, 1, :, 0, 0]
+    # never blended with its absence: between frames 2 and 3 it takes the nearer frame whole
+    assert set(np.round(body1[body1 > 3], 6)) <= set() and np.all(body1[:, pos[0] > 3.5] == 0)
+    assert set(np.round(body1[:, (pos[0] > 2.5) & (pos[0] < 3.5)].ravel(), 6)) <= {0.0, 3.0}
+    # training: the same random frames as without interpolation, values within the crop
+    args = dict(train=True, crop=(0.6, 0.6))
+    a = Resample(12, **args)({"keypoint": kp.copy(), "rng": np.random.default_rng(5)})
+    b = Resample(12, interpolate=True, **args)({"keypoint": kp.copy(), "rng": np.random.default_rng(5)})
+    np.testing.assert_array_equal(a["frame_inds"], b["frame_inds"])
+    lo, hi = a["frame_inds"].min() + 1, a["frame_inds"].max() + 1  # as values
+    values = b["keypoint"][0, 0, :, 0, 0]
+    assert lo <= values.min() and values.max() <= hi and len(np.unique(values)) > hi - lo + 1
+
+
 def test_motion_features_channels_and_values():
     kp = np.random.default_rng(0).normal(size=(1, 1, 5, 20, 3)).astype(np.float32)
     out = MotionFeatures(KINECT20, ["joint", "velocity", "bone"])({"keypoint": kp})["keypoint"]

@@ -16,7 +16,7 @@ import numpy as np
 from skelact.contract import most_active
 from skelact.data.prep.augment import RandomAugment
 from skelact.data.prep.channels import MotionFeatures
-from skelact.data.prep.sampling import clip_indices
+from skelact.data.prep.sampling import clip_indices, clip_positions, interpolate_frames
 from skelact.layouts import Layout, spine_points
 
 Results = dict
@@ -207,15 +207,22 @@ class Resample:
 
     Training: a random temporal crop (a fraction in `crop` of the clip), then a random frame
     in each of `length` equal segments. Test: segment centres, clip k shifted by k/num_clips
-    of a segment (`skelact.data.prep.sampling`). Needs "keypoint" (M, T, V, C); writes
-    (K, M, length, V, C).
+    of a segment (`skelact.data.prep.sampling`). `interpolate`: blend the two frames nearest
+    each sampled moment instead of taking the frame it falls in (a clip shorter than `length`
+    then moves smoothly instead of repeating frames). Needs "keypoint" (M, T, V, C); writes
+    (K, M, length, V, C) and "frame_inds", the frames other streams sample (the same either way).
     """
 
     def __init__(
-        self, length: int, train: bool, num_clips: int = 1, crop: Sequence[float] = (1.0, 1.0)
+        self,
+        length: int,
+        train: bool,
+        num_clips: int = 1,
+        crop: Sequence[float] = (1.0, 1.0),
+        interpolate: bool = False,
     ):
         self.length, self.train, self.num_clips = length, train, num_clips
-        self.crop = crop
+        self.crop, self.interpolate = crop, interpolate
 
     def indices(self, total: int, rng: np.random.Generator | None) -> np.ndarray:
         """(K, length): `skelact.data.prep.sampling.clip_indices`, the rule of every stream."""
@@ -223,8 +230,14 @@ class Resample:
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
-        inds = self.indices(kp.shape[1], results.get("rng"))
-        results["keypoint"] = np.stack([kp[:, i] for i in inds])  # (K, M, length, V, C)
+        if self.interpolate:
+            args = (kp.shape[1], self.length, self.train, results.get("rng"), self.num_clips)
+            start, pos, last = clip_positions(*args, self.crop)
+            inds = start + np.minimum(pos.astype(int), last)
+            results["keypoint"] = interpolate_frames(kp, start, pos, last)
+        else:
+            inds = self.indices(kp.shape[1], results.get("rng"))
+            results["keypoint"] = np.stack([kp[:, i] for i in inds])  # (K, M, length, V, C)
         results["frame_inds"] = inds
         return results
 
@@ -245,6 +258,7 @@ def build_skeleton_pipeline(
         aug = cfg.augment
         steps.append(RandomAugment(aug.rotate_deg, aug.scale, aug.shear, aug.drift_deg, aug.noise))
     crop = tuple(cfg.augment.temporal_crop) if train and cfg.augment.enabled else (1.0, 1.0)
-    steps.append(Resample(cfg.clip_len, train, 1 if train else cfg.test_clips, crop))
+    clips = 1 if train else cfg.test_clips
+    steps.append(Resample(cfg.clip_len, train, clips, crop, cfg.get("interpolate", False)))
     steps.append(MotionFeatures(layout, cfg.features if kinds is None else kinds))
     return Compose(steps)
