@@ -115,7 +115,9 @@ def test_resample_interpolate_blends_neighbouring_frames():
     res = Resample(20, train=False, num_clips=2, interpolate=True)({"keypoint": kp.copy()})
     np.testing.assert_array_equal(res["frame_inds"], plain["frame_inds"])  # other streams agree
     pos = (np.arange(20)[None] + np.array([[0.25], [0.75]])) * 5 / 20
-    np.testing.assert_allclose(res["keypoint"][:, 0, :, 0, 0], np.clip(pos - 0.5, 0, 4) + 1, atol=1e-6)
+    np.testing.assert_allclose(
+        res["keypoint"][:, 0, :, 0, 0], np.clip(pos - 0.5, 0, 4) + 1, atol=1e-6
+    )
     assert np.all(np.diff(res["keypoint"][0, 0, 1:-1, 0, 0]) > 0)  # repeats only at the ends
     body1 = res["keypoint"][:, 1, :, 0, 0]
     # never blended with its absence: between frames 2 and 3 it takes the nearer frame whole
@@ -124,7 +126,9 @@ def test_resample_interpolate_blends_neighbouring_frames():
     # training: the same random frames as without interpolation, values within the crop
     args = dict(train=True, crop=(0.6, 0.6))
     a = Resample(12, **args)({"keypoint": kp.copy(), "rng": np.random.default_rng(5)})
-    b = Resample(12, interpolate=True, **args)({"keypoint": kp.copy(), "rng": np.random.default_rng(5)})
+    b = Resample(12, interpolate=True, **args)(
+        {"keypoint": kp.copy(), "rng": np.random.default_rng(5)}
+    )
     np.testing.assert_array_equal(a["frame_inds"], b["frame_inds"])
     lo, hi = a["frame_inds"].min() + 1, a["frame_inds"].max() + 1  # as values
     values = b["keypoint"][0, 0, :, 0, 0]
