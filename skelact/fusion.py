@@ -8,7 +8,10 @@ weak image stream pull a strong skeleton ensemble down; the weights are therefor
    when the samples name their subject, else a stratified quarter);
 2. train the same model on the rest and score the development samples, per stream;
 3. pick the weights that classify the development samples best, the lowest log-loss among
-   equals (`fit_group_weights`, a grid over the simplex, which includes "skeleton only").
+   equals (`fit_group_weights`, a grid over the simplex, which includes "skeleton only"); a
+   mix is kept only if it gets at least `min_gain` (2) more development samples right than the
+   best modality alone, else that modality alone: a one-sample gain is noise, and a small
+   weight fit on it cost test samples (BENCHMARKS.md, issue 16).
 
 `skelact train` then trains on the whole training split and fuses with those weights.
 """
@@ -73,12 +76,18 @@ def group_probs(stream_scores: dict[str, np.ndarray], groups: dict[str, list[str
 
 
 def fit_group_weights(
-    stream_scores: dict[str, np.ndarray], labels: np.ndarray, groups: dict[str, list[str]]
+    stream_scores: dict[str, np.ndarray],
+    labels: np.ndarray,
+    groups: dict[str, list[str]],
+    min_gain: int = 2,
 ) -> tuple[dict[str, float], dict]:
     """The modality weights that fuse the development scores best.
 
-    Accuracy first; among weights of equal accuracy the lowest log-loss. Returns {modality:
-    weight} and a report: the chosen weights' accuracy and each modality's own accuracy.
+    Accuracy first; among weights of equal accuracy the lowest log-loss. A mix of modalities
+    must classify at least `min_gain` more samples right than the best modality alone (chosen
+    the same way among the one-modality weights), else that modality alone is returned.
+    Returns {modality: weight} and a report: the chosen weights' accuracy and each modality's
+    own accuracy.
     """
     probs = group_probs(stream_scores, groups)  # (G, N, C)
     grid = simplex_grid(len(groups), 0.05 if len(groups) <= 2 else 0.1)  # (W, G)
@@ -87,6 +96,11 @@ def fit_group_weights(
     nll = -np.log(np.take_along_axis(fused, labels[None, :, None], 2)[..., 0] + 1e-9).mean(1)
     best = np.flatnonzero(acc >= acc.max() - 1e-12)
     pick = best[np.argmin(nll[best])]
+    alone = np.flatnonzero(grid.max(1) == 1.0)  # one modality with all the weight
+    alone = alone[acc[alone] >= acc[alone].max() - 1e-12]
+    alone = alone[np.argmin(nll[alone])]
+    if round((acc[pick] - acc[alone]) * len(labels)) < min_gain:
+        pick = alone
     weights = {g: round(float(w), 4) for g, w in zip(groups, grid[pick], strict=True)}
     own = {g: float((p.argmax(-1) == labels).mean()) for g, p in zip(groups, probs, strict=True)}
     report = {

@@ -245,7 +245,9 @@ def fit_on_dev(cfg, run_dir: str | Path) -> dict:
                  len(train_idx) - len(dev), len(dev), cfg.data.train_split, sub_dir)  # fmt: skip
         train(sub, sub_dir, data=data)
     scores, labels = read_stream_scores(sub_dir)
-    weights, report = fit_group_weights(scores, labels, groups_of(cfg.modality.streams))
+    groups = groups_of(cfg.modality.streams)
+    min_gain = cfg.model.get("fusion_min_gain", 2)
+    weights, report = fit_group_weights(scores, labels, groups, min_gain)
     log.info("fusion weights %s (development top-1 %.4f; per modality %s)", weights,
              report["dev_top1"], report["dev_top1_per_modality"])  # fmt: skip
     return {**report, "fit_run": str(sub_dir)}

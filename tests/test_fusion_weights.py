@@ -37,12 +37,31 @@ def test_fit_prefers_the_skeleton_unless_the_other_stream_helps():
     # a depth stream right where the skeleton errs, less sure elsewhere: it gets weight
     helpful = onehot(labels, p=0.5)
     helpful[:3] = onehot(labels[:3], p=0.95)
+    helpful[3:6] = onehot((labels[3:6] + 1) % 3, p=0.4)  # alone it is no better than the skeleton
     scores["depth"] = helpful
     weights, report = fit_group_weights(scores, labels, groups)
     assert report["dev_top1"] == 1.0 and 0 < weights["depth"] < 1
     assert abs(sum(weights.values()) - 1) < 1e-6
     grid = simplex_grid(3, 0.1)
     assert grid.shape == (66, 3) and np.allclose(grid.sum(1), 1)
+
+
+def test_fit_ignores_a_mix_that_wins_by_one_development_sample():
+    labels = np.array([0, 1, 2] * 10)
+    skel = onehot(labels, p=0.5)
+    skel[1:3] = onehot((labels[1:3] + 1) % 3, p=0.5)
+    skel[0] = [0.34, 0.36, 0.30]  # a close error: 27 of 30 right
+    depth = onehot(labels, p=0.9)
+    depth[1:3] = onehot((labels[1:3] + 1) % 3, p=0.9)  # wrong where the skeleton is too
+    depth[3:13] = onehot((labels[3:13] + 1) % 3, p=0.4)  # close errors: 18 of 30 right
+    groups = groups_of(["skeleton_joint", "depth"])
+    scores = {"skeleton_joint": skel, "depth": depth}
+    # a little depth fixes sample 0: 28 of 30, one more than the skeleton alone
+    weights, report = fit_group_weights(scores, labels, groups, min_gain=1)
+    assert round(report["dev_top1"] * 30) == 28 and 0 < weights["depth"] < 1
+    assert report["dev_top1_per_modality"] == {"skeleton": 0.9, "depth": 0.6}
+    weights, report = fit_group_weights(scores, labels, groups)  # min_gain=2, the default
+    assert weights == {"skeleton": 1.0, "depth": 0.0} and report["dev_top1"] == 0.9
 
 
 def test_carve_dev_holds_out_whole_subjects_or_a_stratified_quarter():
