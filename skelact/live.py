@@ -80,7 +80,7 @@ class Grabber(threading.Thread):
     def take(self):
         """(source time, arrival time, BGR frame) of the newest frame; None at the end."""
         with self.cond:
-            while self.slot is None and not self.done:
+            while self.slot is None and not self.done and not self.stopped:
                 self.cond.wait(0.5)
             item, self.slot = self.slot, None
             return item
@@ -98,6 +98,7 @@ class LiveStream:
         self.grabber: Grabber | None = None
         self.wall = 0.0
         self._gen = None
+        self._stopping = False
 
     def __iter__(self):
         self._gen = self._run()
@@ -107,6 +108,12 @@ class LiveStream:
         """Stop the reader and the landmarker (what Ctrl-C in the consumer's loop needs)."""
         if self._gen is not None:
             self._gen.close()
+
+    def stop(self) -> None:
+        """End the iteration after the frame in hand; safe to call from a signal handler."""
+        self._stopping = True
+        if self.grabber is not None:
+            self.grabber.stopped = True
 
     def _run(self):
         from skelact.pose.extract import Landmarker, Tracker, _frame_arrays
@@ -125,7 +132,7 @@ class LiveStream:
         start, due = time.perf_counter(), self.window
         grab.start()
         try:
-            while (item := grab.take()) is not None:
+            while not self._stopping and (item := grab.take()) is not None:
                 t, arrived, bgr = item
                 tic = time.perf_counter()
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +168,17 @@ def predict_live(
     model = load(ckpt, pose_model=pose_model, threads=1)  # MediaPipe has the other cores
     live = model.stream(source, window=window, every=every, mirrored=mirrored)
     print(f"live: {source}, window {window}s, update every {every}s (Ctrl-C ends)")
+    interrupted = []
+
+    def on_ctrl_c(signum, frame):
+        # a flag, not KeyboardInterrupt: an exception raised inside native code's callbacks
+        # can be swallowed there, and the run went on to the end of the source
+        interrupted.append(signum)
+        live.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_ctrl_c) if main else None
     try:
         for u in live:
             print(
@@ -176,9 +189,13 @@ def predict_live(
             if limit is not None and u.time >= limit:
                 break
     except KeyboardInterrupt:
-        print("stopped (Ctrl-C)")
+        interrupted.append(signal.SIGINT)
     finally:
         live.close()
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        print("stopped (Ctrl-C)")
     summary = live.summary()
     out = Path(out) if out else timeline_path(ckpt, source)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -149,7 +149,12 @@ def test_live_ctrl_c_ends_cleanly_and_writes_the_timeline(ntu_ckpt, clip, pose_m
     cmd = [sys.executable, "-m", "skelact.cli", "predict", "--live", str(source), "--ckpt",
            str(ntu_ckpt), "--window", "0.5", "--every", "0.25", "--timeline", str(out),
            "--pose-model", str(pose_model), "--mirrored"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # started with SIGINT ignored, as a shell's background jobs are (and the whole suite when
+    # it runs as one): a Python child then gets no KeyboardInterrupt unless it asks for SIGINT
+    ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore
+    )
     lines = []
     while not any(" pose " in line for line in lines):
         lines.append(proc.stdout.readline())
