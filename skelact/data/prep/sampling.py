@@ -49,7 +49,11 @@ def clip_indices(
     (k + 0.5) / num_clips of a segment, K = num_clips. With total < length, frames repeat in
     order (`interpolate_frames` blends them instead).
     """
-    start, pos, last = clip_positions(total, length, train, rng, num_clips, crop)
+    return frames_at(*clip_positions(total, length, train, rng, num_clips, crop))
+
+
+def frames_at(start: int, pos: np.ndarray, last: int) -> np.ndarray:
+    """The frame each moment of `clip_positions` falls in: (K, length) indices."""
     return start + np.minimum(pos.astype(int), last)
 
 

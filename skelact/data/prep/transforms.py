@@ -16,7 +16,12 @@ import numpy as np
 from skelact.contract import most_active
 from skelact.data.prep.augment import RandomAugment
 from skelact.data.prep.channels import MotionFeatures
-from skelact.data.prep.sampling import clip_indices, clip_positions, interpolate_frames
+from skelact.data.prep.sampling import (
+    clip_indices,
+    clip_positions,
+    frames_at,
+    interpolate_frames,
+)
 from skelact.layouts import Layout, spine_points
 
 Results = dict
@@ -233,7 +238,7 @@ class Resample:
         if self.interpolate:
             args = (kp.shape[1], self.length, self.train, results.get("rng"), self.num_clips)
             start, pos, last = clip_positions(*args, self.crop)
-            inds = start + np.minimum(pos.astype(int), last)
+            inds = frames_at(start, pos, last)
             results["keypoint"] = interpolate_frames(kp, start, pos, last)
         else:
             inds = self.indices(kp.shape[1], results.get("rng"))
