@@ -19,6 +19,8 @@ class RandomAugment:
     `drift_deg`: an extra rotation about y that moves linearly from one random angle in
     [-d, d] to another over the clip (a camera circling the person). `noise`: Gaussian
     jitter of each joint, std in the normalised units (spine lengths after ScaleNormalize).
+    `swap_bodies`: the chance that a clip of two people present has its bodies' order
+    reversed (the partner becomes body 0); clips of one person draw nothing for it.
     Needs "keypoint" (..., T, V, 3) and "rng". Absent body-frames stay zero.
     """
 
@@ -29,12 +31,14 @@ class RandomAugment:
         shear: float = 0.0,
         drift_deg: float = 0.0,
         noise: float = 0.0,
+        swap_bodies: float = 0.0,
     ):
         self.rotate = np.deg2rad(np.asarray(rotate_deg, np.float64))
         self.scale = scale
         self.shear = shear
         self.drift = np.deg2rad(drift_deg)
         self.noise = noise
+        self.swap = swap_bodies
 
     def matrix(self, rng: np.random.Generator) -> np.ndarray:
         ax, ay, az = rng.uniform(-self.rotate, self.rotate)
@@ -59,7 +63,11 @@ class RandomAugment:
             out = np.einsum("...tvc,tdc->...tvd", out, self.drift_matrices(rng, kp.shape[-3]))
         if self.noise > 0:
             out = out + rng.normal(0.0, self.noise, out.shape)
-        results["keypoint"] = np.where(valid, out, 0.0).astype(np.float32)
+        out = np.where(valid, out, 0.0).astype(np.float32)
+        if self.swap > 0 and kp.ndim == 4 and len(kp) == 2 and valid.any((1, 2, 3)).all():
+            if rng.random() < self.swap:
+                out = out[::-1].copy()
+        results["keypoint"] = out
         return results
 
 

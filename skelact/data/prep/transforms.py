@@ -261,7 +261,10 @@ def build_skeleton_pipeline(
         steps.append(ScaleNormalize(layout))
     if train and cfg.augment.enabled:
         aug = cfg.augment
-        steps.append(RandomAugment(aug.rotate_deg, aug.scale, aug.shear, aug.drift_deg, aug.noise))
+        swap = aug.get("swap_bodies", 0.0)
+        steps.append(
+            RandomAugment(aug.rotate_deg, aug.scale, aug.shear, aug.drift_deg, aug.noise, swap)
+        )
     crop = tuple(cfg.augment.temporal_crop) if train and cfg.augment.enabled else (1.0, 1.0)
     clips = 1 if train else cfg.test_clips
     steps.append(Resample(cfg.clip_len, train, clips, crop, cfg.get("interpolate", False)))
