@@ -48,6 +48,29 @@ def test_noise_has_the_configured_std_and_keeps_absent_frames():
     assert np.abs(out[0, 5]).max() == 0.0
 
 
+def test_swap_bodies_reverses_two_people_and_leaves_one_person_alone():
+    kp = np.random.default_rng(1).normal(size=(2, 30, 20, 3)).astype(np.float32)
+    plain = augment(RandomAugment((15, 30, 15), 0.1), kp, seed=2)
+    swapped = augment(RandomAugment((15, 30, 15), 0.1, swap_bodies=1.0), kp, seed=2)
+    np.testing.assert_array_equal(swapped, plain[::-1])  # same rotation, bodies reversed
+    # p = 0.5: about half the clips, by the seed
+    half = RandomAugment((15, 30, 15), 0.1, swap_bodies=0.5)
+    flips = [
+        np.array_equal(augment(half, kp, seed=s), augment(RandomAugment(), kp, seed=s)[::-1])
+        for s in range(200)
+    ]
+    assert 70 < sum(flips) < 130
+    # one person (the second body absent): untouched, and no extra draw from the generator
+    one = kp.copy()
+    one[1] = 0.0
+    rng = np.random.default_rng(3)
+    out = RandomAugment(swap_bodies=1.0)({"keypoint": one.copy(), "rng": rng})["keypoint"]
+    ref_rng = np.random.default_rng(3)
+    ref = RandomAugment()({"keypoint": one.copy(), "rng": ref_rng})["keypoint"]
+    np.testing.assert_array_equal(out, ref)
+    assert rng.random() == ref_rng.random()
+
+
 def test_defaults_off_leave_the_random_stream_unchanged():
     # drift and noise off draw nothing extra from the rng: old recipes reproduce exactly
     kp = clip()
