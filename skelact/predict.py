@@ -171,8 +171,8 @@ def predict_live(
     interrupted = []
 
     def on_ctrl_c(signum, frame):
-        # a flag, not KeyboardInterrupt: an exception raised inside native code's callbacks
-        # can be swallowed there, and the run went on to the end of the source
+        # installed explicitly: a process started with SIGINT ignored (a shell's background
+        # job) gets no KeyboardInterrupt, and the run went on to the end of the source
         interrupted.append(signum)
         live.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from skelact.data.prep.channels import MotionFeatures
+from skelact.data.prep.sampling import clip_indices
 from skelact.data.prep.transforms import (
     AlignView,
     Center,
@@ -130,6 +131,9 @@ def test_resample_interpolate_blends_neighbouring_frames():
         {"keypoint": kp.copy(), "rng": np.random.default_rng(5)}
     )
     np.testing.assert_array_equal(a["frame_inds"], b["frame_inds"])
+    # and the frames every other stream samples with the same generator (sampling.clip_indices)
+    rule = clip_indices(5, 12, True, np.random.default_rng(5), 1, (0.6, 0.6))
+    np.testing.assert_array_equal(a["frame_inds"], rule)
     lo, hi = a["frame_inds"].min() + 1, a["frame_inds"].max() + 1  # as values
     values = b["keypoint"][0, 0, :, 0, 0]
     assert lo <= values.min() and values.max() <= hi and len(np.unique(values)) > hi - lo + 1

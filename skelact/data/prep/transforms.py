@@ -235,13 +235,12 @@ class Resample:
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
+        args = (kp.shape[1], self.length, self.train, results.get("rng"), self.num_clips)
+        start, pos, last = clip_positions(*args, self.crop)
+        inds = frames_at(start, pos, last)  # = self.indices(...), from the same draws
         if self.interpolate:
-            args = (kp.shape[1], self.length, self.train, results.get("rng"), self.num_clips)
-            start, pos, last = clip_positions(*args, self.crop)
-            inds = frames_at(start, pos, last)
             results["keypoint"] = interpolate_frames(kp, start, pos, last)
         else:
-            inds = self.indices(kp.shape[1], results.get("rng"))
             results["keypoint"] = np.stack([kp[:, i] for i in inds])  # (K, M, length, V, C)
         results["frame_inds"] = inds
         return results
