@@ -83,6 +83,11 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     info = run_info(cfg, data, specs)
     teacher, distilled = None, None
     if tcfg.get("distill") and tcfg.distill.teacher:
+        if cfg.model.get("replica_augment") and cfg.model.get("replicas", 1) > 1:
+            raise SystemExit(
+                "trainer.distill.teacher and model.replica_augment=true do not combine: the "
+                "teacher scores one view of each sample; set model.replica_augment=false"
+            )
         split = cfg.data.train_split
         teacher, distilled = build_teacher(cfg, data, split, train_set, specs, device)
     train_loader = make_loader(train_set, tcfg, True, rank, world, cfg.seed)

@@ -75,22 +75,30 @@ class ActionDataset(Dataset):
         return item
 
 
-def skeleton_loader(pipeline: Callable[[dict], dict]) -> StreamLoader:
-    """Wrap a transform pipeline as a stream loader: (K, M, T, V, C') float tensor."""
+def skeleton_loader(pipeline: Callable[[dict], dict], views: int = 1) -> StreamLoader:
+    """Wrap a transform pipeline as a stream loader: (K, M, T, V, C') float tensor.
+
+    `views` > 1 runs the pipeline that many times on successive draws of the sample's
+    generator and stacks the results as K (training with `model.replica_augment`: one
+    augmented view per replica)."""
+
+    def run(keypoint: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return pipeline({"keypoint": keypoint, "rng": rng})["keypoint"]
 
     def load(sample: dict, rng: np.random.Generator) -> torch.Tensor:
-        results = {"keypoint": np.asarray(sample["keypoint"], np.float32), "rng": rng}
-        return torch.from_numpy(np.ascontiguousarray(pipeline(results)["keypoint"]))
+        kp = np.asarray(sample["keypoint"], np.float32)
+        out = run(kp, rng) if views == 1 else np.concatenate([run(kp, rng) for _ in range(views)])
+        return torch.from_numpy(np.ascontiguousarray(out))
 
     return load
 
 
 def skeleton_group_loader(
-    pipeline: Callable[[dict], dict], channels: dict[str, list[int]]
+    pipeline: Callable[[dict], dict], channels: dict[str, list[int]], views: int = 1
 ) -> Callable[[dict, np.random.Generator], dict[str, torch.Tensor]]:
     """Several skeleton streams from one pass of the pipeline: each stream takes its channels
     of the shared output, {stream: (K, M, T, V, C_stream)}."""
-    load_all = skeleton_loader(pipeline)
+    load_all = skeleton_loader(pipeline, views)
 
     def load(sample: dict, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         x = load_all(sample, rng)  # (K, M, T, V, C_all)
@@ -167,7 +175,8 @@ def build_loaders(dcfg, mcfg, store, streams, train: bool) -> tuple[dict, dict]:
     skel = skeleton_streams(dcfg, streams)
     if skel:
         key = "skeleton" if list(skel) == ["skeleton"] else "skeleton*"  # * : several streams
-        loaders[key], specs = _skeleton_group(dcfg, store, skel, train)
+        views = int(mcfg.get("replicas", 1)) if train and mcfg.get("replica_augment") else 1
+        loaders[key], specs = _skeleton_group(dcfg, store, skel, train, views)
     for name in streams:
         if name in skel:
             continue
@@ -194,9 +203,10 @@ def skeleton_channels(
     return union, channels
 
 
-def _skeleton_group(dcfg, store, kinds: dict[str, list[str]], train: bool):
+def _skeleton_group(dcfg, store, kinds: dict[str, list[str]], train: bool, views: int = 1):
     """One pipeline for every skeleton stream (preprocessing runs once per sample), computing
-    the union of their feature kinds; one loader and a spec per stream."""
+    the union of their feature kinds; one loader and a spec per stream. `views`: training
+    views per sample (`skeleton_loader`)."""
     from skelact.data.prep.transforms import build_skeleton_pipeline
 
     layout = resolve_layout(dcfg, store)
@@ -215,8 +225,8 @@ def _skeleton_group(dcfg, store, kinds: dict[str, list[str]], train: bool):
         }
     pipe = build_skeleton_pipeline(layout, scfg, train, bodies, union)
     if list(kinds) == ["skeleton"]:
-        return skeleton_loader(pipe), specs  # the plain single stream: no channel selection
-    return skeleton_group_loader(pipe, channels), specs
+        return skeleton_loader(pipe, views), specs  # the plain single stream: no channel selection
+    return skeleton_group_loader(pipe, channels, views), specs
 
 
 def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict]:

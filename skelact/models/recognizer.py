@@ -236,11 +236,18 @@ class Replicas(nn.Module):
     loss, with their own dropout; scored like separately trained models whose probabilities
     are averaged. out: "logits" and each stream's "streams" entry are logs of the replicas'
     mean probabilities, "attention" their mean, "members" each replica's own output (the
-    losses are taken from these)."""
+    losses are taken from these).
 
-    def __init__(self, members: list[Recognizer]):
+    `own_views` (`model.replica_augment`): in training, each skeleton input holds one augmented
+    view per replica, (N * replicas, ...) with the views of a sample adjacent, and replica r
+    sees view r only (so the replicas also differ in the augmentation they were trained on);
+    inputs of N rows (one clip of an image stream) go to every replica. Evaluation: one input
+    for all."""
+
+    def __init__(self, members: list[Recognizer], own_views: bool = False):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.own_views = own_views
         self.fusion = members[0].fusion
         self.groups = members[0].groups
 
@@ -252,7 +259,10 @@ class Replicas(nn.Module):
         return [group for m in self.members for group in m.grad_groups()]
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict:
-        outs = [m(inputs) for m in self.members]
+        if self.training and self.own_views:
+            outs = [m(x) for m, x in zip(self.members, self.views(inputs), strict=True)]
+        else:
+            outs = [m(inputs) for m in self.members]
 
         def mean_probs(xs: list[torch.Tensor]) -> torch.Tensor:
             probs = torch.stack([torch.softmax(x.float(), -1) for x in xs]).mean(0)
@@ -267,6 +277,16 @@ class Replicas(nn.Module):
             },
             "members": outs,
         }
+
+    def views(self, inputs: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Each replica's inputs: its view of every input of N * replicas rows."""
+        r = len(self.members)
+        rows = max(x.shape[0] for x in inputs.values())
+        if rows % r:
+            raise ValueError(f"replica views: {rows} rows is not a multiple of {r} replicas")
+        return [
+            {k: x[i::r] if x.shape[0] == rows else x for k, x in inputs.items()} for i in range(r)
+        ]
 
 
 def isolated(fusion: str, groups: dict, stream: str, offset: int | None):
@@ -300,7 +320,8 @@ def build_recognizer(
         raise ValueError(f"model.replicas must be >= 1, got {replicas}")
     if replicas == 1:
         return _build_one(mcfg, streams, num_classes, specs)
-    return Replicas([_build_one(mcfg, streams, num_classes, specs, r) for r in range(replicas)])
+    members = [_build_one(mcfg, streams, num_classes, specs, r) for r in range(replicas)]
+    return Replicas(members, own_views=bool(mcfg.get("replica_augment", False)))
 
 
 def _build_one(
