@@ -108,6 +108,45 @@ def test_replicas_average_differently_initialised_models(toy_file):
     torch.testing.assert_close(total, sum(stream_loss(o, labels, 0.1, 0.5) for o in members))
 
 
+def test_replica_augment_gives_each_replica_its_own_view(toy_file):
+    """model.replica_augment: the training loader draws one augmented view per replica (the
+    first is the one a plain run draws), and replica r trains on view r only."""
+    over = ("modality=skeleton_4s", "model=bilstm_4s", "model.replicas=3")
+    cfg = compose(toy_file, *over, "model.replica_augment=true")
+    plain = compose(toy_file, *over)
+    data = Data(cfg)
+    sample = data.store[0]
+    (load,) = build_loaders(cfg.data, cfg.model, data.store, data.streams, True)[0].values()
+    (load1,) = build_loaders(plain.data, plain.model, data.store, data.streams, True)[0].values()
+    views, one = load(sample, np.random.default_rng(5)), load1(sample, np.random.default_rng(5))
+    x = views["skeleton_joint"]
+    assert x.shape[0] == 3 and one["skeleton_joint"].shape[0] == 1
+    torch.testing.assert_close(x[:1], one["skeleton_joint"])
+    assert not torch.allclose(x[0], x[1]) and not torch.allclose(x[1], x[2])
+    # test loaders are not multiplied
+    (test_load,) = build_loaders(cfg.data, cfg.model, data.store, data.streams, False)[0].values()
+    assert test_load(sample, None)["skeleton_joint"].shape[0] == cfg.data.skeleton.test_clips
+
+    dataset, specs = data.dataset(cfg.data, "train", train=True)
+    torch.manual_seed(0)
+    net = build_recognizer(cfg.model, data.streams, data.num_classes, specs)
+    batch = next(iter(make_loader(dataset, cfg.trainer, shuffle=False)))
+    inputs, labels, k = split_batch(batch, data.streams, "cpu")
+    assert k == 3 and inputs["skeleton_joint"].shape[0] == 3 * len(labels)
+    parts = net.views({**inputs, "image": torch.zeros(len(labels), 2)})
+    for r, part in enumerate(parts):
+        torch.testing.assert_close(part["skeleton_bone"], inputs["skeleton_bone"][r::3])
+        assert part["image"].shape[0] == len(labels)  # an input of N rows goes to every replica
+    out = net.eval()(parts[1])  # evaluation: one input for all replicas
+    members = [m(parts[1]) for m in net.members]
+    want = torch.stack([torch.softmax(o["logits"], -1) for o in members]).mean(0)
+    torch.testing.assert_close(torch.softmax(out["logits"], -1), want)
+    out = net.train()(inputs)
+    assert out["logits"].shape == (len(labels), 3)
+    assert all(o["logits"].shape == (len(labels), 3) for o in out["members"])
+    assert_training_step(net, out, labels)
+
+
 def test_streams_share_one_pipeline_pass(toy_file):
     """The 4 streams are exactly the channels the single stream computes from the same pass:
     each its own kind, then the partner channels every stream shares."""
