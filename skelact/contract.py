@@ -84,8 +84,11 @@ class Contract:
         """Coordinates per joint of the raw keypoints (3 for x y z), from the channel count."""
         first = self.skeleton_streams[0]
         spec, kinds = self.streams[first], self.stream_kinds[first]
-        dist = kinds.count("distance") * spec["num_joints"]
-        per = len(kinds) - kinds.count("distance")
+        from skelact.data.prep.channels import MotionFeatures
+
+        wide = sum(k in MotionFeatures.PER_JOINT for k in kinds)
+        dist = wide * spec["num_joints"]
+        per = len(kinds) - wide
         return (spec["channels"] - dist) // per if per else 3
 
     def summary(self) -> str:

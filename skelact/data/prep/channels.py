@@ -23,16 +23,21 @@ class MotionFeatures:
     the offset from the joints' mean), "bone_velocity" (the bones' frame difference, zero as
     velocity is), "root" (the body's centre joints, the same for every joint: where the body
     is, without its posture), "partner" (the other body's joints relative to this body's
-    centre, zero without a partner: the two-person geometry), each C channels, and "distance":
-    the joint's distance to every joint of its body (V channels), which no rotation of the
-    view changes. Needs "keypoint" (..., M, T, V, C).
+    centre, zero without a partner: the two-person geometry), each C channels, and two of V
+    channels, which no rotation of the view changes: "distance", the joint's distance to every
+    joint of its body, and "partner_distance", to every joint of the other body (zero without
+    a partner). Needs "keypoint" (..., M, T, V, C).
     """
 
-    KINDS = ("joint", "velocity", "bone", "bone_velocity", "distance", "root", "partner")
+    KINDS = (
+        "joint", "velocity", "bone", "bone_velocity", "distance", "root", "partner",
+        "partner_distance",
+    )  # fmt: skip
+    PER_JOINT = ("distance", "partner_distance")  # V channels each; the others C
 
     @staticmethod
     def channels(kinds: Sequence[str], c: int, v: int) -> int:
-        return sum(v if k == "distance" else c for k in kinds)
+        return sum(v if k in MotionFeatures.PER_JOINT else c for k in kinds)
 
     def __init__(self, layout: Layout, kinds: Sequence[str] = ("joint",)):
         unknown = set(kinds) - set(self.KINDS)
@@ -58,6 +63,8 @@ class MotionFeatures:
                 feats.append(np.linalg.norm(kp[..., :, None, :] - kp[..., None, :, :], axis=-1))
             elif kind == "partner":
                 feats.append(self.partner(kp))
+            elif kind == "partner_distance":
+                feats.append(partner_distance(kp))
             elif kind == "bone_velocity":
                 feats.append(velocity(self.bones(kp)))
             else:
@@ -80,6 +87,19 @@ class MotionFeatures:
         other = np.roll(kp, -1, axis=-4)
         both = present & np.roll(present, -1, axis=-4)
         return np.where(both, other - centre, 0.0).astype(kp.dtype)
+
+
+def partner_distance(kp: np.ndarray) -> np.ndarray:
+    """(..., M, T, V, C) -> (..., M, T, V, V): the distance from each joint of body m to each
+    joint of its partner (the next body, cyclically) in the same frame; zero where either body
+    is absent or there is one body."""
+    if kp.shape[-4] < 2:
+        return np.zeros(kp.shape[:-1] + kp.shape[-2:-1], kp.dtype)
+    other = np.roll(kp, -1, axis=-4)
+    dist = np.linalg.norm(kp[..., :, None, :] - other[..., None, :, :], axis=-1)
+    present = np.abs(kp).sum((-1, -2)) > 0  # (..., M, T)
+    both = present & np.roll(present, -1, axis=-2)
+    return np.where(both[..., None, None], dist, 0.0).astype(kp.dtype)
 
 
 def velocity(kp: np.ndarray) -> np.ndarray:
