@@ -182,6 +182,23 @@ def test_bone_velocity_and_partner_features():
     assert not one.any()  # single-person data: all zero
 
 
+def test_partner_distance_feature():
+    rng = np.random.default_rng(1)
+    kp = rng.normal(size=(2, 5, 15, 3)).astype(np.float32)  # (M, T, V, C)
+    kp[0, 2] = 0  # the first person is absent in frame 2
+    kinds = ["joint", "partner_distance"]
+    out = MotionFeatures(OPENNI15, kinds)({"keypoint": kp})["keypoint"]
+    assert out.shape == (2, 5, 15, 18) and MotionFeatures.channels(kinds, 3, 15) == 18
+    dist = out[..., 3:]
+    # body 0's right hand to body 1's head, and body 1's joints to body 0's
+    assert dist[0, 1, 5, 0] == pytest.approx(np.linalg.norm(kp[0, 1, 5] - kp[1, 1, 0]), rel=1e-5)
+    assert dist[1, 4, 2, 9] == pytest.approx(np.linalg.norm(kp[1, 4, 2] - kp[0, 4, 9]), rel=1e-5)
+    np.testing.assert_allclose(dist[0, 3], dist[1, 3].T, rtol=1e-5)  # the same pairs, swapped
+    assert not dist[:, 2].any() and dist[:, 1].all()  # either one absent: no relation
+    one = MotionFeatures(OPENNI15, kinds)({"keypoint": kp[:1]})["keypoint"]
+    assert one.shape == (1, 5, 15, 18) and not one[..., 3:].any()
+
+
 def test_body_parts_cover_every_joint_once():
     for layout in (NTU25, KINECT20, OPENNI15, MEDIAPIPE33):
         parts = body_parts(layout)
