@@ -109,8 +109,12 @@ class Recognizer(nn.Module):
         fusion_hidden: int = 256,
         dropout: float = 0.0,
         offset: int = 0,
+        modality_dropout: float = 0.0,
     ):
         super().__init__()
+        if not 0.0 <= modality_dropout < 1.0:
+            raise ValueError(f"model.modality_dropout must be in [0, 1), got {modality_dropout}")
+        self.modality_dropout = modality_dropout
         if fusion not in ("concat", "mean", "weighted", "ensemble"):
             raise ValueError(f"unknown fusion {fusion!r}; use concat, mean, weighted or ensemble")
         self.streams = nn.ModuleDict(streams)
@@ -207,7 +211,7 @@ class Recognizer(nn.Module):
         if len(self.streams) == 1:
             fused = next(iter(logits.values()))
         elif self.fusion == "concat":
-            fused = self.fuse(torch.cat([embs[k] for k in self.streams], -1))
+            fused = self.fuse(torch.cat(self.drop_modalities(embs), -1))
         elif self.fusion == "mean":
             fused = torch.stack([logits[k] for k in self.streams]).mean(0)
         elif self.fusion == "ensemble":
@@ -224,6 +228,24 @@ class Recognizer(nn.Module):
             w = torch.softmax(self.stream_logit_weights, 0)
             fused = torch.einsum("s,snc->nc", w, torch.stack([logits[k] for k in self.streams]))
         return {"logits": fused, "streams": logits, "attention": attention}
+
+    def drop_modalities(self, embs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The embeddings concat fusion joins; in training with model.modality_dropout = p and
+        several modalities, each sample loses each modality's embeddings (zeroed) with
+        chance p, never all of them, so the fused classifier learns to use each alone."""
+        out = [embs[k] for k in self.streams]
+        p, groups = self.modality_dropout, list(self.groups.values())
+        if not self.training or p == 0 or len(groups) < 2:
+            return out
+        n = out[0].shape[0]
+        keep = torch.rand(n, len(groups), device=out[0].device) >= p  # (N, G)
+        none = ~keep.any(1)
+        pick = torch.randint(len(groups), (n,), device=out[0].device)
+        keep[none, pick[none]] = True  # a sample that lost every modality keeps one
+        index = {k: g for g, names in enumerate(groups) for k in names}
+        return [
+            x * keep[:, index[k], None].to(x.dtype) for k, x in zip(self.streams, out, strict=True)
+        ]
 
     @staticmethod
     def _group_probs(names: list[str], logits: dict) -> torch.Tensor:
@@ -351,5 +373,11 @@ def _build_one(
                 core=shared if name in skeletons else None,
             )
     return Recognizer(
-        built, num_classes, mcfg.fusion, mcfg.fusion_hidden, mcfg.dropout, offset=1000 * replica
+        built,
+        num_classes,
+        mcfg.fusion,
+        mcfg.fusion_hidden,
+        mcfg.dropout,
+        offset=1000 * replica,
+        modality_dropout=float(mcfg.get("modality_dropout", 0.0)),
     )
