@@ -4,6 +4,7 @@ stream in the ensemble (skelact.fusion, Recognizer.group_weights)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from skelact.config import compose_config
@@ -74,8 +75,10 @@ def test_carve_dev_holds_out_whole_subjects_or_a_stratified_quarter():
     assert len(dev) == 12 and np.bincount(labels).tolist() == [3, 3, 3, 3]
 
 
-def _model(streams, seed=0):
-    cfg = compose_config(["data=utdmhad_xsub", "data.ann_file=x", f"modality.streams={streams}"])
+def _model(streams, seed=0, *overrides):
+    cfg = compose_config(
+        ["data=utdmhad_xsub", "data.ann_file=x", f"modality.streams={streams}", *overrides]
+    )
     specs = {s: {"num_joints": 20, "channels": 6, "num_bodies": 1} for s in SKELETON_4S}
     specs["depth"] = {"feature_dim": 12}
     torch.manual_seed(seed)
@@ -109,3 +112,30 @@ def test_an_image_stream_leaves_the_skeleton_streams_as_they_were():
     assert torch.allclose(alone(x)["logits"], both(x)["logits"], atol=1e-6)
     both.set_group_weights({"skeleton": 1, "depth": 1})
     assert torch.allclose(both.group_weights, torch.tensor([0.5, 0.5]))
+
+
+def test_modality_dropout_zeroes_one_modality_per_sample_in_training_only():
+    streams = [*SKELETON_4S, "depth"]
+    over = ("model.fusion=concat", "model.modality_dropout=0.4")
+    net = _model(streams, 0, *over)
+    embs = {s: torch.ones(2000, 3) for s in streams}
+    torch.manual_seed(1)
+    out = net.train().drop_modalities(embs)
+    kept = torch.stack([x[:, 0] for x in out], 1)  # (N, 5): 1 kept, 0 dropped
+    skeleton, depth = kept[:, 0], kept[:, 4]
+    assert (kept[:, :4] == skeleton[:, None]).all()  # the skeleton streams go together
+    assert ((skeleton + depth) >= 1).all()  # never both
+    # a modality is lost with chance 0.4, less the samples that had lost both (0.16 / 2 each)
+    for lost in (1 - skeleton.mean(), 1 - depth.mean()):
+        assert 0.28 < lost.item() < 0.36
+    same = zip(net.eval().drop_modalities(embs), embs.values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in same)  # evaluation: nothing dropped
+    x = {s: torch.randn(4, 1, 8, 20, 6) for s in SKELETON_4S}
+    x["depth"] = torch.randn(4, 8, 12)
+    torch.manual_seed(2)
+    a = net.train()(x)["logits"]
+    torch.manual_seed(2)
+    b = _model(streams, 0, "model.fusion=concat").train()(x)["logits"]
+    assert a.shape == (4, 5) and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="modality_dropout"):
+        _model(streams, 0, "model.fusion=concat", "model.modality_dropout=1.0")
