@@ -139,3 +139,5 @@ def test_modality_dropout_zeroes_one_modality_per_sample_in_training_only():
     assert a.shape == (4, 5) and not torch.allclose(a, b)
     with pytest.raises(ValueError, match="modality_dropout"):
         _model(streams, 0, "model.fusion=concat", "model.modality_dropout=1.0")
+    with pytest.raises(ValueError, match="applies to model.fusion=concat"):
+        _model(streams, 0, "model.modality_dropout=0.3")  # the default ensemble

@@ -145,6 +145,9 @@ def test_replica_augment_gives_each_replica_its_own_view(toy_file):
     assert out["logits"].shape == (len(labels), 3)
     assert all(o["logits"].shape == (len(labels), 3) for o in out["members"])
     assert_training_step(net, out, labels)
+    alone = compose(toy_file, *over[:2], "model.replica_augment=true").model  # one replica
+    with pytest.raises(ValueError, match="needs model.replicas > 1"):
+        build_recognizer(alone, data.streams, data.num_classes, specs)
 
 
 def test_streams_share_one_pipeline_pass(toy_file):

@@ -340,6 +340,12 @@ def build_recognizer(
     replicas = int(mcfg.get("replicas", 1))
     if replicas < 1:
         raise ValueError(f"model.replicas must be >= 1, got {replicas}")
+    if mcfg.get("replica_augment", False) and replicas == 1:
+        raise ValueError("model.replica_augment=true needs model.replicas > 1")
+    if mcfg.get("modality_dropout", 0.0) and mcfg.fusion != "concat":
+        raise ValueError(
+            f"model.modality_dropout applies to model.fusion=concat, not {mcfg.fusion!r}"
+        )
     if replicas == 1:
         return _build_one(mcfg, streams, num_classes, specs)
     members = [_build_one(mcfg, streams, num_classes, specs, r) for r in range(replicas)]
