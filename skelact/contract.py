@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from skelact.data.prep.channels import MotionFeatures
+
 
 class ContractError(ValueError):
     """A sample does not fit the model's input contract; the message names the mismatch."""
@@ -84,8 +86,6 @@ class Contract:
         """Coordinates per joint of the raw keypoints (3 for x y z), from the channel count."""
         first = self.skeleton_streams[0]
         spec, kinds = self.streams[first], self.stream_kinds[first]
-        from skelact.data.prep.channels import MotionFeatures
-
         wide = sum(k in MotionFeatures.PER_JOINT for k in kinds)
         dist = wide * spec["num_joints"]
         per = len(kinds) - wide

@@ -60,7 +60,7 @@ class MotionFeatures:
                 root = kp[..., self.center, :].mean(-2, keepdims=True)
                 feats.append(np.broadcast_to(root, kp.shape))  # absent bodies stay zero
             elif kind == "distance":
-                feats.append(np.linalg.norm(kp[..., :, None, :] - kp[..., None, :, :], axis=-1))
+                feats.append(pairwise_distance(kp, kp))
             elif kind == "partner":
                 feats.append(self.partner(kp))
             elif kind == "partner_distance":
@@ -89,14 +89,18 @@ class MotionFeatures:
         return np.where(both, other - centre, 0.0).astype(kp.dtype)
 
 
+def pairwise_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(..., V, C) x (..., V, C) -> (..., V, V): the distance from each joint of a to each of b."""
+    return np.linalg.norm(a[..., :, None, :] - b[..., None, :, :], axis=-1)
+
+
 def partner_distance(kp: np.ndarray) -> np.ndarray:
     """(..., M, T, V, C) -> (..., M, T, V, V): the distance from each joint of body m to each
     joint of its partner (the next body, cyclically) in the same frame; zero where either body
     is absent or there is one body."""
     if kp.shape[-4] < 2:
         return np.zeros(kp.shape[:-1] + kp.shape[-2:-1], kp.dtype)
-    other = np.roll(kp, -1, axis=-4)
-    dist = np.linalg.norm(kp[..., :, None, :] - other[..., None, :, :], axis=-1)
+    dist = pairwise_distance(kp, np.roll(kp, -1, axis=-4))
     present = np.abs(kp).sum((-1, -2)) > 0  # (..., M, T)
     both = present & np.roll(present, -1, axis=-2)
     return np.where(both[..., None, None], dist, 0.0).astype(kp.dtype)
