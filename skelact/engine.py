@@ -66,14 +66,20 @@ def training_forward(model: nn.Module, inputs: dict, dtype: torch.dtype | None) 
     return float_outputs(out)
 
 
-def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int, min_ratio: float = 0.0):
-    """Per-step LR multiplier: linear warmup, then cosine decay to `min_ratio`."""
+def cosine_with_warmup(
+    optimizer, total_steps: int, warmup_steps: int, min_ratio: float = 0.0, cycles: int = 1
+):
+    """Per-step LR multiplier: linear warmup, then cosine decay to `min_ratio`; with `cycles`
+    > 1 the decay runs that many times in equal parts, each restarting at the peak (warm
+    restarts)."""
+    span = max(1, total_steps - warmup_steps) / max(1, cycles)
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        done = step - warmup_steps
+        progress = 1.0 if done >= span * cycles else (done % span) / span
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

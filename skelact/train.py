@@ -93,9 +93,8 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     train_loader = make_loader(train_set, tcfg, True, rank, world, cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     steps = len(train_loader) * tcfg.epochs
-    scheduler = cosine_with_warmup(
-        optimizer, steps, len(train_loader) * tcfg.warmup_epochs, tcfg.min_lr_ratio
-    )
+    warmup, cycles = len(train_loader) * tcfg.warmup_epochs, 1 + int(tcfg.get("restarts", 0))
+    scheduler = cosine_with_warmup(optimizer, steps, warmup, tcfg.min_lr_ratio, cycles)
     ckpt_dir = run_dir / "checkpoints"
     state = {"epoch": 0, "history": [], "best": None}
     if tcfg.resume and (ckpt_dir / "last.pt").is_file():
