@@ -192,3 +192,21 @@ def test_ensemble_logs_the_mean_of_its_stream_losses(toy_file):
               for x in out["streams"].values()]  # fmt: skip
     assert out["independent"] and len(losses) == 4
     assert logged == pytest.approx(sum(losses) / 4, rel=1e-5)
+
+
+def test_cosine_schedule_with_warm_restarts():
+    from skelact.engine import cosine_with_warmup
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    plain = cosine_with_warmup(opt, 100, 10, 0.01).lr_lambdas[0]
+    three = cosine_with_warmup(opt, 100, 10, 0.01, cycles=3).lr_lambdas[0]
+    assert plain(0) == pytest.approx(0.1) and plain(9) == pytest.approx(1.0)
+    assert plain(55) == pytest.approx(0.505) and plain(150) == pytest.approx(0.01)
+    for step in range(10):  # the same warmup
+        assert three(step) == plain(step)
+    # three decays of 30 steps: halfway at 25, 55, 85; back at the peak at 40 and 70
+    for start in (10, 40, 70):
+        assert three(start) == pytest.approx(1.0)
+        assert three(start + 15) == pytest.approx(0.505)
+        assert three(start + 29) < 0.02
+    assert three(100) == pytest.approx(0.01) and three(130) == pytest.approx(0.01)
