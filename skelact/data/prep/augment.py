@@ -21,6 +21,8 @@ class RandomAugment:
     jitter of each joint, std in the normalised units (spine lengths after ScaleNormalize).
     `swap_bodies`: the chance that a clip of two people present has its bodies' order
     reversed (the partner becomes body 0); clips of one person draw nothing for it.
+    `drop_joints` / `drop_frames`: the chance that each joint (in every frame and body) or
+    each frame (every body in it) is zeroed, as if untracked; one frame is always kept.
     Needs "keypoint" (..., T, V, 3) and "rng". Absent body-frames stay zero.
     """
 
@@ -32,6 +34,8 @@ class RandomAugment:
         drift_deg: float = 0.0,
         noise: float = 0.0,
         swap_bodies: float = 0.0,
+        drop_joints: float = 0.0,
+        drop_frames: float = 0.0,
     ):
         self.rotate = np.deg2rad(np.asarray(rotate_deg, np.float64))
         self.scale = scale
@@ -39,6 +43,7 @@ class RandomAugment:
         self.drift = np.deg2rad(drift_deg)
         self.noise = noise
         self.swap = swap_bodies
+        self.drop_joints, self.drop_frames = drop_joints, drop_frames
 
     def matrix(self, rng: np.random.Generator) -> np.ndarray:
         ax, ay, az = rng.uniform(-self.rotate, self.rotate)
@@ -63,7 +68,15 @@ class RandomAugment:
             out = np.einsum("...tvc,tdc->...tvd", out, self.drift_matrices(rng, kp.shape[-3]))
         if self.noise > 0:
             out = out + rng.normal(0.0, self.noise, out.shape)
-        out = np.where(valid, out, 0.0).astype(np.float32)
+        kept = valid
+        if self.drop_joints > 0:
+            kept = kept & (rng.random(kp.shape[-2]) >= self.drop_joints)[:, None]
+        if self.drop_frames > 0:
+            t = kp.shape[-3]
+            keep = rng.random(t) >= self.drop_frames
+            keep[rng.integers(t)] = True
+            kept = kept & keep[:, None, None]
+        out = np.where(kept, out, 0.0).astype(np.float32)
         if self.swap > 0 and kp.ndim == 4 and len(kp) == 2 and valid.any((1, 2, 3)).all():
             if rng.random() < self.swap:
                 out = out[::-1].copy()

@@ -260,9 +260,12 @@ def build_skeleton_pipeline(
         steps.append(ScaleNormalize(layout))
     if train and cfg.augment.enabled:
         aug = cfg.augment
+        drops = (aug.get("drop_joints", 0.0), aug.get("drop_frames", 0.0))
         swap = aug.get("swap_bodies", 0.0)
         steps.append(
-            RandomAugment(aug.rotate_deg, aug.scale, aug.shear, aug.drift_deg, aug.noise, swap)
+            RandomAugment(
+                aug.rotate_deg, aug.scale, aug.shear, aug.drift_deg, aug.noise, swap, *drops
+            )
         )
     crop = tuple(cfg.augment.temporal_crop) if train and cfg.augment.enabled else (1.0, 1.0)
     clips = 1 if train else cfg.test_clips
