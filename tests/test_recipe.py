@@ -71,6 +71,25 @@ def test_swap_bodies_reverses_two_people_and_leaves_one_person_alone():
     assert rng.random() == ref_rng.random()
 
 
+def test_joint_and_frame_dropout_zero_whole_joints_or_frames():
+    kp = np.random.default_rng(4).normal(size=(2, 400, 20, 3)).astype(np.float32)
+    kp[1, 7] = 0.0  # an absent body-frame stays absent
+    plain = augment(RandomAugment(), kp, seed=6)
+    joints = augment(RandomAugment(drop_joints=0.3), kp, seed=6)
+    gone = ~np.abs(joints).sum(-1).any((0, 1))  # (V,): joints zeroed in every frame and body
+    assert 2 <= gone.sum() <= 12  # 0.3 of 20, by chance
+    kept = ~gone
+    np.testing.assert_array_equal(joints[:, :, kept], plain[:, :, kept])  # the same rotation
+    frames = augment(RandomAugment(drop_frames=0.25), kp, seed=6)
+    dropped = ~np.abs(frames).sum((0, 2, 3)).astype(bool)  # (T,): no body left in the frame
+    assert 70 < dropped.sum() < 130
+    np.testing.assert_array_equal(frames[:, ~dropped], plain[:, ~dropped])
+    assert not frames[1, 7].any()
+    # at 0.999 one frame still survives
+    tiny = augment(RandomAugment(drop_frames=0.999), kp[:, :10], seed=1)
+    assert np.abs(tiny).sum((0, 2, 3)).astype(bool).sum() >= 1
+
+
 def test_defaults_off_leave_the_random_stream_unchanged():
     # drift and noise off draw nothing extra from the rng: old recipes reproduce exactly
     kp = clip()
