@@ -83,7 +83,7 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     info = run_info(cfg, data, specs)
     teacher, distilled = None, None
     if tcfg.get("distill") and tcfg.distill.teacher:
-        if cfg.model.get("replica_augment") and cfg.model.get("replicas", 1) > 1:
+        if cfg.model.get("replica_augment"):  # (the model refuses it without replicas)
             raise SystemExit(
                 "trainer.distill.teacher and model.replica_augment=true do not combine: the "
                 "teacher scores one view of each sample; set model.replica_augment=false"

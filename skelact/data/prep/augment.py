@@ -22,7 +22,8 @@ class RandomAugment:
     `swap_bodies`: the chance that a clip of two people present has its bodies' order
     reversed (the partner becomes body 0); clips of one person draw nothing for it.
     `drop_joints` / `drop_frames`: the chance that each joint (in every frame and body) or
-    each frame (every body in it) is zeroed, as if untracked; one frame is always kept.
+    each frame (every body in it) is zeroed, as if untracked; one frame with somebody in it
+    is always kept.
     Needs "keypoint" (..., T, V, 3) and "rng". Absent body-frames stay zero.
     """
 
@@ -72,9 +73,10 @@ class RandomAugment:
         if self.drop_joints > 0:
             kept = kept & (rng.random(kp.shape[-2]) >= self.drop_joints)[:, None]
         if self.drop_frames > 0:
-            t = kp.shape[-3]
-            keep = rng.random(t) >= self.drop_frames
-            keep[rng.integers(t)] = True
+            keep = rng.random(kp.shape[-3]) >= self.drop_frames
+            present = np.flatnonzero(valid.reshape(-1, *valid.shape[-3:]).any((0, 2, 3)))
+            if len(present):  # one frame with somebody in it always stays
+                keep[rng.choice(present)] = True
             kept = kept & keep[:, None, None]
         out = np.where(kept, out, 0.0).astype(np.float32)
         if self.swap > 0 and kp.ndim == 4 and len(kp) == 2 and valid.any((1, 2, 3)).all():
