@@ -131,6 +131,27 @@ def stream_loss(out: dict, labels: torch.Tensor, smoothing: float, aux_weight: f
     return loss
 
 
+def mix_batch(
+    inputs: dict, labels: torch.Tensor, alpha: float
+) -> tuple[dict, torch.Tensor, float]:
+    """Mixup: every input blended with another sample's, lam x own + (1 - lam) x partner's,
+    lam ~ Beta(alpha, alpha), the partners a random permutation of the batch. A stream of
+    N * k rows (k views of each sample, adjacent) keeps its views together. Returns the mixed
+    inputs, the partners' labels and lam; the loss is lam x loss(labels) + (1 - lam) x
+    loss(partners' labels)."""
+    n = len(labels)
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(n, device=labels.device)
+    mixed = {}
+    for name, x in inputs.items():
+        k, rest = divmod(x.shape[0], n)
+        if rest:
+            raise ValueError(f"mixup: stream {name!r} has {x.shape[0]} rows for {n} labels")
+        rows = (perm[:, None] * k + torch.arange(k, device=perm.device)).flatten()
+        mixed[name] = x.mul(lam).add_(x[rows.to(x.device)], alpha=1.0 - lam)
+    return mixed, labels[perm], lam
+
+
 def loss_terms(out: dict) -> int:
     """How many losses `stream_loss` sums: one per stream of an ensemble, per replica."""
     if "members" in out:
@@ -156,6 +177,7 @@ def train_one_epoch(
     loss as trainer.distill says."""
     model.train()
     dtype = train_dtype(tcfg.get("precision", "fp32"), device)
+    mixup = float(tcfg.get("mixup", 0.0))
     start = time.perf_counter()
     # running totals stay on the device: reading them every step would sync it every step
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -170,8 +192,13 @@ def train_one_epoch(
     )
     for batch in bar:
         inputs, labels, _ = split_batch(batch, streams, device)
+        if mixup:
+            inputs, partners, lam = mix_batch(inputs, labels, mixup)
         out = training_forward(model, inputs, dtype)
         loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
+        if mixup:
+            other = stream_loss(out, partners, tcfg.label_smoothing, tcfg.aux_loss_weight)
+            loss = lam * loss + (1.0 - lam) * other
         if teacher is not None:
             loss = teacher.loss(loss, out, batch, inputs, device)
         optimizer.zero_grad(set_to_none=True)

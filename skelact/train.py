@@ -88,6 +88,11 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
                 "trainer.distill.teacher and model.replica_augment=true do not combine: the "
                 "teacher scores one view of each sample; set model.replica_augment=false"
             )
+        if tcfg.get("mixup", 0.0):
+            raise SystemExit(
+                "trainer.distill.teacher and trainer.mixup do not combine: the teacher scores "
+                "each sample unmixed; set trainer.mixup=0"
+            )
         split = cfg.data.train_split
         teacher, distilled = build_teacher(cfg, data, split, train_set, specs, device)
     train_loader = make_loader(train_set, tcfg, True, rank, world, cfg.seed)

@@ -15,10 +15,12 @@ from skelact.data.run import Data, make_loader
 from skelact.engine import (
     float_outputs,
     loss_terms,
+    mix_batch,
     native_bf16,
     split_batch,
     stream_loss,
     train_dtype,
+    train_one_epoch,
 )
 from skelact.layouts import KINECT20, MEDIAPIPE33, NTU25, OPENNI15, body_parts, get_layout
 from skelact.models.dropout import Dropout
@@ -390,3 +392,69 @@ def test_bf16_autocast_gradients_match_fp32(toy_file, overrides):
     rel = (half - full).norm() / full.norm()
     assert rel < 0.02, rel  # bfloat16 keeps 8 bits of mantissa: about 0.5 % here
     assert torch.dot(half, full) / (half.norm() * full.norm()) > 0.99
+
+
+def test_mixup_blends_whole_samples_with_their_partners():
+    torch.manual_seed(3)
+    labels = torch.tensor([0, 1, 2, 3])
+    joint = torch.randn(4, 6, 5)  # one view of each sample
+    views = torch.randn(8, 6, 5)  # two views of each sample, adjacent (replica_augment)
+    inputs = {"skeleton_joint": joint, "skeleton_bone": views}
+    mixed, partners, lam = mix_batch(inputs, labels, 0.4)
+    assert 0.0 < lam < 1.0
+    assert sorted(partners.tolist()) == [0, 1, 2, 3]
+    for i, j in enumerate(partners.tolist()):  # labels double as row numbers here
+        want = lam * joint[i] + (1 - lam) * joint[j]
+        torch.testing.assert_close(mixed["skeleton_joint"][i], want)
+        for v in range(2):  # view v blended with the partner's view v
+            want = lam * views[2 * i + v] + (1 - lam) * views[2 * j + v]
+            torch.testing.assert_close(mixed["skeleton_bone"][2 * i + v], want)
+    assert torch.equal(inputs["skeleton_joint"], joint)  # the inputs are left as they were
+    with pytest.raises(ValueError, match="7 rows for 4 labels"):
+        mix_batch({"skeleton_joint": torch.randn(7, 6, 5)}, labels, 0.4)
+
+
+def test_mixup_trains_on_the_blend_of_both_labels(toy_file):
+    """One epoch with trainer.mixup: its loss is lam x the loss on the labels + (1 - lam) x the
+    loss on the partners' labels, of the model's outputs on the mixed inputs."""
+    cfg = compose(toy_file, "modality=skeleton_4s", "model=bilstm_4s", "trainer.mixup=0.4")
+    data = Data(cfg)
+    dataset, specs = data.dataset(cfg.data, "train", train=True)
+    torch.manual_seed(0)
+    net = build_recognizer(cfg.model, data.streams, data.num_classes, specs).eval()
+    batch = next(iter(make_loader(dataset, cfg.trainer, shuffle=False)))
+    inputs, labels, _ = split_batch(batch, data.streams, "cpu")
+    torch.manual_seed(5)
+    mixed, partners, lam = mix_batch(inputs, labels, 0.4)
+    out = net(mixed)
+    want = lam * stream_loss(out, labels, 0.1, 0.5) + (1 - lam) * stream_loss(
+        out, partners, 0.1, 0.5
+    )
+    per = loss_terms(out)
+    # the same step inside train_one_epoch (an optimiser with lr 0 leaves the model as it is)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    net.train = lambda mode=True: net  # keep dropout off, as in the reference pass above
+    tcfg = cfg.trainer.copy()
+    tcfg.precision = "fp32"
+    torch.manual_seed(5)
+    res = train_one_epoch(net, [batch], opt, sched, "cpu", data.streams, tcfg, 0, show=False)
+    assert res["loss"] == pytest.approx(want.item() / per, rel=1e-5)
+    # and not the plain loss on the mixed inputs: the partners' labels count
+    plain = stream_loss(out, labels, 0.1, 0.5).item() / per
+    assert res["loss"] != pytest.approx(plain, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        (["trainer.mixup=0.2"], "trainer.mixup"),
+        (["model.replicas=2", "model.replica_augment=true"], "model.replica_augment"),
+    ],
+)
+def test_distillation_refuses_what_its_teacher_cannot_score(toy_file, tmp_path, overrides, named):
+    from skelact.train import train
+
+    cfg = compose(toy_file, "trainer.distill.teacher=some_run", *overrides)
+    with pytest.raises(SystemExit, match=named):
+        train(cfg, tmp_path / "run")
