@@ -148,7 +148,7 @@ def mix_batch(
         if rest:
             raise ValueError(f"mixup: stream {name!r} has {x.shape[0]} rows for {n} labels")
         rows = (perm[:, None] * k + torch.arange(k, device=perm.device)).flatten()
-        mixed[name] = x.mul(lam).add_(x[rows.to(x.device)], alpha=1.0 - lam)
+        mixed[name] = x.mul(lam).add_(x[rows], alpha=1.0 - lam)
     return mixed, labels[perm], lam
 
 

@@ -51,6 +51,18 @@ def compose(toy_file, *overrides):
     )
 
 
+def first_batch(cfg):
+    """The toy set's data, a model of seed 0 in eval mode, and the first unshuffled training
+    batch, also split into the model's inputs and labels."""
+    data = Data(cfg)
+    dataset, specs = data.dataset(cfg.data, "train", train=True)
+    torch.manual_seed(0)
+    net = build_recognizer(cfg.model, data.streams, data.num_classes, specs).eval()
+    batch = next(iter(make_loader(dataset, cfg.trainer, shuffle=False)))
+    inputs, labels, _ = split_batch(batch, data.streams, "cpu")
+    return data, net, batch, inputs, labels
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -369,12 +381,7 @@ def test_bf16_autocast_gradients_match_fp32(toy_file, overrides):
     """A bfloat16 autocast step computes float32 losses and the float32 step's gradients to a
     few per cent, and leaves the weights float32 (what trainer.precision=bf16 trains with)."""
     cfg = compose(toy_file, "modality=skeleton_4s", *overrides)
-    data = Data(cfg)
-    dataset, specs = data.dataset(cfg.data, "train", train=True)
-    torch.manual_seed(0)
-    net = build_recognizer(cfg.model, data.streams, data.num_classes, specs).eval()
-    batch = next(iter(make_loader(dataset, cfg.trainer, shuffle=False)))
-    inputs, labels, _ = split_batch(batch, data.streams, "cpu")
+    data, net, _, inputs, labels = first_batch(cfg)
     grads = []
     for dtype in (None, torch.bfloat16):
         net.zero_grad()
@@ -418,12 +425,7 @@ def test_mixup_trains_on_the_blend_of_both_labels(toy_file):
     """One epoch with trainer.mixup: its loss is lam x the loss on the labels + (1 - lam) x the
     loss on the partners' labels, of the model's outputs on the mixed inputs."""
     cfg = compose(toy_file, "modality=skeleton_4s", "model=bilstm_4s", "trainer.mixup=0.4")
-    data = Data(cfg)
-    dataset, specs = data.dataset(cfg.data, "train", train=True)
-    torch.manual_seed(0)
-    net = build_recognizer(cfg.model, data.streams, data.num_classes, specs).eval()
-    batch = next(iter(make_loader(dataset, cfg.trainer, shuffle=False)))
-    inputs, labels, _ = split_batch(batch, data.streams, "cpu")
+    data, net, batch, inputs, labels = first_batch(cfg)
     torch.manual_seed(5)
     mixed, partners, lam = mix_batch(inputs, labels, 0.4)
     out = net(mixed)
