@@ -131,9 +131,7 @@ def stream_loss(out: dict, labels: torch.Tensor, smoothing: float, aux_weight: f
     return loss
 
 
-def mix_batch(
-    inputs: dict, labels: torch.Tensor, alpha: float
-) -> tuple[dict, torch.Tensor, float]:
+def mix_batch(inputs: dict, labels: torch.Tensor, alpha: float) -> tuple[dict, torch.Tensor, float]:
     """Mixup: every input blended with another sample's, lam x own + (1 - lam) x partner's,
     lam ~ Beta(alpha, alpha), the partners a random permutation of the batch. A stream of
     N * k rows (k views of each sample, adjacent) keeps its views together. Returns the mixed

@@ -70,6 +70,7 @@ def first_batch(cfg):
         ["model.skeleton.encoder=gcn", "model.skeleton.gcn.pool=mean", "data.layout=generic"],
         ["model.skeleton.encoder=gcn", "model.skeleton.gcn.pool=parts"],
         ["model.temporal_kernel=5"],
+        ["model.temporal_kernel=3", "model.temporal_dilations=[1,2]"],
         ["data.skeleton.features=[joint,velocity,bone,partner]"],
         ["modality=skeleton_4s", "model.fusion=mean"],
         ["modality=skeleton_4s", "model.fusion=ensemble"],
@@ -329,6 +330,25 @@ def test_graph_encoder_temporal_blocks_see_only_their_frames():
         enc = GraphEncoder(layout, 3, 1, 8, 2, 16, 8, 0.0, "flatten", kernel).eval()
         changed = (enc(bumped) - enc(x)).abs().amax(-1)[0] > 1e-6  # (T,)
         assert set(torch.nonzero(changed).flatten().tolist()) == reach
+
+
+@pytest.mark.parametrize(
+    "dilations, reach",
+    [((1,), {8, 9, 10, 11, 12}), ((1, 2), {6, 8, 9, 10, 11, 12, 14}), ((3,), {4, 7, 10, 13, 16})],
+)
+def test_temporal_conv_dilations_reach_their_frames(dilations, reach):
+    """model.temporal_dilations: kernel 5 at dilation d reads frames t + d * (-2..2); several
+    dilations sum their branches, so a change at frame 10 reaches the union of their taps."""
+    from skelact.models.temporal import TemporalConv
+
+    torch.manual_seed(0)
+    conv = TemporalConv(8, 5, dilations).eval()
+    x = torch.randn(1, 20, 8)
+    bumped = x.clone()
+    bumped[:, 10] += 1.0
+    changed = (conv(bumped) - conv(x)).abs().amax(-1)[0] > 1e-6  # (T,)
+    assert set(torch.nonzero(changed).flatten().tolist()) == reach
+    assert len(list(conv.parameters())) == 2 * len(dilations) + 2  # conv weights, biases, norm
 
 
 @pytest.mark.parametrize("c_in", [6, 32, 48])

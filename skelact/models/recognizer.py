@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -31,6 +32,7 @@ class Stream(nn.Module):
         attn_hidden: int,
         dropout: float,
         temporal_kernel: int = 0,
+        temporal_dilations: Sequence[int] = (1,),
         skeleton: bool = False,
         core: RecurrentCore | None = None,
     ):
@@ -38,7 +40,11 @@ class Stream(nn.Module):
         self.encoder = encoder
         self.skeleton = skeleton
         # optional local motion features over a few frames before the core (0: none)
-        self.local = TemporalConv(enc_dim, temporal_kernel) if temporal_kernel else nn.Identity()
+        self.local = (
+            TemporalConv(enc_dim, temporal_kernel, temporal_dilations)
+            if temporal_kernel
+            else nn.Identity()
+        )
         self.core = core or build_core(enc_dim, core_cfg)
         self.attention = TemporalAttention(self.core.out_dim, attn_hidden)
         self.dropout = Dropout(dropout)
@@ -375,6 +381,7 @@ def _build_one(
                 mcfg.attention_hidden,
                 mcfg.dropout,
                 mcfg.get("temporal_kernel", 0),
+                tuple(mcfg.get("temporal_dilations", (1,))),
                 skeleton="num_joints" in specs[name],
                 core=shared if name in skeletons else None,
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -66,16 +68,30 @@ class TemporalConv(nn.Module):
     """Local motion over `kernel` frames before the recurrent core: (N, T, D) -> (N, T, D).
 
     A residual 1-D convolution over time on the per-frame features (same length, zero padded).
+    `dilations`: one convolution per dilation, their outputs summed, so (1, 2) also sees
+    2 * (kernel - 1) + 1 frames with no more weights per branch than the first.
     """
 
-    def __init__(self, dim: int, kernel: int = 5):
+    def __init__(self, dim: int, kernel: int = 5, dilations: Sequence[int] = (1,)):
         super().__init__()
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"TemporalConv: kernel must be odd and positive, got {kernel}")
-        self.conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2)
+        if not dilations or min(dilations) < 1:
+            raise ValueError(f"TemporalConv: dilations must be positive, got {list(dilations)}")
+        first, *more = (int(d) for d in dilations)
+        self.conv = _dilated(dim, kernel, first)
+        self.wide = nn.ModuleList(_dilated(dim, kernel, d) for d in more)
         self.norm = nn.LayerNorm(dim)
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x.transpose(1, 2)).transpose(1, 2)  # (N, T, D)
-        return x + self.act(self.norm(y))
+        xt = x.transpose(1, 2)  # (N, D, T)
+        y = self.conv(xt)
+        for conv in self.wide:
+            y = y + conv(xt)
+        return x + self.act(self.norm(y.transpose(1, 2)))
+
+
+def _dilated(dim: int, kernel: int, dilation: int) -> nn.Conv1d:
+    """A same-length convolution over time with `dilation` frames between its taps."""
+    return nn.Conv1d(dim, dim, kernel, padding=dilation * (kernel // 2), dilation=dilation)
