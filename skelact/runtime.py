@@ -11,13 +11,46 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from skelact.engine import pick_device
+from skelact.engine import native_bf16, pick_device, train_dtype
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def cpu_name() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (None where there is none, as on macOS)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def run_environment(precision: str, device: torch.device) -> dict:
+    """What a run's numbers depend on besides its config and seed, for metrics.json.
+
+    The same seed gives the same run on the same machine, but not across machines: under
+    `trainer.precision=auto` a CPU with bfloat16 hardware trains in bfloat16 and one without it
+    in float32, and AMX and AVX512-BF16 round differently (BENCHMARKS.md, issue 17)."""
+    dtype = train_dtype(precision, device)
+    env = {
+        "torch": torch.__version__,
+        "device": str(device),
+        "training_dtype": "float32" if dtype is None else str(dtype).replace("torch.", ""),
+        "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16_hardware": native_bf16(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
 
 
 def set_threads(tcfg, world: int) -> None:

@@ -48,6 +48,7 @@ from skelact.models.recognizer import build_recognizer
 from skelact.runtime import (
     init_distributed,
     reduce_stats,
+    run_environment,
     seed_everything,
     set_threads,
     wait_for_rank0,
@@ -203,7 +204,8 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
         _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
     trained_on = data.names_of(cfg.data.train_split)
     metrics = evaluate_model(model, cfg, data, run_dir, device, trained_on=trained_on)
-    return add_run_notes(metrics, run_dir, cfg, fusion, distilled)
+    env = run_environment(tcfg.get("precision", "fp32"), device)
+    return add_run_notes(metrics, run_dir, cfg, fusion, distilled, env)
 
 
 def add_run_notes(
@@ -212,13 +214,17 @@ def add_run_notes(
     cfg: DictConfig,
     fusion: dict | None,
     distilled: dict | None = None,
+    environment: dict | None = None,
 ) -> dict:
     """Add to metrics.json how the image streams' features were made (random weights say so),
-    the fitted modality weights with their development scores, and the distillation teacher."""
+    the fitted modality weights with their development scores, the distillation teacher, and
+    the machine and precision the run trained with (`run_environment`)."""
     from skelact.data.media.features import feature_provenance
 
     images = {"rgb", "depth"} & set(cfg.modality.streams)
     notes = {"features": feature_provenance(cfg)} if images else {}
+    if environment is not None:
+        notes["environment"] = environment
     if fusion is not None:
         notes["fusion"] = fusion
     if distilled is not None:

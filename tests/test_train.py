@@ -16,6 +16,7 @@ import torch
 from skelact.config import compose_config
 from skelact.data.formats.annotations import save_annotations
 from skelact.data.run import Data
+from skelact.engine import native_bf16
 from skelact.evaluate import evaluate_checkpoint
 from skelact.train import train
 from tests.conftest import toy_annotations
@@ -70,6 +71,9 @@ def test_tiny_run_learns_and_writes_run_dir(toy_file, tmp_path):
     assert log["loss"].iloc[-1] < log["loss"].iloc[0]
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["num_samples"] == 40 and 0 <= saved["mean_class_accuracy"] <= 1
+    env = saved["environment"]  # precision auto: bfloat16 exactly where the CPU has it
+    assert env["training_dtype"] == ("bfloat16" if native_bf16() else "float32")
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu"
     preds = pd.read_csv(tmp_path / "predictions.csv")
     assert (preds["label"] == preds["pred"]).mean() == pytest.approx(saved["top1"])
 
@@ -192,6 +196,19 @@ def test_ensemble_logs_the_mean_of_its_stream_losses(toy_file):
               for x in out["streams"].values()]  # fmt: skip
     assert out["independent"] and len(losses) == 4
     assert logged == pytest.approx(sum(losses) / 4, rel=1e-5)
+
+
+def test_run_environment_names_the_precision_and_the_cpu():
+    from skelact.runtime import run_environment
+
+    cpu = torch.device("cpu")
+    assert run_environment("fp32", cpu)["training_dtype"] == "float32"
+    assert run_environment("bf16", cpu)["training_dtype"] == "bfloat16"
+    env = run_environment("auto", cpu)
+    assert env["cpu_bf16_hardware"] == native_bf16()
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    if Path("/proc/cpuinfo").is_file():
+        assert env["cpu"] and "model name" not in env["cpu"]
 
 
 def test_cosine_schedule_with_warm_restarts():
