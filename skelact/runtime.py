@@ -20,12 +20,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def cpu_name() -> str | None:
-    """The CPU's model name from /proc/cpuinfo (None where there is none, as on macOS)."""
+BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def cpu_info(key: str) -> str | None:
+    """The first value of `key` ("model name", "flags") in /proc/cpuinfo; None where there is
+    none (as on macOS)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.split(":", 1)[0].strip() == key:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
@@ -43,9 +47,11 @@ def run_environment(precision: str, device: torch.device) -> dict:
         "torch": torch.__version__,
         "device": str(device),
         "training_dtype": "float32" if dtype is None else str(dtype).replace("torch.", ""),
-        "cpu": cpu_name(),
+        "cpu": cpu_info("model name"),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_bf16_hardware": native_bf16(),
+        # which bfloat16 units: AMX tiles and AVX512-BF16 round a product's sum differently
+        "cpu_bf16_flags": sorted(BF16_FLAGS & set((cpu_info("flags") or "").split())),
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
     }
     if device.type == "cuda":

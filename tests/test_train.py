@@ -209,6 +209,10 @@ def test_run_environment_names_the_precision_and_the_cpu():
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     if Path("/proc/cpuinfo").is_file():
         assert env["cpu"] and "model name" not in env["cpu"]
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0]
+        assert env["cpu_bf16_flags"] == sorted(
+            f for f in ("amx_bf16", "avx512_bf16") if f" {f}" in flags
+        )
 
 
 def test_cosine_schedule_with_warm_restarts():
