@@ -29,7 +29,6 @@ from skelact.engine import (
     evaluate,
     load_checkpoint,
     save_checkpoint,
-    train_dtype,
     train_one_epoch,
     write_eval_outputs,
 )
@@ -119,16 +118,21 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml")
-        dtype = train_dtype(tcfg.get("precision", "fp32"), device)
+        env = run_environment(tcfg.get("precision", "fp32"), device)
         log.info(
             "training %s on %s (%s), world size %d, %d train samples -> %s",
             "+".join(data.streams),
             device,
-            "float32" if dtype is None else f"{dtype} autocast".replace("torch.", ""),
+            env["training_dtype"] + ("" if env["training_dtype"] == "float32" else " autocast"),
             world,
             len(train_set),
             run_dir,
         )
+        log.info(
+            "machine: %s, torch %s, CPU %s (%s; bfloat16 units: %s)",
+            env.get("gpu", "no GPU"), env["torch"], env["cpu"], env["cpu_capability"],
+            " ".join(env["cpu_bf16_flags"]) or "none",
+        )  # fmt: skip
     monitor = _monitor(cfg, data, device) if rank == 0 else None
     board = _tensorboard(run_dir) if rank == 0 and tcfg.get("tensorboard") else None
     state_start = state["epoch"]
@@ -204,7 +208,6 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
         _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
     trained_on = data.names_of(cfg.data.train_split)
     metrics = evaluate_model(model, cfg, data, run_dir, device, trained_on=trained_on)
-    env = run_environment(tcfg.get("precision", "fp32"), device)
     return add_run_notes(metrics, run_dir, cfg, fusion, distilled, env)
 
 

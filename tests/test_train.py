@@ -51,9 +51,10 @@ def toy_file(tmp_path_factory) -> Path:
     return save_annotations(toy_annotations(num_classes=4, per_class=40, frames=40), path)
 
 
-def test_tiny_run_learns_and_writes_run_dir(toy_file, tmp_path):
+def test_tiny_run_learns_and_writes_run_dir(toy_file, tmp_path, caplog):
     cfg = compose_config([f"data.ann_file={toy_file}", *SPLITS, *FAST, "trainer.epochs=12"])
-    metrics = train(cfg, tmp_path)
+    with caplog.at_level("INFO", logger="skelact"):
+        metrics = train(cfg, tmp_path)
     assert metrics["top1"] >= 0.8  # chance is 0.25
     for name in (
         "config.yaml",
@@ -74,6 +75,9 @@ def test_tiny_run_learns_and_writes_run_dir(toy_file, tmp_path):
     env = saved["environment"]  # precision auto: bfloat16 exactly where the CPU has it
     assert env["training_dtype"] == ("bfloat16" if native_bf16() else "float32")
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+    units = " ".join(env["cpu_bf16_flags"]) or "none"
+    assert f"torch {torch.__version__}, CPU {env['cpu']}" in caplog.text
+    assert f"; bfloat16 units: {units})" in caplog.text
     preds = pd.read_csv(tmp_path / "predictions.csv")
     assert (preds["label"] == preds["pred"]).mean() == pytest.approx(saved["top1"])
 
