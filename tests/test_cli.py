@@ -74,6 +74,7 @@ def test_unknown_modality_is_a_clear_error():
     [
         ("skeleton_4s", "skeleton_4s", "bilstm_4s", 4),  # the default's own name
         ("skeleton_2s", "skeleton_2s", "bilstm_4s", 2),
+        ("skeleton_5s", "skeleton_5s", "bilstm_4s", 5),  # + the joints' distances
         ("skeleton", "skeleton", "bilstm", 1),  # the single-stream recipe, not bilstm_4s
         ("rgb+skeleton", "rgb_skeleton", "bilstm_4s", 5),  # rgb + the four skeleton streams
         ("skeleton+depth", "skeleton_depth", "bilstm_4s", 5),

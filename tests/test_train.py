@@ -202,6 +202,24 @@ def test_ensemble_logs_the_mean_of_its_stream_losses(toy_file):
     assert logged == pytest.approx(sum(losses) / 4, rel=1e-5)
 
 
+def test_five_streams_add_each_joints_distances(toy_file, tmp_path):
+    """modality=skeleton_5s: the fifth stream holds each joint's distance to every joint of its
+    body (V channels, then the partner's C), the distances of the joint stream's positions in
+    the same clip; the five streams train together."""
+    args = ["modality=skeleton_5s", f"data.ann_file={toy_file}", *SPLITS, *FAST]
+    cfg = compose_config(args)
+    dataset, specs = Data(cfg).dataset(cfg.data, "test", train=False)
+    assert specs["skeleton_dist"]["channels"] == 25 + 3
+    item = dataset[3]
+    pos = item["skeleton_joint"][..., :3]  # (clips, M, T, V, 3)
+    dist = item["skeleton_dist"][..., :25]
+    assert torch.allclose(dist, torch.cdist(pos, pos), atol=1e-5)
+    assert dist.abs().sum() > 0
+    metrics = train(compose_config([*args, "trainer.epochs=8"]), tmp_path)
+    assert set(metrics["streams"]) == set(cfg.modality.streams) and len(metrics["streams"]) == 5
+    assert metrics["top1"] >= 0.6  # chance 0.25
+
+
 def test_run_environment_names_the_precision_and_the_cpu():
     from skelact.runtime import run_environment
 
