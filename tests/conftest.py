@@ -85,12 +85,12 @@ def clip() -> Path:
 
 
 def train_toy_checkpoint(
-    root: Path, bodies: int = 1, fused: bool = False, multistream: bool = False
+    root: Path, bodies: int = 1, fused: bool = False, multistream: bool = False, extra=()
 ) -> Path:
     """One epoch on toy NTU-layout data (clip_len 16): a small real checkpoint of the single
     skeleton stream (`modality=skeleton model=bilstm`). `fused`: plus an RGB stream reading
     cached features (T, 8) made from each sample's own motion. `multistream`: the default
-    four skeleton streams instead."""
+    four skeleton streams instead. `extra`: further overrides."""
     from skelact.config import compose_config
     from skelact.train import train
 
@@ -117,7 +117,7 @@ def train_toy_checkpoint(
             np.save(feats / f"{a['frame_dir']}.npy", f.astype(np.float16))
         overrides += ["modality=rgb_skeleton", f"data.rgb.features={feats}"]
         overrides += ["data.rgb.num_frames=8"]
-    train(compose_config(overrides), root / "run")
+    train(compose_config([*overrides, *extra]), root / "run")
     return root / "run" / "checkpoints" / "last.pt"
 
 

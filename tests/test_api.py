@@ -154,17 +154,25 @@ def test_fused_model_exports_with_cached_features(fused_ckpt, ntu_bodies, tmp_pa
         torch_model.predict(kp)
 
 
-def test_multistream_default_predicts_like_training_and_exports(ntu_bodies, tmp_path_factory):
-    """The default four skeleton streams: each stream gets its own channels of one pipeline
+@pytest.mark.parametrize("recipe", ["skeleton_4s", "skeleton_5s"])
+def test_multistream_predicts_like_training_and_exports(recipe, ntu_bodies, tmp_path_factory):
+    """The default four skeleton streams, and the five of `skeleton_5s` (whose fifth stream has
+    V channels per kind of pairwise input): each stream gets its own channels of one pipeline
     pass, exactly as in training, and ONNX gives the same scores."""
     from skelact.data.datasets import skeleton_channels
     from skelact.export import export_onnx
 
-    ckpt = train_toy_checkpoint(tmp_path_factory.mktemp("ms"), multistream=True)
+    root = tmp_path_factory.mktemp("ms")
+    ckpt = train_toy_checkpoint(root, multistream=True, extra=[f"modality={recipe}"])
     model = skelact.load(ckpt)
     c = model.contract
-    assert c.skeleton_streams == ["skeleton_joint", "skeleton_bone", "skeleton_jmotion",
-                                  "skeleton_bmotion"] and c.coords == 3  # fmt: skip
+    streams = ["skeleton_joint", "skeleton_bone", "skeleton_jmotion", "skeleton_bmotion"]
+    if recipe == "skeleton_5s":
+        streams.append("skeleton_dist")
+        kinds = list(c.stream_kinds["skeleton_dist"])
+        assert kinds[0] == "distance" and kinds[-1] == "partner"
+        assert c.streams["skeleton_dist"]["channels"] == 25 * (len(kinds) - 1) + 3
+    assert c.skeleton_streams == streams and c.coords == 3
     assert c.stream_kinds["skeleton_bone"] == ["bone", "partner"]
     kp = ntu_bodies["S001C001P001R001A001"]
     r = model.predict(kp)

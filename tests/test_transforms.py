@@ -174,6 +174,22 @@ def test_distance_features_are_view_invariant():
     np.testing.assert_allclose(turned, out, atol=1e-5)
 
 
+def test_height_features_keep_up_and_down_under_any_turn_about_the_vertical():
+    kp = np.random.default_rng(3).normal(size=(1, 1, 4, 20, 3)).astype(np.float32)
+    feats = MotionFeatures(KINECT20, ["height", "joint"])
+    out = feats({"keypoint": kp})["keypoint"]
+    assert out.shape == (1, 1, 4, 20, 23)
+    assert out[0, 0, 2, 5, 11] == pytest.approx(kp[0, 0, 2, 5, 1] - kp[0, 0, 2, 11, 1], rel=1e-5)
+    a = np.deg2rad(70)  # a turn about y changes x and z, never the heights
+    yaw = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    turned = feats({"keypoint": kp @ yaw.T.astype(np.float32)})["keypoint"]
+    np.testing.assert_allclose(turned[..., :20], out[..., :20], atol=1e-5)
+    assert np.abs(turned[..., 20:] - out[..., 20:]).max() > 0.1
+    pitch = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    tilted = feats({"keypoint": kp @ pitch.T.astype(np.float32)})["keypoint"]
+    assert np.abs(tilted[..., :20] - out[..., :20]).max() > 0.1  # a tilt does change them
+
+
 def test_align_view_on_hips_and_on_mediapipe33():
     kp = Center(NTU25)({"keypoint": standing_ntu(yaw_deg=-30)})["keypoint"]
     out = AlignView(NTU25, "hips")({"keypoint": kp})["keypoint"]

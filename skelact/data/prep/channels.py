@@ -26,14 +26,17 @@ class MotionFeatures:
     centre, zero without a partner: the two-person geometry), each C channels, and two of V
     channels, which no rotation of the view changes: "distance", the joint's distance to every
     joint of its body, and "partner_distance", to every joint of the other body (zero without
-    a partner). Needs "keypoint" (..., M, T, V, C).
+    a partner); and "height", V channels that no turn about the vertical (y) axis changes: the
+    joint's height above every joint of its body (y difference), which keeps the up and down
+    that distances lose (a hand raised above the head or held at the mouth). Needs "keypoint"
+    (..., M, T, V, C).
     """
 
     KINDS = (
         "joint", "velocity", "bone", "bone_velocity", "distance", "root", "partner",
-        "partner_distance",
+        "partner_distance", "height",
     )  # fmt: skip
-    PER_JOINT = ("distance", "partner_distance")  # V channels each; the others C
+    PER_JOINT = ("distance", "partner_distance", "height")  # V channels each; the others C
 
     @staticmethod
     def channels(kinds: Sequence[str], c: int, v: int) -> int:
@@ -63,6 +66,8 @@ class MotionFeatures:
                 feats.append(pairwise_distance(kp, kp))
             elif kind == "partner":
                 feats.append(self.partner(kp))
+            elif kind == "height":
+                feats.append(kp[..., :, None, 1] - kp[..., None, :, 1])
             elif kind == "partner_distance":
                 feats.append(partner_distance(kp))
             elif kind == "bone_velocity":
