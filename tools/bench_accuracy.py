@@ -180,7 +180,9 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.seeds = [0]
-    data_dir = Path(args.data_dir)
+    # the runs start in the repository root: paths given relative to here must not move there
+    data_dir = Path(args.data_dir).resolve()
+    args.runs = str(Path(args.runs).resolve())
     data_dir.mkdir(parents=True, exist_ok=True)
     jobs = jobs_for(args, data_dir)
     print(f"{len(jobs)} runs ({args.split} splits), {args.jobs} at a time", flush=True)
