@@ -42,6 +42,18 @@ class Layout:
     def index(self, joint: str) -> int:
         return self.joints.index(joint)
 
+    def mirror_index(self) -> np.ndarray | None:
+        """(V,) the joint each joint becomes in the mirror image (left <-> right by name), or
+        None for a layout with no left and right joints."""
+        swap = {"left": "right", "right": "left"}
+        index = []
+        for name in self.joints:
+            parts = name.split("_")
+            twin = "_".join(swap.get(p, p) for p in parts)
+            index.append(self.joints.index(twin) if twin in self.joints else self.joints.index(name))
+        index = np.array(index)
+        return index if (index != np.arange(len(index))).any() else None
+
     def bones(self) -> list[tuple[int, int]]:
         """(child, parent) pairs of every bone."""
         return [(v, p) for v, p in enumerate(self.parents) if p >= 0]

@@ -212,3 +212,23 @@ def test_skeleton_and_frame_streams_sample_the_same_frames():
         for length in (8, 16, 32):
             skel = Resample(length, train=False, num_clips=1).indices(total, None)[0]
             assert np.array_equal(skel, sample_indices(total, length)), (total, length)
+
+
+def test_mirror_swaps_left_and_right_and_negates_x():
+    from skelact.data.prep.augment import RandomMirror
+
+    kp = np.random.default_rng(4).normal(size=(2, 5, 25, 3)).astype(np.float32)
+    always = RandomMirror(NTU25, p=1.0)
+    out = always({"keypoint": kp, "rng": np.random.default_rng(0)})["keypoint"]
+    lh, rh = NTU25.index("left_hand"), NTU25.index("right_hand")
+    np.testing.assert_allclose(out[1, 3, rh], kp[1, 3, lh] * [-1, 1, 1])
+    np.testing.assert_allclose(out[0, 2, 3], kp[0, 2, 3] * [-1, 1, 1])  # the head stays
+    back = always({"keypoint": out, "rng": np.random.default_rng(0)})["keypoint"]
+    np.testing.assert_allclose(back, kp)
+    half = RandomMirror(NTU25, p=0.5)
+    rng = np.random.default_rng(1)
+    flips = [not np.array_equal(half({"keypoint": kp, "rng": rng})["keypoint"], kp)
+             for _ in range(200)]  # fmt: skip
+    assert 70 < sum(flips) < 130
+    with pytest.raises(ValueError, match="left and right joints; generic"):
+        RandomMirror(get_layout("generic", 10))

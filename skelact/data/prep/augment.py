@@ -1,4 +1,5 @@
-"""Training augmentation of skeletons: random rotation, scale, shear, view drift and jitter.
+"""Training augmentation of skeletons: random rotation, scale, shear, view drift, jitter and
+mirror images.
 
 A dict -> dict callable like the transforms; its randomness comes only from results["rng"].
 """
@@ -83,6 +84,29 @@ class RandomAugment:
             if rng.random() < self.swap:
                 out = out[::-1].copy()
         results["keypoint"] = out
+        return results
+
+
+class RandomMirror:
+    """With chance `p`, the clip's mirror image: x negated and every left joint swapped with
+    its right twin (`Layout.mirror_index`), so the body is a whole body seen from the other
+    side, handedness included. Runs after view alignment, where x is the body's left-right
+    line. Needs "keypoint" (..., V, 3) and "rng"."""
+
+    def __init__(self, layout, p: float = 0.5):
+        index = layout.mirror_index()
+        if index is None:
+            raise ValueError(
+                f"augment.mirror needs a layout with left and right joints; {layout.name} has none"
+            )
+        self.index, self.p = index, p
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"]
+        if kp.shape[-1] == 3 and results["rng"].random() < self.p:
+            out = kp[..., self.index, :].copy()
+            out[..., 0] *= -1
+            results["keypoint"] = out
         return results
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from skelact.contract import most_active
-from skelact.data.prep.augment import RandomAugment
+from skelact.data.prep.augment import RandomAugment, RandomMirror
 from skelact.data.prep.channels import MotionFeatures
 from skelact.data.prep.sampling import (
     clip_indices,
@@ -267,6 +267,8 @@ def build_skeleton_pipeline(
                 aug.rotate_deg, aug.scale, aug.shear, aug.drift_deg, aug.noise, swap, *drops
             )
         )
+        if aug.get("mirror", 0.0) > 0:
+            steps.append(RandomMirror(layout, aug.mirror))
     crop = tuple(cfg.augment.temporal_crop) if train and cfg.augment.enabled else (1.0, 1.0)
     clips = 1 if train else cfg.test_clips
     steps.append(Resample(cfg.clip_len, train, clips, crop, cfg.get("interpolate", False)))
