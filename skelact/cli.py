@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=30, help="training epochs per benchmark")
     demo.add_argument(
         "--modality",
-        default="skeleton_4s",
-        help="skeleton_4s (default: the default recipe, four skeleton streams), skeleton_2s or "
+        default="skeleton_5s",
+        help="skeleton_5s (default: the default recipe, five skeleton streams), skeleton_4s, "
+        "skeleton_2s or "
         "skeleton (the single-stream recipe) on NTU-format skeletons, both protocols; or a "
         "combination such as rgb+skeleton or rgb+skeleton+depth (rendered clips, fusion vs "
         "single streams)",
@@ -179,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--modality",
-        help="inputs and the model that goes with them: skeleton_4s (the default recipe), "
-        "skeleton_2s, skeleton (single stream, model=bilstm), rgb+skeleton, rgb+skeleton+depth "
+        help="inputs and the model that goes with them: skeleton_5s (the default recipe), "
+        "skeleton_4s, skeleton_2s, skeleton (single stream, model=bilstm), rgb+skeleton, rgb+skeleton+depth "
         "... (sugar for modality=NAME model=<its model>; a model=... override wins)",
     )
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="hydra overrides key=value")

@@ -1,7 +1,7 @@
 """`skelact demo`: the whole pipeline on a synthetic dataset in the real NTU file format.
 
-`--modality skeleton_4s` (default) trains the default recipe (four skeleton streams, model
-bilstm_4s) on both NTU60 protocols; `skeleton_2s` and `skeleton` (the single-stream recipe)
+`--modality skeleton_5s` (default) trains the default recipe (five skeleton streams, model
+bilstm_4s) on both NTU60 protocols; `skeleton_4s`, `skeleton_2s` and `skeleton` (one stream)
 train theirs, with the model `--modality` pairs them with (`skelact.config.modality_overrides`).
 Any modality with rgb or depth (`rgb+skeleton`, `rgb+skeleton+depth`, ...) runs the fusion
 proof instead: a rendered 4-class set (`skelact.data.synthetic.write_fusion_set`) where one
@@ -27,7 +27,7 @@ BENCHMARKS = ("ntu60_xsub", "ntu60_xview")
 def run_demo(
     out: str | Path = "skelact_demo",
     epochs: int = 30,
-    modality: str = "skeleton_4s",
+    modality: str = "skeleton_5s",
     workers: int = 2,
     seed: int = 0,
     benchmarks: tuple[str, ...] = BENCHMARKS,

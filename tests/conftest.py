@@ -90,7 +90,7 @@ def train_toy_checkpoint(
     """One epoch on toy NTU-layout data (clip_len 16): a small real checkpoint of the single
     skeleton stream (`modality=skeleton model=bilstm`). `fused`: plus an RGB stream reading
     cached features (T, 8) made from each sample's own motion. `multistream`: the default
-    four skeleton streams instead. `extra`: further overrides."""
+    skeleton streams (five) instead. `extra`: further overrides."""
     from skelact.config import compose_config
     from skelact.train import train
 

@@ -136,8 +136,9 @@ def test_fused_model_exports_with_cached_features(fused_ckpt, ntu_bodies, tmp_pa
     from skelact.export import export_onnx
 
     torch_model = skelact.load(fused_ckpt)
-    skeletons = ["skeleton_joint", "skeleton_bone", "skeleton_jmotion", "skeleton_bmotion"]
-    assert list(torch_model.contract.streams) == ["rgb", *skeletons]  # rgb + the default 4
+    skeletons = ["skeleton_joint", "skeleton_bone", "skeleton_jmotion", "skeleton_bmotion",
+                 "skeleton_dist"]  # fmt: skip
+    assert list(torch_model.contract.streams) == ["rgb", *skeletons]  # rgb + the default 5
     ort_model = skelact.load(export_onnx(fused_ckpt, tmp_path / "fused.onnx"))
     kp = ntu_bodies["S003C001P015R001A034"]
     feats = {"rgb": kp[0, :, :8, 1]}  # (T, 8) features, as the checkpoint was trained on

@@ -72,12 +72,12 @@ def test_unknown_modality_is_a_clear_error():
 @pytest.mark.parametrize(
     "spec, modality, model, streams",
     [
-        ("skeleton_4s", "skeleton_4s", "bilstm_4s", 4),  # the default's own name
+        ("skeleton_5s", "skeleton_5s", "bilstm_4s", 5),  # the default's own name
+        ("skeleton_4s", "skeleton_4s", "bilstm_4s", 4),  # the default before 2026-12-05
         ("skeleton_2s", "skeleton_2s", "bilstm_4s", 2),
-        ("skeleton_5s", "skeleton_5s", "bilstm_4s", 5),  # + the joints' distances
         ("skeleton", "skeleton", "bilstm", 1),  # the single-stream recipe, not bilstm_4s
-        ("rgb+skeleton", "rgb_skeleton", "bilstm_4s", 5),  # rgb + the four skeleton streams
-        ("skeleton+depth", "skeleton_depth", "bilstm_4s", 5),
+        ("rgb+skeleton", "rgb_skeleton", "bilstm_4s", 6),  # rgb + the five skeleton streams
+        ("skeleton+depth", "skeleton_depth", "bilstm_4s", 6),
     ],
 )
 def test_modality_chooses_inputs_and_their_model(spec, modality, model, streams):
@@ -92,11 +92,11 @@ def test_modality_chooses_inputs_and_their_model(spec, modality, model, streams)
     assert (cfg.modality.name, cfg.model.name) == (modality, "stacked_bilstm")
 
 
-def test_default_recipe_is_what_modality_skeleton_4s_chooses():
+def test_default_recipe_is_what_modality_skeleton_5s_chooses():
     from skelact.config import compose_run, modality_overrides
 
     default, _ = compose_run([])
-    sugar, _ = compose_run(modality_overrides("skeleton_4s"))
+    sugar, _ = compose_run(modality_overrides("skeleton_5s"))
     assert default == sugar
 
 

@@ -76,14 +76,14 @@ def test_attention_gives_absent_frames_no_weight():
 
 
 def test_motion_streams_of_a_still_clip_attend_to_every_present_frame():
-    """A body standing still has zero motion channels but is present: the default four streams
+    """A body standing still has zero motion channels but is present: the default's streams
     share one presence mask, so the motion streams weight every frame the body is in, and the
     frames where nobody is there (a gap) get no weight in any stream."""
     from skelact.config import compose_config
     from skelact.data.datasets import skeleton_channels, skeleton_streams
     from skelact.models.recognizer import build_recognizer
 
-    cfg = compose_config([])  # the default: four skeleton streams
+    cfg = compose_config([])  # the default: five skeleton streams
     kinds = skeleton_streams(cfg.data, cfg.modality.streams)
     union, channels = skeleton_channels(kinds, 3, 25)
     still = np.random.default_rng(0).normal(0, 0.3, (25, 3)).astype(np.float32)

@@ -188,7 +188,8 @@ def test_own_rgbd_recordings_train_with_every_stream(rgbd_set, tmp_path):
     train(cfg, tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["num_samples"] == 2  # every test sample kept: no stream lacked its input
-    streams = {"rgb", "depth", *(f"skeleton_{k}" for k in ("joint", "bone", "jmotion", "bmotion"))}
+    kinds = ("joint", "bone", "jmotion", "bmotion", "dist")  # the default's five
+    streams = {"rgb", "depth", *(f"skeleton_{k}" for k in kinds)}
     assert set(metrics["streams"]) == streams
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert set(ck["specs"]) == streams

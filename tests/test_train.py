@@ -176,7 +176,7 @@ def test_two_process_ddp_on_cpu(toy_file, tmp_path):
 
 
 def test_ensemble_logs_the_mean_of_its_stream_losses(toy_file):
-    """The default four-stream ensemble trains on the sum of its streams' losses; the logged
+    """The default five-stream ensemble trains on the sum of its streams' losses; the logged
     loss is their mean (one batch, lr 0, the same dropout draws for both; float32, so that
     the forward pass below is the same computation)."""
     from skelact.data.run import make_loader
@@ -198,23 +198,26 @@ def test_ensemble_logs_the_mean_of_its_stream_losses(toy_file):
     out = net.train()(inputs)
     losses = [torch.nn.functional.cross_entropy(x, labels, label_smoothing=0.1).item()
               for x in out["streams"].values()]  # fmt: skip
-    assert out["independent"] and len(losses) == 4
-    assert logged == pytest.approx(sum(losses) / 4, rel=1e-5)
+    assert out["independent"] and len(losses) == 5
+    assert logged == pytest.approx(sum(losses) / 5, rel=1e-5)
 
 
-def test_five_streams_add_each_joints_distances(toy_file, tmp_path):
-    """modality=skeleton_5s: the fifth stream holds each joint's distance to every joint of its
-    body (V channels, then the partner's C), the distances of the joint stream's positions in
-    the same clip; the five streams train together."""
-    args = ["modality=skeleton_5s", f"data.ann_file={toy_file}", *SPLITS, *FAST]
+def test_default_fifth_stream_holds_each_joints_distances_and_heights(toy_file, tmp_path):
+    """The default (modality=skeleton_5s): the fifth stream holds each joint's distance to,
+    then its height above, every joint of its body (V channels each, then the partner's C),
+    those of the joint stream's positions in the same clip; the five streams train together."""
+    args = [f"data.ann_file={toy_file}", *SPLITS, *FAST]
     cfg = compose_config(args)
+    assert cfg.modality.name == "skeleton_5s"
     dataset, specs = Data(cfg).dataset(cfg.data, "test", train=False)
-    assert specs["skeleton_dist"]["channels"] == 25 + 3
+    assert specs["skeleton_dist"]["channels"] == 25 + 25 + 3
     item = dataset[3]
     pos = item["skeleton_joint"][..., :3]  # (clips, M, T, V, 3)
-    dist = item["skeleton_dist"][..., :25]
+    dist, height = item["skeleton_dist"][..., :25], item["skeleton_dist"][..., 25:50]
     assert torch.allclose(dist, torch.cdist(pos, pos), atol=1e-5)
-    assert dist.abs().sum() > 0
+    y = pos[..., 1]
+    assert torch.allclose(height, y[..., :, None] - y[..., None, :], atol=1e-5)
+    assert dist.abs().sum() > 0 and height.abs().sum() > 0
     metrics = train(compose_config([*args, "trainer.epochs=8"]), tmp_path)
     assert set(metrics["streams"]) == set(cfg.modality.streams) and len(metrics["streams"]) == 5
     assert metrics["top1"] >= 0.6  # chance 0.25

@@ -124,6 +124,7 @@ def test_rgb_skeleton_trains_and_keeps_how_its_features_were_made(recipe):
         "skeleton_bone",
         "skeleton_jmotion",
         "skeleton_bmotion",
+        "skeleton_dist",
     }
     ck = torch.load(recipe["ckpt"], weights_only=True)
     index = json.loads((recipe["work"] / "feats/rgb/index.json").read_text())
