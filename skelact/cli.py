@@ -181,8 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--modality",
         help="inputs and the model that goes with them: skeleton_5s (the default recipe), "
-        "skeleton_4s, skeleton_2s, skeleton (single stream, model=bilstm), rgb+skeleton, rgb+skeleton+depth "
-        "... (sugar for modality=NAME model=<its model>; a model=... override wins)",
+        "skeleton_4s, skeleton_2s, skeleton (single stream, model=bilstm), rgb+skeleton, "
+        "rgb+skeleton+depth ... (sugar for modality=NAME model=<its model>; a model=... "
+        "override wins)",
     )
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="hydra overrides key=value")
     train.set_defaults(func=cmd_train)

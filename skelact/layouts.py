@@ -46,12 +46,9 @@ class Layout:
         """(V,) the joint each joint becomes in the mirror image (left <-> right by name), or
         None for a layout with no left and right joints."""
         swap = {"left": "right", "right": "left"}
-        index = []
-        for name in self.joints:
-            parts = name.split("_")
-            twin = "_".join(swap.get(p, p) for p in parts)
-            index.append(self.joints.index(twin) if twin in self.joints else self.joints.index(name))
-        index = np.array(index)
+        twins = ["_".join(swap.get(p, p) for p in name.split("_")) for name in self.joints]
+        index = np.array([self.joints.index(t if t in self.joints else n)
+                          for t, n in zip(twins, self.joints, strict=True)])  # fmt: skip
         return index if (index != np.arange(len(index))).any() else None
 
     def bones(self) -> list[tuple[int, int]]:
