@@ -232,3 +232,19 @@ def test_mirror_swaps_left_and_right_and_negates_x():
     assert 70 < sum(flips) < 130
     with pytest.raises(ValueError, match="left and right joints; generic"):
         RandomMirror(get_layout("generic", 10))
+
+
+def test_pairwise_distance_is_numpys_norm_to_the_bit():
+    from skelact.data.prep.channels import pairwise_distance
+
+    rng = np.random.default_rng(5)
+    for scale in (0.01, 1.0, 300.0):
+        a = (rng.normal(size=(2, 8, 25, 3)) * scale).astype(np.float32)
+        for b in (a, a[::-1]):
+            want = np.linalg.norm(a[..., :, None, :] - b[..., None, :, :], axis=-1)
+            got = pairwise_distance(a, b)
+            assert got.dtype == np.float32 and np.array_equal(got, want)
+    flat = rng.normal(size=(4, 17, 2))  # 2-D keypoints, float64
+    np.testing.assert_array_equal(
+        pairwise_distance(flat, flat), np.linalg.norm(flat[:, :, None] - flat[:, None], axis=-1)
+    )

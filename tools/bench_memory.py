@@ -4,6 +4,7 @@
     python tools/bench_memory.py --case ntu60 --ddp 2
     python tools/bench_memory.py --case ntu120 --workers 2 [--test-samples 16000]
     python tools/bench_memory.py --case prepare --files 4000
+    python tools/bench_memory.py --case ntu60 --workers 2 -- modality=skeleton_4s
 
 Builds an NTU60-sized (56,578 samples) or NTU120-sized (113,945) annotation store from the
 real files in ../shared/data/ntu/skeletons (their bodies repeated under random valid NTU names,
@@ -187,13 +188,13 @@ def run_measured(
     return sampler, time.perf_counter() - start
 
 
-def model_only(threads: int, clip_len: int, batch: int) -> float:
+def model_only(threads: int, clip_len: int, batch: int, extra=()) -> float:
     """tools/bench_train.py's timed loop at the run's shapes and thread count."""
     sys.path.insert(0, str(ROOT / "tools"))
     from bench_train import build, samples_per_second
 
     torch.set_num_threads(threads)
-    model, cfg, specs = build([f"trainer.batch_size={batch}"], torch.device("cpu"))
+    model, cfg, specs = build([f"trainer.batch_size={batch}", *extra], torch.device("cpu"))
     x = {
         name: torch.randn(batch, 2, clip_len, 25, spec["channels"]) for name, spec in specs.items()
     }
@@ -233,10 +234,11 @@ def train_case(args) -> None:
     world = max(1, args.ddp)
     cores = len(os.sched_getaffinity(0))
     threads = max(1, cores // world - args.workers)
-    rate_model = model_only(threads, 32, 32)
+    rate_model = model_only(threads, 32, 32, args.overrides)
     overrides = [f"data={dataset}_xsub", f"data.ann_file={store}", "trainer.epochs=1",
                  f"trainer.num_workers={args.workers}", "trainer.progress=false",
-                 "trainer.device=cpu", f"data.test_split={args.test_split}"]  # fmt: skip
+                 "trainer.device=cpu", f"data.test_split={args.test_split}",
+                 *args.overrides]  # fmt: skip
     rate_data = data_only(overrides, 60) if not args.pickle else None
     how = f"torchrun {args.ddp} ranks x {args.workers} workers" if args.ddp else (
         f"{args.workers} workers")  # fmt: skip
@@ -334,6 +336,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, help="fewer samples (a quick check of the script)")
     parser.add_argument("--tmp", default="/tmp/skelact_mem", help="scratch folder")
     parser.add_argument("--keep", action="store_true", help="keep the built store for reuse")
+    parser.add_argument(
+        "overrides", nargs="*", help="skelact train overrides (after --), e.g. modality=skeleton_4s"
+    )
     args = parser.parse_args()
     Path(args.tmp).mkdir(parents=True, exist_ok=True)
     try:
