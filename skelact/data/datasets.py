@@ -99,10 +99,11 @@ def skeleton_group_loader(
     """Several skeleton streams from one pass of the pipeline: each stream takes its channels
     of the shared output, {stream: (K, M, T, V, C_stream)}."""
     load_all = skeleton_loader(pipeline, views)
+    index = {name: torch.as_tensor(idx, dtype=torch.long) for name, idx in channels.items()}
 
     def load(sample: dict, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         x = load_all(sample, rng)  # (K, M, T, V, C_all)
-        return {name: x[..., idx].contiguous() for name, idx in channels.items()}
+        return {name: x.index_select(-1, idx) for name, idx in index.items()}
 
     return load
 
