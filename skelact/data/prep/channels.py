@@ -99,7 +99,7 @@ def pairwise_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     The squares are summed one coordinate at a time, in the order `np.linalg.norm` sums them
     (so the result is the same to the bit), without its (..., V, V, C) temporaries: about 10x
-    faster at NTU shape, where this was most of the data path's time."""
+    faster at NTU shape (2 bodies, 32 frames, 25 joints)."""
     squares = None
     for c in range(a.shape[-1]):
         diff = a[..., :, None, c] - b[..., None, :, c]
