@@ -157,9 +157,9 @@ def test_fused_model_exports_with_cached_features(fused_ckpt, ntu_bodies, tmp_pa
 
 @pytest.mark.parametrize("recipe", ["skeleton_4s", "skeleton_5s"])
 def test_multistream_predicts_like_training_and_exports(recipe, ntu_bodies, tmp_path_factory):
-    """The default four skeleton streams, and the five of `skeleton_5s` (whose fifth stream has
-    V channels per kind of pairwise input): each stream gets its own channels of one pipeline
-    pass, exactly as in training, and ONNX gives the same scores."""
+    """The default's five skeleton streams (`skeleton_5s`, whose fifth stream has V channels
+    per kind of pairwise input) and the four of `skeleton_4s`: each stream gets its own
+    channels of one pipeline pass, exactly as in training, and ONNX gives the same scores."""
     from skelact.data.datasets import skeleton_channels
     from skelact.export import export_onnx
 
