@@ -5,8 +5,11 @@ each modality's probabilities with a weight (`Recognizer.group_weights`). Equal 
 weak image stream pull a strong skeleton ensemble down; the weights are therefore fit:
 
 1. carve a development split from the training split (`carve_dev`: whole subjects held out
-   when the samples name their subject, else a stratified quarter);
-2. train the same model on the rest and score the development samples, per stream;
+   when the samples name their subject, else a stratified quarter), or, with
+   `model.fusion_folds=K`, split the training split into K folds (`carve_folds`: groups of
+   whole subjects, else stratified) that are each held out in turn;
+2. train the same model on the rest and score the development samples, per stream (with K
+   folds every training sample is scored once, by the run that did not see it);
 3. pick the weights that classify the development samples best, the lowest log-loss among
    equals (`fit_group_weights`, a grid over the simplex, which includes "skeleton only"); a
    mix is kept only if it gets at least `min_gain` (2) more development samples right than the
@@ -61,6 +64,32 @@ def carve_dev(samples, seed: int = 0, fraction: float = 0.25) -> np.ndarray:
         idx = np.flatnonzero(labels == c)
         picked.extend(rng.choice(idx, int(round(len(idx) * fraction)), replace=False).tolist())
     return np.sort(np.array(picked, np.int64))
+
+
+def carve_folds(samples, folds: int, seed: int = 0) -> list[np.ndarray]:
+    """`folds` disjoint development subsets of `samples` that together cover them: positions.
+
+    folds <= 1: the one split of `carve_dev`. With a "subject" field the sorted subjects are
+    cut into min(folds, subjects) consecutive groups, each held out whole; otherwise each
+    class is shuffled with `seed` and dealt round the folds (stratified).
+    """
+    if folds <= 1:
+        return [carve_dev(samples, seed)]
+    subjects = [s.get("subject") for s in samples]
+    known = sorted({s for s in subjects if s is not None})
+    if len(known) >= 2 and None not in subjects:
+        held = np.array_split(np.array(known, dtype=object), min(folds, len(known)))
+        return [np.array([i for i, s in enumerate(subjects) if s in set(h)], np.int64)
+                for h in held]  # fmt: skip
+    rng = np.random.default_rng(seed)
+    labels = np.array([int(s["label"]) for s in samples])
+    fold_of = np.empty(len(labels), np.int64)
+    start = 0  # where the next class starts dealing, so the folds stay within one sample
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        fold_of[idx] = (start + np.arange(len(idx))) % folds
+        start = (start + len(idx)) % folds
+    return [np.flatnonzero(fold_of == k) for k in range(folds)]
 
 
 def simplex_grid(groups: int, step: float) -> np.ndarray:

@@ -36,7 +36,7 @@ from skelact.files import atomic_write
 from skelact.fusion import (
     DEV_TRAIN,
     DEV_VAL,
-    carve_dev,
+    carve_folds,
     fit_group_weights,
     groups_of,
     read_stream_scores,
@@ -241,34 +241,52 @@ def add_run_notes(
 def fit_on_dev(cfg, run_dir: str | Path) -> dict:
     """Fit the modality weights of `cfg`'s model: train it on the training split less a carved
     development split, score that split per stream, `fit_group_weights`. The development run
-    lands in run_dir/fusion_fit (reused when its scores are there: a resumed run). Returns
-    the report, with "weights"."""
+    lands in run_dir/fusion_fit (reused when its scores are there: a resumed run). With
+    model.fusion_folds=K > 1 there are K such runs (run_dir/fusion_fit/fold<k>), each holding
+    out one fold, and the weights are fit on all their scores together. Returns the report,
+    with "weights"."""
     from skelact.data.datasets import split_samples
 
-    sub_dir = Path(run_dir) / "fusion_fit"
-    if not (sub_dir / "stream_scores.npz").is_file():
-        data = Data(cfg)
-        data.check_splits(cfg.data, str(cfg.data.ann_file))
-        train_idx = data.store.split(cfg.data.train_split)
-        dev = carve_dev(split_samples(data.store, cfg.data.train_split), cfg.seed)
-        if len(dev) == 0 or len(dev) == len(train_idx):
-            raise SystemExit(f"fusion_weights=fit: cannot carve a development split from "
-                             f"{cfg.data.train_split} ({len(train_idx)} samples)")  # fmt: skip
-        data.carved = {DEV_TRAIN: np.delete(train_idx, dev), DEV_VAL: train_idx[dev]}
-        sub = OmegaConf.merge(cfg, {
-            "data": {"train_split": DEV_TRAIN, "test_split": DEV_VAL, "val_split": None},
-            "model": {"fusion_weights": "equal"},
-        })  # fmt: skip
-        log.info("fusion_weights=fit: training on %d samples, scoring %d carved from %s -> %s",
-                 len(train_idx) - len(dev), len(dev), cfg.data.train_split, sub_dir)  # fmt: skip
-        train(sub, sub_dir, data=data)
-    scores, labels = read_stream_scores(sub_dir)
+    folds = int(cfg.model.get("fusion_folds", 1))
+    fit_dir = Path(run_dir) / "fusion_fit"
+    sub_dirs = [fit_dir] if folds <= 1 else [fit_dir / f"fold{k}" for k in range(folds)]
+    data, carved = None, None
+    parts = []
+    for k, sub_dir in enumerate(sub_dirs):
+        if not (sub_dir / "stream_scores.npz").is_file():
+            if data is None:
+                data = Data(cfg)
+                data.check_splits(cfg.data, str(cfg.data.ann_file))
+                train_idx = data.store.split(cfg.data.train_split)
+                samples = split_samples(data.store, cfg.data.train_split)
+                carved = carve_folds(samples, folds, cfg.seed)
+                if len(carved) != len(sub_dirs) or any(
+                    len(d) in (0, len(train_idx)) for d in carved
+                ):
+                    raise SystemExit(
+                        f"fusion_weights=fit: cannot carve {folds} development split(s) from "
+                        f"{cfg.data.train_split} ({len(train_idx)} samples, "
+                        f"{len({s.get('subject') for s in samples})} subjects)"
+                    )
+            dev = carved[k]
+            data.carved = {DEV_TRAIN: np.delete(train_idx, dev), DEV_VAL: train_idx[dev]}
+            sub = OmegaConf.merge(cfg, {
+                "data": {"train_split": DEV_TRAIN, "test_split": DEV_VAL, "val_split": None},
+                "model": {"fusion_weights": "equal"},
+            })  # fmt: skip
+            log.info("fusion_weights=fit%s: training on %d samples, scoring %d carved from %s -> %s",
+                     f" (fold {k + 1} of {folds})" if folds > 1 else "", len(train_idx) - len(dev),
+                     len(dev), cfg.data.train_split, sub_dir)  # fmt: skip
+            train(sub, sub_dir, data=data)
+        parts.append(read_stream_scores(sub_dir))
+    scores = {s: np.concatenate([p[0][s] for p in parts]) for s in parts[0][0]}
+    labels = np.concatenate([p[1] for p in parts])
     groups = groups_of(cfg.modality.streams)
     min_gain = cfg.model.get("fusion_min_gain", 2)
     weights, report = fit_group_weights(scores, labels, groups, min_gain)
-    log.info("fusion weights %s (development top-1 %.4f; per modality %s)", weights,
-             report["dev_top1"], report["dev_top1_per_modality"])  # fmt: skip
-    return {**report, "fit_run": str(sub_dir)}
+    log.info("fusion weights %s (development top-1 %.4f on %d samples; per modality %s)",
+             weights, report["dev_top1"], len(labels), report["dev_top1_per_modality"])  # fmt: skip
+    return {**report, "folds": len(sub_dirs), "fit_run": str(fit_dir)}
 
 
 def _tensorboard(run_dir: Path):
