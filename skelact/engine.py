@@ -66,6 +66,19 @@ def training_forward(model: nn.Module, inputs: dict, dtype: torch.dtype | None) 
     return float_outputs(out)
 
 
+def make_optimizer(params, tcfg) -> torch.optim.Optimizer:
+    """trainer.optimizer: adamw (the default) or sgd (momentum 0.9, Nesterov), at trainer.lr
+    with trainer.weight_decay."""
+    name = tcfg.get("optimizer", "adamw")
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=tcfg.lr, momentum=0.9, nesterov=True, weight_decay=tcfg.weight_decay
+        )
+    raise ValueError(f"trainer.optimizer={name!r}: choose adamw or sgd")
+
+
 def cosine_with_warmup(
     optimizer, total_steps: int, warmup_steps: int, min_ratio: float = 0.0, cycles: int = 1
 ):

@@ -28,6 +28,7 @@ from skelact.engine import (
     cosine_with_warmup,
     evaluate,
     load_checkpoint,
+    make_optimizer,
     save_checkpoint,
     train_one_epoch,
     write_eval_outputs,
@@ -96,7 +97,7 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
         split = cfg.data.train_split
         teacher, distilled = build_teacher(cfg, data, split, train_set, specs, device)
     train_loader = make_loader(train_set, tcfg, True, rank, world, cfg.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    optimizer = make_optimizer(model.parameters(), tcfg)
     steps = len(train_loader) * tcfg.epochs
     warmup, cycles = len(train_loader) * tcfg.warmup_epochs, 1 + int(tcfg.get("restarts", 0))
     scheduler = cosine_with_warmup(optimizer, steps, warmup, tcfg.min_lr_ratio, cycles)
@@ -274,9 +275,11 @@ def fit_on_dev(cfg, run_dir: str | Path) -> dict:
                 "data": {"train_split": DEV_TRAIN, "test_split": DEV_VAL, "val_split": None},
                 "model": {"fusion_weights": "equal"},
             })  # fmt: skip
-            log.info("fusion_weights=fit%s: training on %d samples, scoring %d carved from %s -> %s",
-                     f" (fold {k + 1} of {folds})" if folds > 1 else "", len(train_idx) - len(dev),
-                     len(dev), cfg.data.train_split, sub_dir)  # fmt: skip
+            fold = f" (fold {k + 1} of {folds})" if folds > 1 else ""
+            log.info(
+                "fusion_weights=fit%s: training on %d samples, scoring %d carved from %s -> %s",
+                fold, len(train_idx) - len(dev), len(dev), cfg.data.train_split, sub_dir,
+            )  # fmt: skip
             train(sub, sub_dir, data=data)
         parts.append(read_stream_scores(sub_dir))
     scores = {s: np.concatenate([p[0][s] for p in parts]) for s in parts[0][0]}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from skelact.config import compose_config
-from skelact.fusion import carve_dev, fit_group_weights, groups_of, simplex_grid
+from skelact.fusion import carve_dev, carve_folds, fit_group_weights, groups_of, simplex_grid
 from skelact.models.recognizer import build_recognizer
 
 SKELETON_4S = ["skeleton_joint", "skeleton_bone", "skeleton_jmotion", "skeleton_bmotion"]
@@ -73,6 +73,24 @@ def test_carve_dev_holds_out_whole_subjects_or_a_stratified_quarter():
     dev = carve_dev(plain, seed=1)
     labels = np.array([plain[i]["label"] for i in dev])
     assert len(dev) == 12 and np.bincount(labels).tolist() == [3, 3, 3, 3]
+
+
+def test_carve_folds_cover_the_split_once_by_whole_subjects_or_stratified():
+    samples = [{"subject": s, "label": i % 3} for s in (7, 1, 5, 3, 9) for i in range(6)]
+    folds = carve_folds(samples, 4)
+    held = [sorted({samples[i]["subject"] for i in f}) for f in folds]
+    assert held == [[1, 3], [5], [7], [9]]  # sorted subjects in consecutive groups
+    assert sorted(np.concatenate(folds).tolist()) == list(range(30))
+    assert [s for (s,) in held[1:]] == [5, 7, 9] and len(carve_folds(samples, 9)) == 5
+    assert np.array_equal(carve_folds(samples, 1)[0], carve_dev(samples))
+    plain = [{"label": i % 4} for i in range(50)]  # no subjects: stratified, 12 or 13 a fold
+    folds = carve_folds(plain, 4, seed=1)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(50))
+    for f in folds:
+        counts = np.bincount([plain[i]["label"] for i in f], minlength=4)
+        assert len(f) in (12, 13) and counts.min() >= 3 and counts.max() <= 4
+    other = carve_folds(plain, 4, seed=2)
+    assert not all(np.array_equal(a, b) for a, b in zip(folds, other, strict=True))
 
 
 def _model(streams, seed=0, *overrides):

@@ -252,6 +252,39 @@ def test_pixels_cache_is_the_crop_averaged_and_trains_a_depth_cnn(rgbd_set, tmp_
     np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
 
 
+def test_fusion_weights_fit_on_folds_score_every_training_sample(rgbd_set, tmp_path):
+    """model.fusion_folds=2: two development runs, each holding out half of the training
+    split (these samples name no subject: one of each class), every training sample scored
+    once; the weights fit on those scores are the ones the fused model carries."""
+    from skelact.config import compose_config
+    from skelact.data.formats.annotations import load_annotations
+    from skelact.fusion import read_stream_scores
+    from skelact.train import train
+
+    root, ann = rgbd_set
+    out = tmp_path / "pix"
+    rep = extract_features(ann, "depth", root, out, "pixels", "imagenet", 4, 64, workers=0, grid=16)
+    assert rep["ok"] == 6, rep["failures"]
+    over = [f"data.ann_file={ann}", f"data.depth.features={out}", "data.depth.num_frames=4"]
+    cfg = compose_config(["modality=skeleton_depth", "model.fusion_folds=2", *over,
+                          *ONE_QUICK_EPOCH])  # fmt: skip
+    run = tmp_path / "run"
+    train(cfg, run)
+    labels = []
+    for k in (0, 1):
+        scores, lab = read_stream_scores(run / "fusion_fit" / f"fold{k}")
+        assert sorted(lab.tolist()) == [0, 1] and set(scores) == set(cfg.modality.streams)
+        labels += lab.tolist()
+    train_labels = [a["label"] for a in load_annotations(ann)["annotations"]
+                    if "_s2_" not in a["frame_dir"]]  # fmt: skip
+    assert sorted(labels) == sorted(train_labels)
+    fusion = json.loads((run / "metrics.json").read_text())["fusion"]
+    assert (fusion["folds"], fusion["dev_samples"]) == (2, 4)
+    ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    weights = [fusion["weights"][g] for g in ("skeleton", "depth")]
+    assert torch.allclose(ck["model"]["group_weights"], torch.tensor(weights))
+
+
 def test_pixel_cnn_shapes_shift_and_choice():
     from omegaconf import OmegaConf
 

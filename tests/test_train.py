@@ -16,7 +16,7 @@ import torch
 from skelact.config import compose_config
 from skelact.data.formats.annotations import save_annotations
 from skelact.data.run import Data
-from skelact.engine import native_bf16
+from skelact.engine import make_optimizer, native_bf16
 from skelact.evaluate import evaluate_checkpoint
 from skelact.train import train
 from tests.conftest import toy_annotations
@@ -256,3 +256,20 @@ def test_cosine_schedule_with_warm_restarts():
         assert three(start + 15) == pytest.approx(0.505)
         assert three(start + 29) < 0.02
     assert three(100) == pytest.approx(0.01) and three(130) == pytest.approx(0.01)
+
+
+def test_optimizer_choice_takes_its_own_step():
+    """trainer.optimizer: one step on loss p^2/2 from p=1 (gradient 1): AdamW moves p by lr
+    (plus its decoupled decay), SGD with Nesterov momentum 0.9 by lr x (1 + 0.9)."""
+    steps = {}
+    for name in ("adamw", "sgd"):
+        tcfg = compose_config([f"trainer.optimizer={name}", "trainer.lr=0.1"]).trainer
+        p = torch.nn.Parameter(torch.tensor([1.0]))
+        opt = make_optimizer([p], tcfg)
+        (p**2 / 2).sum().backward()
+        opt.step()
+        steps[name] = p.item()
+    assert steps["adamw"] == pytest.approx(1 * (1 - 0.1 * 0.01) - 0.1, abs=1e-6)
+    assert steps["sgd"] == pytest.approx(1 - 0.1 * (1 + 0.9) - 0.1 * 0.01 * 1.9, abs=1e-6)
+    with pytest.raises(ValueError, match="adamw or sgd"):
+        make_optimizer([p], compose_config(["trainer.optimizer=adam"]).trainer)

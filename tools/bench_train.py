@@ -24,7 +24,7 @@ from torch import nn
 from skelact.config import compose_config
 from skelact.data.datasets import skeleton_streams
 from skelact.data.prep.channels import MotionFeatures
-from skelact.engine import stream_loss, train_dtype, training_forward
+from skelact.engine import make_optimizer, stream_loss, train_dtype, training_forward
 from skelact.models.recognizer import build_recognizer
 
 # training-set sizes of the standard protocols (after removing the missing skeletons)
@@ -59,7 +59,7 @@ def build(overrides: list[str], device: torch.device):
 def samples_per_second(model, cfg, x: dict, y, steps: int, warmup: int) -> float:
     """Mean samples/s over `steps` training steps after `warmup` untimed ones."""
     tcfg = cfg.trainer
-    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    opt = make_optimizer(model.parameters(), tcfg)
     model.train()
     dtype = train_dtype(tcfg.precision, y.device)
 
