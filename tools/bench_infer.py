@@ -1,9 +1,10 @@
 """Inference speed on CPU: torch eager against onnxruntime, side by side, as ratios.
 
-Builds a checkpoint with the default NTU settings (60 classes, 2 bodies, 25 joints, joint +
-velocity + bone channels, clip_len 32, 5 test clips, the default BiLSTM) by preparing the
+Builds a checkpoint of the default recipe at NTU settings (60 classes, 2 bodies, 25 joints;
+whatever streams the default has: five skeleton streams since 2026-12-05) by preparing the
 real NTU files in ../shared/data/ntu/skeletons and training one epoch on them, exports it
-with `skelact export`, and feeds both backends the same preprocessed real clips:
+with `skelact export`, and feeds both backends the same preprocessed real clips (every
+stream's input):
 
 - single-clip latency: one clip (batch 1), median over repeats, in ms;
 - batch-64 throughput: 64 clips per call, clips/s;
@@ -78,18 +79,17 @@ def main() -> None:
         }
         samples = [load_skeleton(f, 2) for f in sorted(SKELETONS.glob("*.skeleton"))]
         ref = models["torch eager"]
-        clips = np.concatenate([ref.inputs(kp)[0]["skeleton"] for kp in samples])  # (20, ...)
-        batch64 = clips[np.arange(64) % len(clips)]
+        per_sample = [ref.inputs(kp)[0] for kp in samples]  # {stream: (K, ...)} each
+        clips = {s: np.concatenate([x[s] for x in per_sample]) for s in per_sample[0]}
+        first = {s: v[:1] for s, v in clips.items()}
+        batch64 = {s: v[np.arange(64) % len(v)] for s, v in clips.items()}
         rows = {}
         for name, model in models.items():
-            one = timed(lambda m=model: m.backend({"skeleton": clips[:1]}), args.repeats)
-            b64 = timed(lambda m=model: m.backend({"skeleton": batch64}), args.repeats // 5 + 1)
+            one = timed(lambda m=model: m.backend(first), args.repeats)
+            b64 = timed(lambda m=model: m.backend(batch64), args.repeats // 5 + 1)
             pred = timed(lambda m=model: m.predict(samples[0]), args.repeats // 5 + 1)
             rows[name] = (1000 * one, 64 / b64, 1000 * pred)
-        diff = np.abs(
-            models["onnxruntime"].backend({"skeleton": batch64})[0]
-            - ref.backend({"skeleton": batch64})[0]
-        ).max()
+        diff = np.abs(models["onnxruntime"].backend(batch64)[0] - ref.backend(batch64)[0]).max()
     spec = ref.contract
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(
