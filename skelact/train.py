@@ -287,8 +287,9 @@ def fit_on_dev(cfg, run_dir: str | Path) -> dict:
     groups = groups_of(cfg.modality.streams)
     min_gain = cfg.model.get("fusion_min_gain", 2)
     weights, report = fit_group_weights(scores, labels, groups, min_gain)
-    log.info("fusion weights %s (development top-1 %.4f on %d samples; per modality %s)",
-             weights, report["dev_top1"], len(labels), report["dev_top1_per_modality"])  # fmt: skip
+    over = f" over {len(sub_dirs)} folds, {len(labels)} samples" if folds > 1 else ""
+    log.info("fusion weights %s (development top-1 %.4f%s; per modality %s)", weights,
+             report["dev_top1"], over, report["dev_top1_per_modality"])  # fmt: skip
     return {**report, "folds": len(sub_dirs), "fit_run": str(fit_dir)}
 
 
