@@ -273,3 +273,21 @@ def test_optimizer_choice_takes_its_own_step():
     assert steps["sgd"] == pytest.approx(1 - 0.1 * (1 + 0.9) - 0.1 * 0.01 * 1.9, abs=1e-6)
     with pytest.raises(ValueError, match="adamw or sgd"):
         make_optimizer([p], compose_config(["trainer.optimizer=adam"]).trainer)
+
+
+def test_group_loader_slices_each_streams_channels_as_a_gather_would():
+    """Each stream's channels are cut from the shared output by slices of their consecutive
+    runs: the same values as gathering them one by one, in the given order."""
+    import numpy as np
+
+    from skelact.data.datasets import channel_runs, skeleton_group_loader
+
+    assert channel_runs([0, 1, 2, 62, 63, 64]) == [(0, 3), (62, 65)]
+    assert channel_runs([4, 1, 2, 3]) == [(4, 5), (1, 4)] and channel_runs([7]) == [(7, 8)]
+    channels = {"a": [0, 1, 2, 9, 10], "b": [3, 4, 5, 6, 7, 8], "c": [8, 2, 9]}
+    load = skeleton_group_loader(lambda r: {"keypoint": r["keypoint"] * 2}, channels)
+    kp = np.random.default_rng(0).normal(size=(1, 2, 4, 5, 11)).astype(np.float32)
+    out = load({"keypoint": kp}, np.random.default_rng(0))
+    full = torch.from_numpy(kp * 2)
+    for name, idx in channels.items():
+        assert torch.equal(out[name], full[..., idx]), name

@@ -99,13 +99,31 @@ def skeleton_group_loader(
     """Several skeleton streams from one pass of the pipeline: each stream takes its channels
     of the shared output, {stream: (K, M, T, V, C_stream)}."""
     load_all = skeleton_loader(pipeline, views)
-    index = {name: torch.as_tensor(idx, dtype=torch.long) for name, idx in channels.items()}
+    runs = {name: channel_runs(idx) for name, idx in channels.items()}
 
     def load(sample: dict, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         x = load_all(sample, rng)  # (K, M, T, V, C_all)
-        return {name: x.index_select(-1, idx) for name, idx in index.items()}
+        out = {}
+        for name, spans in runs.items():
+            parts = [x[..., a:b] for a, b in spans]
+            out[name] = parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+        return out
 
     return load
+
+
+def channel_runs(index: Sequence[int]) -> list[tuple[int, int]]:
+    """Channel positions -> the (start, stop) slices of their consecutive runs, in order:
+    [0, 1, 2, 62, 63, 64] -> [(0, 3), (62, 65)]. A stream's channels are a few such runs (its
+    kinds, then the shared partner channels); slicing them is several times faster than a
+    gather along the last axis (index_select), the same values."""
+    spans: list[list[int]] = []
+    for i in map(int, index):
+        if spans and spans[-1][1] == i:
+            spans[-1][1] = i + 1
+        else:
+            spans.append([i, i + 1])
+    return [(a, b) for a, b in spans]
 
 
 def skeleton_streams(dcfg, streams: Sequence[str]) -> dict[str, list[str]]:
