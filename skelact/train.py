@@ -97,6 +97,14 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
         split = cfg.data.train_split
         teacher, distilled = build_teacher(cfg, data, split, train_set, specs, device)
     train_loader = make_loader(train_set, tcfg, True, rank, world, cfg.seed)
+    min_steps = int(tcfg.get("min_steps", 0))
+    if min_steps and len(train_loader) * tcfg.epochs < min_steps:
+        epochs = math.ceil(min_steps / len(train_loader))
+        if rank == 0:
+            log.info("trainer.min_steps=%d: %d epochs of %d steps instead of %d", min_steps,
+                     epochs, len(train_loader), tcfg.epochs)  # fmt: skip
+        cfg.trainer.epochs = epochs  # tcfg is this node: the schedule and the loop see it
+        info = run_info(cfg, data, specs)
     optimizer = make_optimizer(model.parameters(), tcfg)
     steps = len(train_loader) * tcfg.epochs
     warmup, cycles = len(train_loader) * tcfg.warmup_epochs, 1 + int(tcfg.get("restarts", 0))

@@ -291,3 +291,18 @@ def test_group_loader_slices_each_streams_channels_as_a_gather_would():
     full = torch.from_numpy(kp * 2)
     for name, idx in channels.items():
         assert torch.equal(out[name], full[..., idx]), name
+
+
+def test_min_steps_adds_epochs_to_a_small_training_set(toy_file, tmp_path):
+    """trainer.min_steps: a training set of few batches gets enough epochs for that many
+    optimizer steps; the schedule runs over all of them and the checkpoint says so."""
+    args = [f"data.ann_file={toy_file}", *SPLITS, *FAST, "modality=skeleton", "model=bilstm"]
+    data = Data(compose_config(args))
+    per_epoch = -(-len(data.store.split("train")) // 32)  # batches of 32, the last one short
+    cfg = compose_config([*args, "trainer.epochs=1", f"trainer.min_steps={3 * per_epoch - 1}"])
+    train(cfg, tmp_path)
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    assert len(log) == 3
+    assert log["lr"].iloc[-1] < 0.2 * cfg.trainer.lr  # the cosine decay spans the 3 epochs
+    ck = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert ck["config"]["trainer"]["epochs"] == 3 and ck["epoch"] == 3
