@@ -78,9 +78,9 @@ def carve_folds(samples, folds: int, seed: int = 0) -> list[np.ndarray]:
     subjects = [s.get("subject") for s in samples]
     known = sorted({s for s in subjects if s is not None})
     if len(known) >= 2 and None not in subjects:
-        held = np.array_split(np.array(known, dtype=object), min(folds, len(known)))
-        return [np.array([i for i, s in enumerate(subjects) if s in set(h)], np.int64)
-                for h in held]  # fmt: skip
+        groups = [set(h) for h in np.array_split(np.array(known, dtype=object), folds)]
+        return [np.array([i for i, s in enumerate(subjects) if s in g], np.int64)
+                for g in groups if g]  # fmt: skip
     rng = np.random.default_rng(seed)
     labels = np.array([int(s["label"]) for s in samples])
     fold_of = np.empty(len(labels), np.int64)
