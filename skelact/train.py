@@ -81,7 +81,6 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     model = build_recognizer(cfg.model, data.streams, data.num_classes, specs).to(device)
     if fusion is not None:
         model.set_group_weights(fusion["weights"])
-    info = run_info(cfg, data, specs)
     teacher, distilled = None, None
     if tcfg.get("distill") and tcfg.distill.teacher:
         if cfg.model.get("replica_augment"):  # (the model refuses it without replicas)
@@ -104,7 +103,7 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
             log.info("trainer.min_steps=%d: %d epochs of %d steps instead of %d", min_steps,
                      epochs, len(train_loader), tcfg.epochs)  # fmt: skip
         cfg.trainer.epochs = epochs  # tcfg is this node: the schedule and the loop see it
-        info = run_info(cfg, data, specs)
+    info = run_info(cfg, data, specs)  # after min_steps: the checkpoint records the epochs run
     optimizer = make_optimizer(model.parameters(), tcfg)
     steps = len(train_loader) * tcfg.epochs
     warmup, cycles = len(train_loader) * tcfg.warmup_epochs, 1 + int(tcfg.get("restarts", 0))
