@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import json
@@ -77,6 +78,56 @@ def make_optimizer(params, tcfg) -> torch.optim.Optimizer:
             params, lr=tcfg.lr, momentum=0.9, nesterov=True, weight_decay=tcfg.weight_decay
         )
     raise ValueError(f"trainer.optimizer={name!r}: choose adamw or sgd")
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights (trainer.ema_epochs).
+
+    After every optimizer step each floating-point parameter and buffer moves towards the
+    model's by 1 - decay, with decay = 1 - 1 / (epochs x steps per epoch): about the last
+    `epochs` epochs count. Early on the decay is capped at (1 + n) / (10 + n) after n updates,
+    so the average is not held at the initial weights. Integer buffers (BatchNorm's counts)
+    are copied. `applied()` puts the average into the model for a while (evaluation,
+    checkpoints), then gives the trained weights back.
+    """
+
+    def __init__(self, model: nn.Module, epochs: float, steps_per_epoch: int):
+        if epochs <= 0 or steps_per_epoch <= 0:
+            raise ValueError(f"WeightAverage: needs epochs > 0 and steps > 0, got {epochs}, "
+                             f"{steps_per_epoch}")  # fmt: skip
+        self.model = model
+        self.decay = 1.0 - 1.0 / (epochs * steps_per_epoch)
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for key, value in self.model.state_dict().items():
+            avg = self.shadow[key]
+            if avg.is_floating_point():
+                avg.lerp_(value.detach(), 1.0 - decay)
+            else:
+                avg.copy_(value)
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        for key, value in state["shadow"].items():
+            self.shadow[key].copy_(value)
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The model holds the averaged weights inside the block, its own after it."""
+        trained = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.shadow)
+        try:
+            yield self.model
+        finally:
+            self.model.load_state_dict(trained)
 
 
 def cosine_with_warmup(
@@ -181,11 +232,12 @@ def train_one_epoch(
     epoch: int,
     show: bool = True,
     teacher=None,
+    average: WeightAverage | None = None,
 ) -> dict:
     """One pass over `loader` with backpropagation through time; returns the mean loss (of an
     ensemble: the mean over its streams' losses), accuracy, samples seen and seconds.
     teacher: a `skelact.distill.Teacher`, whose predictions for each batch are mixed into the
-    loss as trainer.distill says."""
+    loss as trainer.distill says. average: a `WeightAverage`, updated after every step."""
     model.train()
     dtype = train_dtype(tcfg.get("precision", "fp32"), device)
     mixup = float(tcfg.get("mixup", 0.0))
@@ -220,6 +272,8 @@ def train_one_epoch(
                 nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
         optimizer.step()
         scheduler.step()
+        if average is not None:
+            average.update()
         n = len(labels)
         # an ensemble trains on the sum of its streams' losses; the log shows their mean
         per = loss_terms(out)

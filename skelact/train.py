@@ -7,6 +7,7 @@ Run directly or under torchrun for DistributedDataParallel:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ from skelact.contract import check_specs
 from skelact.data.run import Data, make_loader
 from skelact.distill import build_teacher
 from skelact.engine import (
+    WeightAverage,
     cosine_with_warmup,
     evaluate,
     load_checkpoint,
@@ -108,11 +110,15 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     steps = len(train_loader) * tcfg.epochs
     warmup, cycles = len(train_loader) * tcfg.warmup_epochs, 1 + int(tcfg.get("restarts", 0))
     scheduler = cosine_with_warmup(optimizer, steps, warmup, tcfg.min_lr_ratio, cycles)
+    ema = float(tcfg.get("ema_epochs", 0) or 0)
+    average = WeightAverage(model, ema, len(train_loader)) if ema > 0 else None
     ckpt_dir = run_dir / "checkpoints"
     state = {"epoch": 0, "history": [], "best": None}
     if tcfg.resume and (ckpt_dir / "last.pt").is_file():
         ck = load_checkpoint(ckpt_dir / "last.pt")
-        model.load_state_dict(ck["model"])
+        model.load_state_dict(ck.get("trained_model", ck["model"]))
+        if average is not None and "weight_average" in ck:
+            average.load_state_dict(ck["weight_average"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         state = {k: ck[k] for k in state}
@@ -162,6 +168,7 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
             epoch,
             show=tcfg.progress and rank == 0,
             teacher=teacher,
+            average=average,
         )
         stats = reduce_stats(stats, world, device)
         _check_finite(stats["loss"], epoch, optimizer)
@@ -175,12 +182,13 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
         state["epoch"] = epoch + 1
         if rank == 0:
             if monitor is not None and _due(epoch, tcfg):
-                row["val_top1"] = monitor(model)
+                with _averaged(model, average) as scored:
+                    row["val_top1"] = monitor(scored)
                 if state["best"] is None or row["val_top1"] > state["best"]:
                     state["best"] = row["val_top1"]
-                    _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
+                    _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info, average)
             state["history"].append(row)
-            _save(ckpt_dir / "last.pt", model, optimizer, scheduler, state, info)
+            _save(ckpt_dir / "last.pt", model, optimizer, scheduler, state, info, average)
             pd.DataFrame(state["history"]).to_csv(run_dir / "train_log.csv", index=False)
             plot_training_curves(state["history"], run_dir / "training_curves.png")
             if board is not None:
@@ -213,9 +221,10 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
         with atomic_write(ckpt_dir / "best.pt") as dst, open(ckpt_dir / "last.pt", "rb") as src:
             shutil.copyfileobj(src, dst)
     elif state["best"] is None:  # epochs=0: nothing was trained, save the model as it is
-        _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info)
+        _save(ckpt_dir / "best.pt", model, optimizer, scheduler, state, info, average)
     trained_on = data.names_of(cfg.data.train_split)
-    metrics = evaluate_model(model, cfg, data, run_dir, device, trained_on=trained_on)
+    with _averaged(model, average) as scored:
+        metrics = evaluate_model(scored, cfg, data, run_dir, device, trained_on=trained_on)
     return add_run_notes(metrics, run_dir, cfg, fusion, distilled, env)
 
 
@@ -354,10 +363,24 @@ def run_info(cfg: DictConfig, data: Data, specs: dict) -> dict:
     }
 
 
-def _save(path, model, optimizer, scheduler, state: dict, info: dict) -> None:
+def _averaged(model, average: WeightAverage | None):
+    """The model to evaluate: with trainer.ema_epochs its weight average, else as trained."""
+    return average.applied() if average is not None else contextlib.nullcontext(model)
+
+
+def _save(path, model, optimizer, scheduler, state: dict, info: dict, average=None) -> None:
+    """A checkpoint. With a weight average its "model" is the average (what evaluation and
+    prediction use) and the trained weights ride along for resuming."""
+    weights = {"model": model.state_dict()}
+    if average is not None:
+        weights = {
+            "model": average.shadow,
+            "trained_model": weights["model"],
+            "weight_average": average.state_dict(),
+        }
     save_checkpoint(
         {
-            "model": model.state_dict(),
+            **weights,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             **state,

@@ -110,7 +110,10 @@ def test_classes_beyond_the_table_get_index_names(toy_file):
     assert data.classes == ["class0", "class1", "class2", "class3", "4", "5"]
 
 
-def test_resume_after_kill_matches_uninterrupted_run(toy_file, tmp_path):
+@pytest.mark.parametrize("ema", [0, 2])
+def test_resume_after_kill_matches_uninterrupted_run(toy_file, tmp_path, ema):
+    """kill -9 after two epochs, resume: the same weights and metrics as a run never stopped
+    (with trainer.ema_epochs the average and the trained weights both carry over)."""
     epochs = 6
     args = [
         f"data.ann_file={toy_file}",
@@ -119,6 +122,7 @@ def test_resume_after_kill_matches_uninterrupted_run(toy_file, tmp_path):
         f"trainer.epochs={epochs}",
         "trainer.batch_size=8",
         "trainer.num_workers=2",
+        f"trainer.ema_epochs={ema}",
     ]
     full = run_cli([*args, f"hydra.run.dir={tmp_path / 'full'}"])
     assert full.wait(timeout=300) == 0, full.stdout.read()
@@ -142,6 +146,8 @@ def test_resume_after_kill_matches_uninterrupted_run(toy_file, tmp_path):
     b = torch.load(killed_dir / "checkpoints/last.pt", weights_only=False)
     assert a["epoch"] == b["epoch"] == epochs
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    if ema:
+        assert all(torch.equal(a["trained_model"][k], b["trained_model"][k]) for k in a["model"])
     assert json.loads((tmp_path / "full/metrics.json").read_text()) == json.loads(
         (killed_dir / "metrics.json").read_text()
     )
@@ -306,3 +312,49 @@ def test_min_steps_adds_epochs_to_a_small_training_set(toy_file, tmp_path):
     assert log["lr"].iloc[-1] < 0.2 * cfg.trainer.lr  # the cosine decay spans the 3 epochs
     ck = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert ck["config"]["trainer"]["epochs"] == 3 and ck["epoch"] == 3
+
+
+def test_weight_average_is_the_moving_average_of_the_steps():
+    """WeightAverage: each float weight follows avg <- d avg + (1 - d) w with d = 1 - 1 /
+    (epochs x steps), capped at (1 + n) / (10 + n) for the first updates; integer buffers
+    are copied; applied() lends the average and gives the trained weights back."""
+    from skelact.engine import WeightAverage
+
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    weight = model[0].weight
+    with torch.no_grad():
+        weight.fill_(1.0)
+    average = WeightAverage(model, epochs=2, steps_per_epoch=10)  # d = 0.95
+    expected = 1.0
+    for n, value in enumerate([3.0, -1.0, 0.5] + [2.0] * 60, start=1):
+        with torch.no_grad():
+            weight.fill_(value)
+        model[1].num_batches_tracked += 1
+        average.update()
+        d = min(0.95, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * value
+        assert average.shadow["0.weight"].item() == pytest.approx(expected, rel=1e-5)
+    assert 1.9 < expected < 2.0  # the cap has long given way to 0.95, which lags behind 2
+    assert average.shadow["1.num_batches_tracked"].item() == 63
+    with average.applied() as averaged:
+        assert averaged[0].weight.item() == pytest.approx(expected, rel=1e-5)
+    assert weight.item() == 2.0
+    with pytest.raises(ValueError, match="epochs > 0"):
+        WeightAverage(model, epochs=0, steps_per_epoch=10)
+
+
+def test_ema_run_evaluates_and_saves_the_average(toy_file, tmp_path):
+    """trainer.ema_epochs: the checkpoint's model is the average (not the trained weights),
+    and the run's metrics are what that checkpoint scores."""
+    cfg = compose_config(
+        [f"data.ann_file={toy_file}", *SPLITS, *FAST, "trainer.epochs=3", "trainer.ema_epochs=1"]
+    )
+    metrics = train(cfg, tmp_path)
+    ck = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert ck["weight_average"]["updates"] == 3 * -(-len(Data(cfg).store.split("train")) // 32)
+    differ = [k for k in ck["model"] if not torch.equal(ck["model"][k], ck["trained_model"][k])]
+    assert len(differ) > len(ck["model"]) // 2
+    again = evaluate_checkpoint(
+        [f"ckpt={tmp_path / 'checkpoints/last.pt'}", f"out_dir={tmp_path / 'e'}"]
+    )
+    assert again["top1"] == metrics["top1"]
