@@ -98,12 +98,10 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
         split = cfg.data.train_split
         teacher, distilled = build_teacher(cfg, data, split, train_set, specs, device)
     train_loader = make_loader(train_set, tcfg, True, rank, world, cfg.seed)
-    min_steps = int(tcfg.get("min_steps", 0))
+    min_steps, stretched = int(tcfg.get("min_steps", 0)), None
     if min_steps and len(train_loader) * tcfg.epochs < min_steps:
         epochs = math.ceil(min_steps / len(train_loader))
-        if rank == 0:
-            log.info("trainer.min_steps=%d: %d epochs of %d steps instead of %d", min_steps,
-                     epochs, len(train_loader), tcfg.epochs)  # fmt: skip
+        stretched = (min_steps, epochs, len(train_loader), tcfg.epochs)  # logged below
         cfg.trainer.epochs = epochs  # tcfg is this node: the schedule and the loop see it
     info = run_info(cfg, data, specs)  # after min_steps: the checkpoint records the epochs run
     optimizer = make_optimizer(model.parameters(), tcfg)
@@ -147,6 +145,8 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
             env.get("gpu", "no GPU"), env["torch"], env["cpu"], env["cpu_capability"],
             " ".join(env["cpu_bf16_flags"]) or "none",
         )  # fmt: skip
+        if stretched:
+            log.info("trainer.min_steps=%d: %d epochs of %d steps instead of %d", *stretched)
     monitor = _monitor(cfg, data, device) if rank == 0 else None
     board = _tensorboard(run_dir) if rank == 0 and tcfg.get("tensorboard") else None
     state_start = state["epoch"]

@@ -299,14 +299,19 @@ def test_group_loader_slices_each_streams_channels_as_a_gather_would():
         assert torch.equal(out[name], full[..., idx]), name
 
 
-def test_min_steps_adds_epochs_to_a_small_training_set(toy_file, tmp_path):
+def test_min_steps_adds_epochs_to_a_small_training_set(toy_file, tmp_path, caplog):
     """trainer.min_steps: a training set of few batches gets enough epochs for that many
     optimizer steps; the schedule runs over all of them and the checkpoint says so."""
     args = [f"data.ann_file={toy_file}", *SPLITS, *FAST, "modality=skeleton", "model=bilstm"]
     data = Data(compose_config(args))
     per_epoch = -(-len(data.store.split("train")) // 32)  # batches of 32, the last one short
     cfg = compose_config([*args, "trainer.epochs=1", f"trainer.min_steps={3 * per_epoch - 1}"])
-    train(cfg, tmp_path)
+    with caplog.at_level("INFO", logger="skelact"):
+        train(cfg, tmp_path)
+    lines = [r.getMessage() for r in caplog.records]
+    said = [i for i, m in enumerate(lines) if m.startswith("trainer.min_steps=")]
+    assert len(said) == 1 and lines[said[0]].endswith(f"3 epochs of {per_epoch} steps instead of 1")
+    assert lines[said[0] - 2].startswith("training ")  # after the run's opening lines
     log = pd.read_csv(tmp_path / "train_log.csv")
     assert len(log) == 3
     assert log["lr"].iloc[-1] < 0.2 * cfg.trainer.lr  # the cosine decay spans the 3 epochs
