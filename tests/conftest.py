@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from skelact.data.formats.annotations import save_annotations
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+FRESH_THREADS = torch.get_num_threads()  # before any test or fixture sets its own
 
 
 def shared_data(*parts: str) -> Path:
@@ -60,6 +62,15 @@ def _store_cache(tmp_path_factory):
     mp.setenv("SKELACT_CACHE", str(tmp_path_factory.mktemp("skelact_cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Each test runs with torch's thread count of a fresh process (what `skelact` run in a
+    subprocess gets): fixtures that train in-process set their own, and features computed
+    with another count differ in the last bits from a cache a subprocess wrote."""
+    torch.set_num_threads(FRESH_THREADS)
+    yield
 
 
 @pytest.fixture

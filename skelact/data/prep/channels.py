@@ -53,7 +53,7 @@ class MotionFeatures:
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
-        feats = []
+        feats, bones = [], None
         for kind in self.kinds:
             if kind == "joint":
                 feats.append(kp)
@@ -70,11 +70,10 @@ class MotionFeatures:
                 feats.append(kp[..., :, None, 1] - kp[..., None, :, 1])
             elif kind == "partner_distance":
                 feats.append(partner_distance(kp))
-            elif kind == "bone_velocity":
-                feats.append(velocity(self.bones(kp)))
-            else:
-                feats.append(self.bones(kp))
-        results["keypoint"] = np.concatenate(feats, -1).astype(np.float32)
+            else:  # bone or bone_velocity: the bones made once
+                bones = self.bones(kp) if bones is None else bones
+                feats.append(velocity(bones) if kind == "bone_velocity" else bones)
+        results["keypoint"] = np.concatenate(feats, -1).astype(np.float32, copy=False)
         return results
 
     def bones(self, kp: np.ndarray) -> np.ndarray:
@@ -91,7 +90,7 @@ class MotionFeatures:
         centre = kp[..., self.center, :].mean(-2, keepdims=True)  # (..., M, T, 1, C)
         other = np.roll(kp, -1, axis=-4)
         both = present & np.roll(present, -1, axis=-4)
-        return np.where(both, other - centre, 0.0).astype(kp.dtype)
+        return np.where(both, other - centre, 0.0).astype(kp.dtype, copy=False)
 
 
 def pairwise_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
