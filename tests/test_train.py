@@ -363,3 +363,12 @@ def test_ema_run_evaluates_and_saves_the_average(toy_file, tmp_path):
         [f"ckpt={tmp_path / 'checkpoints/last.pt'}", f"out_dir={tmp_path / 'e'}"]
     )
     assert again["top1"] == metrics["top1"]
+    # the run's scores are the average's to the float, not the trained weights'
+    import numpy as np
+
+    ran, averaged = np.load(tmp_path / "scores.npy"), np.load(tmp_path / "e" / "scores.npy")
+    np.testing.assert_allclose(ran, averaged, atol=1e-6)
+    ck["model"] = ck["trained_model"]
+    torch.save(ck, tmp_path / "trained.pt")
+    evaluate_checkpoint([f"ckpt={tmp_path / 'trained.pt'}", f"out_dir={tmp_path / 't'}"])
+    assert np.abs(np.load(tmp_path / "t" / "scores.npy") - ran).max() > 1e-4
