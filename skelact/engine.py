@@ -98,25 +98,24 @@ class WeightAverage:
         self.model = model
         self.decay = 1.0 - 1.0 / (epochs * steps_per_epoch)
         self.updates = 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        live = model.state_dict()  # views of the model's tensors (loading copies into them)
+        self.shadow = {k: v.detach().clone() for k, v in live.items()}
+        self._pairs = [(self.shadow[k], v) for k, v in live.items()]
 
     @torch.no_grad()
     def update(self) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for key, value in self.model.state_dict().items():
-            avg = self.shadow[key]
+        for avg, value in self._pairs:
             if avg.is_floating_point():
-                avg.lerp_(value.detach(), 1.0 - decay)
+                avg.lerp_(value, 1.0 - decay)
             else:
                 avg.copy_(value)
 
-    def state_dict(self) -> dict:
-        return {"updates": self.updates, "shadow": self.shadow}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.updates = int(state["updates"])
-        for key, value in state["shadow"].items():
+    def resume(self, shadow: dict, updates: int) -> None:
+        """Continue from a checkpoint's average (its "model") after `updates` steps."""
+        self.updates = int(updates)
+        for key, value in shadow.items():
             self.shadow[key].copy_(value)
 
     @contextlib.contextmanager

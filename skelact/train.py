@@ -115,8 +115,8 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     if tcfg.resume and (ckpt_dir / "last.pt").is_file():
         ck = load_checkpoint(ckpt_dir / "last.pt")
         model.load_state_dict(ck.get("trained_model", ck["model"]))
-        if average is not None and "weight_average" in ck:
-            average.load_state_dict(ck["weight_average"])
+        if average is not None and "average_updates" in ck:
+            average.resume(ck["model"], ck["average_updates"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         state = {k: ck[k] for k in state}
@@ -376,7 +376,7 @@ def _save(path, model, optimizer, scheduler, state: dict, info: dict, average=No
         weights = {
             "model": average.shadow,
             "trained_model": weights["model"],
-            "weight_average": average.state_dict(),
+            "average_updates": average.updates,
         }
     save_checkpoint(
         {

@@ -356,7 +356,7 @@ def test_ema_run_evaluates_and_saves_the_average(toy_file, tmp_path):
     )
     metrics = train(cfg, tmp_path)
     ck = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
-    assert ck["weight_average"]["updates"] == 3 * -(-len(Data(cfg).store.split("train")) // 32)
+    assert ck["average_updates"] == 3 * -(-len(Data(cfg).store.split("train")) // 32)
     differ = [k for k in ck["model"] if not torch.equal(ck["model"][k], ck["trained_model"][k])]
     assert len(differ) > len(ck["model"]) // 2
     again = evaluate_checkpoint(
