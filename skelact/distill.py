@@ -17,7 +17,6 @@ Typical use: a slow, accurate recipe (`model=bilstm_4s_st`) teaching the fast de
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,19 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
 log = logging.getLogger("skelact")
-
-
-def teacher_checkpoint(path: str | Path) -> Path:
-    """The checkpoint a teacher path names: a file as it is, a run directory's last.pt."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise SystemExit(
-            f"trainer.distill.teacher: {path} does not exist; give a run directory of "
-            "`skelact train` or one of its checkpoints"
-        )
-    return path
 
 
 class Teacher:
@@ -68,11 +54,11 @@ def build_teacher(
     `split`, and a report for metrics.json. Refuses a teacher of other classes; online, also
     one that reads other inputs than the student."""
     from skelact.data.run import Data
-    from skelact.engine import load_checkpoint
+    from skelact.engine import load_checkpoint, run_checkpoint
     from skelact.models.recognizer import build_recognizer
 
     dcfg = cfg.trainer.distill
-    path = teacher_checkpoint(dcfg.teacher)
+    path = run_checkpoint(dcfg.teacher, "trainer.distill.teacher")
     ck = load_checkpoint(path)
     if ck["num_classes"] != data.num_classes:
         raise SystemExit(

@@ -371,6 +371,46 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise RuntimeError(f"checkpoint {path} could not be read: {err}") from err
 
 
+def run_checkpoint(path: str | Path, option: str) -> Path:
+    """The checkpoint that a path given to `option` names: a file as it is, a run directory's
+    checkpoints/last.pt (its final weights)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise SystemExit(
+            f"{option}: {path} does not exist; give a run directory of `skelact train` or one "
+            "of its checkpoints"
+        )
+    return path
+
+
+def init_weights(model: torch.nn.Module, source: str | Path, layout: str) -> dict:
+    """Start `model` from a trained model's weights (trainer.init_from): every tensor whose
+    name and shape match is copied; the others (the classifier, for another class count, or
+    a stream the checkpoint lacks) keep their fresh initialisation. Refuses a checkpoint of
+    another joint layout, and one that shares no tensor with the model. Returns a report."""
+    path = run_checkpoint(source, "trainer.init_from")
+    ck = load_checkpoint(path)
+    if ck.get("layout") != layout:
+        raise SystemExit(
+            f"trainer.init_from: {path} was trained on the {ck.get('layout')} joint layout, "
+            f"this run's data is {layout}; the joints must be the same (convert the data, or "
+            "start from a model of this layout)"
+        )
+    own, theirs = model.state_dict(), ck["model"]
+    taken = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+    if not taken:
+        raise SystemExit(
+            f"trainer.init_from: no tensor of {path} fits this model (another architecture or "
+            "other streams); start from a checkpoint of the same model config"
+        )
+    model.load_state_dict(taken, strict=False)
+    fresh = sorted(k for k in own if k not in taken)
+    unused = sorted(k for k in theirs if k not in taken)
+    return {"checkpoint": str(path), "loaded": len(taken), "fresh": fresh, "unused": unused}
+
+
 def write_eval_outputs(
     result: dict,
     names: Sequence[str],

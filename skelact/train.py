@@ -29,6 +29,7 @@ from skelact.engine import (
     WeightAverage,
     cosine_with_warmup,
     evaluate,
+    init_weights,
     load_checkpoint,
     make_optimizer,
     save_checkpoint,
@@ -108,11 +109,15 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     steps = len(train_loader) * tcfg.epochs
     warmup, cycles = len(train_loader) * tcfg.warmup_epochs, 1 + int(tcfg.get("restarts", 0))
     scheduler = cosine_with_warmup(optimizer, steps, warmup, tcfg.min_lr_ratio, cycles)
+    ckpt_dir = run_dir / "checkpoints"
+    resuming = tcfg.resume and (ckpt_dir / "last.pt").is_file()
+    started = None  # trainer.init_from: where the weights came from (a resumed run has its own)
+    if tcfg.get("init_from") and not resuming:
+        started = init_weights(model, tcfg.init_from, data.layout)
     ema = float(tcfg.get("ema_epochs", 0) or 0)
     average = WeightAverage(model, ema, len(train_loader)) if ema > 0 else None
-    ckpt_dir = run_dir / "checkpoints"
     state = {"epoch": 0, "history": [], "best": None}
-    if tcfg.resume and (ckpt_dir / "last.pt").is_file():
+    if resuming:
         ck = load_checkpoint(ckpt_dir / "last.pt")
         model.load_state_dict(ck.get("trained_model", ck["model"]))
         if average is not None and "average_updates" in ck:
@@ -147,6 +152,11 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
         )  # fmt: skip
         if stretched:
             log.info("trainer.min_steps=%d: %d epochs of %d steps instead of %d", *stretched)
+        if started:
+            log.info(
+                "trainer.init_from: %d tensors from %s; fresh: %s", started["loaded"],
+                started["checkpoint"], ", ".join(started["fresh"]) or "none",
+            )  # fmt: skip
     monitor = _monitor(cfg, data, device) if rank == 0 else None
     board = _tensorboard(run_dir) if rank == 0 and tcfg.get("tensorboard") else None
     state_start = state["epoch"]
@@ -225,7 +235,7 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     trained_on = data.names_of(cfg.data.train_split)
     with _averaged(model, average) as scored:
         metrics = evaluate_model(scored, cfg, data, run_dir, device, trained_on=trained_on)
-    return add_run_notes(metrics, run_dir, cfg, fusion, distilled, env)
+    return add_run_notes(metrics, run_dir, cfg, fusion, distilled, env, started)
 
 
 def add_run_notes(
@@ -235,10 +245,12 @@ def add_run_notes(
     fusion: dict | None,
     distilled: dict | None = None,
     environment: dict | None = None,
+    started: dict | None = None,
 ) -> dict:
     """Add to metrics.json how the image streams' features were made (random weights say so),
-    the fitted modality weights with their development scores, the distillation teacher, and
-    the machine and precision the run trained with (`run_environment`)."""
+    the fitted modality weights with their development scores, the distillation teacher, the
+    machine and precision the run trained with (`run_environment`), and the checkpoint it
+    started from (trainer.init_from: `init_weights`' report)."""
     from skelact.data.media.features import feature_provenance
 
     images = {"rgb", "depth"} & set(cfg.modality.streams)
@@ -247,6 +259,8 @@ def add_run_notes(
         notes["environment"] = environment
     if fusion is not None:
         notes["fusion"] = fusion
+    if started is not None:
+        notes["init_from"] = started
     if distilled is not None:
         notes["distill"] = {**distilled, **OmegaConf.to_container(cfg.trainer.distill)}
     if notes:

@@ -372,3 +372,50 @@ def test_ema_run_evaluates_and_saves_the_average(toy_file, tmp_path):
     torch.save(ck, tmp_path / "trained.pt")
     evaluate_checkpoint([f"ckpt={tmp_path / 'trained.pt'}", f"out_dir={tmp_path / 't'}"])
     assert np.abs(np.load(tmp_path / "t" / "scores.npy") - ran).max() > 1e-4
+
+
+def test_init_from_starts_from_the_trained_weights_with_a_fresh_classifier(
+    toy_file, tmp_path, caplog
+):
+    """trainer.init_from: every tensor of the same name and shape comes from the checkpoint
+    (a run of the same classes scores as that run did, before any training); a run of other
+    classes gets a fresh classifier only; another layout, or no checkpoint, is refused."""
+    import numpy as np
+
+    base = [*SPLITS, *FAST]
+    first = tmp_path / "first"
+    train(compose_config([f"data.ann_file={toy_file}", *base, "trainer.epochs=3"]), first)
+    trained = torch.load(first / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+    same = tmp_path / "same"
+    with caplog.at_level("INFO", logger="skelact"):
+        metrics = train(compose_config(
+            [f"data.ann_file={toy_file}", *base, "trainer.epochs=0", f"trainer.init_from={first}"]
+        ), same)  # fmt: skip
+    assert metrics["init_from"]["loaded"] == len(trained) and metrics["init_from"]["fresh"] == []
+    assert f"trainer.init_from: {len(trained)} tensors from {first}" in caplog.text
+    np.testing.assert_array_equal(np.load(same / "scores.npy"), np.load(first / "scores.npy"))
+
+    other_file = save_annotations(
+        toy_annotations(num_classes=3, per_class=8, seed=1), tmp_path / "three.pkl"
+    )
+    other = tmp_path / "other"
+    metrics = train(compose_config(
+        [f"data.ann_file={other_file}", *base, "trainer.epochs=0", f"trainer.init_from={first}"]
+    ), other)  # fmt: skip
+    got = torch.load(other / "checkpoints" / "best.pt", weights_only=True)["model"]  # epochs=0
+    fresh = [k for k in got if got[k].shape != trained[k].shape]
+    assert fresh and all("classifier" in k or "head" in k for k in fresh), fresh
+    assert sorted(fresh) == metrics["init_from"]["fresh"] == metrics["init_from"]["unused"]
+    assert all(torch.equal(got[k], trained[k]) for k in got if k not in fresh)
+    assert metrics["init_from"]["loaded"] == len(got) - len(fresh)
+
+    with pytest.raises(SystemExit, match="generic joint layout, this run's data is ntu25"):
+        train(compose_config(
+            [f"data.ann_file={toy_file}", *base, "trainer.epochs=0", "data.layout=ntu25",
+             f"trainer.init_from={first}"]
+        ), tmp_path / "layout")  # fmt: skip
+    with pytest.raises(SystemExit, match="trainer.init_from: .*nowhere.* does not exist"):
+        train(compose_config(
+            [f"data.ann_file={toy_file}", *base, f"trainer.init_from={tmp_path / 'nowhere'}"]
+        ), tmp_path / "missing")  # fmt: skip
