@@ -419,3 +419,26 @@ def test_init_from_starts_from_the_trained_weights_with_a_fresh_classifier(
         train(compose_config(
             [f"data.ann_file={toy_file}", *base, f"trainer.init_from={tmp_path / 'nowhere'}"]
         ), tmp_path / "missing")  # fmt: skip
+
+
+class _Niceness(torch.utils.data.Dataset):
+    """Each item is the niceness of the process that made it."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> dict:
+        return {"nice": os.nice(0)}
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="no process priorities here")
+@pytest.mark.parametrize("nice", [0, 7])
+def test_loader_workers_run_at_the_configured_niceness(nice):
+    """trainer.worker_nice=N: the DataLoader workers run N nicer than the training process."""
+    from omegaconf import OmegaConf
+
+    from skelact.data.run import make_loader
+
+    tcfg = OmegaConf.create({"batch_size": 2, "num_workers": 1, "worker_nice": nice})
+    batch = next(iter(make_loader(_Niceness(), tcfg, False, eval_mode=True)))
+    assert batch["nice"].tolist() == [os.nice(0) + nice] * 2

@@ -3,7 +3,9 @@ datasets and DataLoaders of its splits (all reading one memory-mapped store)."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 
 import numpy as np
 import torch
@@ -55,8 +57,12 @@ def check_unique(store, split: str, source: str) -> None:
         )
 
 
-def _worker_init(_: int) -> None:
+def _worker_init(nice: int, _: int) -> None:
     torch.set_num_threads(1)  # workers decode and transform; they must not spawn thread pools
+    if nice > 0 and hasattr(os, "nice"):
+        # below the training process: on a machine with few cores the workers fill the time the
+        # step leaves free instead of taking its core (they still get a core when it waits)
+        os.nice(nice)
 
 
 class Data:
@@ -146,7 +152,7 @@ def make_loader(
         num_workers=tcfg.num_workers,
         drop_last=False,
         pin_memory=torch.cuda.is_available(),
-        worker_init_fn=_worker_init,
+        worker_init_fn=functools.partial(_worker_init, int(tcfg.get("worker_nice", 0) or 0)),
         # the dataset holds no per-epoch state (the sampler passes the epoch): workers persist
         persistent_workers=tcfg.num_workers > 0,
     )
