@@ -385,11 +385,15 @@ def run_checkpoint(path: str | Path, option: str) -> Path:
     return path
 
 
-def init_weights(model: torch.nn.Module, source: str | Path, layout: str) -> dict:
+def init_weights(
+    model: torch.nn.Module, source: str | Path, layout: str, classes: Sequence[str]
+) -> dict:
     """Start `model` from a trained model's weights (trainer.init_from): every tensor whose
-    name and shape match is copied; the others (the classifier, for another class count, or
-    a stream the checkpoint lacks) keep their fresh initialisation. Refuses a checkpoint of
-    another joint layout, and one that shares no tensor with the model. Returns a report."""
+    name and shape match is copied; the others (a stream the checkpoint lacks, a layer of
+    another shape) keep their fresh initialisation, and so do the layers that score the
+    classes unless the checkpoint's classes are `classes`, by name and in order. Refuses a
+    checkpoint of another joint layout, and one that shares no tensor with the model. Returns
+    a report."""
     path = run_checkpoint(source, "trainer.init_from")
     ck = load_checkpoint(path)
     if ck.get("layout") != layout:
@@ -399,7 +403,18 @@ def init_weights(model: torch.nn.Module, source: str | Path, layout: str) -> dic
             "start from a model of this layout)"
         )
     own, theirs = model.state_dict(), ck["model"]
-    taken = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+    same_classes = list(ck.get("classes") or []) == list(classes)
+    per_class = set() if same_classes else {
+        f"{name}.{key}"
+        for name, module in model.named_modules()
+        if getattr(module, "scores_classes", False)
+        for key, _ in module.named_parameters(recurse=False)
+    }  # fmt: skip
+    taken = {
+        k: v
+        for k, v in theirs.items()
+        if k in own and own[k].shape == v.shape and k not in per_class
+    }
     if not taken:
         raise SystemExit(
             f"trainer.init_from: no tensor of {path} fits this model (another architecture or "
@@ -408,7 +423,13 @@ def init_weights(model: torch.nn.Module, source: str | Path, layout: str) -> dic
     model.load_state_dict(taken, strict=False)
     fresh = sorted(k for k in own if k not in taken)
     unused = sorted(k for k in theirs if k not in taken)
-    return {"checkpoint": str(path), "loaded": len(taken), "fresh": fresh, "unused": unused}
+    return {
+        "checkpoint": str(path),
+        "loaded": len(taken),
+        "same_classes": same_classes,
+        "fresh": fresh,
+        "unused": unused,
+    }
 
 
 def write_eval_outputs(

@@ -113,7 +113,7 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     resuming = tcfg.resume and (ckpt_dir / "last.pt").is_file()
     started = None  # trainer.init_from: where the weights came from (a resumed run has its own)
     if tcfg.get("init_from") and not resuming:
-        started = init_weights(model, tcfg.init_from, data.layout)
+        started = init_weights(model, tcfg.init_from, data.layout, data.classes)
     ema = float(tcfg.get("ema_epochs", 0) or 0)
     average = WeightAverage(model, ema, len(train_loader)) if ema > 0 else None
     state = {"epoch": 0, "history": [], "best": None}

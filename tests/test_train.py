@@ -405,11 +405,20 @@ def test_init_from_starts_from_the_trained_weights_with_a_fresh_classifier(
     ), other)  # fmt: skip
     got = torch.load(other / "checkpoints" / "best.pt", weights_only=True)["model"]  # epochs=0
     fresh = [k for k in got if got[k].shape != trained[k].shape]
-    assert fresh and all("classifier" in k or "head" in k for k in fresh), fresh
+    assert fresh and all(k.startswith("heads.") for k in fresh), fresh
     assert sorted(fresh) == metrics["init_from"]["fresh"] == metrics["init_from"]["unused"]
     assert all(torch.equal(got[k], trained[k]) for k in got if k not in fresh)
     assert metrics["init_from"]["loaded"] == len(got) - len(fresh)
 
+    # the same number of classes under other names: the class layers start fresh all the same
+    renamed = toy_annotations(num_classes=4, per_class=8, seed=2)
+    renamed["classes"] = [f"other{c}" for c in range(4)]
+    metrics = train(compose_config(
+        [f"data.ann_file={save_annotations(renamed, tmp_path / 'renamed.pkl')}", *base,
+         "trainer.epochs=0", f"trainer.init_from={first}"]
+    ), tmp_path / "renamed")  # fmt: skip
+    assert metrics["init_from"]["fresh"] == sorted(fresh)
+    assert metrics["init_from"]["same_classes"] is False
     with pytest.raises(SystemExit, match="generic joint layout, this run's data is ntu25"):
         train(compose_config(
             [f"data.ann_file={toy_file}", *base, "trainer.epochs=0", "data.layout=ntu25",

@@ -145,6 +145,8 @@ class Recognizer(nn.Module):
             )
         if fusion == "weighted" and len(streams) > 1:
             self.stream_logit_weights = nn.Parameter(torch.zeros(len(streams)))
+        for layer in [*heads.values(), *([self.fuse[-1]] if hasattr(self, "fuse") else [])]:
+            layer.scores_classes = True  # one output per class (`skelact.engine.init_weights`)
 
     def isolated(self, stream: str):
         """`isolated` for a forward pass of one of this model's streams."""
