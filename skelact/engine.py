@@ -391,7 +391,8 @@ def init_weights(
     """Start `model` from a trained model's weights (trainer.init_from): every tensor whose
     name and shape match is copied; the others (a stream the checkpoint lacks, a layer of
     another shape) keep their fresh initialisation, and so do the layers that score the
-    classes unless the checkpoint's classes are `classes`, by name and in order. Refuses a
+    classes unless the checkpoint's classes are `classes`, by name and in order, and the
+    modality weights of a fused model (the run's own, `Recognizer.run_own`). Refuses a
     checkpoint of another joint layout, and one that shares no tensor with the model. Returns
     a report."""
     path = run_checkpoint(source, "trainer.init_from")
@@ -404,16 +405,21 @@ def init_weights(
         )
     own, theirs = model.state_dict(), ck["model"]
     same_classes = list(ck.get("classes") or []) == list(classes)
-    per_class = set() if same_classes else {
+    not_taken = set() if same_classes else {
         f"{name}.{key}"
         for name, module in model.named_modules()
         if getattr(module, "scores_classes", False)
         for key, _ in module.named_parameters(recurse=False)
     }  # fmt: skip
+    not_taken |= {  # the run's own choices (the modality weights), never the checkpoint's
+        f"{name}.{key}" if name else key
+        for name, module in model.named_modules()
+        for key in getattr(module, "run_own", ())
+    }
     taken = {
         k: v
         for k, v in theirs.items()
-        if k in own and own[k].shape == v.shape and k not in per_class
+        if k in own and own[k].shape == v.shape and k not in not_taken
     }
     if not taken:
         raise SystemExit(

@@ -159,3 +159,25 @@ def test_modality_dropout_zeroes_one_modality_per_sample_in_training_only():
         _model(streams, 0, "model.fusion=concat", "model.modality_dropout=1.0")
     with pytest.raises(ValueError, match="applies to model.fusion=concat"):
         _model(streams, 0, "model.modality_dropout=0.3")  # the default ensemble
+
+
+def test_init_from_keeps_the_runs_own_modality_weights(tmp_path):
+    """trainer.init_from copies a fused model's learned tensors but not its fitted modality
+    weights: those are the new run's own (equal until its fit sets them)."""
+    from skelact.engine import init_weights
+
+    trained = _model([*SKELETON_4S, "depth"])
+    trained.set_group_weights({"skeleton": 0.9, "depth": 0.1})
+    classes = [f"c{i}" for i in range(5)]
+    torch.save(
+        {"model": trained.state_dict(), "layout": "kinect20", "classes": classes},
+        tmp_path / "fused.pt",
+    )
+    fresh = _model([*SKELETON_4S, "depth"], 1)
+    report = init_weights(fresh, tmp_path / "fused.pt", "kinect20", classes)
+    assert torch.allclose(fresh.group_weights, torch.tensor([0.5, 0.5]))
+    assert report["fresh"] == ["group_weights"] and report["same_classes"]
+    theirs = trained.state_dict()
+    assert all(
+        torch.equal(v, theirs[k]) for k, v in fresh.state_dict().items() if k != "group_weights"
+    )

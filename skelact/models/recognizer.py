@@ -107,6 +107,10 @@ class Recognizer(nn.Module):
     seeds of those image streams' heads (a replica's, `Replicas`).
     """
 
+    # the run's own choice, not learned: the modality weights (fit or equal) of an ensemble,
+    # which `skelact.engine.init_weights` leaves as this run sets them
+    run_own = ("group_weights",)
+
     def __init__(
         self,
         streams: dict[str, Stream],
