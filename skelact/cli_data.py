@@ -181,6 +181,13 @@ def cmd_repack(args: argparse.Namespace) -> None:
     from skelact.data.formats.store_write import disk_size
 
     src, dst = Path(args.src), Path(args.dst)
+    if args.layout:
+        from skelact.data.formats.annotations import remap_layout
+
+        done = remap_layout(src, dst, args.layout)
+        print(f"wrote {dst}: {done['samples']} samples, joints of {done['from']} -> {done['to']} "
+              f"({disk_size(dst) / 2**20:.1f} MiB)")  # fmt: skip
+        return
     if dst.suffix in PICKLE_SUFFIXES:
         store_to_pickle(src, dst)
     elif src.is_file():
@@ -255,14 +262,22 @@ def _add_convert(sub) -> None:
 
 
 def _add_repack(sub) -> None:
+    from skelact.layouts import LAYOUTS
+
     rp = sub.add_parser(
         "repack",
         help="annotation store <-> pyskl/mmaction2 pickle",
         description="Rewrite an annotation file in the other format: a store into a "
         "pyskl/mmaction2 pickle (DST ends in .pkl), so pyskl opens skelact-prepared data, or "
-        "a pickle into a store. Pickles are read with the restricted unpickler (arrays, "
-        "numbers, strings and containers only).",
+        "a pickle into a store; with --layout, also in another joint layout. Pickles are read "
+        "with the restricted unpickler (arrays, numbers, strings and containers only).",
     )
     rp.add_argument("src", help="store folder or .pkl file")
     rp.add_argument("dst", help="output: .pkl for a pickle, anything else for a store")
+    rp.add_argument(
+        "--layout",
+        choices=sorted(LAYOUTS),
+        help="also move the joints into this layout, by name (Kinect v1's 20 into OpenNI's 15, "
+        "NTU's 25 into either); refused where the file lacks a joint the layout has",
+    )
     rp.set_defaults(func=cmd_repack)

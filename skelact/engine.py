@@ -400,8 +400,9 @@ def init_weights(
     if ck.get("layout") != layout:
         raise SystemExit(
             f"trainer.init_from: {path} was trained on the {ck.get('layout')} joint layout, "
-            f"this run's data is {layout}; the joints must be the same (convert the data, or "
-            "start from a model of this layout)"
+            f"this run's data is {layout}; the joints must be the same (`skelact repack "
+            f"DATA OUT --layout {ck.get('layout')}` where the data has its joints, or start "
+            "from a model of this layout)"
         )
     own, theirs = model.state_dict(), ck["model"]
     same_classes = list(ck.get("classes") or []) == list(classes)

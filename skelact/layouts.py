@@ -190,6 +190,42 @@ def get_layout(name: str, num_joints: int | None = None) -> Layout:
     return layout
 
 
+# Names of one joint in different layouts (Kinect v2 / NTU, Kinect v1, OpenNI), for
+# `joint_map`, the nearest first. OpenNI's neck sits at the shoulders, Kinect v1's shoulder
+# centre; NTU's own neck is a joint above its spine_shoulder.
+JOINT_ALIASES = (
+    ("spine_base", "hip_center"),
+    ("spine_mid", "spine", "torso"),
+    ("spine_shoulder", "shoulder_center"),
+    ("neck", "shoulder_center", "spine_shoulder"),
+)
+
+
+def joint_map(src: Layout, dst: Layout) -> np.ndarray:
+    """(dst.num_joints,) for each joint of `dst`, the joint of `src` it is taken from: the
+    same name, else an alias (`JOINT_ALIASES`) that no other joint has taken (Kinect v1's
+    shoulder centre is NTU's spine_shoulder, not also its neck). Raises ValueError naming
+    the joints `src` cannot give (OpenNI's 15 have no wrists for Kinect v1)."""
+    index = {name: src.joints.index(name) for name in dst.joints if name in src.joints}
+    used = set(index.values())
+    for group in JOINT_ALIASES:
+        for name in group:
+            if name not in dst.joints or name in index:
+                continue
+            free = [src.joints.index(a) for a in group if a in src.joints]
+            free = [v for v in free if v not in used]
+            if free:
+                index[name] = free[0]
+                used.add(free[0])
+    missing = [name for name in dst.joints if name not in index]
+    if missing:
+        raise ValueError(
+            f"the {src.name} layout has no joint for {', '.join(missing)} of {dst.name}: a "
+            f"file in the {src.name} layout can be remapped only into layouts whose joints it has"
+        )
+    return np.array([index[name] for name in dst.joints])
+
+
 def spine_points(layout: Layout, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bottom and top of the spine for joints `x` (..., V, C), per layout."""
     if layout.spine is not None:

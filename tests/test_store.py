@@ -117,6 +117,41 @@ def test_repack_cli_both_ways(tmp_path):
     assert_same(data, load_annotations(tmp_path / "c.pkl"))
 
 
+def test_repack_into_another_layout_moves_every_per_joint_field_by_name(tmp_path):
+    """`skelact repack SRC DST --layout L`: each joint of L takes the file's joint of the same
+    name or alias (Kinect v1's shoulder centre is OpenNI's neck, its spine OpenNI's torso),
+    in keypoints, scores and pixel positions alike; the rest of the file is unchanged. A
+    layout the file cannot fill is refused, naming the joints."""
+    from skelact.layouts import KINECT20, OPENNI15
+
+    data = rich_annotations()
+    for a in data["annotations"]:  # 20 joints: x of joint v is v, so the order shows
+        m, t = a["keypoint"].shape[:2]
+        a["keypoint"] = np.broadcast_to(np.arange(20.0, dtype=np.float32)[:, None], (m, t, 20, 3))
+        a["keypoint_score"] = a["keypoint_score"][:, :, :20]
+        a["color_xy"] = a["color_xy"][:, :, :20]
+    data["layout"] = "kinect20"
+    src = save_annotations(data, tmp_path / "k20.store")
+    run = [sys.executable, "-m", "skelact.cli", "repack", str(src)]
+    res = subprocess.run([*run, str(tmp_path / "o15.pkl"), "--layout", "openni15"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert "wrote" in res.stdout and "kinect20 -> openni15" in res.stdout
+    back = load_annotations(tmp_path / "o15.pkl")
+    assert back["layout"] == "openni15" and back["split"] == data["split"]
+    taken = [KINECT20.joints[int(x)] for x in back["annotations"][0]["keypoint"][0, 0, :, 0]]
+    assert taken[:3] == ["head", "shoulder_center", "spine"]
+    assert taken[3:] == [j for j in OPENNI15.joints[3:]]  # the same names for the limbs
+    index = [KINECT20.joints.index(j) for j in taken]
+    for a, b in zip(data["annotations"], back["annotations"], strict=True):
+        assert b["frame_dir"] == a["frame_dir"] and b["label"] == a["label"]
+        for key in ("keypoint", "keypoint_score", "color_xy"):
+            np.testing.assert_array_equal(b[key], np.asarray(a[key])[:, :, index])
+    res = subprocess.run([*run, str(tmp_path / "x.store"), "--layout", "ntu25"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode != 0 and "no joint for neck, left_hand_tip" in res.stderr
+    assert not (tmp_path / "x.store").exists()
+
+
 def test_truncated_or_corrupt_store_names_the_file(tmp_path):
     path = save_annotations(toy_annotations(per_class=4), tmp_path / "t.store")
     blob = path / "arrays.bin"

@@ -11,12 +11,20 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from skelact.data.formats.pickle_stream import pickle_to_store
-from skelact.data.formats.pickles import load_pickle, write_pickle
-from skelact.data.formats.schema import validate
+from skelact.data.formats.pickles import (
+    PICKLE_SUFFIXES,
+    load_pickle,
+    store_to_pickle,
+    write_pickle,
+)
+from skelact.data.formats.schema import PER_JOINT_FIELDS, validate
 from skelact.data.formats.store import SkeletonStore, StoreError, is_store
 from skelact.data.formats.store_write import StoreWriter
 
@@ -87,6 +95,39 @@ def open_annotations(path: str | os.PathLike) -> SkeletonStore:
         source["sha256"] = _sha256(path)
         pickle_to_store(path, target, source)
         return SkeletonStore(target)
+
+
+def remap_layout(src: str | os.PathLike, dst: str | os.PathLike, layout: str) -> dict:
+    """Rewrite the annotation file `src` in another named joint layout: every per-joint field
+    (`PER_JOINT_FIELDS`) takes, for each joint of `layout`, the joint of the file's layout of
+    the same name or alias (`skelact.layouts.joint_map`; refused if one is missing). Writes a
+    store, or a pickle when dst ends in .pkl; everything else is kept. Returns a summary."""
+    from skelact.layouts import get_layout, joint_map
+
+    store = open_annotations(src)
+    have = store.top.get("layout")
+    if have in (None, "generic"):
+        raise ValueError(
+            f"{src}: its joints have no names (layout {have!r}), so they cannot be remapped; "
+            "prepare it with its layout, or set the file's 'layout'"
+        )
+    index = joint_map(get_layout(have), get_layout(layout))
+    out = Path(dst)
+    target = out.with_name(out.name + ".store") if out.suffix in PICKLE_SUFFIXES else out
+    with StoreWriter(target, str(src)) as writer:
+        for i in range(len(store)):
+            sample = dict(store[i])
+            for key in PER_JOINT_FIELDS:
+                if key in sample:
+                    sample[key] = np.ascontiguousarray(np.asarray(sample[key])[:, :, index])
+            writer.add(sample)
+        split = {s: [str(store.names[i]) for i in store.split(s)] for s in store.splits}
+        top = {k: v for k, v in store.top.items() if k != "layout"}
+        writer.close(split, layout=layout, **top)
+    if target != out:
+        store_to_pickle(target, out)
+        shutil.rmtree(target)
+    return {"samples": len(store), "from": have, "to": layout, "path": str(out)}
 
 
 def _same_source(store: SkeletonStore, path: Path, source: dict) -> bool:

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 REQUIRED_FIELDS = ("frame_dir", "label", "keypoint", "total_frames")
+# fields with a joint axis (M, T, V, ...): what a change of layout reorders
+PER_JOINT_FIELDS = ("keypoint", "keypoint_2d", "keypoint_score", "color_xy", "depth_xy")
 # Sanity bounds on what a file may ask for (a stranger's file must not make a model allocate
 # terabytes): bodies, frames, joints (a known layout fixes them), channels, and the labels of
 # a file without a class table (whose class count is max label + 1).
