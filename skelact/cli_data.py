@@ -269,8 +269,9 @@ def _add_repack(sub) -> None:
         help="annotation store <-> pyskl/mmaction2 pickle",
         description="Rewrite an annotation file in the other format: a store into a "
         "pyskl/mmaction2 pickle (DST ends in .pkl), so pyskl opens skelact-prepared data, or "
-        "a pickle into a store; with --layout, also in another joint layout. Pickles are read "
-        "with the restricted unpickler (arrays, numbers, strings and containers only).",
+        "a pickle into a store. With --layout the joints also move into another layout (a "
+        "store or a pickle, either way, the same format included). Pickles are read with the "
+        "restricted unpickler (arrays, numbers, strings and containers only).",
     )
     rp.add_argument("src", help="store folder or .pkl file")
     rp.add_argument("dst", help="output: .pkl for a pickle, anything else for a store")
