@@ -22,6 +22,7 @@ def store(tmp_path):
     data = toy_annotations(num_classes=2, per_class=4)
     data["layout"], data["classes"] = "ntu25", ["wave", "clap"]
     data["annotations"][2]["keypoint_score"] = np.ones((1, 40, 25), np.float32)
+    data["annotations"][3]["keypoint_2d"] = np.zeros((1, 40, 25, 2), np.float32)
     return save_annotations(data, tmp_path / "toy.store")
 
 
@@ -97,9 +98,14 @@ def test_offset_past_the_end(store):
     refused(store, r"sample 7 .*does not fit in the \d+ bytes of arrays\.bin")
 
 
-def test_keypoint_score_of_another_shape(store):
-    edit_index(store, field__keypoint_score__shape=set_row(2, [1, 39, 25]))
-    refused(store, r"sample 2 .*keypoint_score shape \[1, 39, 25\] does not match")
+@pytest.mark.parametrize(
+    "field, row, shape",
+    [("keypoint_score", 2, [1, 39, 25]), ("keypoint_2d", 3, [1, 40, 24, 2])],
+)
+def test_per_joint_field_of_another_shape(store, field, row, shape):
+    edit_index(store, **{f"field__{field}__shape": set_row(row, shape)})
+    dims = ", ".join(map(str, shape[:3]))
+    refused(store, rf"sample {row} .*{field} shape \[{dims}\] does not match")
 
 
 @pytest.mark.parametrize("label, pattern", [(-1, r"label -1 out of range \(0\.\.1\)"),

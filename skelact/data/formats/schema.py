@@ -20,8 +20,11 @@ from typing import Any
 import numpy as np
 
 REQUIRED_FIELDS = ("frame_dir", "label", "keypoint", "total_frames")
+# optional fields shaped like the keypoints' first dims: (M, T, V) for these names, (M, T) for
+# "mask" (the store checks them against "keypoint")
+LIKE_KEYPOINT = {"keypoint_2d": 3, "keypoint_score": 3, "color_xy": 3, "depth_xy": 3, "mask": 2}
 # fields with a joint axis (M, T, V, ...): what a change of layout reorders
-PER_JOINT_FIELDS = ("keypoint", "keypoint_2d", "keypoint_score", "color_xy", "depth_xy")
+PER_JOINT_FIELDS = ("keypoint", *(f for f, dims in LIKE_KEYPOINT.items() if dims == 3))
 # Sanity bounds on what a file may ask for (a stranger's file must not make a model allocate
 # terabytes): bodies, frames, joints (a known layout fixes them), channels, and the labels of
 # a file without a class table (whose class count is max label + 1).

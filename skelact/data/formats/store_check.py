@@ -27,8 +27,6 @@ ALIGN = 64
 MAX_TEXT = 4096  # characters of one string column value
 KINDS = {"int": np.dtype(np.int64), "float": np.dtype(np.float64)}
 REQUIRED_COLUMNS = {"frame_dir": "str", "label": "int", "total_frames": "int"}
-# fields shaped like the keypoints' first dims: (M, T, V) for these names, (M, T) for "mask"
-LIKE_KEYPOINT = {"keypoint_score": 3, "color_xy": 3, "depth_xy": 3, "mask": 2}
 
 
 class StoreError(AnnotationError):
@@ -252,7 +250,7 @@ def _check_keypoint_shapes(index: dict, meta: dict, where) -> None:
         (m < 1) | (m > rules.MAX_BODIES), v_bad,
         (t < 1) | (t > rules.MAX_FRAMES), (c < 1) | (c > rules.MAX_CHANNELS),
     )(lambda i: rules.check_keypoint_shape(tuple(kp[i].tolist()), joints, where(i)))  # fmt: skip
-    for field, dims in LIKE_KEYPOINT.items():
+    for field, dims in rules.LIKE_KEYPOINT.items():
         if field not in meta["fields"] or meta["fields"][field]["ndim"] < dims:
             continue
         shape = index[f"field.{field}.shape"][:, :dims]
