@@ -70,6 +70,7 @@ def first_batch(cfg):
         ["model.skeleton.encoder=gcn", "model.skeleton.gcn.pool=mean", "data.layout=generic"],
         ["model.skeleton.encoder=gcn", "model.skeleton.gcn.pool=parts"],
         ["model.temporal_kernel=5"],
+        ["model.skeleton.joint_kernel=3", "model.skeleton.joint_width=4"],
         ["model.temporal_kernel=3", "model.temporal_dilations=[1,2]"],
         ["data.skeleton.features=[joint,velocity,bone,partner]"],
         ["modality=skeleton_4s", "model.fusion=mean"],
@@ -330,6 +331,25 @@ def test_graph_encoder_temporal_blocks_see_only_their_frames():
         enc = GraphEncoder(layout, 3, 1, 8, 2, 16, 8, 0.0, "flatten", kernel).eval()
         changed = (enc(bumped) - enc(x)).abs().amax(-1)[0] > 1e-6  # (T,)
         assert set(torch.nonzero(changed).flatten().tolist()) == reach
+
+
+def test_joint_temporal_conv_sees_its_joint_over_its_frames():
+    """model.skeleton.joint_kernel=5: a change of joint 3 at frame 10 reaches the convolution's
+    outputs of joint 3 at frames 8..12 only, of that body only; the joint MLP then sees the
+    joint's channels unchanged beside those outputs (C + joint_width per joint)."""
+    from skelact.models.encoders import JointMLP
+
+    torch.manual_seed(0)
+    enc = JointMLP(25, 6, 2, 32, 16, 0.0, False, joint_kernel=5, joint_width=4).eval()
+    assert enc.mlp[0].in_features == 25 * (6 + 4)
+    x = torch.randn(2, 2, 20, 25, 6)
+    bumped = x.clone()
+    bumped[1, 0, 10, 3] += 1.0
+    changed = (enc.joint_conv(bumped) - enc.joint_conv(x)).abs().amax(-1) > 1e-6  # (N,M,T,V)
+    assert set(map(tuple, torch.nonzero(changed).tolist())) == {(1, 0, t, 3) for t in range(8, 13)}
+    assert enc(x).shape == (2, 20, 16)
+    with pytest.raises(ValueError, match="odd"):
+        JointMLP(25, 6, 2, 32, 16, joint_kernel=4)
 
 
 @pytest.mark.parametrize(

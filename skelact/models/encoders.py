@@ -16,6 +16,11 @@ class JointMLP(nn.Module):
     Input (N, M, T, V, C) -> output (N, T, D). Both bodies go through the same weights (a
     person is a person), then their features are concatenated in body order: body 0 is the
     most active actor, so the roles of actor and partner stay distinct for the recurrent core.
+
+    `joint_kernel` > 0: before the MLP, every joint's channels also go through a convolution
+    over that many frames (`JointTemporalConv`, `joint_width` outputs, the same weights for
+    every joint and body), and those outputs join the joint's channels: the MLP sees each
+    joint's own short-term motion pattern, not only its position in this frame.
     """
 
     def __init__(
@@ -27,13 +32,19 @@ class JointMLP(nn.Module):
         out_dim: int = 256,
         dropout: float = 0.0,
         input_norm: bool = False,
+        joint_kernel: int = 0,
+        joint_width: int = 16,
     ):
         super().__init__()
+        self.joint_conv = (
+            JointTemporalConv(in_channels, joint_width, joint_kernel) if joint_kernel else None
+        )
+        width = in_channels + (joint_width if joint_kernel else 0)
         # joints, velocities and bones differ in scale by 10x: BatchNorm per input channel
         # puts them on one footing (ST-GCN's data_bn)
         self.input_norm = nn.BatchNorm1d(num_joints * in_channels) if input_norm else None
         self.mlp = nn.Sequential(
-            nn.Linear(num_joints * in_channels, hidden),
+            nn.Linear(num_joints * width, hidden),
             nn.LayerNorm(hidden),
             nn.GELU(),
             Dropout(dropout),
@@ -49,9 +60,30 @@ class JointMLP(nn.Module):
         x = x.reshape(n, m, t, v * c)
         if self.input_norm is not None:
             x = self.input_norm(x.reshape(-1, v * c)).reshape(n, m, t, v * c)
+        if self.joint_conv is not None:
+            x = x.reshape(n, m, t, v, c)
+            x = torch.cat([x, self.joint_conv(x)], -1).reshape(n, m, t, -1)
         h = self.mlp(x)  # (N, M, T, H)
         h = h.permute(0, 2, 1, 3).reshape(n, t, -1)  # (N, T, M*H)
         return self.merge(h)  # (N, T, D)
+
+
+class JointTemporalConv(nn.Module):
+    """(N, M, T, V, C) -> (N, M, T, V, W): a convolution over `kernel` frames of each joint's
+    C channels (zero padded at the ends; one set of weights for every joint and body), then
+    GELU."""
+
+    def __init__(self, in_channels: int, width: int, kernel: int):
+        super().__init__()
+        if kernel % 2 != 1:
+            raise ValueError(f"model.skeleton.joint_kernel must be odd, got {kernel}")
+        self.conv = nn.Conv2d(in_channels, width, (kernel, 1), padding=(kernel // 2, 0))
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, m, t, v, c = x.shape
+        y = self.conv(x.reshape(n * m, t, v, c).permute(0, 3, 1, 2))  # (N*M, W, T, V)
+        return self.act(y).permute(0, 2, 3, 1).reshape(n, m, t, v, -1)
 
 
 def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
@@ -84,6 +116,8 @@ def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
             cfg.embed,
             cfg.dropout,
             cfg.get("input_norm", False),
+            cfg.get("joint_kernel", 0),
+            cfg.get("joint_width", 16),
         )
         return enc, cfg.embed
     if stream in ("rgb", "depth"):
