@@ -176,16 +176,29 @@ def float_outputs(out: dict) -> dict:
     return res
 
 
-def stream_loss(out: dict, labels: torch.Tensor, smoothing: float, aux_weight: float):
+def stream_loss(
+    out: dict, labels: torch.Tensor, smoothing: float, aux_weight: float, mutual: float = 0.0
+):
     """Cross-entropy on the fused logits plus `aux_weight` x each stream's own loss; streams
-    fused as an ensemble (out["independent"]) train on their own losses only; replicas
-    (out["members"]) each on its own, summed."""
+    fused as an ensemble (out["independent"]) train on their own losses only, plus, with
+    `mutual` > 0, that weight x each stream's KL divergence from the ensemble's fused
+    probabilities (held fixed: each stream learns from the others, none is pulled back);
+    replicas (out["members"]) each on its own, summed."""
     if "members" in out:
-        return sum(stream_loss(o, labels, smoothing, aux_weight) for o in out["members"])
+        return sum(stream_loss(o, labels, smoothing, aux_weight, mutual) for o in out["members"])
     if out.get("independent"):
         losses = [
             F.cross_entropy(x, labels, label_smoothing=smoothing) for x in out["streams"].values()
         ]
+        if mutual > 0 and len(losses) > 1:
+            target = out["logits"].detach().float()  # log of the averaged probabilities
+            losses += [
+                mutual
+                * F.kl_div(
+                    F.log_softmax(x.float(), -1), target, reduction="batchmean", log_target=True
+                )
+                for x in out["streams"].values()
+            ]
         return torch.stack(losses).sum()
     loss = F.cross_entropy(out["logits"], labels, label_smoothing=smoothing)
     if aux_weight > 0 and len(out["streams"]) > 1:
@@ -240,6 +253,7 @@ def train_one_epoch(
     model.train()
     dtype = train_dtype(tcfg.get("precision", "fp32"), device)
     mixup = float(tcfg.get("mixup", 0.0))
+    mutual = float(tcfg.get("mutual", 0.0))
     start = time.perf_counter()
     # running totals stay on the device: reading them every step would sync it every step
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -257,7 +271,7 @@ def train_one_epoch(
         if mixup:
             inputs, partners, lam = mix_batch(inputs, labels, mixup)
         out = training_forward(model, inputs, dtype)
-        loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
+        loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight, mutual)
         if mixup:
             other = stream_loss(out, partners, tcfg.label_smoothing, tcfg.aux_loss_weight)
             loss = lam * loss + (1.0 - lam) * other

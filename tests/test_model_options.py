@@ -288,6 +288,27 @@ def test_ensemble_fusion_averages_probabilities_and_trains_streams_alone():
     )
 
 
+def test_mutual_loss_pulls_each_stream_to_the_fixed_ensemble():
+    """trainer.mutual=w: the ensemble's loss gains w x KL(fused || stream) per stream, by hand;
+    the fused target is held fixed, so a stream's logits get w (softmax - fused) / N more
+    gradient than from its cross-entropy alone."""
+    torch.manual_seed(0)
+    logits = {k: torch.randn(5, 3, requires_grad=True) for k in "ab"}
+    fused = torch.log((logits["a"].softmax(-1) + logits["b"].softmax(-1)) / 2)
+    out = {"logits": fused, "streams": logits, "independent": True}
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    ce = torch.nn.functional.cross_entropy
+    plain = stream_loss(out, labels, 0.0, 0.5)
+    loss = stream_loss(out, labels, 0.0, 0.5, mutual=0.3)
+    q = fused.detach().exp()
+    kl = sum((q * (q.log() - x.log_softmax(-1))).sum(-1).mean() for x in logits.values())
+    torch.testing.assert_close(loss, plain + 0.3 * kl)
+    (grad_a,) = torch.autograd.grad(loss, logits["a"], retain_graph=True)
+    (ce_a,) = torch.autograd.grad(ce(logits["a"], labels), logits["a"])
+    want = ce_a + 0.3 * (logits["a"].softmax(-1) - q) / 5
+    torch.testing.assert_close(grad_a, want)
+
+
 class _Plain(torch.nn.Module):
     """A stand-in stream with the Stream interface: (N, 4) -> embedding, attention."""
 
