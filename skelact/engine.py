@@ -181,8 +181,7 @@ def stream_loss(
 ):
     """Cross-entropy on the fused logits plus `aux_weight` x each stream's own loss; streams
     fused as an ensemble (out["independent"]) train on their own losses only, plus, with
-    `mutual` > 0, that weight x each stream's KL divergence from the ensemble's fused
-    probabilities (held fixed: each stream learns from the others, none is pulled back);
+    `mutual` > 0, `mutual_losses` (each stream learns from its modality's ensemble);
     replicas (out["members"]) each on its own, summed."""
     if "members" in out:
         return sum(stream_loss(o, labels, smoothing, aux_weight, mutual) for o in out["members"])
@@ -191,20 +190,33 @@ def stream_loss(
             F.cross_entropy(x, labels, label_smoothing=smoothing) for x in out["streams"].values()
         ]
         if mutual > 0 and len(losses) > 1:
-            target = out["logits"].detach().float()  # log of the averaged probabilities
-            losses += [
-                mutual
-                * F.kl_div(
-                    F.log_softmax(x.float(), -1), target, reduction="batchmean", log_target=True
-                )
-                for x in out["streams"].values()
-            ]
+            losses += mutual_losses(out, mutual)
         return torch.stack(losses).sum()
     loss = F.cross_entropy(out["logits"], labels, label_smoothing=smoothing)
     if aux_weight > 0 and len(out["streams"]) > 1:
         for logits in out["streams"].values():
             loss = loss + aux_weight * F.cross_entropy(logits, labels, label_smoothing=smoothing)
     return loss
+
+
+def mutual_losses(out: dict, weight: float) -> list[torch.Tensor]:
+    """`weight` x each stream's KL divergence from its modality's averaged probabilities, held
+    fixed (one modality: the ensemble's fused scores; several: the skeleton streams learn from
+    the skeleton streams only, so a weak image stream pulls none of them)."""
+    from skelact.fusion import groups_of
+
+    groups = groups_of(out["streams"])
+    losses = []
+    for names in groups.values():
+        if len(groups) == 1:
+            target = out["logits"].detach().float()  # log of the averaged probabilities
+        else:
+            probs = torch.stack([out["streams"][k].detach().float().softmax(-1) for k in names])
+            target = torch.log(probs.mean(0).clamp_min(1e-12))
+        for k in names:
+            x = F.log_softmax(out["streams"][k].float(), -1)
+            losses.append(weight * F.kl_div(x, target, reduction="batchmean", log_target=True))
+    return losses
 
 
 def mix_batch(inputs: dict, labels: torch.Tensor, alpha: float) -> tuple[dict, torch.Tensor, float]:

@@ -16,6 +16,7 @@ from skelact.engine import (
     float_outputs,
     loss_terms,
     mix_batch,
+    mutual_losses,
     native_bf16,
     split_batch,
     stream_loss,
@@ -293,8 +294,9 @@ def test_mutual_loss_pulls_each_stream_to_the_fixed_ensemble():
     the fused target is held fixed, so a stream's logits get w (softmax - fused) / N more
     gradient than from its cross-entropy alone."""
     torch.manual_seed(0)
-    logits = {k: torch.randn(5, 3, requires_grad=True) for k in "ab"}
-    fused = torch.log((logits["a"].softmax(-1) + logits["b"].softmax(-1)) / 2)
+    logits = {f"skeleton_{k}": torch.randn(5, 3, requires_grad=True) for k in "ab"}
+    a, b = logits.values()
+    fused = torch.log((a.softmax(-1) + b.softmax(-1)) / 2)
     out = {"logits": fused, "streams": logits, "independent": True}
     labels = torch.tensor([0, 1, 2, 0, 1])
     ce = torch.nn.functional.cross_entropy
@@ -303,10 +305,16 @@ def test_mutual_loss_pulls_each_stream_to_the_fixed_ensemble():
     q = fused.detach().exp()
     kl = sum((q * (q.log() - x.log_softmax(-1))).sum(-1).mean() for x in logits.values())
     torch.testing.assert_close(loss, plain + 0.3 * kl)
-    (grad_a,) = torch.autograd.grad(loss, logits["a"], retain_graph=True)
-    (ce_a,) = torch.autograd.grad(ce(logits["a"], labels), logits["a"])
-    want = ce_a + 0.3 * (logits["a"].softmax(-1) - q) / 5
+    (grad_a,) = torch.autograd.grad(loss, a, retain_graph=True)
+    (ce_a,) = torch.autograd.grad(ce(a, labels), a)
+    want = ce_a + 0.3 * (a.softmax(-1) - q) / 5
     torch.testing.assert_close(grad_a, want)
+    # two modalities: each skeleton stream learns from the skeleton streams' average only
+    both = {**logits, "depth": torch.randn(5, 3)}
+    mixed = {"logits": torch.randn(5, 3), "streams": both, "independent": True}
+    terms = [t.item() for t in mutual_losses(mixed, 0.3)]
+    assert terms[:2] == pytest.approx([t.item() for t in mutual_losses(out, 0.3)])
+    assert terms[2] == pytest.approx(0.0, abs=1e-6)  # depth alone in its modality
 
 
 class _Plain(torch.nn.Module):
