@@ -1,10 +1,11 @@
-"""tools/bench_accuracy.py's table: mean ± the sample std over seeds, SBU folds averaged."""
+"""tools/bench_accuracy.py's tables: mean ± the sample std over seeds, SBU folds averaged, and
+the comparison with earlier runs (--against)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from tools.bench_accuracy import mean_std, table
+from tools.bench_accuracy import against, mean_std, table
 
 
 def _run(dataset: str, seed: int, top1: float) -> dict:
@@ -22,3 +23,18 @@ def test_the_spread_over_seeds_is_the_sample_std():
     rows = table(results, [0, 1, 2]).splitlines()
     assert rows[2].startswith("| nucla | 91.6 ± 0.8 | 91.2 / 92.5 / 91.2 |")
     assert rows[3].startswith("| sbu | 92.0 ± 1.0 | 91.0 / 92.0 / 93.0 |")
+
+
+def test_against_compares_the_seeds_both_hold():
+    """--against: per dataset, only the seeds both runs hold (SBU folds averaged first), each
+    side's per-seed top-1 and mean, and the change; a dataset one side lacks is left out."""
+    old = [_run("nucla", s, v / 100) for s, v in enumerate([91.0, 93.0, 92.0, 99.0])]
+    old += [_run("kard", 0, 0.99)]
+    new = [_run("nucla", s, v / 100) for s, v in enumerate([92.0, 92.5, 93.5])]
+    new += [_run("sbu", 1, v / 100) for v in (94.0, 96.0)] + [_run("sbu", 2, 0.9)]
+    old += [_run("sbu", 1, v / 100) for v in (93.0, 93.0)]
+    rows = against(new, old).splitlines()
+    nucla = "| 0 1 2 | 91.00 / 93.00 / 92.00 = 92.00 | 92.00 / 92.50 / 93.50 = 92.67 | +0.67 |"
+    assert rows[2] == "| nucla " + nucla
+    assert rows[3] == "| sbu | 1 | 93.00 | 95.00 | +2.00 |"
+    assert len(rows) == 4  # no kard: these runs have none

@@ -8,6 +8,7 @@ from skelact.data.prep.sampling import clip_indices
 from skelact.data.prep.transforms import (
     AlignView,
     Center,
+    MedianBones,
     PadBodies,
     Resample,
     ScaleNormalize,
@@ -66,6 +67,30 @@ def test_scale_normalize_generic_uses_rms_spread():
     out = ScaleNormalize(get_layout("generic", 7))({"keypoint": kp})["keypoint"]
     spread = np.sqrt(((out[0] - out[0].mean(1, keepdims=True)) ** 2).sum(-1).mean())
     assert spread == pytest.approx(1.0, rel=1e-4)
+
+
+def test_median_bones_keep_each_bone_at_its_median_length_and_direction():
+    """data.skeleton.bone_lengths=median: in every frame each bone has the length that is its
+    median over the clip, and points where it pointed; the root joint stays; an absent body
+    (and the absent frames of a present one) stays zero."""
+    parents = np.maximum(np.array(KINECT20.parents), 0)
+    rng = np.random.default_rng(0)
+    kp = rng.normal(size=(2, 9, 20, 3)).astype(np.float32)
+    kp[0, 6:] = 0  # body 0 leaves after frame 5
+    kp[1] = 0  # no second body
+    out = MedianBones(KINECT20)({"keypoint": kp})["keypoint"]
+    before, after = kp[0, :6] - kp[0, :6][:, parents], out[0, :6] - out[0, :6][:, parents]
+    lengths = np.linalg.norm(before, axis=-1)  # (6, V)
+    has_parent = np.array(KINECT20.parents) >= 0
+    want = np.broadcast_to(np.median(lengths, 0), lengths.shape)
+    np.testing.assert_allclose(np.linalg.norm(after, axis=-1)[:, has_parent],
+                               want[:, has_parent], rtol=1e-5)  # fmt: skip
+    b, a = before[:, has_parent], after[:, has_parent]
+    cos = (b * a).sum(-1) / (np.linalg.norm(b, axis=-1) * np.linalg.norm(a, axis=-1))
+    np.testing.assert_allclose(cos, 1.0, atol=1e-5)
+    root = np.flatnonzero(~has_parent)
+    np.testing.assert_array_equal(out[0, :6, root], kp[0, :6, root])
+    assert not out[0, 6:].any() and not out[1].any()
 
 
 def test_pad_and_trim():

@@ -11,6 +11,8 @@ cross-validation: each seed's number is the mean over the 5 test folds.
     python tools/bench_accuracy.py --split dev --datasets nucla utd -- model.skeleton.encoder=gcn
     python tools/bench_accuracy.py --runs runs/st -- model=bilstm_4s_st     # teachers, then
     python tools/bench_accuracy.py --runs runs/kd --teachers runs/st        # distilled default
+    python tools/bench_accuracy.py --json new.json --against old.json -- OVERRIDES  # and a change
+    python tools/bench_accuracy.py --report new.json --against old.json     # no training
 
 --split dev trains on the development splits carved from the training data (N-UCLA view 1 ->
 view 2, UTD-MHAD subjects 1 3 5 -> 7, SBU folds 1 and 3's dev pairs, KARD subjects 1-3 -> 4-5,
@@ -156,6 +158,35 @@ def table(results: list[dict], seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
+def seed_top1(results: list[dict], name: str) -> dict[int, float]:
+    """{seed: top-1 % of the dataset's runs of that seed (SBU: its folds averaged)}."""
+    folds: dict[int, list[float]] = {}
+    for r in results:
+        if r["dataset"] == name:
+            folds.setdefault(r["seed"], []).append(r["metrics"]["top1"])
+    return {s: float(np.mean(v)) * 100 for s, v in sorted(folds.items())}
+
+
+def against(results: list[dict], baseline: list[dict]) -> str:
+    """Per dataset, the seeds both hold: the baseline's and these runs' top-1 side by side,
+    their means and the change (these minus the baseline)."""
+    lines = ["| dataset | seeds | baseline | these runs | change |", "|---|---|---|---|---|"]
+    for name in DATASETS:
+        new, old = seed_top1(results, name), seed_top1(baseline, name)
+        seeds = [s for s in new if s in old]
+        if not seeds:
+            continue
+
+        def cell(v: dict, seeds: list[int] = seeds) -> str:
+            per = " / ".join(f"{v[s]:.2f}" for s in seeds)
+            return f"{per} = {np.mean([v[s] for s in seeds]):.2f}" if len(seeds) > 1 else per
+
+        change = np.mean([new[s] - old[s] for s in seeds])
+        seed_list = " ".join(map(str, seeds))
+        lines.append(f"| {name} | {seed_list} | {cell(old)} | {cell(new)} | {change:+.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--split", choices=["test", "dev"], default="test")
@@ -176,10 +207,26 @@ def main() -> None:
         "one of the same dataset, split and seed, made by this script with --teacher-tag",
     )
     p.add_argument("--teacher-tag", default="default", help="--tag of the teachers' runs")
+    p.add_argument(
+        "--against",
+        help="a --json file of earlier runs: also print their top-1 beside these runs', per "
+        "seed both hold, with the change",
+    )
+    p.add_argument(
+        "--report", help="a --json file: print its tables instead of training (with --against)"
+    )
     p.add_argument("overrides", nargs="*", help="skelact train overrides (after --)")
     args = p.parse_args()
     if args.quick:
         args.seeds = [0]
+    baseline = json.loads(Path(args.against).read_text()) if args.against else None
+    if args.report:
+        results = json.loads(Path(args.report).read_text())
+        seeds = sorted({r["seed"] for r in results})
+        print(table(results, seeds))
+        if baseline is not None:
+            print(f"\nagainst {args.against}\n\n{against(results, baseline)}")
+        return
     # the runs start in the repository root: paths given relative to here must not move there
     data_dir = Path(args.data_dir).resolve()
     args.runs = str(Path(args.runs).resolve())
@@ -193,6 +240,8 @@ def main() -> None:
     overrides = " ".join(args.overrides) or "(default recipe)"
     print(f"\n{args.split} splits, seeds {args.seeds}, {overrides}\n")
     print(table(results, args.seeds))
+    if baseline is not None:
+        print(f"\nagainst {args.against}\n\n{against(results, baseline)}")
 
 
 if __name__ == "__main__":

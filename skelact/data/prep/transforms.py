@@ -115,6 +115,52 @@ class FillUntracked:
         return results
 
 
+class MedianBones:
+    """Give every bone its median length over the body's frames, keeping its direction.
+
+    A depth sensor's joints jitter, and with them the bone lengths, which a real body keeps;
+    the body is rebuilt from its root joint outwards (parents before children), each joint at
+    its parent plus the bone's median length along the bone's direction in that frame. Layouts
+    without bones, 2D keypoints and absent body-frames pass through. Needs "keypoint"
+    (M, T, V, C).
+    """
+
+    def __init__(self, layout: Layout):
+        self.parents = np.asarray(layout.parents)
+        self.order = _parents_first(self.parents)
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"]
+        if kp.shape[-1] != 3 or not (self.parents >= 0).any():
+            return results
+        valid = _valid(kp)
+        out = kp.copy()
+        for m in np.flatnonzero(valid.any(1)):
+            body = kp[m, valid[m]].astype(np.float64)  # (T', V, 3)
+            bone = body - body[:, np.maximum(self.parents, 0)]  # roots: zero
+            length = np.linalg.norm(bone, axis=-1)  # (T', V)
+            unit = bone / np.maximum(length, 1e-9)[..., None]
+            median = np.median(length, axis=0)  # (V,)
+            new = body.copy()
+            for v in self.order:
+                new[:, v] = new[:, self.parents[v]] + median[v] * unit[:, v]
+            out[m, valid[m]] = new
+        results["keypoint"] = out.astype(np.float32)
+        return results
+
+
+def _parents_first(parents: np.ndarray) -> list[int]:
+    """The joints that have a parent, each after its parent (roots themselves left out)."""
+    order, placed = [], {int(v) for v in np.flatnonzero(parents < 0)}
+    while len(placed) < len(parents):
+        ready = [v for v in range(len(parents)) if v not in placed and parents[v] in placed]
+        if not ready:
+            raise ValueError(f"the layout's parents form a cycle: {parents.tolist()}")
+        order += ready
+        placed.update(ready)
+    return order
+
+
 class Center:
     """Translate so the main body's centre (mean over its valid frames) is the origin.
 
@@ -252,6 +298,12 @@ def build_skeleton_pipeline(
     """The skeleton stream's transforms from the `data.skeleton` config node; `kinds` replaces
     cfg.features as the output channels (the union of several skeleton streams' inputs)."""
     steps: list = [PadBodies(num_bodies), TrimEmpty(), FillUntracked()]
+    if cfg.get("bone_lengths", "keep") == "median":
+        steps.append(MedianBones(layout))
+    elif cfg.get("bone_lengths", "keep") != "keep":
+        raise ValueError(
+            f"data.skeleton.bone_lengths must be keep or median, got {cfg.bone_lengths!r}"
+        )
     if cfg.center:
         steps.append(Center(layout))
     if cfg.align_view:
