@@ -1,5 +1,5 @@
 """The `skelact` commands that make annotation files: `prepare` (datasets), `convert` (videos,
-through MediaPipe) and `repack` (store <-> pyskl pickle)."""
+through MediaPipe) and `repack` (store <-> pyskl pickle, or another joint layout)."""
 
 from __future__ import annotations
 
@@ -266,7 +266,7 @@ def _add_repack(sub) -> None:
 
     rp = sub.add_parser(
         "repack",
-        help="annotation store <-> pyskl/mmaction2 pickle",
+        help="annotation store <-> pyskl/mmaction2 pickle, or into another joint layout",
         description="Rewrite an annotation file in the other format: a store into a "
         "pyskl/mmaction2 pickle (DST ends in .pkl), so pyskl opens skelact-prepared data, or "
         "a pickle into a store. With --layout the joints also move into another layout (a "
