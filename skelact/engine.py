@@ -176,27 +176,32 @@ def float_outputs(out: dict) -> dict:
     return res
 
 
-def stream_loss(
-    out: dict, labels: torch.Tensor, smoothing: float, aux_weight: float, mutual: float = 0.0
-):
+def stream_loss(out: dict, labels: torch.Tensor, smoothing: float, aux_weight: float):
     """Cross-entropy on the fused logits plus `aux_weight` x each stream's own loss; streams
-    fused as an ensemble (out["independent"]) train on their own losses only, plus, with
-    `mutual` > 0, `mutual_losses` (each stream learns from its modality's ensemble);
-    replicas (out["members"]) each on its own, summed."""
+    fused as an ensemble (out["independent"]) train on their own losses only; replicas
+    (out["members"]) each on its own, summed."""
     if "members" in out:
-        return sum(stream_loss(o, labels, smoothing, aux_weight, mutual) for o in out["members"])
+        return sum(stream_loss(o, labels, smoothing, aux_weight) for o in out["members"])
     if out.get("independent"):
         losses = [
             F.cross_entropy(x, labels, label_smoothing=smoothing) for x in out["streams"].values()
         ]
-        if mutual > 0 and len(losses) > 1:
-            losses += mutual_losses(out, mutual)
         return torch.stack(losses).sum()
     loss = F.cross_entropy(out["logits"], labels, label_smoothing=smoothing)
     if aux_weight > 0 and len(out["streams"]) > 1:
         for logits in out["streams"].values():
             loss = loss + aux_weight * F.cross_entropy(logits, labels, label_smoothing=smoothing)
     return loss
+
+
+def mutual_loss(out: dict, weight: float) -> torch.Tensor | float:
+    """trainer.mutual: the sum of `mutual_losses` over an ensemble's streams (of each replica);
+    0 for other fusions. It does not depend on the labels, so mixup adds it once."""
+    if "members" in out:
+        return sum(mutual_loss(o, weight) for o in out["members"])
+    if not out.get("independent") or len(out["streams"]) < 2:
+        return 0.0
+    return torch.stack(mutual_losses(out, weight)).sum()
 
 
 def mutual_losses(out: dict, weight: float) -> list[torch.Tensor]:
@@ -283,10 +288,12 @@ def train_one_epoch(
         if mixup:
             inputs, partners, lam = mix_batch(inputs, labels, mixup)
         out = training_forward(model, inputs, dtype)
-        loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight, mutual)
+        loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
         if mixup:
             other = stream_loss(out, partners, tcfg.label_smoothing, tcfg.aux_loss_weight)
             loss = lam * loss + (1.0 - lam) * other
+        if mutual:
+            loss = loss + mutual_loss(out, mutual)
         if teacher is not None:
             loss = teacher.loss(loss, out, batch, inputs, device)
         optimizer.zero_grad(set_to_none=True)

@@ -16,6 +16,7 @@ from skelact.engine import (
     float_outputs,
     loss_terms,
     mix_batch,
+    mutual_loss,
     mutual_losses,
     native_bf16,
     split_batch,
@@ -290,7 +291,7 @@ def test_ensemble_fusion_averages_probabilities_and_trains_streams_alone():
 
 
 def test_mutual_loss_pulls_each_stream_to_the_fixed_ensemble():
-    """trainer.mutual=w: the ensemble's loss gains w x KL(fused || stream) per stream, by hand;
+    """trainer.mutual=w: mutual_loss is w x KL(fused || stream) summed over the streams, by hand;
     the fused target is held fixed, so a stream's logits get w (softmax - fused) / N more
     gradient than from its cross-entropy alone."""
     torch.manual_seed(0)
@@ -301,7 +302,7 @@ def test_mutual_loss_pulls_each_stream_to_the_fixed_ensemble():
     labels = torch.tensor([0, 1, 2, 0, 1])
     ce = torch.nn.functional.cross_entropy
     plain = stream_loss(out, labels, 0.0, 0.5)
-    loss = stream_loss(out, labels, 0.0, 0.5, mutual=0.3)
+    loss = plain + mutual_loss(out, 0.3)
     q = fused.detach().exp()
     kl = sum((q * (q.log() - x.log_softmax(-1))).sum(-1).mean() for x in logits.values())
     torch.testing.assert_close(loss, plain + 0.3 * kl)
@@ -315,6 +316,10 @@ def test_mutual_loss_pulls_each_stream_to_the_fixed_ensemble():
     terms = [t.item() for t in mutual_losses(mixed, 0.3)]
     assert terms[:2] == pytest.approx([t.item() for t in mutual_losses(out, 0.3)])
     assert terms[2] == pytest.approx(0.0, abs=1e-6)  # depth alone in its modality
+    # replicas: each member's own; other fusions: none
+    twice = mutual_loss({"members": [out, out]}, 0.3)
+    torch.testing.assert_close(twice, 2 * mutual_loss(out, 0.3))
+    assert mutual_loss({**out, "independent": False}, 0.3) == 0.0
 
 
 class _Plain(torch.nn.Module):
