@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from skelact.files import atomic_write
+from skelact.fusion import groups_of
 from skelact.metrics import confusion_matrix, predictions, summarize
 from skelact.viz import plot_confusion
 
@@ -206,18 +207,12 @@ def mutual_loss(out: dict, weight: float) -> torch.Tensor | float:
 
 def mutual_losses(out: dict, weight: float) -> list[torch.Tensor]:
     """`weight` x each stream's KL divergence from its modality's averaged probabilities, held
-    fixed (one modality: the ensemble's fused scores; several: the skeleton streams learn from
-    the skeleton streams only, so a weak image stream pulls none of them)."""
-    from skelact.fusion import groups_of
-
-    groups = groups_of(out["streams"])
+    fixed (with several modalities the skeleton streams learn from the skeleton streams only,
+    so a weak image stream pulls none of them)."""
     losses = []
-    for names in groups.values():
-        if len(groups) == 1:
-            target = out["logits"].detach().float()  # log of the averaged probabilities
-        else:
-            probs = torch.stack([out["streams"][k].detach().float().softmax(-1) for k in names])
-            target = torch.log(probs.mean(0).clamp_min(1e-12))
+    for names in groups_of(out["streams"]).values():
+        probs = torch.stack([out["streams"][k].detach().float().softmax(-1) for k in names])
+        target = torch.log(probs.mean(0).clamp_min(1e-12))
         for k in names:
             x = F.log_softmax(out["streams"][k].float(), -1)
             losses.append(weight * F.kl_div(x, target, reduction="batchmean", log_target=True))

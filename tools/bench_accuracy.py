@@ -130,6 +130,17 @@ def mean_std(values: np.ndarray) -> str:
     return f"{values.mean():.1f} ± {std}"
 
 
+def seed_means(results: list[dict], name: str, key: str = "top1") -> dict[int, float]:
+    """{seed: metric `key` in % over the dataset's runs of that seed (SBU: its folds averaged;
+    a metric a run lacks counts as nan)}."""
+    folds: dict[int, list[float]] = {}
+    for r in results:
+        if r["dataset"] == name:
+            value = r["metrics"][key]
+            folds.setdefault(r["seed"], []).append(np.nan if value is None else value)
+    return {s: float(np.mean(v)) * 100 for s, v in sorted(folds.items())}
+
+
 def table(results: list[dict], seeds: list[int]) -> str:
     """One row per dataset: per-seed top-1 (folds averaged), mean ± std, top-5, mean class."""
     lines = [
@@ -141,12 +152,9 @@ def table(results: list[dict], seeds: list[int]) -> str:
         if not rows:
             continue
 
-        def per_seed(key: str, rows: list[dict] = rows) -> np.ndarray:
-            vals = []
-            for s in seeds:
-                got = [r["metrics"][key] for r in rows if r["seed"] == s]
-                vals.append(np.mean([np.nan if v is None else v for v in got]) * 100)
-            return np.array(vals)
+        def per_seed(key: str, name: str = name) -> np.ndarray:
+            means = seed_means(results, name, key)
+            return np.array([means.get(s, np.nan) for s in seeds])
 
         top1, top5, mca = per_seed("top1"), per_seed("top5"), per_seed("mean_class_accuracy")
         wall = np.array([r["metrics"]["wall_s"] for r in rows]) / 60
@@ -158,21 +166,12 @@ def table(results: list[dict], seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
-def seed_top1(results: list[dict], name: str) -> dict[int, float]:
-    """{seed: top-1 % of the dataset's runs of that seed (SBU: its folds averaged)}."""
-    folds: dict[int, list[float]] = {}
-    for r in results:
-        if r["dataset"] == name:
-            folds.setdefault(r["seed"], []).append(r["metrics"]["top1"])
-    return {s: float(np.mean(v)) * 100 for s, v in sorted(folds.items())}
-
-
 def against(results: list[dict], baseline: list[dict]) -> str:
     """Per dataset, the seeds both hold: the baseline's and these runs' top-1 side by side,
     their means and the change (these minus the baseline)."""
     lines = ["| dataset | seeds | baseline | these runs | change |", "|---|---|---|---|---|"]
     for name in DATASETS:
-        new, old = seed_top1(results, name), seed_top1(baseline, name)
+        new, old = seed_means(results, name), seed_means(baseline, name)
         seeds = [s for s in new if s in old]
         if not seeds:
             continue

@@ -128,16 +128,18 @@ class MedianBones:
     def __init__(self, layout: Layout):
         self.parents = np.asarray(layout.parents)
         self.order = _parents_first(self.parents)
+        # a root is its own parent: its bone is zero and never used
+        self.start = np.where(self.parents >= 0, self.parents, np.arange(len(self.parents)))
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
-        if kp.shape[-1] != 3 or not (self.parents >= 0).any():
+        if kp.shape[-1] != 3 or not self.order:
             return results
         valid = _valid(kp)
         out = kp.copy()
         for m in np.flatnonzero(valid.any(1)):
             body = kp[m, valid[m]].astype(np.float64)  # (T', V, 3)
-            bone = body - body[:, np.maximum(self.parents, 0)]  # roots: zero
+            bone = body - body[:, self.start]
             length = np.linalg.norm(bone, axis=-1)  # (T', V)
             unit = bone / np.maximum(length, 1e-9)[..., None]
             median = np.median(length, axis=0)  # (V,)
