@@ -176,18 +176,6 @@ def test_sbu_one_person_models_keep_the_more_active_person(sbu):
         np.testing.assert_array_equal(kept, kp[[1 if b > a else 0]])
         b_first += b > a
     assert b_first == 130  # of 282: B moves more in nearly half the takes
-    # two-person models keep the dataset's order: A, B; with order_bodies=activity the more
-    # active first, in every take
+    # two-person models keep the dataset's order: A, B
     kp = data["annotations"][0]["keypoint"]
     np.testing.assert_array_equal(PadBodies(2)({"keypoint": kp})["keypoint"], kp)
-    by_activity = PadBodies(2, "activity")
-    swapped = 0
-    for ann in data["annotations"]:
-        kp = ann["keypoint"]
-        out = by_activity({"keypoint": kp})["keypoint"]
-        b_more = activity(kp[1]) > activity(kp[0])
-        np.testing.assert_array_equal(out, kp[[1, 0]] if b_more else kp)
-        swapped += b_more
-    assert swapped == 130
-    with pytest.raises(ValueError, match="order_bodies"):
-        PadBodies(2, "size")

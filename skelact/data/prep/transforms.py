@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from skelact.contract import most_active, order_by_activity
+from skelact.contract import most_active
 from skelact.data.prep.augment import RandomAugment, RandomMirror
 from skelact.data.prep.channels import MotionFeatures
 from skelact.data.prep.sampling import (
@@ -51,23 +51,14 @@ class PadBodies:
     """Keep `num_bodies` bodies (of more, the most active: `contract.most_active`), zero-pad
     to exactly that many.
 
-    `order`: "file" keeps the order the sample gives when it has no more bodies than that;
-    "activity" always puts the most active first (`contract.order_by_activity`), so that body
-    0, on which the view is centred and aligned, is the one who acts wherever a format lists
-    people in a fixed order (SBU: person A first, whoever acts).
     Needs "keypoint" (M, T, V, C); rewrites it as (num_bodies, T, V, C).
     """
 
-    def __init__(self, num_bodies: int, order: str = "file"):
-        if order not in ("file", "activity"):
-            raise ValueError(f"data.skeleton.order_bodies must be file or activity, not {order!r}")
-        self.num_bodies, self.order = num_bodies, order
+    def __init__(self, num_bodies: int):
+        self.num_bodies = num_bodies
 
     def __call__(self, results: Results) -> Results:
-        kp = results["keypoint"]
-        if self.order == "activity" and len(kp) > 1:
-            kp = kp[order_by_activity(np.asarray(kp))]
-        kp = most_active(kp, self.num_bodies)
+        kp = most_active(results["keypoint"], self.num_bodies)
         if kp.shape[0] < self.num_bodies:
             pad = np.zeros((self.num_bodies - kp.shape[0], *kp.shape[1:]), kp.dtype)
             kp = np.concatenate([kp, pad], 0)
@@ -308,8 +299,7 @@ def build_skeleton_pipeline(
 ) -> Compose:
     """The skeleton stream's transforms from the `data.skeleton` config node; `kinds` replaces
     cfg.features as the output channels (the union of several skeleton streams' inputs)."""
-    order = cfg.get("order_bodies", "file")
-    steps: list = [PadBodies(num_bodies, order), TrimEmpty(), FillUntracked()]
+    steps: list = [PadBodies(num_bodies), TrimEmpty(), FillUntracked()]
     if cfg.get("bone_lengths", "keep") == "median":
         steps.append(MedianBones(layout))
     elif cfg.get("bone_lengths", "keep") != "keep":
