@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from skelact.config import compose_config
 from skelact.data.prep.channels import MotionFeatures
 from skelact.data.prep.sampling import clip_indices
 from skelact.data.prep.transforms import (
@@ -14,7 +13,6 @@ from skelact.data.prep.transforms import (
     Resample,
     ScaleNormalize,
     TrimEmpty,
-    build_skeleton_pipeline,
     rotation_to_axes,
 )
 from skelact.layouts import KINECT20, NTU25, get_layout
@@ -172,40 +170,6 @@ def test_motion_features_channels_and_values():
     assert out.shape == (1, 1, 5, 20, 9)
     np.testing.assert_allclose(out[..., 3:6][0, 0, 1], kp[0, 0, 2] - kp[0, 0, 1], rtol=1e-6)
     np.testing.assert_allclose(out[..., 6:9][0, 0, 0, 5], kp[0, 0, 0, 5] - kp[0, 0, 0, 4])
-
-
-@pytest.mark.parametrize("interpolate", [False, True])
-def test_frame_velocity_is_the_speed_per_recorded_frame_at_any_clip_length(interpolate):
-    # a joint moving 0.01 a recorded frame: "frame_velocity" reads 0.01 whether the clip has 100
-    # frames or 20 (up to the last recorded frame, its own successor: 0), where "velocity"
-    # between the 32 sampled frames grows with the clip's length
-    for total in (100, 20):
-        kp = np.zeros((2, total, 20, 3), np.float32)
-        kp[0, :, :, 1] = 1.0
-        kp[0, :, 3, 0] = 0.01 * np.arange(total)
-        kp[1, : total // 2] = 2.0  # body 1 leaves half way: no motion across its absence
-        res = Resample(32, train=False, num_clips=2, interpolate=interpolate, next_frame=True)(
-            {"keypoint": kp}
-        )
-        out = MotionFeatures(KINECT20, ["velocity", "frame_velocity"])(res)["keypoint"]
-        assert out.shape == (2, 2, 32, 20, 6)
-        fv, vel = out[:, 0, :, 3, 3], out[:, 0, :, 3, 0]  # body 0, joint 3, x
-        if interpolate:  # blended: less only within a frame of either end (clamped there)
-            np.testing.assert_allclose(fv[:, 4:-4], 0.01, atol=1e-5)
-            assert np.all((fv >= 0) & (fv < 0.01 + 1e-5))
-        else:
-            moving = res["frame_inds"] < total - 1
-            np.testing.assert_allclose(fv[moving], 0.01, atol=1e-5)
-            assert np.all(fv[~moving] == 0)
-        np.testing.assert_allclose(vel[:, :-1].mean(), 0.01 * total / 32, rtol=0.1)
-        assert not out[:, 0, :, [0, 1, 2, 4], 3:].any()  # the other joints stand still
-        body1 = out[:, 1, ..., 3:]
-        assert not body1.any()  # present or absent, body 1 never moves
-    # the pipeline makes the successor frames only when a stream asks for the channel
-    cfg = compose_config(["data=nucla_xview", "data.ann_file=none"]).data.skeleton
-    with_fv = build_skeleton_pipeline(KINECT20, cfg, False, 1, ["joint", "frame_velocity"])
-    assert with_fv.transforms[-2].next_frame
-    assert not build_skeleton_pipeline(KINECT20, cfg, False, 1).transforms[-2].next_frame
 
 
 def test_root_features_are_the_body_centre_at_every_joint():

@@ -21,24 +21,20 @@ class MotionFeatures:
     kinds from "joint", "velocity" (frame difference; zero at the last frame and across
     frames where the body is absent), "bone" (joint minus its parent; layouts without bones use
     the offset from the joints' mean), "bone_velocity" (the bones' frame difference, zero as
-    velocity is), "frame_velocity" (the motion to the next recorded frame, from
-    "keypoint_next" of `Resample(next_frame=True)`: a speed per frame of the recording, which
-    resampling a clip of any length to `clip_len` frames does not scale as it scales
-    "velocity"; zero where the body is absent from either frame), "root" (the body's centre
-    joints, the same for every joint: where the body is, without its posture), "partner" (the
-    other body's joints relative to this body's centre, zero without a partner: the
-    two-person geometry), each C channels, and two of V channels, which no rotation of the
-    view changes: "distance", the joint's distance to every joint of its body, and
-    "partner_distance", to every joint of the other body (zero without a partner); and
-    "height", V channels that no turn about the vertical (y) axis changes: the joint's height
-    above every joint of its body (y difference), which keeps the up and down that distances
-    lose (a hand raised above the head or held at the mouth). Needs "keypoint"
+    velocity is), "root" (the body's centre joints, the same for every joint: where the body
+    is, without its posture), "partner" (the other body's joints relative to this body's
+    centre, zero without a partner: the two-person geometry), each C channels, and two of V
+    channels, which no rotation of the view changes: "distance", the joint's distance to every
+    joint of its body, and "partner_distance", to every joint of the other body (zero without
+    a partner); and "height", V channels that no turn about the vertical (y) axis changes: the
+    joint's height above every joint of its body (y difference), which keeps the up and down
+    that distances lose (a hand raised above the head or held at the mouth). Needs "keypoint"
     (..., M, T, V, C).
     """
 
     KINDS = (
         "joint", "velocity", "bone", "bone_velocity", "distance", "root", "partner",
-        "partner_distance", "height", "frame_velocity",
+        "partner_distance", "height",
     )  # fmt: skip
     PER_JOINT = ("distance", "partner_distance", "height")  # V channels each; the others C
 
@@ -63,8 +59,6 @@ class MotionFeatures:
                 feats.append(kp)
             elif kind == "velocity":
                 feats.append(velocity(kp))
-            elif kind == "frame_velocity":
-                feats.append(frame_velocity(kp, results["keypoint_next"]))
             elif kind == "root":
                 root = kp[..., self.center, :].mean(-2, keepdims=True)
                 feats.append(np.broadcast_to(root, kp.shape))  # absent bodies stay zero
@@ -122,12 +116,6 @@ def partner_distance(kp: np.ndarray) -> np.ndarray:
     present = np.abs(kp).sum((-1, -2)) > 0  # (..., M, T)
     both = present & np.roll(present, -1, axis=-2)
     return np.where(both[..., None, None], dist, 0.0).astype(kp.dtype)
-
-
-def frame_velocity(kp: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-    """nxt - kp (..., T, V, C), zero wherever the body is absent from either frame."""
-    both = (np.abs(kp).sum((-1, -2)) > 0) & (np.abs(nxt).sum((-1, -2)) > 0)
-    return np.where(both[..., None, None], nxt - kp, 0.0).astype(kp.dtype, copy=False)
 
 
 def velocity(kp: np.ndarray) -> np.ndarray:

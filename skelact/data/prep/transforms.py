@@ -264,8 +264,6 @@ class Resample:
     each sampled moment instead of taking the frame it falls in (a clip shorter than `length`
     then moves smoothly instead of repeating frames). Needs "keypoint" (M, T, V, C); writes
     (K, M, length, V, C) and "frame_inds", the frames other streams sample (the same either way).
-    `next_frame`: also write "keypoint_next", each sampled frame's successor in the recording
-    (the last frame its own), from which `MotionFeatures` makes "frame_velocity".
     """
 
     def __init__(
@@ -275,10 +273,9 @@ class Resample:
         num_clips: int = 1,
         crop: Sequence[float] = (1.0, 1.0),
         interpolate: bool = False,
-        next_frame: bool = False,
     ):
         self.length, self.train, self.num_clips = length, train, num_clips
-        self.crop, self.interpolate, self.next_frame = crop, interpolate, next_frame
+        self.crop, self.interpolate = crop, interpolate
 
     def indices(self, total: int, rng: np.random.Generator | None) -> np.ndarray:
         """(K, length): `skelact.data.prep.sampling.clip_indices`, the rule of every stream."""
@@ -291,13 +288,8 @@ class Resample:
         inds = frames_at(start, pos, last)  # = self.indices(...), from the same draws
         if self.interpolate:
             results["keypoint"] = interpolate_frames(kp, start, pos, last)
-            if self.next_frame:  # one frame later, blended the same way
-                results["keypoint_next"] = interpolate_frames(kp, start, pos + 1, last)
         else:
             results["keypoint"] = np.stack([kp[:, i] for i in inds])  # (K, M, length, V, C)
-            if self.next_frame:
-                nxt = np.minimum(inds + 1, kp.shape[1] - 1)
-                results["keypoint_next"] = np.stack([kp[:, i] for i in nxt])
         results["frame_inds"] = inds
         return results
 
@@ -333,8 +325,6 @@ def build_skeleton_pipeline(
             steps.append(RandomMirror(layout, aug.mirror))
     crop = tuple(cfg.augment.temporal_crop) if train and cfg.augment.enabled else (1.0, 1.0)
     clips = 1 if train else cfg.test_clips
-    kinds = cfg.features if kinds is None else kinds
-    nxt = "frame_velocity" in kinds
-    steps.append(Resample(cfg.clip_len, train, clips, crop, cfg.get("interpolate", False), nxt))
-    steps.append(MotionFeatures(layout, kinds))
+    steps.append(Resample(cfg.clip_len, train, clips, crop, cfg.get("interpolate", False)))
+    steps.append(MotionFeatures(layout, cfg.features if kinds is None else kinds))
     return Compose(steps)
