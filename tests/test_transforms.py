@@ -7,7 +7,6 @@ from skelact.data.prep.channels import MotionFeatures
 from skelact.data.prep.sampling import clip_indices
 from skelact.data.prep.transforms import (
     AlignView,
-    BoxNormalize,
     Center,
     MedianBones,
     PadBodies,
@@ -92,24 +91,6 @@ def test_median_bones_keep_each_bone_at_its_median_length_and_direction():
     root = np.flatnonzero(~has_parent)
     np.testing.assert_array_equal(out[0, :6, root], kp[0, :6, root])
     assert not out[0, 6:].any() and not out[1].any()
-
-
-def test_box_normalize_maps_the_clips_box_to_the_unit_cube_on_each_axis():
-    rng = np.random.default_rng(3)
-    kp = rng.normal(size=(2, 12, 20, 3)).astype(np.float32)
-    kp[1, 7:] = 0.0  # body 1 leaves: its absence is not a point of the box
-    out = BoxNormalize()({"keypoint": kp.copy()})["keypoint"]
-    present = np.abs(kp).sum((-1, -2)) > 0
-    pts = out[present].reshape(-1, 3)
-    np.testing.assert_allclose(pts.min(0), -1.0, atol=1e-6)
-    np.testing.assert_allclose(pts.max(0), 1.0, atol=1e-6)
-    assert not out[1, 7:].any()
-    # the clip's box, not each frame's: a frame's own extent stays smaller than the box
-    assert np.ptp(out[0, 0, :, 0]) < 2.0
-    # any shift and any scale of each axis give the same result
-    moved = kp * np.float32([3.0, 0.5, 7.0]) + np.float32([1.0, -2.0, 4.0])
-    moved *= present[..., None, None]
-    np.testing.assert_allclose(BoxNormalize()({"keypoint": moved})["keypoint"], out, atol=1e-5)
 
 
 def test_pad_and_trim():

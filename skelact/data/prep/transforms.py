@@ -255,28 +255,6 @@ class ScaleNormalize:
         return results
 
 
-class BoxNormalize:
-    """Map the clip's bounding box to [-1, 1] on each axis: every coordinate minus its minimum
-    over all present joints of all bodies and frames, divided by its range, times 2, minus 1.
-
-    The box of a whole clip, not of each frame, so motion through space stays; each axis on its
-    own, so a clip filled mostly along one axis (a walk) and one filled along another (an arm
-    raised) take the same range. Applied after the view's alignment and any augmentation.
-    Needs "keypoint" (M, T, V, C); absent body-frames stay zero.
-    """
-
-    def __call__(self, results: Results) -> Results:
-        kp = results["keypoint"]
-        valid = _valid(kp)
-        if not valid.any():
-            return results
-        pts = kp[valid].reshape(-1, kp.shape[-1])  # (P, C)
-        lo, span = pts.min(0), pts.max(0) - pts.min(0)
-        scaled = 2.0 * (kp - lo) / np.where(span > 1e-6, span, 1.0) - 1.0
-        results["keypoint"] = np.where(valid[..., None, None], scaled, 0.0).astype(np.float32)
-        return results
-
-
 class Resample:
     """Sample `length` frames by segments; stack `num_clips` clips for test-time averaging.
 
@@ -345,8 +323,6 @@ def build_skeleton_pipeline(
         )
         if aug.get("mirror", 0.0) > 0:
             steps.append(RandomMirror(layout, aug.mirror))
-    if cfg.get("box_normalize", False):
-        steps.append(BoxNormalize())
     crop = tuple(cfg.augment.temporal_crop) if train and cfg.augment.enabled else (1.0, 1.0)
     clips = 1 if train else cfg.test_clips
     steps.append(Resample(cfg.clip_len, train, clips, crop, cfg.get("interpolate", False)))
