@@ -255,14 +255,6 @@ def test_mirror_swaps_left_and_right_and_negates_x():
     flips = [not np.array_equal(half({"keypoint": kp, "rng": rng})["keypoint"], kp)
              for _ in range(200)]  # fmt: skip
     assert 70 < sum(flips) < 130
-    # alone: two people present are never mirrored (nor draw), one person present is
-    alone = RandomMirror(NTU25, p=1.0, alone=True)
-    rng = np.random.default_rng(0)
-    np.testing.assert_array_equal(alone({"keypoint": kp, "rng": rng})["keypoint"], kp)
-    assert rng.bit_generator.state == np.random.default_rng(0).bit_generator.state
-    one = kp.copy()
-    one[1] = 0.0  # the second body absent
-    np.testing.assert_allclose(alone({"keypoint": one, "rng": rng})["keypoint"][0], out[0])
     with pytest.raises(ValueError, match="left and right joints; generic"):
         RandomMirror(get_layout("generic", 10))
 

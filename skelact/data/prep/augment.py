@@ -91,22 +91,18 @@ class RandomMirror:
     """With chance `p`, the clip's mirror image: x negated and every left joint swapped with
     its right twin (`Layout.mirror_index`), so the body is a whole body seen from the other
     side, handedness included. Runs after view alignment, where x is the body's left-right
-    line. `alone`: only clips in which one person is present (where two interact, who stands
-    on which side and acts with which hand may be what tells the classes apart); the others
-    draw nothing. Needs "keypoint" (M, T, V, 3) and "rng"."""
+    line. Needs "keypoint" (..., V, 3) and "rng"."""
 
-    def __init__(self, layout, p: float = 0.5, alone: bool = False):
+    def __init__(self, layout, p: float = 0.5):
         index = layout.mirror_index()
         if index is None:
             raise ValueError(
                 f"augment.mirror needs a layout with left and right joints; {layout.name} has none"
             )
-        self.index, self.p, self.alone = index, p, alone
+        self.index, self.p = index, p
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
-        if self.alone and (np.abs(kp).sum(tuple(range(1, kp.ndim))) > 0).sum() > 1:
-            return results
         if kp.shape[-1] == 3 and results["rng"].random() < self.p:
             out = kp[..., self.index, :].copy()
             out[..., 0] *= -1

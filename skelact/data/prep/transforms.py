@@ -322,7 +322,7 @@ def build_skeleton_pipeline(
             )
         )
         if aug.get("mirror", 0.0) > 0:
-            steps.append(RandomMirror(layout, aug.mirror, aug.get("mirror_alone", False)))
+            steps.append(RandomMirror(layout, aug.mirror))
     crop = tuple(cfg.augment.temporal_crop) if train and cfg.augment.enabled else (1.0, 1.0)
     clips = 1 if train else cfg.test_clips
     steps.append(Resample(cfg.clip_len, train, clips, crop, cfg.get("interpolate", False)))
