@@ -199,26 +199,6 @@ def test_distance_features_are_view_invariant():
     np.testing.assert_allclose(turned, out, atol=1e-5)
 
 
-def test_local_features_are_the_posture_in_each_frames_own_body_axes():
-    # any rotation and shift of each frame leaves them; a T-posed body reads its own axes
-    rng = np.random.default_rng(2)
-    kp = rng.normal(size=(2, 6, 25, 3)).astype(np.float32)
-    kp[1, 4:] = 0.0
-    feats = MotionFeatures(NTU25, ["local"])
-    out = feats({"keypoint": kp})["keypoint"]
-    turns = np.stack([rotation_to_axes(rng.normal(size=(1, 3)), rng.normal(size=(1, 3)))
-                      for _ in range(6)])  # fmt: skip
-    moved = np.einsum("mtvc,tdc->mtvd", kp, turns) + rng.normal(size=(1, 6, 1, 3))
-    moved = np.where(np.abs(kp).sum((-1, -2), keepdims=True) > 0, moved, 0.0).astype(np.float32)
-    np.testing.assert_allclose(feats({"keypoint": moved})["keypoint"], out, atol=1e-4)
-    assert not out[1, 4:].any()
-    body = standing_ntu(frames=3, yaw_deg=70.0)  # turned and moved: the local view undoes both
-    local = feats({"keypoint": body})["keypoint"][0, 0]
-    ls, rs = NTU25.index("left_shoulder"), NTU25.index("right_shoulder")
-    np.testing.assert_allclose(local[rs] - local[ls], [0.4, 0.0, 0.0], atol=1e-5)
-    np.testing.assert_allclose(local[3] - local[0], [0.0, 0.7, 0.0], atol=1e-5)  # head above
-
-
 def test_height_features_keep_up_and_down_under_any_turn_about_the_vertical():
     kp = np.random.default_rng(3).normal(size=(1, 1, 4, 20, 3)).astype(np.float32)
     feats = MotionFeatures(KINECT20, ["height", "joint"])

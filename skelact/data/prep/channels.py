@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from skelact.layouts import Layout, spine_points
+from skelact.layouts import Layout
 
 Results = dict
 
@@ -28,14 +28,13 @@ class MotionFeatures:
     joint of its body, and "partner_distance", to every joint of the other body (zero without
     a partner); and "height", V channels that no turn about the vertical (y) axis changes: the
     joint's height above every joint of its body (y difference), which keeps the up and down
-    that distances lose (a hand raised above the head or held at the mouth); and "local", C
-    channels: each frame's joints in that frame's own body axes (`local`). Needs "keypoint"
+    that distances lose (a hand raised above the head or held at the mouth). Needs "keypoint"
     (..., M, T, V, C).
     """
 
     KINDS = (
         "joint", "velocity", "bone", "bone_velocity", "distance", "root", "partner",
-        "partner_distance", "height", "local",
+        "partner_distance", "height",
     )  # fmt: skip
     PER_JOINT = ("distance", "partner_distance", "height")  # V channels each; the others C
 
@@ -51,7 +50,6 @@ class MotionFeatures:
         self.parents = np.array([p if p >= 0 else v for v, p in enumerate(layout.parents)])
         self.has_bones = any(p >= 0 for p in layout.parents)
         self.center = list(layout.center) or list(range(layout.num_joints))
-        self.layout = layout
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
@@ -72,38 +70,11 @@ class MotionFeatures:
                 feats.append(kp[..., :, None, 1] - kp[..., None, :, 1])
             elif kind == "partner_distance":
                 feats.append(partner_distance(kp))
-            elif kind == "local":
-                feats.append(self.local(kp))
             else:  # bone or bone_velocity: the bones made once
                 bones = self.bones(kp) if bones is None else bones
                 feats.append(velocity(bones) if kind == "bone_velocity" else bones)
         results["keypoint"] = np.concatenate(feats, -1).astype(np.float32, copy=False)
         return results
-
-    def local(self, kp: np.ndarray) -> np.ndarray:
-        """(..., T, V, 3): each frame's joints in that frame's own body axes (origin at the
-        body's centre, y along its spine, x along its left->right line made square to y):
-        the posture alone, without where the body is or which way it faces in that frame.
-        Zero where the body is absent or its axes cannot be made; layouts without named
-        joints get the offset from the centre only."""
-        centre = kp[..., self.center, :].mean(-2, keepdims=True)
-        rel = kp - centre
-        present = np.abs(kp).sum((-1, -2)) > 0
-        if not self.layout.named or kp.shape[-1] != 3:
-            return np.where(present[..., None, None], rel, 0.0).astype(kp.dtype)
-        bottom, top = spine_points(self.layout, kp)
-        left, right = self.layout.left_right
-        y = top - bottom
-        x = kp[..., right, :] - kp[..., left, :]
-        ny = np.linalg.norm(y, axis=-1, keepdims=True)
-        y = y / np.maximum(ny, 1e-6)
-        x = x - (x * y).sum(-1, keepdims=True) * y
-        nx = np.linalg.norm(x, axis=-1, keepdims=True)
-        x = x / np.maximum(nx, 1e-6)
-        axes = np.stack([x, y, np.cross(x, y)], -2)  # (..., T, 3, 3), rows: the new axes
-        out = np.einsum("...vc,...dc->...vd", rel, axes)
-        ok = present & (ny[..., 0] > 1e-6) & (nx[..., 0] > 1e-6)
-        return np.where(ok[..., None, None], out, 0.0).astype(kp.dtype)
 
     def bones(self, kp: np.ndarray) -> np.ndarray:
         if self.has_bones:
