@@ -186,6 +186,14 @@ def against(results: list[dict], baseline: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def report(results: list[dict], seeds: list[int], baseline_json: str | None) -> None:
+    """Print the table of these runs, then, given an earlier --json, `against` it."""
+    print(table(results, seeds))
+    if baseline_json:
+        baseline = json.loads(Path(baseline_json).read_text())
+        print(f"\nagainst {baseline_json}\n\n{against(results, baseline)}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--split", choices=["test", "dev"], default="test")
@@ -218,13 +226,9 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.seeds = [0]
-    baseline = json.loads(Path(args.against).read_text()) if args.against else None
     if args.report:
         results = json.loads(Path(args.report).read_text())
-        seeds = sorted({r["seed"] for r in results})
-        print(table(results, seeds))
-        if baseline is not None:
-            print(f"\nagainst {args.against}\n\n{against(results, baseline)}")
+        report(results, sorted({r["seed"] for r in results}), args.against)
         return
     # the runs start in the repository root: paths given relative to here must not move there
     data_dir = Path(args.data_dir).resolve()
@@ -238,9 +242,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=2))
     overrides = " ".join(args.overrides) or "(default recipe)"
     print(f"\n{args.split} splits, seeds {args.seeds}, {overrides}\n")
-    print(table(results, args.seeds))
-    if baseline is not None:
-        print(f"\nagainst {args.against}\n\n{against(results, baseline)}")
+    report(results, args.seeds, args.against)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ class JointMLP(nn.Module):
     """Encode the joints of each body in each frame with a shared MLP, then join the bodies.
 
     Input (N, M, T, V, C) -> output (N, T, D). Both bodies go through the same weights (a
-    person is a person), then their features are concatenated in body order: body 0 is the
-    most active actor, so the roles of actor and partner stay distinct for the recurrent core.
+    person is a person), then their features are concatenated in body order, so the two roles
+    stay distinct for the recurrent core: body 0 is the sample's first body (the most active
+    for NTU and videos; SBU's person A, as its files list them).
 
     `joint_kernel` > 0: before the MLP, every joint's channels also go through a convolution
     over that many frames (`JointTemporalConv`, `joint_width` outputs, the same weights for

@@ -300,12 +300,11 @@ def build_skeleton_pipeline(
     """The skeleton stream's transforms from the `data.skeleton` config node; `kinds` replaces
     cfg.features as the output channels (the union of several skeleton streams' inputs)."""
     steps: list = [PadBodies(num_bodies), TrimEmpty(), FillUntracked()]
-    if cfg.get("bone_lengths", "keep") == "median":
+    bone_lengths = cfg.get("bone_lengths", "keep")
+    if bone_lengths == "median":
         steps.append(MedianBones(layout))
-    elif cfg.get("bone_lengths", "keep") != "keep":
-        raise ValueError(
-            f"data.skeleton.bone_lengths must be keep or median, got {cfg.bone_lengths!r}"
-        )
+    elif bone_lengths != "keep":
+        raise ValueError(f"data.skeleton.bone_lengths must be keep or median, got {bone_lengths!r}")
     if cfg.center:
         steps.append(Center(layout))
     if cfg.align_view:
