@@ -215,27 +215,6 @@ def test_height_features_keep_up_and_down_under_any_turn_about_the_vertical():
     assert np.abs(tilted[..., :20] - out[..., :20]).max() > 0.1  # a tilt does change them
 
 
-def test_angle_features_are_bone_cosines_kept_under_any_rotation_and_size():
-    kp = np.random.default_rng(4).normal(size=(1, 2, 3, 20, 3)).astype(np.float32)
-    kp[0, 1, 2] = 0  # body 1 absent in frame 2
-    # joint 5 (left elbow, parent 4) straight above its shoulder, joint 6 (wrist) out along x
-    kp[0, 0, 0, 5] = kp[0, 0, 0, 4] + [0, 0.3, 0]
-    kp[0, 0, 0, 6] = kp[0, 0, 0, 5] + [0.25, 0, 0]
-    kp[0, 0, 0, 7] = kp[0, 0, 0, 6] + [0.5, 0, 0]  # the hand continues the forearm
-    feats = MotionFeatures(KINECT20, ["angle"])
-    out = feats({"keypoint": kp})["keypoint"]
-    assert out.shape == (1, 2, 3, 20, 20)
-    assert out[0, 0, 0, 5, 6] == pytest.approx(0, abs=1e-6)  # upper arm _|_ forearm
-    assert out[0, 0, 0, 6, 7] == pytest.approx(1, abs=1e-6)  # forearm || hand
-    assert out[0, 0, 0, 3, 3] == pytest.approx(1, abs=1e-6)
-    np.testing.assert_allclose(out, np.swapaxes(out, -1, -2), atol=1e-6)
-    assert np.all(out[..., 0, :] == 0) and np.all(out[0, 1, 2] == 0)  # root; absent body
-    rot = rotation_to_axes(np.array([[1.0, 0.2, 0.3]]), np.array([[0.1, 1.0, -0.2]]))
-    moved = feats({"keypoint": 1.7 * kp @ rot.T.astype(np.float32) + 0.4})["keypoint"]
-    np.testing.assert_allclose(moved, out, atol=1e-5)
-    assert MotionFeatures.channels(["angle", "partner"], 3, 20) == 23
-
-
 def test_align_view_on_hips_and_on_mediapipe33():
     kp = Center(NTU25)({"keypoint": standing_ntu(yaw_deg=-30)})["keypoint"]
     out = AlignView(NTU25, "hips")({"keypoint": kp})["keypoint"]

@@ -28,17 +28,15 @@ class MotionFeatures:
     joint of its body, and "partner_distance", to every joint of the other body (zero without
     a partner); and "height", V channels that no turn about the vertical (y) axis changes: the
     joint's height above every joint of its body (y difference), which keeps the up and down
-    that distances lose (a hand raised above the head or held at the mouth); and "angle", V
-    channels that neither a rotation of the view nor the body's size changes: the cosine of the
-    angle between the joint's bone and every bone of its body (zero where a bone has no length:
-    the root's, an absent body's). Needs "keypoint" (..., M, T, V, C).
+    that distances lose (a hand raised above the head or held at the mouth). Needs "keypoint"
+    (..., M, T, V, C).
     """
 
     KINDS = (
         "joint", "velocity", "bone", "bone_velocity", "distance", "root", "partner",
-        "partner_distance", "height", "angle",
+        "partner_distance", "height",
     )  # fmt: skip
-    PER_JOINT = ("distance", "partner_distance", "height", "angle")  # V channels each; the others C
+    PER_JOINT = ("distance", "partner_distance", "height")  # V channels each; the others C
 
     @staticmethod
     def channels(kinds: Sequence[str], c: int, v: int) -> int:
@@ -72,9 +70,6 @@ class MotionFeatures:
                 feats.append(kp[..., :, None, 1] - kp[..., None, :, 1])
             elif kind == "partner_distance":
                 feats.append(partner_distance(kp))
-            elif kind == "angle":
-                bones = self.bones(kp) if bones is None else bones
-                feats.append(bone_cosines(bones))
             else:  # bone or bone_velocity: the bones made once
                 bones = self.bones(kp) if bones is None else bones
                 feats.append(velocity(bones) if kind == "bone_velocity" else bones)
@@ -121,14 +116,6 @@ def partner_distance(kp: np.ndarray) -> np.ndarray:
     present = np.abs(kp).sum((-1, -2)) > 0  # (..., M, T)
     both = present & np.roll(present, -1, axis=-2)
     return np.where(both[..., None, None], dist, 0.0).astype(kp.dtype)
-
-
-def bone_cosines(bones: np.ndarray) -> np.ndarray:
-    """(..., V, C) -> (..., V, V): the cosine of the angle between each bone and every bone of
-    the same body and frame; zero for a bone shorter than 1e-6 (the root's, an absent body's)."""
-    length = np.sqrt((bones * bones).sum(-1, keepdims=True))
-    unit = np.where(length > 1e-6, bones / np.maximum(length, 1e-6), 0.0)
-    return unit @ np.swapaxes(unit, -1, -2)
 
 
 def velocity(kp: np.ndarray) -> np.ndarray:
