@@ -10,7 +10,7 @@ import torch
 from skelact.config import compose_config
 from skelact.data.datasets import build_loaders
 from skelact.data.formats.annotations import save_annotations
-from skelact.data.prep.channels import MotionFeatures
+from skelact.data.prep.channels import MotionFeatures, paired_columns
 from skelact.data.run import Data, make_loader
 from skelact.engine import (
     float_outputs,
@@ -26,6 +26,7 @@ from skelact.engine import (
 )
 from skelact.layouts import KINECT20, MEDIAPIPE33, NTU25, OPENNI15, body_parts, get_layout
 from skelact.models.dropout import Dropout
+from skelact.models.encoders import JointMLP
 from skelact.models.graph import GraphConv, GraphEncoder, partition_adjacency
 from skelact.models.recognizer import build_recognizer
 from tests.conftest import assert_training_step, toy_annotations
@@ -331,6 +332,49 @@ class _Plain(torch.nn.Module):
 
     def forward(self, x):
         return self.lin(x), torch.ones(len(x), 1)
+
+
+def test_distance_stream_reads_each_pair_once_with_the_same_training(toy_file):
+    """The joint MLP of the distance stream reads each pair of joints once (not (i, j) and
+    (j, i), nor the zero diagonal) by folded weights: the same outputs, and three AdamW steps
+    from one initialisation end at the same parameters as the layer over every column. The
+    loaders give the default streams the kinds that let the model fold."""
+    kinds = ["joint", "distance", "height", "partner"]
+    keep, twin, sign = paired_columns(kinds, 3, 20)
+    assert len(keep) == 20 * 6 + 2 * 190  # joint, partner; 190 pairs each of distance, height
+    assert paired_columns(["joint", "partner"], 3, 20) is None
+    rng = np.random.default_rng(4)
+    kp = rng.normal(size=(3, 2, 6, 20, 3)).astype(np.float32)  # (N, M, T, V, C)
+    kp[0, 1] = 0  # one sample of one person
+    x = torch.from_numpy(MotionFeatures(KINECT20, kinds)({"keypoint": kp})["keypoint"])
+    flat = x.reshape(3, 2, 6, -1)
+    torch.testing.assert_close(
+        flat[..., twin[sign != 0]], flat[..., keep[sign != 0]] * torch.from_numpy(sign[sign != 0])
+    )
+    torch.manual_seed(0)
+    full = JointMLP(20, x.shape[-1], 2, 32, 16)
+    folded = JointMLP(20, x.shape[-1], 2, 32, 16, pairs=(keep, twin, sign))
+    folded.load_state_dict(full.state_dict())  # the same parameters: checkpoints interchange
+    torch.testing.assert_close(folded(x), full(x))
+    start = full.mlp[0].weight.detach().clone()
+    target = torch.randn(3, 6, 16)
+    for net in (full, folded):
+        opt = torch.optim.AdamW(net.parameters(), 1e-2)
+        for _ in range(3):
+            opt.zero_grad()
+            (net(x) - target).square().mean().backward()
+            opt.step()
+    for (name, a), b in zip(full.named_parameters(), folded.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    moved = (full.mlp[0].weight - start).abs()  # every weight read moved, the twins too
+    assert (moved[:, keep] > 1e-3).float().mean() > 0.95
+    assert (moved[:, twin] > 1e-3).float().mean() > 0.95
+    cfg = compose(toy_file, "modality=skeleton_5s")
+    data = Data(cfg)
+    _, specs = build_loaders(cfg.data, cfg.model, data.store, cfg.modality.streams, True)
+    net = build_recognizer(cfg.model, list(cfg.modality.streams), 3, specs)
+    assert net.streams["skeleton_dist"].encoder.folded
+    assert not net.streams["skeleton_joint"].encoder.folded  # nothing repeats there
 
 
 def test_shared_core_runs_once_and_equals_per_stream_runs(toy_file):

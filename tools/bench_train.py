@@ -49,6 +49,8 @@ def build(overrides: list[str], device: torch.device):
             "channels": MotionFeatures.channels(ks, 3, 25),
             "num_bodies": 2,
             "layout": "ntu25",
+            "kinds": list(ks),
+            "coords": 3,
         }
         for name, ks in kinds.items()
     }

@@ -73,8 +73,9 @@ def presence(inputs: list[torch.Tensor]) -> torch.Tensor:
     inputs, each (N, M, T, V, C). Motion channels of a still body are zero, but the same clip's
     position or bone channels are not, so the streams of one clip share this one mask: a stream
     of motion alone cannot tell a still body from an absent one."""
-    peak = torch.stack([x.abs().amax(dim=(1, 3, 4)) for x in inputs]).amax(0)  # (N, T)
-    return peak > 0  # float max, not bool any(): the ONNX export keeps it
+    # the largest |value| as max(max, -min): two reads of the input, no |x| copy of it
+    peak = torch.stack([torch.maximum(x.amax((1, 3, 4)), -x.amin((1, 3, 4))) for x in inputs])
+    return peak.amax(0) > 0  # (N, T); float max, not bool any(): the ONNX export keeps it
 
 
 def build_core(enc_dim: int, core_cfg) -> RecurrentCore:

@@ -93,6 +93,39 @@ class MotionFeatures:
         return np.where(both, other - centre, 0.0).astype(kp.dtype, copy=False)
 
 
+# kinds whose V channels at joint i, column j repeat those at joint j, column i: the distance
+# the same (+1), the height negated (-1); their diagonals (i == j) are zero
+PAIRED = {"distance": 1.0, "height": -1.0}
+
+
+def paired_columns(
+    kinds: Sequence[str], c: int, v: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A stream's frame vector (V joints x `channels(kinds, c, v)` channels, flattened joint by
+    joint) without its repeats: "distance" and "height" hold every pair of joints twice, (i, j)
+    and (j, i), and a zero diagonal. Returns (keep, twin, sign), each of the U kept columns: a
+    linear map W of the whole vector equals the map of x[keep] by W[:, keep] + sign *
+    W[:, twin] (sign 0 where the column has no twin), with about half the products for the
+    distance stream. None when no kind is paired."""
+    if not any(k in PAIRED for k in kinds):
+        return None
+    width = MotionFeatures.channels(kinds, c, v)
+    kept = []  # (column, its twin, sign)
+    for i in range(v):
+        off = 0
+        for kind in kinds:
+            n = v if kind in MotionFeatures.PER_JOINT else c
+            for j in range(n):
+                col = i * width + off + j
+                if kind not in PAIRED:
+                    kept.append((col, col, 0.0))
+                elif j > i:
+                    kept.append((col, j * width + off + i, PAIRED[kind]))
+            off += n
+    keep, twin, sign = zip(*kept, strict=True)
+    return np.array(keep), np.array(twin), np.array(sign, np.float32)
+
+
 def pairwise_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(..., V, C) x (..., V, C) -> (..., V, V): the distance from each joint of a to each of b.
 
