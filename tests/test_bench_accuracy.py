@@ -3,9 +3,13 @@ the comparison with earlier runs (--against)."""
 
 from __future__ import annotations
 
-import numpy as np
+import json
+import sys
 
-from tools.bench_accuracy import against, mean_std, table
+import numpy as np
+import pytest
+
+from tools.bench_accuracy import against, main, mean_std, table
 
 
 def _run(dataset: str, seed: int, top1: float) -> dict:
@@ -38,3 +42,18 @@ def test_against_compares_the_seeds_both_hold():
     assert rows[2] == "| nucla " + nucla
     assert rows[3] == "| sbu | 1 | 93.00 | 95.00 | +2.00 |"
     assert len(rows) == 4  # no kard: these runs have none
+
+
+def test_report_names_a_missing_file_before_anything_else(tmp_path, monkeypatch, capsys):
+    """--report with an --against that is not there: an argparse error naming the file, not a
+    traceback after the first table."""
+    runs = tmp_path / "runs.json"
+    runs.write_text(json.dumps([_run("kard", 0, 0.99)]))
+    missing = tmp_path / "base.json"
+    argv = ["bench_accuracy.py", "--report", str(runs), "--against", str(missing)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert f"no such file: {missing}" in captured.err and captured.out == ""

@@ -217,7 +217,8 @@ def main() -> None:
     p.add_argument(
         "--against",
         help="a --json file of earlier runs: also print their top-1 beside these runs', per "
-        "seed both hold, with the change",
+        "seed both hold, with the change (read when these runs end: it may be a sweep still "
+        "running)",
     )
     p.add_argument(
         "--report", help="a --json file: print its tables instead of training (with --against)"
@@ -226,10 +227,15 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.seeds = [0]
+    missing = [f for f in (args.report, args.against) if f and not Path(f).is_file()]
+    if args.report and missing:
+        p.error(f"no such file: {', '.join(missing)}")
     if args.report:
         results = json.loads(Path(args.report).read_text())
         report(results, sorted({r["seed"] for r in results}), args.against)
         return
+    if missing:  # --against is read only when the runs end
+        print(f"warning: --against {args.against} does not exist (yet)", file=sys.stderr)
     # the runs start in the repository root: paths given relative to here must not move there
     data_dir = Path(args.data_dir).resolve()
     args.runs = str(Path(args.runs).resolve())
