@@ -11,6 +11,7 @@ Data loading is not included (skeleton transforms cost about 1-2 ms per sample p
     python tools/bench_train.py trainer.precision=fp32   # without bfloat16 autocast
     PYTHONPATH=. python tools/bench_train.py --threads 1 --compare   # vs the single stream
     python tools/bench_train.py --threads 1 --fp32 --rounds 3   # bf16 autocast vs float32
+    python tools/bench_train.py --threads 1 --unfolded --rounds 3   # the distance stream folded or not
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ TRAIN_SIZES = {
 }
 
 
-def build(overrides: list[str], device: torch.device):
+def build(overrides: list[str], device: torch.device, fold: bool = True):
     """The configured recognizer for NTU (60 classes, 25 joints, 2 bodies): every skeleton
-    stream of the modality, each with its own input channels. Returns model, cfg, specs."""
+    stream of the modality, each with its own input channels. Returns model, cfg, specs.
+    `fold`: False leaves the channel kinds out of the specs, so the distance stream's first
+    layer reads every column (the model before commit f1b0ce7, the same function)."""
     cfg = compose_config(["data=ntu60_xsub", "data.ann_file=none", *overrides])
     kinds = skeleton_streams(cfg.data, cfg.modality.streams)
     if list(kinds) != list(cfg.modality.streams):
@@ -49,8 +52,7 @@ def build(overrides: list[str], device: torch.device):
             "channels": MotionFeatures.channels(ks, 3, 25),
             "num_bodies": 2,
             "layout": "ntu25",
-            "kinds": list(ks),
-            "coords": 3,
+            **({"kinds": list(ks), "coords": 3} if fold else {}),
         }
         for name, ks in kinds.items()
     }
@@ -85,8 +87,8 @@ def samples_per_second(model, cfg, x: dict, y, steps: int, warmup: int) -> float
     return steps * len(y) / (time.perf_counter() - start)
 
 
-def bench(device: torch.device, args, overrides: list[str]) -> float:
-    model, cfg, specs = build(overrides, device)
+def bench(device: torch.device, args, overrides: list[str], fold: bool = True) -> float:
+    model, cfg, specs = build(overrides, device, fold)
     params = sum(p.numel() for p in model.parameters())
     x = {  # the engine feeds (N*K, M, T, V, C) per stream, K = 1 clip in training
         name: torch.randn((args.batch_size, 2, args.frames, 25, spec["channels"]), device=device)
@@ -100,7 +102,7 @@ def bench(device: torch.device, args, overrides: list[str]) -> float:
     dtype = train_dtype(cfg.trainer.precision, device)
     threads += ", float32" if dtype is None else f", {str(dtype)[6:]} autocast"
     print(
-        f"\n{' '.join(overrides) or 'default recipe'}\n"
+        f"\n{' '.join(overrides) or 'default recipe'}{'' if fold else ' (unfolded)'}\n"
         f"device {device}{threads}: {params:,} parameters, input (N, M, T, V, C) = "
         f"{(args.batch_size, 2, args.frames, 25, channels)}"
     )
@@ -129,9 +131,19 @@ def main() -> None:
         action="store_true",
         help="also time trainer.precision=fp32 (no bfloat16 autocast), in turns, print the ratio",
     )
-    parser.add_argument("--rounds", type=int, default=1, help="--fp32: timings of each, in turns")
+    parser.add_argument(
+        "--unfolded",
+        action="store_true",
+        help="also time the distance stream's first layer over every column (not each pair of "
+        "joints once), in turns, print the ratio",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="--fp32, --unfolded: timings of each, in turns"
+    )
     parser.add_argument("overrides", nargs="*", help="hydra overrides, e.g. model.core.hidden=256")
     args = parser.parse_args()
+    if args.fp32 and args.unfolded:
+        parser.error("--fp32 or --unfolded, one at a time")
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")]
@@ -139,16 +151,21 @@ def main() -> None:
         devices.append(torch.device("cuda"))
     single = ["modality=skeleton", "model=bilstm"]
     for device in devices:
-        if args.fp32:
+        if args.fp32 or args.unfolded:
             fp32 = [*args.overrides, "trainer.precision=fp32"]
+            other, what = (
+                ((fp32, True), "configured precision vs fp32")
+                if args.fp32
+                else ((args.overrides, False), "folded vs unfolded distance stream")
+            )
             rounds = [
-                (bench(device, args, args.overrides), bench(device, args, fp32))
+                (bench(device, args, args.overrides), bench(device, args, *other))
                 for _ in range(args.rounds)
             ]
             ratios = [a / b for a, b in rounds]
             each = " / ".join(f"{a:.1f} vs {b:.1f} = {a / b:.2f}x" for a, b in rounds)
             print(
-                f"\n{device}: configured precision vs fp32, per round: {each}; "
+                f"\n{device}: {what}, per round: {each}; "
                 f"mean ratio {sum(ratios) / len(ratios):.2f}x"
             )
             continue
