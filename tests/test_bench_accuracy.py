@@ -57,3 +57,15 @@ def test_report_names_a_missing_file_before_anything_else(tmp_path, monkeypatch,
     assert exit_info.value.code == 2
     captured = capsys.readouterr()
     assert f"no such file: {missing}" in captured.err and captured.out == ""
+
+
+def test_a_sweep_ends_with_its_table_when_the_baseline_is_not_there(tmp_path, capsys):
+    """--against names a sweep still running beside this one: the table, then a line saying
+    how to compare later, not a traceback."""
+    from tools.bench_accuracy import report
+
+    missing = tmp_path / "base.json"
+    report([_run("kard", 0, 0.99)], [0], str(missing))
+    out = capsys.readouterr().out
+    assert "| kard | 99.0 ± n/a | 99.0 |" in out
+    assert f"--against {missing}: no such file; later: --report JSON --against it" in out

@@ -189,7 +189,9 @@ def against(results: list[dict], baseline: list[dict]) -> str:
 def report(results: list[dict], seeds: list[int], baseline_json: str | None) -> None:
     """Print the table of these runs, then, given an earlier --json, `against` it."""
     print(table(results, seeds))
-    if baseline_json:
+    if baseline_json and not Path(baseline_json).is_file():  # a sweep beside this one, not done
+        print(f"\n--against {baseline_json}: no such file; later: --report JSON --against it")
+    elif baseline_json:
         baseline = json.loads(Path(baseline_json).read_text())
         print(f"\nagainst {baseline_json}\n\n{against(results, baseline)}")
 

@@ -11,7 +11,7 @@ Data loading is not included (skeleton transforms cost about 1-2 ms per sample p
     python tools/bench_train.py trainer.precision=fp32   # without bfloat16 autocast
     PYTHONPATH=. python tools/bench_train.py --threads 1 --compare   # vs the single stream
     python tools/bench_train.py --threads 1 --fp32 --rounds 3   # bf16 autocast vs float32
-    python tools/bench_train.py --threads 1 --unfolded --rounds 3   # the distance stream folded or not
+    python tools/bench_train.py --threads 1 --unfolded --rounds 3   # folded or not
 """
 
 from __future__ import annotations
