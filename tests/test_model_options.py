@@ -340,9 +340,11 @@ def test_distance_stream_reads_each_pair_once_with_the_same_training(toy_file):
     from one initialisation end at the same parameters as the layer over every column. The
     loaders give the default streams the kinds that let the model fold."""
     kinds = ["joint", "distance", "height", "partner"]
-    keep, twin, sign = paired_columns(kinds, 3, 20)
+    keep, twin, sign = paired_columns(kinds, MotionFeatures.channels(kinds, 3, 20), 20)
     assert len(keep) == 20 * 6 + 2 * 190  # joint, partner; 190 pairs each of distance, height
-    assert paired_columns(["joint", "partner"], 3, 20) is None
+    assert paired_columns(["joint", "partner"], 6, 20) is None
+    only = paired_columns(["distance"], 20, 20)  # no kind of C channels
+    assert len(only[0]) == 190 and (only[1] // 20 > only[0] // 20).all()
     rng = np.random.default_rng(4)
     kp = rng.normal(size=(3, 2, 6, 20, 3)).astype(np.float32)  # (N, M, T, V, C)
     kp[0, 1] = 0  # one sample of one person
@@ -375,6 +377,8 @@ def test_distance_stream_reads_each_pair_once_with_the_same_training(toy_file):
     net = build_recognizer(cfg.model, list(cfg.modality.streams), 3, specs)
     assert net.streams["skeleton_dist"].encoder.folded
     assert not net.streams["skeleton_joint"].encoder.folded  # nothing repeats there
+    # where the first layer does not read the raw columns, every column is read
+    assert not JointMLP(20, x.shape[-1], 2, 32, 16, 0.0, True, pairs=(keep, twin, sign)).folded
 
 
 def test_shared_core_runs_once_and_equals_per_stream_runs(toy_file):

@@ -52,7 +52,7 @@ def build(overrides: list[str], device: torch.device, fold: bool = True):
             "channels": MotionFeatures.channels(ks, 3, 25),
             "num_bodies": 2,
             "layout": "ntu25",
-            **({"kinds": list(ks), "coords": 3} if fold else {}),
+            **({"kinds": list(ks)} if fold else {}),
         }
         for name, ks in kinds.items()
     }
@@ -152,12 +152,13 @@ def main() -> None:
     single = ["modality=skeleton", "model=bilstm"]
     for device in devices:
         if args.fp32 or args.unfolded:
-            fp32 = [*args.overrides, "trainer.precision=fp32"]
-            other, what = (
-                ((fp32, True), "configured precision vs fp32")
-                if args.fp32
-                else ((args.overrides, False), "folded vs unfolded distance stream")
-            )
+            if args.fp32:
+                other, what = (
+                    ([*args.overrides, "trainer.precision=fp32"], True),
+                    "configured precision vs fp32",
+                )
+            else:
+                other, what = (args.overrides, False), "folded vs unfolded distance stream"
             rounds = [
                 (bench(device, args, args.overrides), bench(device, args, *other))
                 for _ in range(args.rounds)

@@ -242,7 +242,6 @@ def _skeleton_group(dcfg, store, kinds: dict[str, list[str]], train: bool, views
             "channels": len(channels[name]),
             "layout": layout.name,
             "kinds": list(kinds[name]),  # lets the joint MLP skip repeated columns
-            "coords": c,
         }
     pipe = build_skeleton_pipeline(layout, scfg, train, bodies, union)
     if list(kinds) == ["skeleton"]:

@@ -29,7 +29,8 @@ class JointMLP(nn.Module):
     stream holds each pair of joints twice), so the first layer reads only the kept ones, by
     the weights folded onto them. The same function, parameters and gradients as the layer
     over every column (state dicts are interchangeable), with about half its products on the
-    distance stream.
+    distance stream. Used only where the first layer reads the raw columns (no `input_norm`,
+    no `joint_kernel`).
     """
 
     def __init__(
@@ -46,9 +47,7 @@ class JointMLP(nn.Module):
         pairs: tuple | None = None,
     ):
         super().__init__()
-        if pairs is not None and (input_norm or joint_kernel):
-            raise ValueError("JointMLP: pairs need the raw columns (no input_norm or joint_kernel)")
-        self.folded = pairs is not None
+        self.folded = pairs is not None and not input_norm and not joint_kernel
         if self.folded:  # not in the state dict: derived from the stream's channel kinds
             keep = [int(k) for k in pairs[0]]
             # the kept columns as runs of neighbours: slices concatenated read them about 5x
@@ -138,9 +137,8 @@ def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
         )
         return enc, cfg.embed
     if stream == "skeleton":
-        pairs = None
-        if "kinds" in spec and not cfg.get("input_norm", False) and not cfg.get("joint_kernel", 0):
-            pairs = paired_columns(spec["kinds"], spec["coords"], spec["num_joints"])
+        kinds = spec.get("kinds")  # absent in checkpoints before f1b0ce7: every column read
+        pairs = paired_columns(kinds, spec["channels"], spec["num_joints"]) if kinds else None
         enc = JointMLP(
             spec["num_joints"],
             spec["channels"],

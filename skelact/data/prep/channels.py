@@ -99,17 +99,18 @@ PAIRED = {"distance": 1.0, "height": -1.0}
 
 
 def paired_columns(
-    kinds: Sequence[str], c: int, v: int
+    kinds: Sequence[str], width: int, v: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """A stream's frame vector (V joints x `channels(kinds, c, v)` channels, flattened joint by
-    joint) without its repeats: "distance" and "height" hold every pair of joints twice, (i, j)
-    and (j, i), and a zero diagonal. Returns (keep, twin, sign), each of the U kept columns: a
-    linear map W of the whole vector equals the map of x[keep] by W[:, keep] + sign *
+    """A stream's frame vector (V joints x `width` = `channels(kinds, c, v)` channels, flattened
+    joint by joint) without its repeats: "distance" and "height" hold every pair of joints
+    twice, (i, j) and (j, i), and a zero diagonal. Returns (keep, twin, sign), each of the U kept
+    columns: a linear map W of the whole vector equals the map of x[keep] by W[:, keep] + sign *
     W[:, twin] (sign 0 where the column has no twin), with about half the products for the
     distance stream. None when no kind is paired."""
     if not any(k in PAIRED for k in kinds):
         return None
-    width = MotionFeatures.channels(kinds, c, v)
+    per_c = sum(k not in MotionFeatures.PER_JOINT for k in kinds)  # kinds of C channels each
+    c = (width - (len(kinds) - per_c) * v) // per_c if per_c else 0
     kept = []  # (column, its twin, sign)
     for i in range(v):
         off = 0
