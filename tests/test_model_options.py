@@ -453,6 +453,43 @@ def test_temporal_conv_dilations_reach_their_frames(dilations, reach):
     assert len(list(conv.parameters())) == 2 * len(dilations) + 2  # conv weights, biases, norm
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_core_trains_on_torchs_own_rnn_with_the_same_function(cell):
+    """Float32 CPU training runs torch's own recurrent kernels, not oneDNN's (faster there):
+    the same outputs and gradients as oneDNN, oneDNN still used without gradients and the
+    global flag left as it was."""
+    from torch.profiler import profile
+
+    from skelact.models.temporal import RecurrentCore
+
+    torch.manual_seed(0)
+    core = RecurrentCore(16, 8, cell=cell)
+    x = torch.randn(4, 10, 16, requires_grad=True)
+
+    def run(native: bool):
+        core.native_training = native
+        with profile() as prof:
+            out = core(x)
+            grads = torch.autograd.grad(out.square().sum(), [x, *core.parameters()])
+        kernels = {e.key for e in prof.key_averages() if "mkldnn_rnn" in e.key}
+        return out, grads, kernels
+
+    out, grads, kernels = run(True)
+    ref, ref_grads, ref_kernels = run(False)
+    assert not kernels
+    if cell == "lstm":  # oneDNN takes the LSTM; torch's GRU is its own either way
+        assert ref_kernels == {"aten::mkldnn_rnn_layer", "aten::mkldnn_rnn_layer_backward"}
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4)
+    assert torch.backends.mkldnn.enabled
+    core.native_training = True
+    with torch.no_grad(), profile() as prof:
+        core(x)
+    if cell == "lstm":
+        assert any("mkldnn_rnn" in e.key for e in prof.key_averages())
+
+
 @pytest.mark.parametrize("c_in", [6, 32, 48])
 def test_graph_conv_equals_the_adjacency_sum(c_in):
     """Both evaluation orders of GraphConv give sum_k (A_k + B_k) (x W_k + b_k), bias included."""

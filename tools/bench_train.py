@@ -12,6 +12,7 @@ Data loading is not included (skeleton transforms cost about 1-2 ms per sample p
     PYTHONPATH=. python tools/bench_train.py --threads 1 --compare   # vs the single stream
     python tools/bench_train.py --threads 1 --fp32 --rounds 3   # bf16 autocast vs float32
     python tools/bench_train.py --threads 1 --unfolded --rounds 3   # folded or not
+    python tools/bench_train.py --threads 1 --onednn --rounds 3   # torch's LSTM or oneDNN's
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from skelact.data.datasets import skeleton_streams
 from skelact.data.prep.channels import MotionFeatures
 from skelact.engine import make_optimizer, stream_loss, train_dtype, training_forward
 from skelact.models.recognizer import build_recognizer
+from skelact.models.temporal import RecurrentCore
 
 # training-set sizes of the standard protocols (after removing the missing skeletons)
 TRAIN_SIZES = {
@@ -87,8 +89,15 @@ def samples_per_second(model, cfg, x: dict, y, steps: int, warmup: int) -> float
     return steps * len(y) / (time.perf_counter() - start)
 
 
-def bench(device: torch.device, args, overrides: list[str], fold: bool = True) -> float:
+def bench(
+    device: torch.device, args, overrides: list[str], fold: bool = True, native: bool = True
+) -> float:
+    """`native` False: the recurrent core trains on oneDNN's LSTM in float32 too (the code
+    before torch's own LSTM was chosen there)."""
     model, cfg, specs = build(overrides, device, fold)
+    for module in model.modules():
+        if isinstance(module, RecurrentCore):
+            module.native_training = native
     params = sum(p.numel() for p in model.parameters())
     x = {  # the engine feeds (N*K, M, T, V, C) per stream, K = 1 clip in training
         name: torch.randn((args.batch_size, 2, args.frames, 25, spec["channels"]), device=device)
@@ -102,7 +111,8 @@ def bench(device: torch.device, args, overrides: list[str], fold: bool = True) -
     dtype = train_dtype(cfg.trainer.precision, device)
     threads += ", float32" if dtype is None else f", {str(dtype)[6:]} autocast"
     print(
-        f"\n{' '.join(overrides) or 'default recipe'}{'' if fold else ' (unfolded)'}\n"
+        f"\n{' '.join(overrides) or 'default recipe'}{'' if fold else ' (unfolded)'}"
+        f"{'' if native else ' (oneDNN LSTM)'}\n"
         f"device {device}{threads}: {params:,} parameters, input (N, M, T, V, C) = "
         f"{(args.batch_size, 2, args.frames, 25, channels)}"
     )
@@ -138,12 +148,21 @@ def main() -> None:
         "joints once), in turns, print the ratio",
     )
     parser.add_argument(
-        "--rounds", type=int, default=1, help="--fp32, --unfolded: timings of each, in turns"
+        "--onednn",
+        action="store_true",
+        help="also time the recurrent core on oneDNN's LSTM in float32 training (not torch's "
+        "own), in turns, print the ratio",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="--fp32, --unfolded, --onednn: timings of each, in turns",
     )
     parser.add_argument("overrides", nargs="*", help="hydra overrides, e.g. model.core.hidden=256")
     args = parser.parse_args()
-    if args.fp32 and args.unfolded:
-        parser.error("--fp32 or --unfolded, one at a time")
+    if args.fp32 + args.unfolded + args.onednn > 1:
+        parser.error("--fp32, --unfolded or --onednn, one at a time")
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")]
@@ -151,14 +170,16 @@ def main() -> None:
         devices.append(torch.device("cuda"))
     single = ["modality=skeleton", "model=bilstm"]
     for device in devices:
-        if args.fp32 or args.unfolded:
+        if args.fp32 or args.unfolded or args.onednn:
             if args.fp32:
                 other, what = (
-                    ([*args.overrides, "trainer.precision=fp32"], True),
+                    ([*args.overrides, "trainer.precision=fp32"], True, True),
                     "configured precision vs fp32",
                 )
+            elif args.unfolded:
+                other, what = (args.overrides, False, True), "folded vs unfolded distance stream"
             else:
-                other, what = (args.overrides, False), "folded vs unfolded distance stream"
+                other, what = (args.overrides, True, False), "torch's LSTM vs oneDNN's"
             rounds = [
                 (bench(device, args, args.overrides), bench(device, args, *other))
                 for _ in range(args.rounds)
