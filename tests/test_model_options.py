@@ -453,17 +453,16 @@ def test_temporal_conv_dilations_reach_their_frames(dilations, reach):
     assert len(list(conv.parameters())) == 2 * len(dilations) + 2  # conv weights, biases, norm
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_core_trains_on_torchs_own_rnn_with_the_same_function(cell):
-    """Float32 CPU training runs torch's own recurrent kernels, not oneDNN's (faster there):
-    the same outputs and gradients as oneDNN, oneDNN still used without gradients and the
-    global flag left as it was."""
+def test_core_trains_on_torchs_own_lstm_with_the_same_function():
+    """Float32 CPU training runs torch's own LSTM kernels, not oneDNN's (faster there): the
+    same outputs and gradients as oneDNN, oneDNN still used without gradients and the global
+    flag left as it was."""
     from torch.profiler import profile
 
     from skelact.models.temporal import RecurrentCore
 
     torch.manual_seed(0)
-    core = RecurrentCore(16, 8, cell=cell)
+    core = RecurrentCore(16, 8)
     x = torch.randn(4, 10, 16, requires_grad=True)
 
     def run(native: bool):
@@ -477,8 +476,7 @@ def test_core_trains_on_torchs_own_rnn_with_the_same_function(cell):
     out, grads, kernels = run(True)
     ref, ref_grads, ref_kernels = run(False)
     assert not kernels
-    if cell == "lstm":  # oneDNN takes the LSTM; torch's GRU is its own either way
-        assert ref_kernels == {"aten::mkldnn_rnn_layer", "aten::mkldnn_rnn_layer_backward"}
+    assert ref_kernels == {"aten::mkldnn_rnn_layer", "aten::mkldnn_rnn_layer_backward"}
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
     for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4)
@@ -486,8 +484,7 @@ def test_core_trains_on_torchs_own_rnn_with_the_same_function(cell):
     core.native_training = True
     with torch.no_grad(), profile() as prof:
         core(x)
-    if cell == "lstm":
-        assert any("mkldnn_rnn" in e.key for e in prof.key_averages())
+    assert any("mkldnn_rnn" in e.key for e in prof.key_averages())
 
 
 @pytest.mark.parametrize("c_in", [6, 32, 48])

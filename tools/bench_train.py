@@ -172,16 +172,15 @@ def main() -> None:
     for device in devices:
         if args.fp32 or args.unfolded or args.onednn:
             if args.fp32:
-                other, what = (
-                    ([*args.overrides, "trainer.precision=fp32"], True, True),
-                    "configured precision vs fp32",
-                )
+                other = {"overrides": [*args.overrides, "trainer.precision=fp32"]}
+                what = "configured precision vs fp32"
             elif args.unfolded:
-                other, what = (args.overrides, False, True), "folded vs unfolded distance stream"
+                other, what = {"fold": False}, "folded vs unfolded distance stream"
             else:
-                other, what = (args.overrides, True, False), "torch's LSTM vs oneDNN's"
+                other, what = {"native": False}, "torch's LSTM vs oneDNN's"
+            other = {"overrides": args.overrides, **other}
             rounds = [
-                (bench(device, args, args.overrides), bench(device, args, *other))
+                (bench(device, args, args.overrides), bench(device, args, **other))
                 for _ in range(args.rounds)
             ]
             ratios = [a / b for a, b in rounds]

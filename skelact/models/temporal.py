@@ -13,9 +13,9 @@ class RecurrentCore(nn.Module):
     """LSTM or GRU over time, uni- or bidirectional, 1..N layers: (N, T, D) -> (N, T, H*dirs).
 
     Training in float32 on a CPU runs torch's own LSTM rather than oneDNN's: the same function,
-    1.05-1.09x the default's training speed at NTU shape on an AVX2 CPU (BENCHMARKS.md, "torch's
-    own LSTM"). Inference and bfloat16 autocast keep oneDNN, faster there. `native_training`
-    False keeps oneDNN in float32 training too (for comparison).
+    1.03-1.06x the default's training speed on an AVX2 CPU (BENCHMARKS.md, "Torch's own LSTM in
+    float32 training"). Inference and bfloat16 autocast keep oneDNN, faster there.
+    `native_training` False keeps oneDNN in float32 training too (for comparison).
     """
 
     native_training = True
@@ -45,10 +45,8 @@ class RecurrentCore(nn.Module):
         self.out_dim = hidden * (2 if bidirectional else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.native_training and _float32_cpu_training(x):
-            with _without_onednn():
-                out, _ = self.rnn(x)
-        else:
+        native = self.native_training and _float32_cpu_training(x)
+        with _without_onednn() if native else contextlib.nullcontext():
             out, _ = self.rnn(x)
         return out  # (N, T, H*dirs)
 
