@@ -195,6 +195,25 @@ def stream_loss(out: dict, labels: torch.Tensor, smoothing: float, aux_weight: f
     return loss
 
 
+def view_consistency(out: dict, views: int, weight: float) -> torch.Tensor | float:
+    """trainer.consistency: `weight` x the Jensen-Shannon divergence between the predictions
+    of each sample's `views` augmented views (rows adjacent), summed over an ensemble's
+    streams (over replicas' too), else of the fused logits; 0 with one view."""
+    if views < 2 or not weight:
+        return 0.0
+    if "members" in out:
+        return sum(view_consistency(o, views, weight) for o in out["members"])
+    outputs = out["streams"].values() if out.get("independent") else [out["logits"]]
+    losses = []
+    for logits in outputs:
+        logp = F.log_softmax(logits.float(), -1).unflatten(0, (-1, views))  # (N, K, C)
+        mean = torch.logsumexp(logp, 1, keepdim=True) - math.log(views)  # log of the mean
+        # KL(p_k || mean), averaged over the views and the samples
+        kl = (logp.exp() * (logp - mean)).sum(-1).mean()
+        losses.append(weight * kl)
+    return torch.stack(losses).sum()
+
+
 def mutual_loss(out: dict, weight: float) -> torch.Tensor | float:
     """trainer.mutual: the sum of `mutual_losses` over an ensemble's streams (of each replica);
     0 for other fusions. It does not depend on the labels, so mixup adds it once."""
@@ -257,15 +276,19 @@ def train_one_epoch(
     show: bool = True,
     teacher=None,
     average: WeightAverage | None = None,
+    views: int = 1,
 ) -> dict:
     """One pass over `loader` with backpropagation through time; returns the mean loss (of an
     ensemble: the mean over its streams' losses), accuracy, samples seen and seconds.
     teacher: a `skelact.distill.Teacher`, whose predictions for each batch are mixed into the
-    loss as trainer.distill says. average: a `WeightAverage`, updated after every step."""
+    loss as trainer.distill says. average: a `WeightAverage`, updated after every step.
+    views: augmented views of each sample in the batch (`data.skeleton.augment.views`), each
+    trained as a sample of its own, pulled together by trainer.consistency."""
     model.train()
     dtype = train_dtype(tcfg.get("precision", "fp32"), device)
     mixup = float(tcfg.get("mixup", 0.0))
     mutual = float(tcfg.get("mutual", 0.0))
+    consistency = float(tcfg.get("consistency", 0.0))
     start = time.perf_counter()
     # running totals stay on the device: reading them every step would sync it every step
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -279,7 +302,11 @@ def train_one_epoch(
         dynamic_ncols=True,
     )
     for batch in bar:
-        inputs, labels, _ = split_batch(batch, streams, device)
+        inputs, labels, k = split_batch(batch, streams, device)
+        if views > 1:  # every sample's views are rows of their own, adjacent
+            if k != views:
+                raise ValueError(f"{views} training views expected, the batch has {k} clips")
+            labels = labels.repeat_interleave(views)
         if mixup:
             inputs, partners, lam = mix_batch(inputs, labels, mixup)
         out = training_forward(model, inputs, dtype)
@@ -289,6 +316,8 @@ def train_one_epoch(
             loss = lam * loss + (1.0 - lam) * other
         if mutual:
             loss = loss + mutual_loss(out, mutual)
+        if consistency:
+            loss = loss + view_consistency(out, views, consistency)
         if teacher is not None:
             loss = teacher.loss(loss, out, batch, inputs, device)
         optimizer.zero_grad(set_to_none=True)

@@ -85,7 +85,15 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     if fusion is not None:
         model.set_group_weights(fusion["weights"])
     teacher, distilled = None, None
+    views = int(cfg.data.skeleton.augment.get("views", 1) or 1)  # (checked by the dataset)
+    if tcfg.get("consistency", 0.0) and views < 2:
+        log.warning("trainer.consistency needs data.skeleton.augment.views > 1: it has no effect")
     if tcfg.get("distill") and tcfg.distill.teacher:
+        if views > 1:
+            raise SystemExit(
+                "trainer.distill.teacher and data.skeleton.augment.views > 1 do not combine: "
+                "the teacher scores one view of each sample; set data.skeleton.augment.views=1"
+            )
         if cfg.model.get("replica_augment"):  # (the model refuses it without replicas)
             raise SystemExit(
                 "trainer.distill.teacher and model.replica_augment=true do not combine: the "
@@ -179,6 +187,7 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
             show=tcfg.progress and rank == 0,
             teacher=teacher,
             average=average,
+            views=views,
         )
         stats = reduce_stats(stats, world, device)
         _check_finite(stats["loss"], epoch, optimizer)

@@ -23,6 +23,7 @@ from skelact.engine import (
     stream_loss,
     train_dtype,
     train_one_epoch,
+    view_consistency,
 )
 from skelact.layouts import KINECT20, MEDIAPIPE33, NTU25, OPENNI15, body_parts, get_layout
 from skelact.models.dropout import Dropout
@@ -323,6 +324,77 @@ def test_mutual_loss_pulls_each_stream_to_the_fixed_ensemble():
     assert mutual_loss({**out, "independent": False}, 0.3) == 0.0
 
 
+def test_view_consistency_is_the_js_divergence_between_views():
+    """trainer.consistency=w with 2 views: w x the Jensen-Shannon divergence of each sample's
+    two views' predictions, by hand; gradients reach both views; zero for equal views, for one
+    view, or a weight of 0; an ensemble sums its streams' terms, replicas their members'."""
+    torch.manual_seed(0)
+    a = torch.randn(6, 4, requires_grad=True)  # 3 samples x 2 views, views adjacent
+    b = torch.randn(6, 4)
+    out = {"logits": a, "streams": {"skeleton_a": a, "skeleton_b": b}, "independent": False}
+    p, q = a.softmax(-1)[0::2], a.softmax(-1)[1::2]
+    m = (p + q) / 2
+    js = 0.5 * ((p * (p / m).log()).sum(-1) + (q * (q / m).log()).sum(-1)).mean()
+    loss = view_consistency(out, 2, 0.7)
+    torch.testing.assert_close(loss, 0.7 * js)
+    assert loss.item() > 0.01
+    (grad,) = torch.autograd.grad(loss, a)
+    assert grad[0::2].abs().sum() > 0 and grad[1::2].abs().sum() > 0
+    same = a.detach()[0::2].repeat_interleave(2, 0)
+    assert view_consistency({**out, "logits": same}, 2, 0.7).item() == pytest.approx(0, abs=1e-6)
+    assert view_consistency(out, 1, 0.7) == 0.0 and view_consistency(out, 2, 0.0) == 0.0
+    ens = {**out, "independent": True}
+    want = view_consistency({**out, "logits": a}, 2, 0.7) + view_consistency(
+        {**out, "logits": b}, 2, 0.7
+    )
+    torch.testing.assert_close(view_consistency(ens, 2, 0.7), want)
+    torch.testing.assert_close(view_consistency({"members": [out, out]}, 2, 0.7), 2 * loss)
+
+
+def test_training_views_each_train_as_a_sample_with_their_label(toy_file):
+    """data.skeleton.augment.views=2: the training loader draws two augmented views of every
+    sample (the first is the one a plain run draws; test loaders are not multiplied), and an
+    epoch trains on both, each with its sample's label: the epoch sees twice the rows, and the
+    logged loss includes the consistency term. With replica_augment it is refused."""
+    over = ("modality=skeleton_4s", "model=bilstm_4s", "trainer.epochs=1")
+    cfg = compose(toy_file, *over, "data.skeleton.augment.views=2", "trainer.consistency=2.0")
+    plain = compose(toy_file, *over)
+    data = Data(cfg)
+    sample = data.store[0]
+    (load,) = build_loaders(cfg.data, cfg.model, data.store, data.streams, True)[0].values()
+    (load1,) = build_loaders(plain.data, plain.model, data.store, data.streams, True)[0].values()
+    views, one = load(sample, np.random.default_rng(5)), load1(sample, np.random.default_rng(5))
+    x = views["skeleton_joint"]
+    assert x.shape[0] == 2 and one["skeleton_joint"].shape[0] == 1
+    torch.testing.assert_close(x[:1], one["skeleton_joint"])
+    assert not torch.allclose(x[0], x[1])
+    (test_load,) = build_loaders(cfg.data, cfg.model, data.store, data.streams, False)[0].values()
+    assert test_load(sample, None)["skeleton_joint"].shape[0] == cfg.data.skeleton.test_clips
+
+    dataset, specs = data.dataset(cfg.data, "train", train=True)
+    loader = make_loader(dataset, cfg.trainer, shuffle=False)
+    runs = {}
+    for weight in (0.0, 2.0):
+        torch.manual_seed(0)
+        net = build_recognizer(cfg.model, data.streams, data.num_classes, specs)
+        opt = torch.optim.SGD(net.parameters(), lr=0.0)  # the loss of unchanged weights
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        tcfg = compose(toy_file, *over, f"trainer.consistency={weight}").trainer
+        torch.manual_seed(1)
+        runs[weight] = train_one_epoch(net, loader, opt, sched, "cpu", data.streams, tcfg, 0,
+                                       show=False, views=2)  # fmt: skip
+    assert runs[0.0]["seen"] == 2 * len(dataset)
+    assert runs[2.0]["loss"] > runs[0.0]["loss"] + 1e-4  # the views disagree: JS > 0
+    with pytest.raises(ValueError, match="2 training views expected"):
+        train_one_epoch(net, make_loader(data.dataset(plain.data, "train", True)[0],
+                        plain.trainer, shuffle=False), opt, sched, "cpu", data.streams,
+                        tcfg, 0, show=False, views=2)  # fmt: skip
+    both = compose(toy_file, *over, "model.replicas=2", "model.replica_augment=true",
+                   "data.skeleton.augment.views=2")  # fmt: skip
+    with pytest.raises(ValueError, match="do not combine"):
+        build_loaders(both.data, both.model, data.store, data.streams, True)
+
+
 class _Plain(torch.nn.Module):
     """A stand-in stream with the Stream interface: (N, 4) -> embedding, attention."""
 
@@ -608,6 +680,7 @@ def test_mixup_trains_on_the_blend_of_both_labels(toy_file):
     [
         (["trainer.mixup=0.2"], "trainer.mixup"),
         (["model.replicas=2", "model.replica_augment=true"], "model.replica_augment"),
+        (["data.skeleton.augment.views=2"], "data.skeleton.augment.views"),
     ],
 )
 def test_distillation_refuses_what_its_teacher_cannot_score(toy_file, tmp_path, overrides, named):

@@ -183,6 +183,22 @@ def resolve_layout(dcfg, store):
     return get_layout(name, num_joints)
 
 
+def training_views(dcfg, mcfg) -> int:
+    """Augmented views of each training sample the skeleton pipeline makes: one per replica
+    with `model.replica_augment`, else `data.skeleton.augment.views` (1 unless set)."""
+    views = int(dcfg.skeleton.augment.get("views", 1) or 1)
+    if mcfg.get("replica_augment"):
+        if views > 1:
+            raise ValueError(
+                "data.skeleton.augment.views > 1 and model.replica_augment=true do not combine: "
+                "each replica already trains on its own view"
+            )
+        return int(mcfg.get("replicas", 1))
+    if views < 1:
+        raise ValueError(f"data.skeleton.augment.views must be >= 1, got {views}")
+    return views
+
+
 def split_samples(store, split: str) -> StoreSamples:
     """The samples of `split` (a `SkeletonStore`), in the split's order."""
     return StoreSamples(store, store.split(split))
@@ -194,7 +210,7 @@ def build_loaders(dcfg, mcfg, store, streams, train: bool) -> tuple[dict, dict]:
     skel = skeleton_streams(dcfg, streams)
     if skel:
         key = "skeleton" if list(skel) == ["skeleton"] else "skeleton*"  # * : several streams
-        views = int(mcfg.get("replicas", 1)) if train and mcfg.get("replica_augment") else 1
+        views = training_views(dcfg, mcfg) if train else 1
         loaders[key], specs = _skeleton_group(dcfg, store, skel, train, views)
     for name in streams:
         if name in skel:
