@@ -13,6 +13,7 @@ Data loading is not included (skeleton transforms cost about 1-2 ms per sample p
     python tools/bench_train.py --threads 1 --fp32 --rounds 3   # bf16 autocast vs float32
     python tools/bench_train.py --threads 1 --unfolded --rounds 3   # folded or not
     python tools/bench_train.py --threads 1 --onednn --rounds 3   # torch's LSTM or oneDNN's
+    python tools/bench_train.py data.skeleton.augment.views=2 trainer.consistency=4  # per sample
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from torch import nn
 from skelact.config import compose_config
 from skelact.data.datasets import skeleton_streams
 from skelact.data.prep.channels import MotionFeatures
-from skelact.engine import make_optimizer, stream_loss, train_dtype, training_forward
+from skelact.engine import (
+    make_optimizer,
+    stream_loss,
+    train_dtype,
+    training_forward,
+    view_consistency,
+)
 from skelact.models.recognizer import build_recognizer
 from skelact.models.temporal import RecurrentCore
 
@@ -62,9 +69,12 @@ def build(overrides: list[str], device: torch.device, fold: bool = True):
     return model, cfg, specs
 
 
-def samples_per_second(model, cfg, x: dict, y, steps: int, warmup: int) -> float:
-    """Mean samples/s over `steps` training steps after `warmup` untimed ones."""
+def samples_per_second(model, cfg, x: dict, y, steps: int, warmup: int, views: int = 1) -> float:
+    """Mean samples/s over `steps` training steps after `warmup` untimed ones. `views`: the
+    rows of x and y are that many augmented views of each sample (adjacent), trained with
+    trainer.consistency as the engine does; a sample counts once."""
     tcfg = cfg.trainer
+    consistency = float(tcfg.get("consistency", 0.0))
     opt = make_optimizer(model.parameters(), tcfg)
     model.train()
     dtype = train_dtype(tcfg.precision, y.device)
@@ -72,6 +82,8 @@ def samples_per_second(model, cfg, x: dict, y, steps: int, warmup: int) -> float
     def step():
         out = training_forward(model, x, dtype)
         loss = stream_loss(out, y, tcfg.label_smoothing, tcfg.aux_loss_weight)
+        if consistency:
+            loss = loss + view_consistency(out, views, consistency)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg.grad_clip:
@@ -86,7 +98,7 @@ def samples_per_second(model, cfg, x: dict, y, steps: int, warmup: int) -> float
     for _ in range(steps):
         step()
     sync()
-    return steps * len(y) / (time.perf_counter() - start)
+    return steps * len(y) / views / (time.perf_counter() - start)
 
 
 def bench(
@@ -99,14 +111,18 @@ def bench(
         if isinstance(module, RecurrentCore):
             module.native_training = native
     params = sum(p.numel() for p in model.parameters())
-    x = {  # the engine feeds (N*K, M, T, V, C) per stream, K = 1 clip in training
-        name: torch.randn((args.batch_size, 2, args.frames, 25, spec["channels"]), device=device)
+    # the engine feeds (N*K, M, T, V, C) per stream, K = 1 clip in training (or
+    # data.skeleton.augment.views)
+    views = int(cfg.data.skeleton.augment.get("views", 1) or 1)
+    rows = args.batch_size * views
+    x = {
+        name: torch.randn((rows, 2, args.frames, 25, spec["channels"]), device=device)
         for name, spec in specs.items()
     }
-    y = torch.randint(0, 60, (args.batch_size,), device=device)
+    y = torch.randint(0, 60, (args.batch_size,), device=device).repeat_interleave(views)
     channels = "+".join(str(spec["channels"]) for spec in specs.values())
     steps = args.steps if device.type == "cpu" else args.steps * 5
-    rate = samples_per_second(model, cfg, x, y, steps, args.warmup)
+    rate = samples_per_second(model, cfg, x, y, steps, args.warmup, views)
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     dtype = train_dtype(cfg.trainer.precision, device)
     threads += ", float32" if dtype is None else f", {str(dtype)[6:]} autocast"
@@ -114,7 +130,8 @@ def bench(
         f"\n{' '.join(overrides) or 'default recipe'}{'' if fold else ' (unfolded)'}"
         f"{'' if native else ' (oneDNN LSTM)'}\n"
         f"device {device}{threads}: {params:,} parameters, input (N, M, T, V, C) = "
-        f"{(args.batch_size, 2, args.frames, 25, channels)}"
+        f"{(rows, 2, args.frames, 25, channels)}"
+        + (f" ({views} views of each of {args.batch_size} samples)" if views > 1 else "")
     )
     print(f"  train throughput: {rate:.1f} samples/s (forward + backward + AdamW step)")
     for name, size in TRAIN_SIZES.items():
