@@ -282,7 +282,7 @@ def train_one_epoch(
     ensemble: the mean over its streams' losses), accuracy, samples seen and seconds.
     teacher: a `skelact.distill.Teacher`, whose predictions for each batch are mixed into the
     loss as trainer.distill says. average: a `WeightAverage`, updated after every step.
-    views: augmented views of each sample in the batch (`data.skeleton.augment.views`), each
+    views: augmented views of each sample in the batch (trainer.views), each
     trained as a sample of its own, pulled together by trainer.consistency."""
     model.train()
     dtype = train_dtype(tcfg.get("precision", "fp32"), device)

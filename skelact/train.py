@@ -85,14 +85,14 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     if fusion is not None:
         model.set_group_weights(fusion["weights"])
     teacher, distilled = None, None
-    views = int(cfg.data.skeleton.augment.get("views", 1) or 1)  # (checked by the dataset)
+    views = data.views  # (checked by the dataset)
     if tcfg.get("consistency", 0.0) and views < 2:
-        log.warning("trainer.consistency needs data.skeleton.augment.views > 1: it has no effect")
+        log.warning("trainer.consistency needs trainer.views > 1: it has no effect")
     if tcfg.get("distill") and tcfg.distill.teacher:
         if views > 1:
             raise SystemExit(
-                "trainer.distill.teacher and data.skeleton.augment.views > 1 do not combine: "
-                "the teacher scores one view of each sample; set data.skeleton.augment.views=1"
+                "trainer.distill.teacher and trainer.views > 1 do not combine: the teacher "
+                "scores one view of each sample; set trainer.views=1"
             )
         if cfg.model.get("replica_augment"):  # (the model refuses it without replicas)
             raise SystemExit(

@@ -352,20 +352,20 @@ def test_view_consistency_is_the_js_divergence_between_views():
 
 
 def test_training_views_each_train_as_a_sample_with_their_label(toy_file):
-    """data.skeleton.augment.views=2: the training loader draws two augmented views of every
+    """trainer.views=2: the training loader draws two augmented views of every
     sample (the first is the one a plain run draws; test loaders are not multiplied), and an
     epoch trains on both, each with its sample's label: the epoch sees twice the rows, and the
     logged loss includes the consistency term. With replica_augment it is refused."""
     over = ("modality=skeleton_4s", "model=bilstm_4s", "trainer.epochs=1")
-    cfg = compose(toy_file, *over, "data.skeleton.augment.views=2", "trainer.consistency=2.0")
+    cfg = compose(toy_file, *over, "trainer.views=2", "trainer.consistency=2.0")
     plain = compose(toy_file, *over)
     data = Data(cfg)
     sample = data.store[0]
-    (load,) = build_loaders(cfg.data, cfg.model, data.store, data.streams, True)[0].values()
+    (load,) = build_loaders(cfg.data, cfg.model, data.store, data.streams, True, 2)[0].values()
     (load1,) = build_loaders(plain.data, plain.model, data.store, data.streams, True)[0].values()
     views, one = load(sample, np.random.default_rng(5)), load1(sample, np.random.default_rng(5))
     x = views["skeleton_joint"]
-    assert x.shape[0] == 2 and one["skeleton_joint"].shape[0] == 1
+    assert data.views == 2 and x.shape[0] == 2 and one["skeleton_joint"].shape[0] == 1
     torch.testing.assert_close(x[:1], one["skeleton_joint"])
     assert not torch.allclose(x[0], x[1])
     (test_load,) = build_loaders(cfg.data, cfg.model, data.store, data.streams, False)[0].values()
@@ -386,13 +386,15 @@ def test_training_views_each_train_as_a_sample_with_their_label(toy_file):
     assert runs[0.0]["seen"] == 2 * len(dataset)
     assert runs[2.0]["loss"] > runs[0.0]["loss"] + 1e-4  # the views disagree: JS > 0
     with pytest.raises(ValueError, match="2 training views expected"):
-        train_one_epoch(net, make_loader(data.dataset(plain.data, "train", True)[0],
+        train_one_epoch(net, make_loader(Data(plain).dataset(plain.data, "train", True)[0],
                         plain.trainer, shuffle=False), opt, sched, "cpu", data.streams,
                         tcfg, 0, show=False, views=2)  # fmt: skip
     both = compose(toy_file, *over, "model.replicas=2", "model.replica_augment=true",
-                   "data.skeleton.augment.views=2")  # fmt: skip
+                   "trainer.views=2")  # fmt: skip
     with pytest.raises(ValueError, match="do not combine"):
-        build_loaders(both.data, both.model, data.store, data.streams, True)
+        Data(both).dataset(both.data, "train", train=True)
+    recipe = compose(toy_file, "trainer=consistency").trainer
+    assert (recipe.views, recipe.consistency, recipe.epochs) == (2, 4.0, 60)
 
 
 class _Plain(torch.nn.Module):
@@ -680,7 +682,7 @@ def test_mixup_trains_on_the_blend_of_both_labels(toy_file):
     [
         (["trainer.mixup=0.2"], "trainer.mixup"),
         (["model.replicas=2", "model.replica_augment=true"], "model.replica_augment"),
-        (["data.skeleton.augment.views=2"], "data.skeleton.augment.views"),
+        (["trainer.views=2"], "trainer.views"),
     ],
 )
 def test_distillation_refuses_what_its_teacher_cannot_score(toy_file, tmp_path, overrides, named):

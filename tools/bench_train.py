@@ -13,7 +13,7 @@ Data loading is not included (skeleton transforms cost about 1-2 ms per sample p
     python tools/bench_train.py --threads 1 --fp32 --rounds 3   # bf16 autocast vs float32
     python tools/bench_train.py --threads 1 --unfolded --rounds 3   # folded or not
     python tools/bench_train.py --threads 1 --onednn --rounds 3   # torch's LSTM or oneDNN's
-    python tools/bench_train.py data.skeleton.augment.views=2 trainer.consistency=4  # per sample
+    python tools/bench_train.py trainer=consistency   # 2 views of each sample
 """
 
 from __future__ import annotations
@@ -111,9 +111,8 @@ def bench(
         if isinstance(module, RecurrentCore):
             module.native_training = native
     params = sum(p.numel() for p in model.parameters())
-    # the engine feeds (N*K, M, T, V, C) per stream, K = 1 clip in training (or
-    # data.skeleton.augment.views)
-    views = int(cfg.data.skeleton.augment.get("views", 1) or 1)
+    # the engine feeds (N*K, M, T, V, C) per stream, K = 1 clip in training (or trainer.views)
+    views = int(cfg.trainer.get("views", 1) or 1)
     rows = args.batch_size * views
     x = {
         name: torch.randn((rows, 2, args.frames, 25, spec["channels"]), device=device)

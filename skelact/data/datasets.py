@@ -183,19 +183,18 @@ def resolve_layout(dcfg, store):
     return get_layout(name, num_joints)
 
 
-def training_views(dcfg, mcfg) -> int:
+def training_views(mcfg, views: int = 1) -> int:
     """Augmented views of each training sample the skeleton pipeline makes: one per replica
-    with `model.replica_augment`, else `data.skeleton.augment.views` (1 unless set)."""
-    views = int(dcfg.skeleton.augment.get("views", 1) or 1)
+    with `model.replica_augment`, else `views` (trainer.views)."""
     if mcfg.get("replica_augment"):
         if views > 1:
             raise ValueError(
-                "data.skeleton.augment.views > 1 and model.replica_augment=true do not combine: "
-                "each replica already trains on its own view"
+                "trainer.views > 1 and model.replica_augment=true do not combine: each replica "
+                "already trains on its own view"
             )
         return int(mcfg.get("replicas", 1))
     if views < 1:
-        raise ValueError(f"data.skeleton.augment.views must be >= 1, got {views}")
+        raise ValueError(f"trainer.views must be >= 1, got {views}")
     return views
 
 
@@ -204,14 +203,15 @@ def split_samples(store, split: str) -> StoreSamples:
     return StoreSamples(store, store.split(split))
 
 
-def build_loaders(dcfg, mcfg, store, streams, train: bool) -> tuple[dict, dict]:
-    """Stream loaders for one split and the input spec each stream's encoder needs."""
+def build_loaders(dcfg, mcfg, store, streams, train: bool, views: int = 1) -> tuple[dict, dict]:
+    """Stream loaders for one split and the input spec each stream's encoder needs. `views`
+    (trainer.views): augmented views of each training sample."""
     loaders, specs = {}, {}
     skel = skeleton_streams(dcfg, streams)
     if skel:
         key = "skeleton" if list(skel) == ["skeleton"] else "skeleton*"  # * : several streams
-        views = training_views(dcfg, mcfg) if train else 1
-        loaders[key], specs = _skeleton_group(dcfg, store, skel, train, views)
+        k = training_views(mcfg, views) if train else 1
+        loaders[key], specs = _skeleton_group(dcfg, store, skel, train, k)
     for name in streams:
         if name in skel:
             continue

@@ -79,6 +79,7 @@ class Data:
         self.streams = list(cfg.modality.streams)
         self.seed = cfg.seed
         self.mcfg = cfg.model
+        self.views = int(cfg.trainer.get("views", 1) or 1)  # augmented views per training sample
         self.layout = resolve_layout(cfg.data, self.store).name
         # splits made in memory (name -> store indices), e.g. skelact.fusion's development split
         self.carved: dict[str, np.ndarray] = {}
@@ -129,7 +130,7 @@ class Data:
             samples = StoreSamples(self.store, self.carved[split])
         else:
             samples = split_samples(self.store, split)
-        loaders, specs = build_loaders(dcfg, self.mcfg, self.store, self.streams, train)
+        loaders, specs = build_loaders(dcfg, self.mcfg, self.store, self.streams, train, self.views)
         samples = keep_available(samples, specs, split)
         return ActionDataset(samples, loaders, seed=self.seed), specs
 
