@@ -276,19 +276,19 @@ def train_one_epoch(
     show: bool = True,
     teacher=None,
     average: WeightAverage | None = None,
-    views: int = 1,
 ) -> dict:
     """One pass over `loader` with backpropagation through time; returns the mean loss (of an
     ensemble: the mean over its streams' losses), accuracy, samples seen and seconds.
     teacher: a `skelact.distill.Teacher`, whose predictions for each batch are mixed into the
     loss as trainer.distill says. average: a `WeightAverage`, updated after every step.
-    views: augmented views of each sample in the batch (trainer.views), each
-    trained as a sample of its own, pulled together by trainer.consistency."""
+    trainer.views: augmented views of each sample in the batch, each trained as a sample of
+    its own, pulled together by trainer.consistency."""
     model.train()
     dtype = train_dtype(tcfg.get("precision", "fp32"), device)
     mixup = float(tcfg.get("mixup", 0.0))
     mutual = float(tcfg.get("mutual", 0.0))
     consistency = float(tcfg.get("consistency", 0.0))
+    views = int(tcfg.get("views", 1))
     start = time.perf_counter()
     # running totals stay on the device: reading them every step would sync it every step
     total_loss = torch.zeros((), dtype=torch.float64, device=device)

@@ -187,7 +187,6 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
             show=tcfg.progress and rank == 0,
             teacher=teacher,
             average=average,
-            views=views,
         )
         stats = reduce_stats(stats, world, device)
         _check_finite(stats["loss"], epoch, optimizer)

@@ -379,16 +379,16 @@ def test_training_views_each_train_as_a_sample_with_their_label(toy_file):
         net = build_recognizer(cfg.model, data.streams, data.num_classes, specs)
         opt = torch.optim.SGD(net.parameters(), lr=0.0)  # the loss of unchanged weights
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-        tcfg = compose(toy_file, *over, f"trainer.consistency={weight}").trainer
+        tcfg = compose(toy_file, *over, "trainer.views=2", f"trainer.consistency={weight}").trainer
         torch.manual_seed(1)
         runs[weight] = train_one_epoch(net, loader, opt, sched, "cpu", data.streams, tcfg, 0,
-                                       show=False, views=2)  # fmt: skip
+                                       show=False)  # fmt: skip
     assert runs[0.0]["seen"] == 2 * len(dataset)
     assert runs[2.0]["loss"] > runs[0.0]["loss"] + 1e-4  # the views disagree: JS > 0
     with pytest.raises(ValueError, match="2 training views expected"):
         train_one_epoch(net, make_loader(Data(plain).dataset(plain.data, "train", True)[0],
                         plain.trainer, shuffle=False), opt, sched, "cpu", data.streams,
-                        tcfg, 0, show=False, views=2)  # fmt: skip
+                        tcfg, 0, show=False)  # fmt: skip
     both = compose(toy_file, *over, "model.replicas=2", "model.replica_augment=true",
                    "trainer.views=2")  # fmt: skip
     with pytest.raises(ValueError, match="do not combine"):

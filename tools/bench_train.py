@@ -112,7 +112,7 @@ def bench(
             module.native_training = native
     params = sum(p.numel() for p in model.parameters())
     # the engine feeds (N*K, M, T, V, C) per stream, K = 1 clip in training (or trainer.views)
-    views = int(cfg.trainer.get("views", 1) or 1)
+    views = int(cfg.trainer.get("views", 1))
     rows = args.batch_size * views
     x = {
         name: torch.randn((rows, 2, args.frames, 25, spec["channels"]), device=device)

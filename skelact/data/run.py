@@ -79,7 +79,7 @@ class Data:
         self.streams = list(cfg.modality.streams)
         self.seed = cfg.seed
         self.mcfg = cfg.model
-        self.views = int(cfg.trainer.get("views", 1) or 1)  # augmented views per training sample
+        self.views = int(cfg.trainer.get("views", 1))  # augmented views per training sample
         self.layout = resolve_layout(cfg.data, self.store).name
         # splits made in memory (name -> store indices), e.g. skelact.fusion's development split
         self.carved: dict[str, np.ndarray] = {}
