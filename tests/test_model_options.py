@@ -508,30 +508,6 @@ def test_joint_temporal_conv_sees_its_joint_over_its_frames():
         JointMLP(25, 6, 2, 32, 16, joint_kernel=4)
 
 
-def test_body_merge_max_is_the_elementwise_max_of_the_bodies():
-    """model.skeleton.body_merge=max: each frame's output is the merge layer applied to the
-    element-wise max of the two bodies' MLP features, so swapping the bodies changes nothing;
-    concat (the default) reads them in order and does change; other values are refused."""
-    torch.manual_seed(0)
-    x = torch.randn(3, 2, 8, 15, 6)
-    enc = JointMLP(15, 6, 2, 32, 16, 0.0, body_merge="max").eval()
-    assert enc.merge.in_features == 32
-    h = enc.mlp(x.reshape(3, 2, 8, 90))  # (N, M, T, H)
-    by_hand = enc.merge(torch.maximum(h[:, 0], h[:, 1]))
-    assert torch.allclose(enc(x), by_hand, atol=1e-6)
-    assert torch.allclose(enc(x.flip(1)), enc(x), atol=1e-6)
-    concat = JointMLP(15, 6, 2, 32, 16, 0.0).eval()
-    assert concat.merge.in_features == 64
-    assert (concat(x.flip(1)) - concat(x)).abs().max() > 1e-3
-    with pytest.raises(ValueError, match="body_merge"):
-        JointMLP(15, 6, 2, 32, 16, body_merge="mean")
-    from skelact.models.graph import GraphEncoder
-
-    gcn = GraphEncoder(get_layout("openni15", 15), 6, 2, 8, 1, 16, 8, body_merge="max").eval()
-    assert gcn.merge.in_features == 16
-    assert torch.allclose(gcn(x.flip(1)), gcn(x), atol=1e-6)
-
-
 @pytest.mark.parametrize(
     "dilations, reach",
     [((1,), {8, 9, 10, 11, 12}), ((1, 2), {6, 8, 9, 10, 11, 12, 14}), ((3,), {4, 7, 10, 13, 16})],

@@ -31,10 +31,6 @@ class JointMLP(nn.Module):
     over every column (state dicts are interchangeable), with about half its products on the
     distance stream. Used only where the first layer reads the raw columns (no `input_norm`,
     no `joint_kernel`).
-
-    `body_merge`: how the bodies' features join: "concat" (in body order, as above) or "max"
-    (element-wise over the bodies, as HCN joins two people: the same output whichever body
-    comes first, and the merge layer as wide as for one body).
     """
 
     def __init__(
@@ -49,12 +45,8 @@ class JointMLP(nn.Module):
         joint_kernel: int = 0,
         joint_width: int = 16,
         pairs: tuple | None = None,
-        body_merge: str = "concat",
     ):
         super().__init__()
-        if body_merge not in ("concat", "max"):
-            raise ValueError(f"model.skeleton.body_merge must be concat or max, got {body_merge!r}")
-        self.body_merge = body_merge
         self.folded = pairs is not None and not input_norm and not joint_kernel
         if self.folded:  # not in the state dict: derived from the stream's channel kinds
             keep = [int(k) for k in pairs[0]]
@@ -83,8 +75,7 @@ class JointMLP(nn.Module):
             nn.LayerNorm(hidden),
             nn.GELU(),
         )
-        merged = hidden if body_merge == "max" else num_bodies * hidden
-        self.merge = nn.Linear(merged, out_dim)
+        self.merge = nn.Linear(num_bodies * hidden, out_dim)
         self.out_dim = out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,8 +93,6 @@ class JointMLP(nn.Module):
             h = self.mlp[1:](F.linear(x, w, first.bias))
         else:
             h = self.mlp(x)  # (N, M, T, H)
-        if self.body_merge == "max":
-            return self.merge(h.amax(1))  # (N, T, D)
         h = h.permute(0, 2, 1, 3).reshape(n, t, -1)  # (N, T, M*H)
         return self.merge(h)  # (N, T, D)
 
@@ -145,7 +134,6 @@ def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
             cfg.dropout,
             gcn.get("pool", "flatten"),
             gcn.get("temporal_kernel", 0),
-            cfg.get("body_merge", "concat"),
         )
         return enc, cfg.embed
     if stream == "skeleton":
@@ -162,7 +150,6 @@ def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
             cfg.get("joint_kernel", 0),
             cfg.get("joint_width", 16),
             pairs,
-            cfg.get("body_merge", "concat"),
         )
         return enc, cfg.embed
     if stream in ("rgb", "depth"):

@@ -112,8 +112,7 @@ class GraphEncoder(nn.Module):
     """(N, M, T, V, C) -> (N, T, D): graph convolutions per body-frame, then the joints pooled
     ("flatten": all joint features, joint identity kept, like the joint MLP; "parts": averaged
     within each body part, `skelact.layouts.body_parts`; "mean": over all joints), bodies
-    encoded by the same weights and joined in body order (or by their element-wise max,
-    `body_merge="max"`, as the joint MLP).
+    encoded by the same weights and joined in body order.
     temporal_kernel > 0: each graph layer is followed by a convolution of every joint over that
     many frames (`JointTemporalConv`), so the per-frame encoder sees its neighbouring frames."""
 
@@ -129,12 +128,8 @@ class GraphEncoder(nn.Module):
         dropout: float = 0.0,
         pool: str = "flatten",
         temporal_kernel: int = 0,
-        body_merge: str = "concat",
     ):
         super().__init__()
-        if body_merge not in ("concat", "max"):
-            raise ValueError(f"model.skeleton.body_merge must be concat or max, got {body_merge!r}")
-        self.body_merge = body_merge
         if pool not in ("flatten", "parts", "mean"):
             raise ValueError(f"GraphEncoder: pool must be flatten, parts or mean, got {pool!r}")
         adjacency = torch.from_numpy(partition_adjacency(layout))
@@ -159,7 +154,7 @@ class GraphEncoder(nn.Module):
             self.register_buffer("part_average", average, persistent=False)
             pooled = width * len(parts)
         self.project = nn.Sequential(nn.Linear(pooled, hidden), nn.LayerNorm(hidden), nn.GELU())
-        self.merge = nn.Linear(hidden if body_merge == "max" else num_bodies * hidden, out_dim)
+        self.merge = nn.Linear(num_bodies * hidden, out_dim)
         self.out_dim = out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,6 +171,4 @@ class GraphEncoder(nn.Module):
         else:
             h = h.flatten(1) if self.pool == "flatten" else h.mean(1)
         h = self.project(h).view(n, m, t, -1)  # (N, M, T, H)
-        if self.body_merge == "max":
-            return self.merge(h.amax(1))
         return self.merge(h.permute(0, 2, 1, 3).reshape(n, t, -1))  # (N, T, D)
