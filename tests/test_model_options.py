@@ -83,7 +83,6 @@ def first_batch(cfg):
         ["modality=skeleton_4s", "model=bilstm_4s", "model.replicas=2"],
         ["modality=skeleton_2s", "model.replicas=3"],  # concat fusion, aux losses, per replica
         ["modality=skeleton_2s", "model.skeleton.encoder=gcn", "model.temporal_kernel=3"],
-        ["model=bilstm_4s_st", "modality=skeleton_2s", "model.skeleton.gcn.adaptive=4"],
     ],
 )
 def test_option_takes_a_training_step(toy_file, overrides):
@@ -576,39 +575,6 @@ def test_graph_conv_equals_the_adjacency_sum(c_in):
     mixed = torch.einsum("kvw,bwkc->bvc", conv.adjacency + conv.residual_adj, y)
     expected = conv.act(conv.norm(mixed + conv.skip(x)))
     torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-5)
-
-
-def test_graph_conv_adaptive_graph_is_each_clips_own():
-    """gcn.adaptive: the layer starts as the plain one (W_c at zero); then the clip graph is
-    row-stochastic, the same whatever the order of the clip's frames, and a clip's output
-    depends on its own frames only; the term equals C (x W_c) computed by hand."""
-    adjacency = torch.from_numpy(partition_adjacency(get_layout("kinect20", 20)))
-    torch.manual_seed(0)
-    plain = GraphConv(adjacency, 6, 16).eval()
-    conv = GraphConv(adjacency, 6, 16, adaptive=4).eval()
-    conv.load_state_dict(plain.state_dict(), strict=False)
-    x = torch.randn(2 * 5, 20, 6)  # two clips of 5 frames
-    torch.testing.assert_close(conv(x, 5), plain(x))
-    with torch.no_grad():
-        conv.adaptive_weight.weight.normal_(0, 0.5)
-    graph = conv.clip_graph(x, 5)
-    assert graph.shape == (2, 20, 20)
-    torch.testing.assert_close(graph.sum(-1), torch.ones(2, 20))
-    shuffled = x.view(2, 5, 20, 6)[:, [3, 0, 4, 1, 2]].reshape(10, 20, 6)
-    torch.testing.assert_close(conv.clip_graph(shuffled, 5), graph)
-    other = x.clone()
-    other[5:] += 1.0  # the second clip changes
-    y, y2 = conv(x, 5), conv(other, 5)
-    torch.testing.assert_close(y2[:5], y[:5])
-    assert (y2[5:] - y[5:]).abs().max() > 1e-3
-    assert (conv.clip_graph(other, 5)[1] - graph[1]).abs().max() > 1e-4
-    # by hand: the plain layer's pre-norm sum plus C (x W_c), then the norm and GELU
-    w = conv.weight(x).view(10, 20, conv.k, 16)
-    mixed = torch.einsum("kvw,bwkc->bvc", conv.adjacency + conv.residual_adj, w)
-    xw = conv.adaptive_weight(x).view(2, 5, 20, 16)
-    extra = torch.einsum("nvw,ntwc->ntvc", graph, xw).reshape(10, 20, 16)
-    expected = conv.act(conv.norm(mixed + extra + conv.skip(x)))
-    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_dropout_keeps_one_minus_p_and_scales():

@@ -134,7 +134,6 @@ def build_encoder(stream: str, cfg, spec: dict) -> tuple[nn.Module, int]:
             cfg.dropout,
             gcn.get("pool", "flatten"),
             gcn.get("temporal_kernel", 0),
-            gcn.get("adaptive", 0),
         )
         return enc, cfg.embed
     if stream == "skeleton":

@@ -3,10 +3,8 @@
 Graph convolution over the joints of each body in each frame, with ST-GCN's spatial
 partitions: for every joint, itself, its neighbours nearer the body centre (centripetal) and
 those farther away (centrifugal), each a normalised adjacency with its own weights, plus a
-learned residual adjacency per layer (2s-AGCN's B, initialised at zero), and optionally a
-graph of each clip's own (`adaptive`: 2s-AGCN's C, joint-to-joint attention from the features
-of every frame of the clip). Layouts without bones (`generic`) start from the identity and a
-uniform all-joint partition and learn the rest.
+learned residual adjacency per layer (2s-AGCN's B, initialised at zero). Layouts without bones
+(`generic`) start from the identity and a uniform all-joint partition and learn the rest.
 No temporal mixing: the recurrent core sees one vector per frame, as with the joint MLP.
 """
 
@@ -59,21 +57,9 @@ def partition_adjacency(layout: Layout) -> np.ndarray:
 
 
 class GraphConv(nn.Module):
-    """x (B, V, C_in) -> (B, V, C_out): sum_k (A_k + B_k) x W_k, residual, norm, GELU.
+    """x (B, V, C_in) -> (B, V, C_out): sum_k (A_k + B_k) x W_k, residual, norm, GELU."""
 
-    `adaptive` > 0 adds C x W_c, C (V, V) a graph of the sample's own: softmax over j of the
-    inner products of embeddings (width `adaptive`) of joints i and j, summed over the frames
-    of its clip (the `frames` consecutive rows of x that forward is told make one clip), so
-    every frame of a clip shares one graph. W_c starts at zero: the layer starts as without."""
-
-    def __init__(
-        self,
-        adjacency: torch.Tensor,
-        c_in: int,
-        c_out: int,
-        dropout: float = 0.0,
-        adaptive: int = 0,
-    ):
+    def __init__(self, adjacency: torch.Tensor, c_in: int, c_out: int, dropout: float = 0.0):
         super().__init__()
         k, v, _ = adjacency.shape
         self.register_buffer("adjacency", adjacency)
@@ -84,22 +70,8 @@ class GraphConv(nn.Module):
         self.act = nn.GELU()
         self.drop = Dropout(dropout)
         self.k, self.c_out = k, c_out
-        self.adaptive = adaptive
-        if adaptive:
-            self.embed = nn.Linear(c_in, 2 * adaptive)  # the two embeddings, side by side
-            self.adaptive_weight = nn.Linear(c_in, c_out, bias=False)
-            nn.init.zeros_(self.adaptive_weight.weight)
 
-    def clip_graph(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        """(B / frames, V, V) row-stochastic graphs, one per clip of `frames` rows of x."""
-        b, v, _ = x.shape
-        e = self.embed(x).view(b // frames, frames, v, 2, self.adaptive)
-        q = e[..., 0, :].transpose(1, 2).reshape(b // frames, v, -1)  # (clips, V, T d)
-        key = e[..., 1, :].transpose(1, 2).reshape(b // frames, v, -1)
-        logits = torch.bmm(q, key.transpose(1, 2)) / q.shape[-1] ** 0.5
-        return torch.softmax(logits, -1)
-
-    def forward(self, x: torch.Tensor, frames: int = 1) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, v, c_in = x.shape
         k, c_out = self.k, self.c_out
         a = self.adjacency + self.residual_adj  # (K, V, W)
@@ -115,10 +87,6 @@ class GraphConv(nn.Module):
             wk = a.permute(1, 2, 0).reshape(v, v * k)  # [v, w K + k] = A_k[v, w]
             y = self.weight(x).view(b, v * k, c_out)
             y = torch.bmm(wk.expand(b, -1, -1), y)  # (B, V, C_out)
-        if self.adaptive:
-            graph = self.clip_graph(x, frames)  # (B / T, V, W)
-            xw = self.adaptive_weight(x).view(b // frames, frames, v, c_out)
-            y = y + torch.matmul(graph[:, None], xw).view(b, v, c_out)
         return self.drop(self.act(self.norm(y + self.skip(x))))
 
 
@@ -160,7 +128,6 @@ class GraphEncoder(nn.Module):
         dropout: float = 0.0,
         pool: str = "flatten",
         temporal_kernel: int = 0,
-        adaptive: int = 0,
     ):
         super().__init__()
         if pool not in ("flatten", "parts", "mean"):
@@ -169,7 +136,7 @@ class GraphEncoder(nn.Module):
         widths = [in_channels] + [width] * layers
         self.convs = nn.Sequential(
             *(
-                GraphConv(adjacency, a, b, dropout, adaptive)
+                GraphConv(adjacency, a, b, dropout)
                 for a, b in zip(widths[:-1], widths[1:], strict=True)
             )
         )
@@ -195,12 +162,10 @@ class GraphEncoder(nn.Module):
         if self.temporal:  # graph layer, then over time, per layer
             h = x.reshape(n * m * t, v, c)
             for conv, temporal in zip(self.convs, self.temporal, strict=True):
-                h = conv(h, t)
+                h = conv(h)
                 h = temporal(h.view(n * m, t, v, -1)).reshape(n * m * t, v, -1)
         else:
-            h = x.reshape(n * m * t, v, c)
-            for conv in self.convs:
-                h = conv(h, t)  # (NMT, V, W)
+            h = self.convs(x.reshape(n * m * t, v, c))  # (NMT, V, W)
         if self.pool == "parts":
             h = torch.matmul(self.part_average, h).flatten(1)  # (NMT, P x W)
         else:
