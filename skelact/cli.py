@@ -14,6 +14,7 @@ EPILOG = """examples:
   skelact train data=ntu60_xsub data.ann_file=ntu60.store
   skelact train data=ntu60_xsub data.ann_file=ntu60_3danno.pkl   pyskl pickle: converted once
   skelact repack ntu60.store ntu60.pkl          store -> pyskl pickle (or pickle -> store)
+  skelact merge a.store b.store --out ab.store  several sets in one (to pretrain on)
   skelact train --modality rgb+skeleton data=ntu60_xsub data.ann_file=ntu60.store
   skelact eval ckpt=runs/.../checkpoints/last.pt  its data file and test split, from the checkpoint
   skelact convert videos/ --out mine.pkl --layout ntu25 --labels-from-folders

@@ -197,6 +197,21 @@ def cmd_repack(args: argparse.Namespace) -> None:
     print(f"wrote {dst} ({disk_size(dst) / 2**20:.1f} MiB)")
 
 
+def cmd_merge(args: argparse.Namespace) -> None:
+    from skelact.data.formats.annotations import merge_annotations
+    from skelact.data.formats.store_write import disk_size
+
+    done = merge_annotations(
+        args.sources, args.out, layout=args.layout, holdout=args.holdout, seed=args.seed
+    )
+    for part in done["parts"]:
+        print(f"  {part['file']}: {part['samples']} samples, {part['classes']} classes "
+              f"(labels from {part['label_offset']}), {part['held_out']} held out")  # fmt: skip
+    print(f"wrote {args.out}: {done['samples']} samples, {done['classes']} classes, splits "
+          f"train / val ({done['val']} held out) and each file's own "
+          f"({disk_size(Path(args.out)) / 2**20:.1f} MiB)")  # fmt: skip
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     from skelact.pose.convert import convert_videos
 
@@ -218,6 +233,7 @@ def add_data_commands(sub) -> None:
     sub.choices["prepare"].set_defaults(func=cmd_prepare)
     _add_convert(sub)
     _add_repack(sub)
+    _add_merge(sub)
 
 
 def _add_convert(sub) -> None:
@@ -282,3 +298,31 @@ def _add_repack(sub) -> None:
         "NTU's 25 into either); refused where the file lacks a joint the layout has",
     )
     rp.set_defaults(func=cmd_repack)
+
+
+def _add_merge(sub) -> None:
+    from skelact.layouts import LAYOUTS
+
+    mg = sub.add_parser(
+        "merge",
+        help="several annotation files in one (pretraining on several sets)",
+        description="Write one annotation file from several, to pretrain a model on several "
+        "small sets and fine-tune it on another (trainer.init_from). Each file's classes stay "
+        "apart ('<file>: <class>'), its samples are named '<file>/<name>' and its splits kept "
+        "as '<file>/<split>'; splits 'train' and 'val' hold every sample, a random --holdout "
+        "of each file's in 'val'. Train on it with: skelact train data=annotations "
+        "data.ann_file=OUT data.test_split=val",
+    )
+    mg.add_argument("sources", nargs="+", help="store folders or .pkl files (two or more)")
+    mg.add_argument("--out", required=True, help=OUT_HELP)
+    mg.add_argument(
+        "--layout",
+        choices=sorted(LAYOUTS),
+        help="move every file's joints into this layout by name first (as repack --layout); "
+        "without it the files must share one",
+    )
+    mg.add_argument(
+        "--holdout", type=float, default=0.05, help="fraction of each file's samples in 'val'"
+    )
+    mg.add_argument("--seed", type=int, default=0, help="seed of the held-out draw")
+    mg.set_defaults(func=cmd_merge)

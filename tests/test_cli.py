@@ -27,6 +27,7 @@ COMMANDS = [
     "export",
     "pose-model",
     "repack",
+    "merge",
 ]
 
 

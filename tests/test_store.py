@@ -152,6 +152,56 @@ def test_repack_into_another_layout_moves_every_per_joint_field_by_name(tmp_path
     assert not (tmp_path / "x.store").exists()
 
 
+def test_merge_keeps_each_files_classes_samples_and_splits_apart(tmp_path):
+    """`skelact merge A B --layout L --out M`: A's classes come first, B's after them with
+    their labels offset; samples and splits are named by file; train / val split every
+    sample, the held-out share of each file in val; B's joints moved into L by name. Files
+    of different layouts without --layout, or of the same name, are refused."""
+    from skelact.data.formats.annotations import merge_annotations
+    from skelact.layouts import KINECT20, OPENNI15, joint_map
+
+    a = toy_annotations(num_classes=2, per_class=8, joints=15, seed=1)
+    a["layout"] = "openni15"
+    b = toy_annotations(num_classes=3, per_class=4, joints=20, bodies=2, seed=2)
+    b["layout"], b["classes"] = "kinect20", ["wave", "kick", "sit"]
+    save_annotations(a, tmp_path / "sbu.store")
+    save_annotations(b, tmp_path / "ucla.pkl")
+    run = [sys.executable, "-m", "skelact.cli", "merge", str(tmp_path / "sbu.store")]
+    res = subprocess.run([*run, str(tmp_path / "ucla.pkl"), "--layout", "openni15",
+                          "--holdout", "0.25", "--out", str(tmp_path / "m.store")],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert "28 samples, 5 classes" in res.stdout and "(labels from 2), 3 held out" in res.stdout
+    m = load_annotations(tmp_path / "m.store")
+    assert m["layout"] == "openni15" and m["dataset"] == "merged"
+    assert m["classes"] == ["sbu: class0", "sbu: class1", "ucla: wave", "ucla: kick", "ucla: sit"]
+    names = [x["frame_dir"] for x in m["annotations"]]
+    assert sorted(m["split"]["train"] + m["split"]["val"]) == sorted(names)
+    assert sum(n.startswith("sbu/") for n in m["split"]["val"]) == 4  # 0.25 of 16
+    assert sum(n.startswith("ucla/") for n in m["split"]["val"]) == 3  # 0.25 of 12
+    assert m["split"]["ucla/test"] == [f"ucla/{n}" for n in b["split"]["test"]]
+    assert m["split"]["sbu/train"] == [f"sbu/{n}" for n in a["split"]["train"]]
+    index = joint_map(KINECT20, OPENNI15)
+    got = {x["frame_dir"]: x for x in m["annotations"]}
+    for x in a["annotations"]:
+        y = got[f"sbu/{x['frame_dir']}"]
+        assert y["label"] == x["label"]
+        np.testing.assert_array_equal(y["keypoint"], x["keypoint"])
+    for x in b["annotations"]:
+        y = got[f"ucla/{x['frame_dir']}"]
+        assert y["label"] == x["label"] + 2
+        np.testing.assert_array_equal(y["keypoint"], x["keypoint"][:, :, index])
+    val = merge_annotations([tmp_path / "sbu.store", tmp_path / "m.store"], tmp_path / "n.store",
+                            layout="openni15", holdout=0.25, seed=5)["val"]  # fmt: skip
+    assert val == 4 + 7
+    with pytest.raises(ValueError, match=r"different joint layouts: .*sbu.store \(openni15\), "
+                       r".*ucla.pkl \(kinect20\); give --layout"):  # fmt: skip
+        merge_annotations([tmp_path / "sbu.store", tmp_path / "ucla.pkl"], tmp_path / "x.store")
+    save_annotations(a, tmp_path / "other" / "sbu.pkl")
+    with pytest.raises(ValueError, match="names must differ"):
+        merge_annotations([tmp_path / "sbu.store", tmp_path / "other" / "sbu.pkl"], tmp_path / "y")
+    assert not (tmp_path / "x.store").exists() and not (tmp_path / "y").exists()
+
+
 def test_truncated_or_corrupt_store_names_the_file(tmp_path):
     path = save_annotations(toy_annotations(per_class=4), tmp_path / "t.store")
     blob = path / "arrays.bin"

@@ -130,6 +130,82 @@ def remap_layout(src: str | os.PathLike, dst: str | os.PathLike, layout: str) ->
     return {"samples": len(store), "from": have, "to": layout, "path": str(out)}
 
 
+def merge_annotations(
+    sources: list[str | os.PathLike],
+    dst: str | os.PathLike,
+    *,
+    layout: str | None = None,
+    holdout: float = 0.05,
+    seed: int = 0,
+) -> dict:
+    """Several annotation files in one, for pretraining on several small sets (then
+    `trainer.init_from`). Each file's classes are kept apart ("<file>: <class>", labels
+    offset), its samples named "<file>/<name>", its splits kept as "<file>/<split>"; splits
+    "train" and "val" hold every sample, `holdout` of each file's at random (`seed`) in "val".
+    `layout`: every file's joints moved into it by name first (as `remap_layout`); without
+    it the files must share one. Writes a store, or a pickle when dst ends in .pkl."""
+    from skelact.layouts import get_layout, joint_map
+
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"merge: holdout must be in [0, 1), got {holdout}")
+    paths = [Path(s) for s in sources]
+    tags = [
+        p.name.removesuffix(".store").removesuffix(".pkl").removesuffix(".pickle") for p in paths
+    ]
+    if len(paths) < 2:
+        raise ValueError("merge: give at least two annotation files")
+    if len(set(tags)) != len(tags):
+        raise ValueError(f"merge: the files' names must differ (they name the classes): {tags}")
+    stores = [open_annotations(p) for p in paths]
+    for path, store in zip(paths, stores, strict=True):
+        if len(store) and int(store.labels.min()) < 0:
+            raise ValueError(f"{path}: it has samples without a label; label them first")
+    layouts = [store.top.get("layout") for store in stores]
+    if layout is None and len(set(layouts)) > 1:
+        listed = ", ".join(f"{p} ({have})" for p, have in zip(paths, layouts, strict=True))
+        raise ValueError(f"merge: the files have different joint layouts: {listed}; give --layout")
+    index = {}
+    for path, have in zip(paths, layouts, strict=True):
+        if layout is None or have == layout:
+            continue
+        if have in (None, "generic"):
+            raise ValueError(f"{path}: its joints have no names (layout {have!r}), so they "
+                             f"cannot be moved into {layout}")  # fmt: skip
+        try:
+            index[path] = joint_map(get_layout(have), get_layout(layout))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+    rng = np.random.default_rng(seed)
+    classes: list[str] = []
+    split: dict[str, list[str]] = {"train": [], "val": []}
+    parts = []
+    with StoreWriter(dst, ", ".join(map(str, paths))) as writer:
+        for path, tag, store in zip(paths, tags, stores, strict=True):
+            offset, names = len(classes), store.classes
+            count = store.num_classes()
+            classes += [f"{tag}: {names[k] if k < len(names) else k}" for k in range(count)]
+            held = set(rng.permutation(len(store))[: int(round(holdout * len(store)))].tolist())
+            for i in range(len(store)):
+                sample = dict(store[i])
+                name = f"{tag}/{sample['frame_dir']}"
+                sample["frame_dir"], sample["label"] = name, int(sample["label"]) + offset
+                for key in PER_JOINT_FIELDS if path in index else ():
+                    if key in sample:
+                        sample[key] = np.ascontiguousarray(
+                            np.asarray(sample[key])[:, :, index[path]]
+                        )
+                writer.add(sample)
+                split["val" if i in held else "train"].append(name)
+            for s in store.splits:
+                split[f"{tag}/{s}"] = [f"{tag}/{store.names[i]}" for i in store.split(s)]
+            parts.append({"file": str(path), "samples": len(store), "classes": count,
+                          "label_offset": offset, "held_out": len(held)})  # fmt: skip
+        writer.close(split, layout=layout or layouts[0], classes=classes, dataset="merged",
+                     merged_from=parts)  # fmt: skip
+    return {"samples": sum(p["samples"] for p in parts), "classes": len(classes),
+            "val": len(split["val"]), "parts": parts, "path": str(dst)}  # fmt: skip
+
+
 def _same_source(store: SkeletonStore, path: Path, source: dict) -> bool:
     old = store.meta.get("source") or {}
     if all(old.get(k) == source[k] for k in ("size", "mtime_ns")):
