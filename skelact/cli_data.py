@@ -1,5 +1,6 @@
 """The `skelact` commands that make annotation files: `prepare` (datasets), `convert` (videos,
-through MediaPipe) and `repack` (store <-> pyskl pickle, or another joint layout)."""
+through MediaPipe), `repack` (store <-> pyskl pickle, or another joint layout) and `merge`
+(several files in one)."""
 
 from __future__ import annotations
 
@@ -228,7 +229,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def add_data_commands(sub) -> None:
-    """Register prepare, convert and repack on the `skelact` subparsers."""
+    """Register prepare, convert, repack and merge on the `skelact` subparsers."""
     _add_prepare(sub)
     sub.choices["prepare"].set_defaults(func=cmd_prepare)
     _add_convert(sub)
