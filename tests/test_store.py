@@ -193,6 +193,11 @@ def test_merge_keeps_each_files_classes_samples_and_splits_apart(tmp_path):
     val = merge_annotations([tmp_path / "sbu.store", tmp_path / "m.store"], tmp_path / "n.store",
                             layout="openni15", holdout=0.25, seed=5)["val"]  # fmt: skip
     assert val == 4 + 7
+    pair = [tmp_path / "m.store", tmp_path / "sbu.store"]
+    swapped = merge_annotations(pair, tmp_path / "o.store", layout="openni15", holdout=0.25, seed=5)
+    assert swapped["val"] == val
+    first, second = (load_annotations(tmp_path / f)["split"]["val"] for f in ("n.store", "o.store"))
+    assert sorted(first) == sorted(second)  # each file's draw, whatever the order
     with pytest.raises(ValueError, match=r"different joint layouts: .*sbu.store \(openni15\), "
                        r".*ucla.pkl \(kinect20\); give --layout"):  # fmt: skip
         merge_annotations([tmp_path / "sbu.store", tmp_path / "ucla.pkl"], tmp_path / "x.store")

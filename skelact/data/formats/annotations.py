@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import shutil
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +117,7 @@ def remap_layout(src: str | os.PathLike, dst: str | os.PathLike, layout: str) ->
     target = out.with_name(out.name + ".store") if out.suffix in PICKLE_SUFFIXES else out
     with StoreWriter(target, str(src)) as writer:
         for i in range(len(store)):
-            sample = dict(store[i])
-            for key in PER_JOINT_FIELDS:
-                if key in sample:
-                    sample[key] = np.ascontiguousarray(np.asarray(sample[key])[:, :, index])
-            writer.add(sample)
+            writer.add(_take_joints(dict(store[i]), index))
         split = {s: [str(store.names[i]) for i in store.split(s)] for s in store.splits}
         top = {k: v for k, v in store.top.items() if k != "layout"}
         writer.close(split, layout=layout, **top)
@@ -141,7 +138,8 @@ def merge_annotations(
     """Several annotation files in one, for pretraining on several small sets (then
     `trainer.init_from`). Each file's classes are kept apart ("<file>: <class>", labels
     offset), its samples named "<file>/<name>", its splits kept as "<file>/<split>"; splits
-    "train" and "val" hold every sample, `holdout` of each file's at random (`seed`) in "val".
+    "train" and "val" hold every sample, `holdout` of each file's at random in "val" (drawn
+    from `seed` and the file's name, so the same whatever the order of the files).
     `layout`: every file's joints moved into it by name first (as `remap_layout`); without
     it the files must share one. Writes a store, or a pickle when dst ends in .pkl."""
     from skelact.layouts import get_layout, joint_map
@@ -175,7 +173,6 @@ def merge_annotations(
             index[path] = joint_map(get_layout(have), get_layout(layout))
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
-    rng = np.random.default_rng(seed)
     classes: list[str] = []
     split: dict[str, list[str]] = {"train": [], "val": []}
     parts = []
@@ -184,17 +181,14 @@ def merge_annotations(
             offset, names = len(classes), store.classes
             count = store.num_classes()
             classes += [f"{tag}: {names[k] if k < len(names) else k}" for k in range(count)]
+            # each file's own draw (seed and file name), whatever the order of the files
+            rng = np.random.default_rng([seed, zlib.crc32(tag.encode())])
             held = set(rng.permutation(len(store))[: int(round(holdout * len(store)))].tolist())
             for i in range(len(store)):
                 sample = dict(store[i])
                 name = f"{tag}/{sample['frame_dir']}"
                 sample["frame_dir"], sample["label"] = name, int(sample["label"]) + offset
-                for key in PER_JOINT_FIELDS if path in index else ():
-                    if key in sample:
-                        sample[key] = np.ascontiguousarray(
-                            np.asarray(sample[key])[:, :, index[path]]
-                        )
-                writer.add(sample)
+                writer.add(_take_joints(sample, index[path]) if path in index else sample)
                 split["val" if i in held else "train"].append(name)
             for s in store.splits:
                 split[f"{tag}/{s}"] = [f"{tag}/{store.names[i]}" for i in store.split(s)]
@@ -204,6 +198,14 @@ def merge_annotations(
                      merged_from=parts)  # fmt: skip
     return {"samples": sum(p["samples"] for p in parts), "classes": len(classes),
             "val": len(split["val"]), "parts": parts, "path": str(dst)}  # fmt: skip
+
+
+def _take_joints(sample: dict, index: np.ndarray) -> dict:
+    """`sample` with every per-joint field (`PER_JOINT_FIELDS`) reduced to the joints `index`."""
+    for key in PER_JOINT_FIELDS:
+        if key in sample:
+            sample[key] = np.ascontiguousarray(np.asarray(sample[key])[:, :, index])
+    return sample
 
 
 def _same_source(store: SkeletonStore, path: Path, source: dict) -> bool:
