@@ -155,8 +155,9 @@ def test_repack_into_another_layout_moves_every_per_joint_field_by_name(tmp_path
 def test_merge_keeps_each_files_classes_samples_and_splits_apart(tmp_path):
     """`skelact merge A B --layout L --out M`: A's classes come first, B's after them with
     their labels offset; samples and splits are named by file; train / val split every
-    sample, the held-out share of each file in val; B's joints moved into L by name. Files
-    of different layouts without --layout, or of the same name, are refused."""
+    sample, the held-out share of each file in val, drawn the same whatever the files' order;
+    B's joints moved into L by name. Files of different layouts without --layout, of unnamed
+    joints, or of the same name are refused."""
     from skelact.data.formats.annotations import merge_annotations
     from skelact.layouts import KINECT20, OPENNI15, joint_map
 
@@ -201,6 +202,10 @@ def test_merge_keeps_each_files_classes_samples_and_splits_apart(tmp_path):
     with pytest.raises(ValueError, match=r"different joint layouts: .*sbu.store \(openni15\), "
                        r".*ucla.pkl \(kinect20\); give --layout"):  # fmt: skip
         merge_annotations([tmp_path / "sbu.store", tmp_path / "ucla.pkl"], tmp_path / "x.store")
+    save_annotations({**a, "layout": "generic"}, tmp_path / "g.store")
+    with pytest.raises(ValueError, match=r"g\.store: its joints have no names .* into openni15"):
+        merge_annotations([tmp_path / "g.store", tmp_path / "ucla.pkl"], tmp_path / "x.store",
+                          layout="openni15")  # fmt: skip
     save_annotations(a, tmp_path / "other" / "sbu.pkl")
     with pytest.raises(ValueError, match="names must differ"):
         merge_annotations([tmp_path / "sbu.store", tmp_path / "other" / "sbu.pkl"], tmp_path / "y")

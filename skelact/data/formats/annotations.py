@@ -103,16 +103,9 @@ def remap_layout(src: str | os.PathLike, dst: str | os.PathLike, layout: str) ->
     (`PER_JOINT_FIELDS`) takes, for each joint of `layout`, the joint of the file's layout of
     the same name or alias (`skelact.layouts.joint_map`; refused if one is missing). Writes a
     store, or a pickle when dst ends in .pkl; everything else is kept. Returns a summary."""
-    from skelact.layouts import get_layout, joint_map
-
     store = open_annotations(src)
     have = store.top.get("layout")
-    if have in (None, "generic"):
-        raise ValueError(
-            f"{src}: its joints have no names (layout {have!r}), so they cannot be remapped; "
-            "prepare it with its layout, or set the file's 'layout'"
-        )
-    index = joint_map(get_layout(have), get_layout(layout))
+    index = _joint_index(src, have, layout)
     out = Path(dst)
     target = out.with_name(out.name + ".store") if out.suffix in PICKLE_SUFFIXES else out
     with StoreWriter(target, str(src)) as writer:
@@ -142,8 +135,6 @@ def merge_annotations(
     from `seed` and the file's name, so the same whatever the order of the files).
     `layout`: every file's joints moved into it by name first (as `remap_layout`); without
     it the files must share one. Writes a store, or a pickle when dst ends in .pkl."""
-    from skelact.layouts import get_layout, joint_map
-
     if not 0.0 <= holdout < 1.0:
         raise ValueError(f"merge: holdout must be in [0, 1), got {holdout}")
     paths = [Path(s) for s in sources]
@@ -162,17 +153,11 @@ def merge_annotations(
     if layout is None and len(set(layouts)) > 1:
         listed = ", ".join(f"{p} ({have})" for p, have in zip(paths, layouts, strict=True))
         raise ValueError(f"merge: the files have different joint layouts: {listed}; give --layout")
-    index = {}
-    for path, have in zip(paths, layouts, strict=True):
-        if layout is None or have == layout:
-            continue
-        if have in (None, "generic"):
-            raise ValueError(f"{path}: its joints have no names (layout {have!r}), so they "
-                             f"cannot be moved into {layout}")  # fmt: skip
-        try:
-            index[path] = joint_map(get_layout(have), get_layout(layout))
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+    index = {
+        path: _joint_index(path, have, layout)
+        for path, have in zip(paths, layouts, strict=True)
+        if layout is not None and have != layout
+    }
     classes: list[str] = []
     split: dict[str, list[str]] = {"train": [], "val": []}
     parts = []
@@ -198,6 +183,22 @@ def merge_annotations(
                      merged_from=parts)  # fmt: skip
     return {"samples": sum(p["samples"] for p in parts), "classes": len(classes),
             "val": len(split["val"]), "parts": parts, "path": str(dst)}  # fmt: skip
+
+
+def _joint_index(path, have: str | None, layout: str) -> np.ndarray:
+    """For each joint of `layout`, the joint of the file's layout `have` it comes from
+    (`skelact.layouts.joint_map`); ValueError naming the file where that cannot be."""
+    from skelact.layouts import get_layout, joint_map
+
+    if have in (None, "generic"):
+        raise ValueError(
+            f"{path}: its joints have no names (layout {have!r}), so they cannot be moved into "
+            f"{layout}; prepare it with its layout, or set the file's 'layout'"
+        )
+    try:
+        return joint_map(get_layout(have), get_layout(layout))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def _take_joints(sample: dict, index: np.ndarray) -> dict:
