@@ -98,6 +98,7 @@ def _prep(cfg: DictConfig) -> dict:
     prep = OmegaConf.to_container(cfg.data.skeleton, resolve=True)
     prep.pop("augment", None)
     prep.pop("test_clips", None)
+    prep.pop("test_views", None)
     return prep
 
 

@@ -273,3 +273,46 @@ def test_pairwise_distance_is_numpys_norm_to_the_bit():
     np.testing.assert_array_equal(
         pairwise_distance(flat, flat), np.linalg.norm(flat[:, :, None] - flat[:, None], axis=-1)
     )
+
+
+def test_test_views_turn_each_clip_about_the_vertical_and_stack_them_as_clips():
+    from omegaconf import OmegaConf
+
+    from skelact.data.prep.augment import TestViews
+    from skelact.data.prep.transforms import build_skeleton_pipeline
+
+    kp = np.random.default_rng(5).normal(size=(2, 1, 6, 25, 3)).astype(np.float32)  # K=2 clips
+    kp[:, 0, 4] = 0  # an untracked frame stays zero in every view
+    inds = np.array([[0, 2, 4, 6, 8, 10], [1, 3, 5, 7, 9, 11]])
+    res = TestViews([0, 90, -30])({"keypoint": kp, "frame_inds": inds})
+    out = res["keypoint"]
+    assert out.shape == (6, 1, 6, 25, 3)
+    np.testing.assert_array_equal(out[:2], kp)  # angle 0: the clips as they were, first
+    # +90 degrees about y: x <- z, z <- -x, y kept
+    np.testing.assert_allclose(out[2:4, ..., 0], kp[..., 2], atol=1e-6)
+    np.testing.assert_allclose(out[2:4, ..., 2], -kp[..., 0], atol=1e-6)
+    np.testing.assert_array_equal(out[2:4, ..., 1], kp[..., 1])
+    a = np.deg2rad(-30)
+    np.testing.assert_allclose(
+        out[4:, ..., 0], np.cos(a) * kp[..., 0] + np.sin(a) * kp[..., 2], atol=1e-6
+    )
+    assert np.all(out[:, 0, 4] == 0)
+    np.testing.assert_array_equal(res["frame_inds"], np.concatenate([inds] * 3))
+    # lengths and distances are unchanged by a turn
+    norms = np.linalg.norm(out[4:], axis=-1)
+    np.testing.assert_allclose(norms, np.linalg.norm(kp, axis=-1), rtol=1e-5)
+
+    # in the pipeline: test clips x views at test time, nothing in training
+    cfg = OmegaConf.create(
+        {"center": True, "align_view": True, "scale_normalize": True, "clip_len": 8,
+         "test_clips": 3, "test_views": [0, -15, 15], "augment": {"enabled": False}}
+    )  # fmt: skip
+    body = standing_ntu(frames=20)
+    test = build_skeleton_pipeline(NTU25, cfg, False, 1, ["joint"])({"keypoint": body})
+    assert test["keypoint"].shape == (9, 1, 8, 25, 3) and test["frame_inds"].shape == (9, 8)
+    train = build_skeleton_pipeline(NTU25, cfg, True, 1, ["joint"])(
+        {"keypoint": body, "rng": np.random.default_rng(0)}
+    )
+    assert train["keypoint"].shape == (1, 1, 8, 25, 3)
+    with pytest.raises(ValueError, match="test_views"):
+        TestViews([])

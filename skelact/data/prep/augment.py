@@ -1,5 +1,5 @@
 """Training augmentation of skeletons: random rotation, scale, shear, view drift, jitter and
-mirror images.
+mirror images; and the turned views of test-time augmentation.
 
 A dict -> dict callable like the transforms; its randomness comes only from results["rng"].
 """
@@ -107,6 +107,30 @@ class RandomMirror:
             out = kp[..., self.index, :].copy()
             out[..., 0] *= -1
             results["keypoint"] = out
+        return results
+
+
+class TestViews:
+    """Test-time views: every test clip seen again turned about the vertical axis (y, the
+    spine after view alignment) by each angle of `angles_deg`, in that order, the turned
+    copies stacked as further clips so that their scores are averaged with the others' (list
+    0 first to keep the clips as they are in front: predict shows the first clip's
+    attention). Needs "keypoint" (K, M, T, V, 3) from `Resample`; its "frame_inds" (K, T)
+    are repeated to match. Absent body-frames stay zero."""
+
+    def __init__(self, angles_deg: Sequence[float]):
+        if not len(angles_deg):
+            raise ValueError("data.skeleton.test_views: give at least one angle, or null")
+        self.mats = [_rot_y(np.deg2rad(float(a))).astype(np.float32) for a in angles_deg]
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"]
+        if kp.shape[-1] != 3:
+            return results
+        valid = np.abs(kp).sum(-1, keepdims=True) > 0
+        views = [np.where(valid, kp @ m.T, 0.0).astype(np.float32) for m in self.mats]
+        results["keypoint"] = np.concatenate(views)
+        results["frame_inds"] = np.concatenate([results["frame_inds"]] * len(self.mats))
         return results
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from skelact.contract import most_active
-from skelact.data.prep.augment import RandomAugment, RandomMirror
+from skelact.data.prep.augment import RandomAugment, RandomMirror, TestViews
 from skelact.data.prep.channels import MotionFeatures
 from skelact.data.prep.sampling import (
     clip_indices,
@@ -325,5 +325,8 @@ def build_skeleton_pipeline(
     crop = tuple(cfg.augment.temporal_crop) if train and cfg.augment.enabled else (1.0, 1.0)
     clips = 1 if train else cfg.test_clips
     steps.append(Resample(cfg.clip_len, train, clips, crop, cfg.get("interpolate", False)))
+    views = cfg.get("test_views", None)
+    if not train and views is not None:
+        steps.append(TestViews(list(views)))
     steps.append(MotionFeatures(layout, cfg.features if kinds is None else kinds))
     return Compose(steps)
