@@ -199,6 +199,11 @@ def test_merge_keeps_each_files_classes_samples_and_splits_apart(tmp_path):
     assert swapped["val"] == val
     first, second = (load_annotations(tmp_path / f)["split"]["val"] for f in ("n.store", "o.store"))
     assert sorted(first) == sorted(second)  # each file's draw, whatever the order
+    as_pickle = merge_annotations(pair, tmp_path / "o.pkl", layout="openni15", holdout=0.25, seed=5)
+    assert (tmp_path / "o.pkl").is_file() and not (tmp_path / "o.pkl.store").exists()
+    pickled = load_annotations(tmp_path / "o.pkl")
+    assert as_pickle["samples"] == len(pickled["annotations"]) == swapped["samples"] == 28 + 16
+    assert sorted(pickled["split"]["val"]) == sorted(second)
     with pytest.raises(ValueError, match=r"different joint layouts: .*sbu.store \(openni15\), "
                        r".*ucla.pkl \(kinect20\); give --layout"):  # fmt: skip
         merge_annotations([tmp_path / "sbu.store", tmp_path / "ucla.pkl"], tmp_path / "x.store")

@@ -106,18 +106,26 @@ def remap_layout(src: str | os.PathLike, dst: str | os.PathLike, layout: str) ->
     store = open_annotations(src)
     have = store.top.get("layout")
     index = _joint_index(src, have, layout)
-    out = Path(dst)
-    target = out.with_name(out.name + ".store") if out.suffix in PICKLE_SUFFIXES else out
-    with StoreWriter(target, str(src)) as writer:
+    with _writer(dst, str(src)) as writer:
         for i in range(len(store)):
             writer.add(_take_joints(dict(store[i]), index))
         split = {s: [str(store.names[i]) for i in store.split(s)] for s in store.splits}
         top = {k: v for k, v in store.top.items() if k != "layout"}
         writer.close(split, layout=layout, **top)
+    return {"samples": len(store), "from": have, "to": layout, "path": str(dst)}
+
+
+@contextlib.contextmanager
+def _writer(dst: str | os.PathLike, source: str):
+    """A `StoreWriter` for `dst`; where dst ends in .pkl, the store is written beside it and
+    turned into that pyskl pickle once the block ends."""
+    out = Path(dst)
+    target = out.with_name(out.name + ".store") if out.suffix in PICKLE_SUFFIXES else out
+    with StoreWriter(target, source) as writer:
+        yield writer
     if target != out:
         store_to_pickle(target, out)
         shutil.rmtree(target)
-    return {"samples": len(store), "from": have, "to": layout, "path": str(out)}
 
 
 def merge_annotations(
@@ -161,7 +169,7 @@ def merge_annotations(
     classes: list[str] = []
     split: dict[str, list[str]] = {"train": [], "val": []}
     parts = []
-    with StoreWriter(dst, ", ".join(map(str, paths))) as writer:
+    with _writer(dst, ", ".join(map(str, paths))) as writer:
         for path, tag, store in zip(paths, tags, stores, strict=True):
             offset, names = len(classes), store.classes
             count = store.num_classes()
