@@ -257,6 +257,32 @@ def mix_batch(inputs: dict, labels: torch.Tensor, alpha: float) -> tuple[dict, t
     return mixed, labels[perm], lam
 
 
+@contextlib.contextmanager
+def sharpness_step(model: nn.Module, rho: float):
+    """trainer.sam (sharpness-aware minimisation, Foret et al. 2021): inside the block the
+    weights sit at w + rho * g / |g|, g their current gradient, so that a backward pass there
+    leaves the gradient of the worst loss within distance rho; on leaving, the weights are w
+    again (that gradient stays, for the optimizer). BatchNorm running statistics are not
+    updated by the perturbed pass."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+    scale = rho / (norm + 1e-12)
+    saved = [p.detach().clone() for p in params]
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    with torch.no_grad():
+        torch._foreach_add_(params, [p.grad * scale for p in params])
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            torch._foreach_copy_(params, saved)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+
 def loss_terms(out: dict) -> int:
     """How many losses `stream_loss` sums: one per stream of an ensemble, per replica."""
     if "members" in out:
@@ -289,6 +315,7 @@ def train_one_epoch(
     mutual = float(tcfg.get("mutual", 0.0))
     consistency = float(tcfg.get("consistency", 0.0))
     views = int(tcfg.get("views", 1))
+    sam = float(tcfg.get("sam", 0.0))
     start = time.perf_counter()
     # running totals stay on the device: reading them every step would sync it every step
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -309,19 +336,28 @@ def train_one_epoch(
             labels = labels.repeat_interleave(views)
         if mixup:
             inputs, partners, lam = mix_batch(inputs, labels, mixup)
-        out = training_forward(model, inputs, dtype)
-        loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
-        if mixup:
-            other = stream_loss(out, partners, tcfg.label_smoothing, tcfg.aux_loss_weight)
-            loss = lam * loss + (1.0 - lam) * other
-        if mutual:
-            loss = loss + mutual_loss(out, mutual)
-        if consistency:
-            loss = loss + view_consistency(out, views, consistency)
-        if teacher is not None:
-            loss = teacher.loss(loss, out, batch, inputs, device)
+
+        def step_loss():
+            out = training_forward(model, inputs, dtype)
+            loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
+            if mixup:
+                other = stream_loss(out, partners, tcfg.label_smoothing, tcfg.aux_loss_weight)
+                loss = lam * loss + (1.0 - lam) * other
+            if mutual:
+                loss = loss + mutual_loss(out, mutual)
+            if consistency:
+                loss = loss + view_consistency(out, views, consistency)
+            if teacher is not None:
+                loss = teacher.loss(loss, out, batch, inputs, device)
+            return out, loss
+
+        out, loss = step_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if sam:  # the gradient again at the worst nearby weights, then back to the weights
+            with sharpness_step(model, sam):
+                optimizer.zero_grad(set_to_none=True)
+                step_loss()[1].backward()
         if tcfg.grad_clip:  # per modality when the model groups them (an ensemble's)
             groups = getattr(model, "grad_groups", lambda: [list(model.parameters())])()
             for params in groups:

@@ -3,6 +3,8 @@ convolution and the two-person features; each takes a training step."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from skelact.engine import (
     mutual_loss,
     mutual_losses,
     native_bf16,
+    sharpness_step,
     split_batch,
     stream_loss,
     train_dtype,
@@ -395,6 +398,47 @@ def test_training_views_each_train_as_a_sample_with_their_label(toy_file):
         Data(both).dataset(both.data, "train", train=True)
     recipe = compose(toy_file, "trainer=consistency").trainer
     assert (recipe.views, recipe.consistency, recipe.epochs) == (2, 4.0, 60)
+
+
+def test_sharpness_step_takes_the_gradient_at_the_perturbed_weights(toy_file):
+    """trainer.sam=rho: inside sharpness_step the weights are w + rho g / |g| (a move of length
+    rho along the gradient), a training pass there leaves BatchNorm's running statistics as
+    they were, and the gradient left for the optimizer is that of a copy of the model placed
+    at those weights by hand; afterwards the weights are w again, exactly."""
+    cfg = compose(toy_file, "model.skeleton.input_norm=true")
+    data, net, _, inputs, labels = first_batch(cfg)
+    net.train()
+    loss = lambda m: stream_loss(m(inputs), labels, 0.1, 0.5)  # noqa: E731
+    loss(net).backward()
+    names = [n for n, p in net.named_parameters() if p.grad is not None]
+    w = {n: p.detach().clone() for n, p in net.named_parameters()}
+    g = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+    gnorm = torch.linalg.vector_norm(torch.stack([v.norm() for v in g.values()]))
+    stats = {n: b.clone() for n, b in net.named_buffers() if "running" in n}
+    assert stats, "the toy model should have a BatchNorm"
+    moved = copy.deepcopy(net)
+    with torch.no_grad():
+        for n, p in moved.named_parameters():
+            if n in g:
+                p.add_(g[n] * (0.05 / gnorm))
+    moved.zero_grad()
+    torch.manual_seed(3)  # the same dropout masks in both passes
+    loss(moved).backward()
+    with sharpness_step(net, 0.05):
+        step = torch.cat([(p.detach() - w[n]).flatten() for n, p in net.named_parameters()])
+        assert torch.linalg.vector_norm(step).item() == pytest.approx(0.05, rel=1e-4)
+        net.zero_grad()
+        torch.manual_seed(3)
+        loss(net).backward()
+        for n, b in net.named_buffers():
+            if n in stats:
+                torch.testing.assert_close(b, stats[n], rtol=0, atol=0)
+    for n, p in net.named_parameters():
+        assert torch.equal(p.detach(), w[n])
+    at = dict(moved.named_parameters())
+    for n in names:
+        torch.testing.assert_close(dict(net.named_parameters())[n].grad, at[n].grad)
+    assert any(not torch.allclose(g[n], at[n].grad) for n in names)  # the gradient moved
 
 
 class _Plain(torch.nn.Module):
