@@ -279,7 +279,7 @@ def sharpness_step(model: nn.Module, rho: float):
     finally:
         with torch.no_grad():
             torch._foreach_copy_(params, saved)
-        for m, momentum in zip(norms, momenta):
+        for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
 
 
@@ -288,6 +288,27 @@ def loss_terms(out: dict) -> int:
     if "members" in out:
         return sum(loss_terms(o) for o in out["members"])
     return len(out["streams"]) if out.get("independent") else 1
+
+
+def step_loss(model, inputs, labels, batch, dtype, tcfg, mix, teacher, device):
+    """A training step's forward pass and its loss: `stream_loss`, blended with the partners'
+    (mix: mixup's (partners' labels, lam), or None), plus trainer.mutual's and
+    trainer.consistency's terms and the teacher's part. Returns (outputs, loss)."""
+    out = training_forward(model, inputs, dtype)
+    loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
+    if mix is not None:
+        partners, lam = mix
+        other = stream_loss(out, partners, tcfg.label_smoothing, tcfg.aux_loss_weight)
+        loss = lam * loss + (1.0 - lam) * other
+    mutual = float(tcfg.get("mutual", 0.0))
+    if mutual:
+        loss = loss + mutual_loss(out, mutual)
+    consistency = float(tcfg.get("consistency", 0.0))
+    if consistency:
+        loss = loss + view_consistency(out, int(tcfg.get("views", 1)), consistency)
+    if teacher is not None:
+        loss = teacher.loss(loss, out, batch, inputs, device)
+    return out, loss
 
 
 def train_one_epoch(
@@ -312,8 +333,6 @@ def train_one_epoch(
     model.train()
     dtype = train_dtype(tcfg.get("precision", "fp32"), device)
     mixup = float(tcfg.get("mixup", 0.0))
-    mutual = float(tcfg.get("mutual", 0.0))
-    consistency = float(tcfg.get("consistency", 0.0))
     views = int(tcfg.get("views", 1))
     sam = float(tcfg.get("sam", 0.0))
     start = time.perf_counter()
@@ -334,30 +353,17 @@ def train_one_epoch(
             if k != views:
                 raise ValueError(f"{views} training views expected, the batch has {k} clips")
             labels = labels.repeat_interleave(views)
+        mix = None
         if mixup:
-            inputs, partners, lam = mix_batch(inputs, labels, mixup)
-
-        def step_loss():
-            out = training_forward(model, inputs, dtype)
-            loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
-            if mixup:
-                other = stream_loss(out, partners, tcfg.label_smoothing, tcfg.aux_loss_weight)
-                loss = lam * loss + (1.0 - lam) * other
-            if mutual:
-                loss = loss + mutual_loss(out, mutual)
-            if consistency:
-                loss = loss + view_consistency(out, views, consistency)
-            if teacher is not None:
-                loss = teacher.loss(loss, out, batch, inputs, device)
-            return out, loss
-
-        out, loss = step_loss()
+            inputs, *mix = mix_batch(inputs, labels, mixup)
+        step = (model, inputs, labels, batch, dtype, tcfg, mix, teacher, device)
+        out, loss = step_loss(*step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if sam:  # the gradient again at the worst nearby weights, then back to the weights
             with sharpness_step(model, sam):
                 optimizer.zero_grad(set_to_none=True)
-                step_loss()[1].backward()
+                step_loss(*step)[1].backward()
         if tcfg.grad_clip:  # per modality when the model groups them (an ensemble's)
             groups = getattr(model, "grad_groups", lambda: [list(model.parameters())])()
             for params in groups:
