@@ -6,12 +6,14 @@ the ONNX file `OnnxBackend` reads.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
 from skelact.contract import Contract, ContractError
+from skelact.data.prep.augment import MAX_TEST_VIEWS
 
 
 class TorchBackend:
@@ -56,6 +58,7 @@ def input_shapes(contract: Contract, batch: int = 1) -> dict[str, tuple[int, ...
 LIMITS = {
     "num_bodies": 64, "clip_len": 10_000, "num_joints": 1_000, "channels": 10_000,
     "num_frames": 10_000, "feature_dim": 1_000_000, "test_clips": 1_000, "classes": 1_000_000,
+    "test_views": MAX_TEST_VIEWS,
 }  # fmt: skip
 
 
@@ -82,6 +85,7 @@ def check_graph(contract: Contract, inputs, outputs, source) -> None:
             f"{source}: incomplete skelact contract in its metadata: {err!r}"
         ) from err
     _check_sizes(sizes, [None, None], source, "the metadata")
+    _check_views(contract.skeleton.get("test_views"), source)
     for node in inputs:
         dims = SKELETON_DIMS if len(expected[node.name]) == 5 else FEATURE_DIMS
         want = dict(zip(dims, expected[node.name][1:], strict=True))
@@ -93,6 +97,25 @@ def check_graph(contract: Contract, inputs, outputs, source) -> None:
     missing = {f"attention_{s}" for s in contract.streams} - {o.name for o in outputs}
     if missing:
         raise ContractError(f"{source}: the graph lacks the output(s) {sorted(missing)}")
+
+
+def _check_views(views, source) -> None:
+    """The metadata's test_views (each test clip turned about the vertical by each angle):
+    None, or a list of 1..LIMITS["test_views"] finite numbers of degrees."""
+    if views is None:
+        return
+    ok = (
+        isinstance(views, list)
+        and 1 <= len(views) <= LIMITS["test_views"]
+        and all(isinstance(a, int | float) and not isinstance(a, bool) for a in views)
+        and all(math.isfinite(a) for a in views)
+    )
+    if not ok:
+        shown = views if not isinstance(views, list) or len(views) <= 8 else f"{len(views)} items"
+        raise ContractError(
+            f"{source}: the metadata's test_views={shown!r} is not a list of 1 to "
+            f"{LIMITS['test_views']} angles in degrees"
+        )
 
 
 SKELETON_DIMS = ("num_bodies", "clip_len", "num_joints", "channels")  # after the batch

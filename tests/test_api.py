@@ -218,6 +218,9 @@ def _tampered(onnx_file, path, edit, dynamic_time: bool = False):
         (lambda c: c["skeleton"].update(clip_len=10**8), True, "clip_len=100000000 is not a size"),
         (lambda c: c["skeleton"].update(clip_len=12), False, "clip_len=12, but the graph's input"),
         (lambda c: c["skeleton"].update(test_clips=10**8), False, "test_clips=100000000"),
+        (lambda c: c["skeleton"].update(test_views=[0.0] * 10**4), False, "test_views=.10000 i"),
+        (lambda c: c["skeleton"].update(test_views=[0, "x"]), False, "test_views=\\[0, 'x'\\]"),
+        (lambda c: c["skeleton"].update(test_views=[]), False, "test_views=\\[\\] is not a list"),
         (lambda c: c.update(classes=c["classes"][:5]), False, "classes=5, but the graph's logits"),
         (lambda c: c.update(classes="abcdef"), False, "class names are not a list of strings"),
         (lambda c: c["streams"]["skeleton"].update(channels=3), False, "channels=3, but"),
@@ -235,3 +238,6 @@ def test_onnx_metadata_is_checked_against_the_graph(onnx_file, tmp_path, edit, d
 def test_onnx_dynamic_sizes_within_bounds_are_accepted(onnx_file, tmp_path):
     path = _tampered(onnx_file, tmp_path / "dyn.onnx", lambda c: None, dynamic_time=True)
     assert skelact.load(path).contract.skeleton["clip_len"] == 16
+    turn = lambda c: c["skeleton"].update(test_views=[0, 15.5])  # noqa: E731
+    views = _tampered(onnx_file, tmp_path / "v.onnx", turn)
+    assert skelact.load(views).contract.skeleton["test_views"] == [0, 15.5]

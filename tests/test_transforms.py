@@ -316,3 +316,5 @@ def test_test_views_turn_each_clip_about_the_vertical_and_stack_them_as_clips():
     assert train["keypoint"].shape == (1, 1, 8, 25, 3)
     with pytest.raises(ValueError, match="test_views"):
         TestViews([])
+    with pytest.raises(ValueError, match="give 1 to 360 angles, or null .got 361"):
+        TestViews([0.0] * 361)

@@ -110,6 +110,9 @@ class RandomMirror:
         return results
 
 
+MAX_TEST_VIEWS = 360  # each view multiplies the test work
+
+
 class TestViews:
     """Test-time views: every test clip seen again turned about the vertical axis (y, the
     spine after view alignment) by each angle of `angles_deg`, in that order, the turned
@@ -119,8 +122,11 @@ class TestViews:
     are repeated to match. Absent body-frames stay zero."""
 
     def __init__(self, angles_deg: Sequence[float]):
-        if not len(angles_deg):
-            raise ValueError("data.skeleton.test_views: give at least one angle, or null")
+        if not 1 <= len(angles_deg) <= MAX_TEST_VIEWS:
+            raise ValueError(
+                f"data.skeleton.test_views: give 1 to {MAX_TEST_VIEWS} angles, or null "
+                f"(got {len(angles_deg)})"
+            )
         self.mats = [_rot_y(np.deg2rad(float(a))).astype(np.float32) for a in angles_deg]
 
     def __call__(self, results: Results) -> Results:
