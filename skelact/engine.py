@@ -271,14 +271,16 @@ def sharpness_step(model: nn.Module, rho: float):
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     with torch.no_grad():
-        torch._foreach_add_(params, [p.grad * scale for p in params])
+        for p in params:
+            p.add_(p.grad * scale)
     for m in norms:
         m.momentum = 0.0
     try:
         yield
     finally:
         with torch.no_grad():
-            torch._foreach_copy_(params, saved)
+            for p, w in zip(params, saved, strict=True):
+                p.copy_(w)
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
 

@@ -440,6 +440,22 @@ def test_sharpness_step_takes_the_gradient_at_the_perturbed_weights(toy_file):
         torch.testing.assert_close(dict(net.named_parameters())[n].grad, at[n].grad)
     assert any(not torch.allclose(g[n], at[n].grad) for n in names)  # the gradient moved
 
+    # train_one_epoch takes its steps with that gradient when trainer.sam is set
+    dataset, specs = data.dataset(cfg.data, "train", train=True)
+    loader = make_loader(dataset, cfg.trainer, shuffle=False)
+    weights = {}
+    for rho in (0.0, 0.05):
+        torch.manual_seed(0)
+        model = build_recognizer(cfg.model, data.streams, data.num_classes, specs)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        tcfg = compose(toy_file, "model.skeleton.input_norm=true", f"trainer.sam={rho}").trainer
+        torch.manual_seed(1)
+        train_one_epoch(model, loader, opt, sched, "cpu", data.streams, tcfg, 0, show=False)
+        weights[rho] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert torch.isfinite(weights[0.05]).all()
+    assert not torch.allclose(weights[0.0], weights[0.05])
+
 
 class _Plain(torch.nn.Module):
     """A stand-in stream with the Stream interface: (N, 4) -> embedding, attention."""
