@@ -354,6 +354,22 @@ def test_view_consistency_is_the_js_divergence_between_views():
     torch.testing.assert_close(view_consistency({"members": [out, out]}, 2, 0.7), 2 * loss)
 
 
+def one_epoch(toy_file, cfg, data, lr, trainer):
+    """A model of seed 0 trained one epoch (SGD at a constant `lr`, seed 1, the training split
+    unshuffled) with the trainer settings of `compose(toy_file, *trainer)`; returns the model
+    and train_one_epoch's result."""
+    dataset, specs = data.dataset(cfg.data, "train", train=True)
+    loader = make_loader(dataset, cfg.trainer, shuffle=False)
+    torch.manual_seed(0)
+    net = build_recognizer(cfg.model, data.streams, data.num_classes, specs)
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    tcfg = compose(toy_file, *trainer).trainer
+    torch.manual_seed(1)
+    result = train_one_epoch(net, loader, opt, sched, "cpu", data.streams, tcfg, 0, show=False)
+    return net, result
+
+
 def test_training_views_each_train_as_a_sample_with_their_label(toy_file):
     """trainer.views=2: the training loader draws two augmented views of every
     sample (the first is the one a plain run draws; test loaders are not multiplied), and an
@@ -374,24 +390,19 @@ def test_training_views_each_train_as_a_sample_with_their_label(toy_file):
     (test_load,) = build_loaders(cfg.data, cfg.model, data.store, data.streams, False)[0].values()
     assert test_load(sample, None)["skeleton_joint"].shape[0] == cfg.data.skeleton.test_clips
 
-    dataset, specs = data.dataset(cfg.data, "train", train=True)
-    loader = make_loader(dataset, cfg.trainer, shuffle=False)
     runs = {}
-    for weight in (0.0, 2.0):
-        torch.manual_seed(0)
-        net = build_recognizer(cfg.model, data.streams, data.num_classes, specs)
-        opt = torch.optim.SGD(net.parameters(), lr=0.0)  # the loss of unchanged weights
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-        tcfg = compose(toy_file, *over, "trainer.views=2", f"trainer.consistency={weight}").trainer
-        torch.manual_seed(1)
-        runs[weight] = train_one_epoch(net, loader, opt, sched, "cpu", data.streams, tcfg, 0,
-                                       show=False)  # fmt: skip
+    for weight in (0.0, 2.0):  # lr 0: the loss of unchanged weights
+        trainer = (*over, "trainer.views=2", f"trainer.consistency={weight}")
+        net, runs[weight] = one_epoch(toy_file, cfg, data, 0.0, trainer)
+    dataset = data.dataset(cfg.data, "train", train=True)[0]
     assert runs[0.0]["seen"] == 2 * len(dataset)
     assert runs[2.0]["loss"] > runs[0.0]["loss"] + 1e-4  # the views disagree: JS > 0
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     with pytest.raises(ValueError, match="2 training views expected"):
         train_one_epoch(net, make_loader(Data(plain).dataset(plain.data, "train", True)[0],
                         plain.trainer, shuffle=False), opt, sched, "cpu", data.streams,
-                        tcfg, 0, show=False)  # fmt: skip
+                        cfg.trainer, 0, show=False)  # fmt: skip
     both = compose(toy_file, *over, "model.replicas=2", "model.replica_augment=true",
                    "trainer.views=2")  # fmt: skip
     with pytest.raises(ValueError, match="do not combine"):
@@ -441,17 +452,10 @@ def test_sharpness_step_takes_the_gradient_at_the_perturbed_weights(toy_file):
     assert any(not torch.allclose(g[n], at[n].grad) for n in names)  # the gradient moved
 
     # train_one_epoch takes its steps with that gradient when trainer.sam is set
-    dataset, specs = data.dataset(cfg.data, "train", train=True)
-    loader = make_loader(dataset, cfg.trainer, shuffle=False)
     weights = {}
     for rho in (0.0, 0.05):
-        torch.manual_seed(0)
-        model = build_recognizer(cfg.model, data.streams, data.num_classes, specs)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-        tcfg = compose(toy_file, "model.skeleton.input_norm=true", f"trainer.sam={rho}").trainer
-        torch.manual_seed(1)
-        train_one_epoch(model, loader, opt, sched, "cpu", data.streams, tcfg, 0, show=False)
+        trainer = ("model.skeleton.input_norm=true", f"trainer.sam={rho}")
+        model, _ = one_epoch(toy_file, cfg, data, 0.1, trainer)
         weights[rho] = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert torch.isfinite(weights[0.05]).all()
     assert not torch.allclose(weights[0.0], weights[0.05])
