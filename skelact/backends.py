@@ -6,14 +6,13 @@ the ONNX file `OnnxBackend` reads.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 
 from skelact.contract import Contract, ContractError
-from skelact.data.prep.augment import MAX_TEST_VIEWS
+from skelact.data.prep.augment import check_test_views
 
 
 class TorchBackend:
@@ -58,7 +57,6 @@ def input_shapes(contract: Contract, batch: int = 1) -> dict[str, tuple[int, ...
 LIMITS = {
     "num_bodies": 64, "clip_len": 10_000, "num_joints": 1_000, "channels": 10_000,
     "num_frames": 10_000, "feature_dim": 1_000_000, "test_clips": 1_000, "classes": 1_000_000,
-    "test_views": MAX_TEST_VIEWS,
 }  # fmt: skip
 
 
@@ -100,22 +98,12 @@ def check_graph(contract: Contract, inputs, outputs, source) -> None:
 
 
 def _check_views(views, source) -> None:
-    """The metadata's test_views (each test clip turned about the vertical by each angle):
-    None, or a list of 1..LIMITS["test_views"] finite numbers of degrees."""
-    if views is None:
-        return
-    ok = (
-        isinstance(views, list)
-        and 1 <= len(views) <= LIMITS["test_views"]
-        and all(isinstance(a, int | float) and not isinstance(a, bool) for a in views)
-        and all(math.isfinite(a) for a in views)
-    )
-    if not ok:
-        shown = views if not isinstance(views, list) or len(views) <= 8 else f"{len(views)} items"
-        raise ContractError(
-            f"{source}: the metadata's test_views={shown!r} is not a list of 1 to "
-            f"{LIMITS['test_views']} angles in degrees"
-        )
+    """The metadata's test_views: None, or what `check_test_views` accepts."""
+    if views is not None:
+        try:
+            check_test_views(views)
+        except ValueError as err:
+            raise ContractError(f"{source}: the metadata's {err}") from err
 
 
 SKELETON_DIMS = ("num_bodies", "clip_len", "num_joints", "channels")  # after the batch

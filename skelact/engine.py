@@ -268,12 +268,12 @@ def sharpness_step(model: nn.Module, rho: float):
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
     scale = rho / (norm + 1e-12)
     saved = [p.detach().clone() for p in params]
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
+    batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in batchnorms]
     with torch.no_grad():
         for p in params:
             p.add_(p.grad * scale)
-    for m in norms:
+    for m in batchnorms:
         m.momentum = 0.0
     try:
         yield
@@ -281,7 +281,7 @@ def sharpness_step(model: nn.Module, rho: float):
         with torch.no_grad():
             for p, w in zip(params, saved, strict=True):
                 p.copy_(w)
-        for m, momentum in zip(norms, momenta, strict=True):
+        for m, momentum in zip(batchnorms, momenta, strict=True):
             m.momentum = momentum
 
 

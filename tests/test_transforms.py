@@ -316,5 +316,7 @@ def test_test_views_turn_each_clip_about_the_vertical_and_stack_them_as_clips():
     assert train["keypoint"].shape == (1, 1, 8, 25, 3)
     with pytest.raises(ValueError, match="test_views"):
         TestViews([])
-    with pytest.raises(ValueError, match="give 1 to 360 angles, or null .got 361"):
+    with pytest.raises(ValueError, match=r"test_views=\(361 items\) is not 1 to 360 angles"):
         TestViews([0.0] * 361)
+    with pytest.raises(ValueError, match=r"test_views=\[0, nan\] is not"):
+        TestViews([0, float("nan")])

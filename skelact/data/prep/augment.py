@@ -6,6 +6,7 @@ A dict -> dict callable like the transforms; its randomness comes only from resu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -113,6 +114,23 @@ class RandomMirror:
 MAX_TEST_VIEWS = 360  # each view multiplies the test work
 
 
+def check_test_views(angles_deg) -> None:
+    """data.skeleton.test_views must be 1 to MAX_TEST_VIEWS finite numbers (degrees); else
+    ValueError. The one rule for configs, checkpoints and ONNX metadata."""
+    numbers = isinstance(angles_deg, Sequence) and not isinstance(angles_deg, str)
+    numbers = numbers and all(
+        isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a)
+        for a in angles_deg
+    )
+    if not numbers or not 1 <= len(angles_deg) <= MAX_TEST_VIEWS:
+        long = isinstance(angles_deg, Sequence) and len(angles_deg) > 8
+        shown = f"({len(angles_deg)} items)" if long else repr(angles_deg)
+        raise ValueError(
+            f"data.skeleton.test_views={shown} is not 1 to {MAX_TEST_VIEWS} angles in degrees "
+            "(or null)"
+        )
+
+
 class TestViews:
     """Test-time views: every test clip seen again turned about the vertical axis (y, the
     spine after view alignment) by each angle of `angles_deg`, in that order, the turned
@@ -122,11 +140,7 @@ class TestViews:
     are repeated to match. Absent body-frames stay zero."""
 
     def __init__(self, angles_deg: Sequence[float]):
-        if not 1 <= len(angles_deg) <= MAX_TEST_VIEWS:
-            raise ValueError(
-                f"data.skeleton.test_views: give 1 to {MAX_TEST_VIEWS} angles, or null "
-                f"(got {len(angles_deg)})"
-            )
+        check_test_views(angles_deg)
         self.mats = [_rot_y(np.deg2rad(float(a))).astype(np.float32) for a in angles_deg]
 
     def __call__(self, results: Results) -> Results:
