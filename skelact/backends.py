@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skelact.contract import Contract, ContractError
-from skelact.data.prep.augment import check_test_views
+from skelact.contract import Contract, ContractError, check_views
 
 
 class TorchBackend:
@@ -83,7 +82,7 @@ def check_graph(contract: Contract, inputs, outputs, source) -> None:
             f"{source}: incomplete skelact contract in its metadata: {err!r}"
         ) from err
     _check_sizes(sizes, [None, None], source, "the metadata")
-    _check_views(contract.skeleton.get("test_views"), source)
+    check_views(contract.skeleton.get("test_views"), source, "metadata")
     for node in inputs:
         dims = SKELETON_DIMS if len(expected[node.name]) == 5 else FEATURE_DIMS
         want = dict(zip(dims, expected[node.name][1:], strict=True))
@@ -95,15 +94,6 @@ def check_graph(contract: Contract, inputs, outputs, source) -> None:
     missing = {f"attention_{s}" for s in contract.streams} - {o.name for o in outputs}
     if missing:
         raise ContractError(f"{source}: the graph lacks the output(s) {sorted(missing)}")
-
-
-def _check_views(views, source) -> None:
-    """The metadata's test_views: None, or what `check_test_views` accepts."""
-    if views is not None:
-        try:
-            check_test_views(views)
-        except ValueError as err:
-            raise ContractError(f"{source}: the metadata's {err}") from err
 
 
 SKELETON_DIMS = ("num_bodies", "clip_len", "num_joints", "channels")  # after the batch

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from skelact.data.prep.augment import check_test_views
 from skelact.data.prep.channels import MotionFeatures
 
 
@@ -50,7 +51,9 @@ class Contract:
                 frames[s] = int(cfg["data"][s]["num_frames"])
         classes = list(ck["classes"])[: ck["num_classes"]]
         classes += [str(i) for i in range(len(classes), ck["num_classes"])]
-        return cls(ck["layout"], classes, specs, dict(cfg["data"]["skeleton"]), frames)
+        skeleton = dict(cfg["data"]["skeleton"])
+        check_views(skeleton.get("test_views"), source, "config")
+        return cls(ck["layout"], classes, specs, skeleton, frames)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -105,6 +108,16 @@ class Contract:
         if list(kinds) == ["skeleton"]:
             return "+".join(kinds["skeleton"])
         return ", ".join(f"{s}: {'+'.join(k)}" for s, k in kinds.items())
+
+
+def check_views(views, source, where: str) -> None:
+    """A model's test_views (in its checkpoint's config or ONNX metadata): None, or what
+    `check_test_views` accepts; else ContractError naming the file."""
+    if views is not None:
+        try:
+            check_test_views(views)
+        except ValueError as err:
+            raise ContractError(f"{source}: the {where}'s {err}") from err
 
 
 def conform(

@@ -235,6 +235,18 @@ def test_onnx_metadata_is_checked_against_the_graph(onnx_file, tmp_path, edit, d
         skelact.load(path)
 
 
+@pytest.mark.parametrize("views", [[float("nan")], [0.0] * 361, "0"])
+def test_a_checkpoint_with_bad_test_views_is_refused_at_load(ntu_ckpt, tmp_path, views):
+    ck = load_checkpoint(ntu_ckpt)
+    ck["config"]["data"]["skeleton"]["test_views"] = views
+    torch.save(ck, tmp_path / "bad.pt")
+    with pytest.raises(ContractError, match=r"bad\.pt: the config's data\.skeleton\.test_views"):
+        skelact.load(tmp_path / "bad.pt")
+    ck["config"]["data"]["skeleton"]["test_views"] = [0, -15.0]
+    torch.save(ck, tmp_path / "good.pt")
+    assert skelact.load(tmp_path / "good.pt").contract.skeleton["test_views"] == [0, -15.0]
+
+
 def test_onnx_dynamic_sizes_within_bounds_are_accepted(onnx_file, tmp_path):
     path = _tampered(onnx_file, tmp_path / "dyn.onnx", lambda c: None, dynamic_time=True)
     assert skelact.load(path).contract.skeleton["clip_len"] == 16
