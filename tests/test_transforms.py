@@ -10,6 +10,7 @@ from skelact.data.prep.transforms import (
     Center,
     MedianBones,
     PadBodies,
+    RandomBones,
     Resample,
     ScaleNormalize,
     TrimEmpty,
@@ -91,6 +92,35 @@ def test_median_bones_keep_each_bone_at_its_median_length_and_direction():
     root = np.flatnonzero(~has_parent)
     np.testing.assert_array_equal(out[0, :6, root], kp[0, :6, root])
     assert not out[0, 6:].any() and not out[1].any()
+
+
+def test_random_bones_scale_each_bone_once_per_clip_twins_alike():
+    rng = np.random.default_rng(3)
+    kp = rng.normal(size=(2, 9, 25, 3)).astype(np.float32)
+    kp[1, 4:] = 0  # body 1 leaves after frame 3
+    out = RandomBones(NTU25, 0.2)({"keypoint": kp, "rng": np.random.default_rng(0)})["keypoint"]
+    bones = NTU25.bones()
+    ratio = {}
+    for m, t in ((0, 9), (1, 4)):
+        before = np.stack([kp[m, :t, v] - kp[m, :t, p] for v, p in bones], 1)  # (t, B, 3)
+        after = np.stack([out[m, :t, v] - out[m, :t, p] for v, p in bones], 1)
+        r = np.linalg.norm(after, axis=-1) / np.linalg.norm(before, axis=-1)
+        np.testing.assert_allclose(r, np.broadcast_to(r[0], r.shape), rtol=1e-4)  # per clip
+        cos = (
+            (before * after).sum(-1)
+            / np.linalg.norm(before, axis=-1)
+            / np.linalg.norm(after, axis=-1)
+        )
+        np.testing.assert_allclose(cos, 1.0, atol=1e-4)  # directions kept
+        ratio[m] = dict(zip([v for v, _ in bones], r[0], strict=True))
+    twins = NTU25.mirror_index()
+    for m in ratio:
+        values = np.array(list(ratio[m].values()))
+        assert 0.8 <= values.min() and values.max() <= 1.2 and values.std() > 0.02
+        assert all(abs(r - ratio[m][twins[v]]) < 1e-4 for v, r in ratio[m].items())
+    assert abs(ratio[0][1] - ratio[1][1]) > 1e-3  # each body draws its own
+    assert not out[1, 4:].any()
+    np.testing.assert_array_equal(out[:, :4, 0], kp[:, :4, 0])  # the root stays
 
 
 def test_pad_and_trim():

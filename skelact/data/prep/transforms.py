@@ -151,6 +151,43 @@ class MedianBones:
         return results
 
 
+class RandomBones:
+    """Training augmentation: each body's bones scaled by random factors in [1-s, 1+s], one
+    per bone for the whole clip (a body of other proportions), a left bone and its right twin
+    alike; the body is rebuilt from its root outwards, as in `MedianBones`. Layouts without
+    bones, 2D keypoints and absent body-frames pass through. Needs "keypoint" (M, T, V, C)
+    and "rng"."""
+
+    def __init__(self, layout: Layout, s: float):
+        if not 0 < s < 1:
+            raise ValueError(f"augment.bone_scale must be in (0, 1), got {s}")
+        self.parents = np.asarray(layout.parents)
+        self.order = _parents_first(self.parents)
+        self.start = np.where(self.parents >= 0, self.parents, np.arange(len(self.parents)))
+        twin = layout.mirror_index()
+        own = np.arange(len(self.parents))
+        self.draw = own if twin is None else np.minimum(own, twin)  # a pair uses one draw
+        self.s = s
+
+    def __call__(self, results: Results) -> Results:
+        kp = results["keypoint"]
+        if kp.shape[-1] != 3 or not self.order:
+            return results
+        valid = _valid(kp)
+        out = kp.copy()
+        for m in np.flatnonzero(valid.any(1)):
+            factor = results["rng"].uniform(1 - self.s, 1 + self.s, len(self.parents))
+            factor = factor[self.draw]
+            body = kp[m, valid[m]]
+            bone = body - body[:, self.start]
+            new = body.copy()
+            for v in self.order:
+                new[:, v] = new[:, self.parents[v]] + factor[v] * bone[:, v]
+            out[m, valid[m]] = new
+        results["keypoint"] = out
+        return results
+
+
 def _parents_first(parents: np.ndarray) -> list[int]:
     """The joints that have a parent, each after its parent (roots themselves left out)."""
     order, placed = [], {int(v) for v in np.flatnonzero(parents < 0)}
@@ -322,6 +359,8 @@ def build_skeleton_pipeline(
         )
         if aug.get("mirror", 0.0) > 0:
             steps.append(RandomMirror(layout, aug.mirror))
+        if aug.get("bone_scale", 0.0) > 0:
+            steps.append(RandomBones(layout, aug.bone_scale))
     crop = tuple(cfg.augment.temporal_crop) if train and cfg.augment.enabled else (1.0, 1.0)
     clips = 1 if train else cfg.test_clips
     steps.append(Resample(cfg.clip_len, train, clips, crop, cfg.get("interpolate", False)))
