@@ -115,15 +115,10 @@ class FillUntracked:
         return results
 
 
-class MedianBones:
-    """Give every bone its median length over the body's frames, keeping its direction.
-
-    A depth sensor's joints jitter, and with them the bone lengths, which a real body keeps;
-    the body is rebuilt from its root joint outwards (parents before children), each joint at
-    its parent plus the bone's median length along the bone's direction in that frame. Layouts
-    without bones, 2D keypoints and absent body-frames pass through. Needs "keypoint"
-    (M, T, V, C).
-    """
+class _BoneTree:
+    """A layout's bones as a tree: each body rebuilt from its root joint outwards (parents
+    before children), each joint at its parent plus its bone times a factor. Layouts without
+    bones, 2D keypoints and absent body-frames pass through `__call__`'s subclasses."""
 
     def __init__(self, layout: Layout):
         self.parents = np.asarray(layout.parents)
@@ -131,6 +126,17 @@ class MedianBones:
         # a root is its own parent: its bone is zero and never used
         self.start = np.where(self.parents >= 0, self.parents, np.arange(len(self.parents)))
 
+    def bones(self, body: np.ndarray) -> np.ndarray:
+        """(T, V, 3) each joint minus its parent (zero at a root)."""
+        return body - body[:, self.start]
+
+    def rebuild(self, body: np.ndarray, factor: np.ndarray) -> np.ndarray:
+        """`body` (T, V, 3) with bone v times factor[..., v] ((V,) or (T, V))."""
+        bone, new = self.bones(body), body.copy()
+        for v in self.order:
+            new[:, v] = new[:, self.parents[v]] + factor[..., v, None] * bone[:, v]
+        return new
+
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
         if kp.shape[-1] != 3 or not self.order:
@@ -138,54 +144,43 @@ class MedianBones:
         valid = _valid(kp)
         out = kp.copy()
         for m in np.flatnonzero(valid.any(1)):
-            body = kp[m, valid[m]].astype(np.float64)  # (T', V, 3)
-            bone = body - body[:, self.start]
-            length = np.linalg.norm(bone, axis=-1)  # (T', V)
-            unit = bone / np.maximum(length, 1e-9)[..., None]
-            median = np.median(length, axis=0)  # (V,)
-            new = body.copy()
-            for v in self.order:
-                new[:, v] = new[:, self.parents[v]] + median[v] * unit[:, v]
-            out[m, valid[m]] = new
-        results["keypoint"] = out.astype(np.float32)
+            out[m, valid[m]] = self.body(kp[m, valid[m]], results)
+        results["keypoint"] = out
         return results
 
 
-class RandomBones:
+class MedianBones(_BoneTree):
+    """Give every bone its median length over the body's frames, keeping its direction.
+
+    A depth sensor's joints jitter, and with them the bone lengths, which a real body keeps;
+    each joint goes to its parent plus the bone's median length along the bone's direction in
+    that frame. Needs "keypoint" (M, T, V, C).
+    """
+
+    def body(self, body: np.ndarray, results: Results) -> np.ndarray:
+        body = body.astype(np.float64)
+        length = np.linalg.norm(self.bones(body), axis=-1)  # (T', V)
+        median = np.median(length, axis=0)  # (V,)
+        return self.rebuild(body, median / np.maximum(length, 1e-9)).astype(np.float32)
+
+
+class RandomBones(_BoneTree):
     """Training augmentation: each body's bones scaled by random factors in [1-s, 1+s], one
     per bone for the whole clip (a body of other proportions), a left bone and its right twin
-    alike; the body is rebuilt from its root outwards, as in `MedianBones`. Layouts without
-    bones, 2D keypoints and absent body-frames pass through. Needs "keypoint" (M, T, V, C)
-    and "rng"."""
+    alike. Needs "keypoint" (M, T, V, C) and "rng"."""
 
     def __init__(self, layout: Layout, s: float):
         if not 0 < s < 1:
             raise ValueError(f"augment.bone_scale must be in (0, 1), got {s}")
-        self.parents = np.asarray(layout.parents)
-        self.order = _parents_first(self.parents)
-        self.start = np.where(self.parents >= 0, self.parents, np.arange(len(self.parents)))
+        super().__init__(layout)
         twin = layout.mirror_index()
         own = np.arange(len(self.parents))
         self.draw = own if twin is None else np.minimum(own, twin)  # a pair uses one draw
         self.s = s
 
-    def __call__(self, results: Results) -> Results:
-        kp = results["keypoint"]
-        if kp.shape[-1] != 3 or not self.order:
-            return results
-        valid = _valid(kp)
-        out = kp.copy()
-        for m in np.flatnonzero(valid.any(1)):
-            factor = results["rng"].uniform(1 - self.s, 1 + self.s, len(self.parents))
-            factor = factor[self.draw]
-            body = kp[m, valid[m]]
-            bone = body - body[:, self.start]
-            new = body.copy()
-            for v in self.order:
-                new[:, v] = new[:, self.parents[v]] + factor[v] * bone[:, v]
-            out[m, valid[m]] = new
-        results["keypoint"] = out
-        return results
+    def body(self, body: np.ndarray, results: Results) -> np.ndarray:
+        factor = results["rng"].uniform(1 - self.s, 1 + self.s, len(self.parents))
+        return self.rebuild(body, factor[self.draw])
 
 
 def _parents_first(parents: np.ndarray) -> list[int]:
