@@ -121,6 +121,9 @@ def test_random_bones_scale_each_bone_once_per_clip_twins_alike():
     assert abs(ratio[0][1] - ratio[1][1]) > 1e-3  # each body draws its own
     assert not out[1, 4:].any()
     np.testing.assert_array_equal(out[:, :4, 0], kp[:, :4, 0])  # the root stays
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="bone_scale must be in"):
+            RandomBones(NTU25, bad)
 
 
 def test_pad_and_trim():

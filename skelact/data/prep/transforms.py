@@ -171,7 +171,9 @@ class RandomBones(_BoneTree):
 
     def __init__(self, layout: Layout, s: float):
         if not 0 < s < 1:
-            raise ValueError(f"augment.bone_scale must be in (0, 1), got {s}")
+            raise ValueError(
+                f"data.skeleton.augment.bone_scale must be in [0, 1) (0: off), got {s}"
+            )
         super().__init__(layout)
         twin = layout.mirror_index()
         own = np.arange(len(self.parents))
@@ -354,7 +356,7 @@ def build_skeleton_pipeline(
         )
         if aug.get("mirror", 0.0) > 0:
             steps.append(RandomMirror(layout, aug.mirror))
-        if aug.get("bone_scale", 0.0) > 0:
+        if aug.get("bone_scale", 0.0) != 0:
             steps.append(RandomBones(layout, aug.bone_scale))
     crop = tuple(cfg.augment.temporal_crop) if train and cfg.augment.enabled else (1.0, 1.0)
     clips = 1 if train else cfg.test_clips
