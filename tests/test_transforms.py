@@ -1,7 +1,10 @@
 """Skeleton transforms: values after centring, alignment, scaling, resampling, features."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from skelact.data.prep.channels import MotionFeatures
 from skelact.data.prep.sampling import clip_indices
@@ -14,6 +17,7 @@ from skelact.data.prep.transforms import (
     Resample,
     ScaleNormalize,
     TrimEmpty,
+    build_skeleton_pipeline,
     rotation_to_axes,
 )
 from skelact.layouts import KINECT20, NTU25, get_layout
@@ -124,6 +128,28 @@ def test_random_bones_scale_each_bone_once_per_clip_twins_alike():
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="bone_scale must be in"):
             RandomBones(NTU25, bad)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "error"),
+    [
+        ("bone_scale", -0.1, r"bone_scale must be in \[0, 1\), got -0.1"),
+        ("mirror", 50, r"mirror must be in \[0, 1\], got 50"),
+        ("scale", 1.0, r"scale must be in \[0, 1\)"),
+        ("noise", float("nan"), "noise must be in >= 0"),
+        ("drop_frames", "0.1", "drop_frames must be in"),
+        ("rotate_deg", [15, 30], "rotate_deg must be three angles"),
+        ("temporal_crop", [0.9, 0.5], r"temporal_crop must be \[lo, hi\]"),
+        ("temporal_crop", [0.0, 1.0], r"temporal_crop must be \[lo, hi\]"),
+    ],
+)
+def test_augment_values_out_of_range_are_refused_by_name(key, value, error):
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "data" / "_base.yaml").skeleton
+    build_skeleton_pipeline(NTU25, cfg, True, 1)  # the defaults pass
+    cfg.augment[key] = value
+    with pytest.raises(ValueError, match=error):
+        build_skeleton_pipeline(NTU25, cfg, True, 1)
+    build_skeleton_pipeline(NTU25, cfg, False, 1)  # test time takes no augmentation
 
 
 def test_pad_and_trim():

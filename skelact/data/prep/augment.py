@@ -14,6 +14,53 @@ import numpy as np
 Results = dict
 
 
+# data.skeleton.augment's numeric keys: the allowed range of each (a mistyped sign or a
+# percentage for a fraction would otherwise be silently off, or silently something else).
+AUGMENT_RANGES = {
+    "scale": (0.0, 1.0, "[0, 1)"), "shear": (0.0, None, ">= 0"),
+    "drift_deg": (0.0, 180.0, "[0, 180]"), "noise": (0.0, None, ">= 0"),
+    "swap_bodies": (0.0, 1.0, "[0, 1]"), "drop_joints": (0.0, 1.0, "[0, 1)"),
+    "drop_frames": (0.0, 1.0, "[0, 1)"), "mirror": (0.0, 1.0, "[0, 1]"),
+    "bone_scale": (0.0, 1.0, "[0, 1)"),
+}  # fmt: skip
+_OPEN_TOP = {"scale", "drop_joints", "drop_frames", "bone_scale"}
+
+
+def check_augment_value(key: str, value) -> None:
+    """data.skeleton.augment.`key` within its `AUGMENT_RANGES` entry, else ValueError."""
+    lo, hi, text = AUGMENT_RANGES[key]
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and value >= lo
+    if ok and hi is not None:
+        ok = value < hi if key in _OPEN_TOP else value <= hi
+    if not ok:
+        raise ValueError(f"data.skeleton.augment.{key} must be in {text}, got {value!r}")
+
+
+def check_augment(aug) -> None:
+    """Refuse (ValueError naming the key) data.skeleton.augment values out of their range:
+    `AUGMENT_RANGES`, rotate_deg three angles in [0, 180], temporal_crop two fractions
+    0 < lo <= hi <= 1."""
+    for key in AUGMENT_RANGES:
+        check_augment_value(key, aug.get(key, 0.0))
+    rotate = list(aug.get("rotate_deg", [0, 0, 0]))
+    if len(rotate) != 3 or not all(isinstance(a, int | float) and 0 <= a <= 180 for a in rotate):
+        raise ValueError(
+            f"data.skeleton.augment.rotate_deg must be three angles in [0, 180] (about x, y, "
+            f"z), got {rotate}"
+        )
+    crop = list(aug.get("temporal_crop", [1.0, 1.0]))
+    if (
+        len(crop) != 2
+        or not all(isinstance(c, int | float) for c in crop)
+        or not (0 < crop[0] <= crop[1] <= 1)
+    ):
+        raise ValueError(
+            f"data.skeleton.augment.temporal_crop must be [lo, hi] with 0 < lo <= hi <= 1 "
+            f"(fractions of the clip), got {crop}"
+        )
+
+
 class RandomAugment:
     """Random rotation (about y most, x and z a little), anisotropic scale and shear, plus
     optional view drift and joint jitter.

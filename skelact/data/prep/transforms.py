@@ -14,7 +14,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from skelact.contract import most_active
-from skelact.data.prep.augment import RandomAugment, RandomMirror, TestViews
+from skelact.data.prep.augment import (
+    RandomAugment,
+    RandomMirror,
+    TestViews,
+    check_augment,
+    check_augment_value,
+)
 from skelact.data.prep.channels import MotionFeatures
 from skelact.data.prep.sampling import (
     clip_indices,
@@ -170,10 +176,7 @@ class RandomBones(_BoneTree):
     alike. Needs "keypoint" (M, T, V, C) and "rng"."""
 
     def __init__(self, layout: Layout, s: float):
-        if not 0 < s < 1:
-            raise ValueError(
-                f"data.skeleton.augment.bone_scale must be in [0, 1) (0: off), got {s}"
-            )
+        check_augment_value("bone_scale", s)
         super().__init__(layout)
         twin = layout.mirror_index()
         own = np.arange(len(self.parents))
@@ -347,6 +350,7 @@ def build_skeleton_pipeline(
         steps.append(ScaleNormalize(layout))
     if train and cfg.augment.enabled:
         aug = cfg.augment
+        check_augment(aug)
         drops = (aug.get("drop_joints", 0.0), aug.get("drop_frames", 0.0))
         swap = aug.get("swap_bodies", 0.0)
         steps.append(
