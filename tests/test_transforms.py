@@ -139,6 +139,8 @@ def test_random_bones_scale_each_bone_once_per_clip_twins_alike():
         ("noise", float("nan"), "noise must be in >= 0"),
         ("drop_frames", "0.1", "drop_frames must be in"),
         ("rotate_deg", [15, 30], "rotate_deg must be three angles"),
+        ("rotate_deg", 30, "rotate_deg must be three angles"),
+        ("temporal_crop", 0.8, r"temporal_crop must be \[lo, hi\]"),
         ("temporal_crop", [0.9, 0.5], r"temporal_crop must be \[lo, hi\]"),
         ("temporal_crop", [0.0, 1.0], r"temporal_crop must be \[lo, hi\]"),
     ],

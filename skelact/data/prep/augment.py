@@ -43,13 +43,13 @@ def check_augment(aug) -> None:
     0 < lo <= hi <= 1."""
     for key in AUGMENT_RANGES:
         check_augment_value(key, aug.get(key, 0.0))
-    rotate = list(aug.get("rotate_deg", [0, 0, 0]))
+    rotate = _as_list(aug.get("rotate_deg", [0, 0, 0]))
     if len(rotate) != 3 or not all(isinstance(a, int | float) and 0 <= a <= 180 for a in rotate):
         raise ValueError(
             f"data.skeleton.augment.rotate_deg must be three angles in [0, 180] (about x, y, "
             f"z), got {rotate}"
         )
-    crop = list(aug.get("temporal_crop", [1.0, 1.0]))
+    crop = _as_list(aug.get("temporal_crop", [1.0, 1.0]))
     if (
         len(crop) != 2
         or not all(isinstance(c, int | float) for c in crop)
@@ -59,6 +59,13 @@ def check_augment(aug) -> None:
             f"data.skeleton.augment.temporal_crop must be [lo, hi] with 0 < lo <= hi <= 1 "
             f"(fractions of the clip), got {crop}"
         )
+
+
+def _as_list(value) -> list:
+    """A config list as a list; anything else (a number, a string) as one item."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return list(value)
+    return [value]
 
 
 class RandomAugment:
