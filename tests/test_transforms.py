@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from skelact.data.prep.bones import MedianBones, RandomBones
 from skelact.data.prep.channels import MotionFeatures
 from skelact.data.prep.sampling import clip_indices
 from skelact.data.prep.transforms import (
     AlignView,
     Center,
-    MedianBones,
     PadBodies,
-    RandomBones,
     Resample,
     ScaleNormalize,
     TrimEmpty,
