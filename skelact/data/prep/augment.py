@@ -14,26 +14,29 @@ import numpy as np
 Results = dict
 
 
-# data.skeleton.augment's numeric keys: the allowed range of each (a mistyped sign or a
-# percentage for a fraction would otherwise be silently off, or silently something else).
+# data.skeleton.augment's numeric keys, each >= 0: its upper bound (None: none) and whether
+# the bound itself is allowed (a mistyped sign or a percentage for a fraction would otherwise
+# be silently off, or silently something else).
 AUGMENT_RANGES = {
-    "scale": (0.0, 1.0, "[0, 1)"), "shear": (0.0, None, ">= 0"),
-    "drift_deg": (0.0, 180.0, "[0, 180]"), "noise": (0.0, None, ">= 0"),
-    "swap_bodies": (0.0, 1.0, "[0, 1]"), "drop_joints": (0.0, 1.0, "[0, 1)"),
-    "drop_frames": (0.0, 1.0, "[0, 1)"), "mirror": (0.0, 1.0, "[0, 1]"),
-    "bone_scale": (0.0, 1.0, "[0, 1)"),
+    "scale": (1.0, False), "shear": (None, True), "drift_deg": (180.0, True),
+    "noise": (None, True), "swap_bodies": (1.0, True), "drop_joints": (1.0, False),
+    "drop_frames": (1.0, False), "mirror": (1.0, True), "bone_scale": (1.0, False),
 }  # fmt: skip
-_OPEN_TOP = {"scale", "drop_joints", "drop_frames", "bone_scale"}
+
+
+def _number(x) -> bool:
+    """A finite int or float (not a bool, not a string)."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def check_augment_value(key: str, value) -> None:
     """data.skeleton.augment.`key` within its `AUGMENT_RANGES` entry, else ValueError."""
-    lo, hi, text = AUGMENT_RANGES[key]
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and value >= lo
+    hi, closed = AUGMENT_RANGES[key]
+    ok = _number(value) and value >= 0
     if ok and hi is not None:
-        ok = value < hi if key in _OPEN_TOP else value <= hi
+        ok = value <= hi if closed else value < hi
     if not ok:
+        text = ">= 0" if hi is None else f"[0, {hi:g}{']' if closed else ')'}"
         raise ValueError(f"data.skeleton.augment.{key} must be in {text}, got {value!r}")
 
 
@@ -44,17 +47,13 @@ def check_augment(aug) -> None:
     for key in AUGMENT_RANGES:
         check_augment_value(key, aug.get(key, 0.0))
     rotate = _as_list(aug.get("rotate_deg", [0, 0, 0]))
-    if len(rotate) != 3 or not all(isinstance(a, int | float) and 0 <= a <= 180 for a in rotate):
+    if len(rotate) != 3 or not all(_number(a) and 0 <= a <= 180 for a in rotate):
         raise ValueError(
             f"data.skeleton.augment.rotate_deg must be three angles in [0, 180] (about x, y, "
             f"z), got {rotate}"
         )
     crop = _as_list(aug.get("temporal_crop", [1.0, 1.0]))
-    if (
-        len(crop) != 2
-        or not all(isinstance(c, int | float) for c in crop)
-        or not (0 < crop[0] <= crop[1] <= 1)
-    ):
+    if len(crop) != 2 or not all(_number(c) for c in crop) or not (0 < crop[0] <= crop[1] <= 1):
         raise ValueError(
             f"data.skeleton.augment.temporal_crop must be [lo, hi] with 0 < lo <= hi <= 1 "
             f"(fractions of the clip), got {crop}"
@@ -172,10 +171,7 @@ def check_test_views(angles_deg) -> None:
     """data.skeleton.test_views must be 1 to MAX_TEST_VIEWS finite numbers (degrees); else
     ValueError. The one rule for configs, checkpoints and ONNX metadata."""
     numbers = isinstance(angles_deg, Sequence) and not isinstance(angles_deg, str)
-    numbers = numbers and all(
-        isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a)
-        for a in angles_deg
-    )
+    numbers = numbers and all(_number(a) for a in angles_deg)
     if not numbers or not 1 <= len(angles_deg) <= MAX_TEST_VIEWS:
         long = isinstance(angles_deg, Sequence) and len(angles_deg) > 8
         shown = f"({len(angles_deg)} items)" if long else repr(angles_deg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from skelact.data.prep.augment import check_augment_value
+from skelact.data.prep.sampling import present
 from skelact.layouts import Layout
 
 Results = dict
@@ -41,7 +42,7 @@ class _BoneTree:
         kp = results["keypoint"]
         if kp.shape[-1] != 3 or not self.order:
             return results
-        valid = np.abs(kp).sum((-1, -2)) > 0  # (M, T) body-frames present
+        valid = present(kp)  # (M, T)
         out = kp.copy()
         for m in np.flatnonzero(valid.any(1)):
             out[m, valid[m]] = self.new_body(kp[m, valid[m]], results)

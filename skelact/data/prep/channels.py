@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from skelact.data.prep.sampling import present
 from skelact.layouts import Layout
 
 Results = dict
@@ -86,10 +87,10 @@ class MotionFeatures:
         centre in each frame; zero where either body is absent or there is one body."""
         if kp.shape[-4] < 2:
             return np.zeros_like(kp)
-        present = np.abs(kp).sum((-1, -2), keepdims=True) > 0  # (..., M, T, 1, 1)
+        here = present(kp)[..., None, None]  # (..., M, T, 1, 1)
         centre = kp[..., self.center, :].mean(-2, keepdims=True)  # (..., M, T, 1, C)
         other = np.roll(kp, -1, axis=-4)
-        both = present & np.roll(present, -1, axis=-4)
+        both = here & np.roll(here, -1, axis=-4)
         return np.where(both, other - centre, 0.0).astype(kp.dtype, copy=False)
 
 
@@ -147,8 +148,8 @@ def partner_distance(kp: np.ndarray) -> np.ndarray:
     if kp.shape[-4] < 2:
         return np.zeros(kp.shape[:-1] + kp.shape[-2:-1], kp.dtype)
     dist = pairwise_distance(kp, np.roll(kp, -1, axis=-4))
-    present = np.abs(kp).sum((-1, -2)) > 0  # (..., M, T)
-    both = present & np.roll(present, -1, axis=-2)
+    here = present(kp)  # (..., M, T)
+    both = here & np.roll(here, -1, axis=-2)
     return np.where(both[..., None, None], dist, 0.0).astype(kp.dtype)
 
 
@@ -156,7 +157,7 @@ def velocity(kp: np.ndarray) -> np.ndarray:
     """Frame differences (..., T, V, C), zero at the last frame and wherever the body is absent
     in either frame: a body that vanishes or reappears does not move by minus its position."""
     vel = np.diff(kp, axis=-3, append=kp[..., -1:, :, :])
-    present = np.abs(kp).sum((-1, -2)) > 0  # (..., T)
-    both = present[..., 1:] & present[..., :-1]
+    here = present(kp)  # (..., T)
+    both = here[..., 1:] & here[..., :-1]
     vel[..., :-1, :, :] *= both[..., None, None]
     return vel

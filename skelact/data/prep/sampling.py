@@ -57,6 +57,12 @@ def frames_at(start: int, pos: np.ndarray, last: int) -> np.ndarray:
     return start + np.minimum(pos.astype(int), last)
 
 
+def present(kp: np.ndarray) -> np.ndarray:
+    """(..., M, T) bool: the body-frames of kp (..., M, T, V, C) that hold any non-zero
+    coordinate; every step takes an all-zero body-frame to be absent."""
+    return np.abs(kp).sum((-1, -2)) > 0
+
+
 def interpolate_frames(kp: np.ndarray, start: int, pos: np.ndarray, last: int) -> np.ndarray:
     """kp (M, T, V, C) at the times of `clip_positions`, blended linearly between the two
     nearest frames (frame i is taken to sit at i + 0.5): (K, M, length, V, C). Where a body is
@@ -66,8 +72,8 @@ def interpolate_frames(kp: np.ndarray, start: int, pos: np.ndarray, last: int) -
     hi = np.minimum(lo + 1, last)
     w = (t - lo)[None, ..., None, None]  # (1, K, L, 1, 1)
     a, b = kp[:, start + lo], kp[:, start + hi]  # (M, K, L, V, C)
-    present = np.abs(kp).sum((-1, -2)) > 0  # (M, T)
-    both = (present[:, start + lo] & present[:, start + hi])[..., None, None]
+    here = present(kp)  # (M, T)
+    both = (here[:, start + lo] & here[:, start + hi])[..., None, None]
     nearest = np.where(w < 0.5, a, b)
     out = np.where(both, (1 - w) * a + w * b, nearest)
     return np.moveaxis(out, 1, 0).astype(kp.dtype)

@@ -23,6 +23,7 @@ from skelact.data.prep.sampling import (
     clip_positions,
     frames_at,
     interpolate_frames,
+    present,
 )
 from skelact.layouts import Layout, spine_points
 
@@ -42,11 +43,6 @@ class Compose:
 
     def __repr__(self) -> str:
         return "Compose(" + ", ".join(type(t).__name__ for t in self.transforms) + ")"
-
-
-def _valid(kp: np.ndarray) -> np.ndarray:
-    """(M, T) mask of body-frames that hold any non-zero coordinate."""
-    return np.abs(kp).sum((-1, -2)) > 0
 
 
 class PadBodies:
@@ -77,10 +73,10 @@ class TrimEmpty:
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
-        present = np.flatnonzero(_valid(kp).any(0))
-        if len(present):
-            kp = kp[:, present[0] : present[-1] + 1]
-        results["trim_offset"] = int(present[0]) if len(present) else 0
+        frames = np.flatnonzero(present(kp).any(0))
+        if len(frames):
+            kp = kp[:, frames[0] : frames[-1] + 1]
+        results["trim_offset"] = int(frames[0]) if len(frames) else 0
         results["keypoint"] = kp
         return results
 
@@ -97,15 +93,15 @@ class FillUntracked:
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
-        present = _valid(kp)  # (M, T)
-        missing = (kp == 0).all(-1) & present[..., None]  # (M, T, V)
+        here = present(kp)  # (M, T)
+        missing = (kp == 0).all(-1) & here[..., None]  # (M, T, V)
         if not missing.any():
             return results
         kp = kp.copy()
         t = np.arange(kp.shape[1])
         for m, v in zip(*np.nonzero(missing.any(1)), strict=True):
             bad = missing[m, :, v]
-            good = present[m] & ~bad
+            good = here[m] & ~bad
             if good.any():
                 for c in range(kp.shape[-1]):
                     kp[m, bad, v, c] = np.interp(t[bad], t[good], kp[m, good, v, c])
@@ -129,7 +125,7 @@ class Center:
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
-        valid = _valid(kp)
+        valid = present(kp)
         if valid[0].any():
             origin = kp[0, valid[0]][:, self.center].mean((0, 1))  # (C,)
             kp = np.where(valid[..., None, None], kp - origin, 0.0).astype(np.float32)
@@ -157,7 +153,7 @@ class AlignView:
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
-        valid = _valid(kp)
+        valid = present(kp)
         if not self.layout.named or kp.shape[-1] != 3 or not valid[0].any():
             return results
         body = kp[0, valid[0]]  # (T', V, 3)
@@ -195,7 +191,7 @@ class ScaleNormalize:
 
     def __call__(self, results: Results) -> Results:
         kp = results["keypoint"]
-        valid = _valid(kp)
+        valid = present(kp)
         if not valid[0].any():
             return results
         body = kp[0, valid[0]]  # (T', V, C)
