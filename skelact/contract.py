@@ -17,6 +17,7 @@ import numpy as np
 
 from skelact.data.prep.augment import check_test_views
 from skelact.data.prep.channels import MotionFeatures
+from skelact.data.prep.sampling import present
 
 
 class ContractError(ValueError):
@@ -164,7 +165,7 @@ def order_by_activity(keypoint: np.ndarray, mask: np.ndarray | None = None) -> n
     keypoint (M, T, V, C); mask (M, T) bool, default: frames with any non-zero joint.
     """
     if mask is None:
-        mask = np.abs(keypoint).sum((-1, -2)) > 0
+        mask = present(keypoint)
     from skelact.data.sources.ntu_bodies import activity
 
     scores = [activity(keypoint[m, mask[m]]) if mask[m].any() else -1 for m in range(len(keypoint))]

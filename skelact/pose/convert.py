@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from skelact.data.formats.annotations import load_annotations, save_annotations
+from skelact.data.prep.sampling import present
 from skelact.layouts import POSE_LAYOUTS
 from skelact.pose.extract import extract_video
 from skelact.pose.model import ensure_pose_model
@@ -136,7 +137,7 @@ def convert_videos(
 
 def _present(ann: dict) -> np.ndarray:
     """(M, T) bool: a body is there (the "mask", or any non-zero joint in older files)."""
-    return ann["mask"] if "mask" in ann else np.abs(ann["keypoint"]).sum((-1, -2)) > 0
+    return ann["mask"] if "mask" in ann else present(ann["keypoint"])
 
 
 def _print_summary(report: dict[str, Any], report_path: Path) -> None:
