@@ -236,7 +236,7 @@ def load(path: str | os.PathLike, pose_model=None, threads: int | None = None) -
     if path.suffix == ".onnx":
         backend = OnnxBackend(path, threads)
         return Model(backend, backend.contract, str(path), pose_model)
-    from skelact.engine import load_checkpoint
+    from skelact.checkpoints import load_checkpoint
 
     if threads:
         import torch

@@ -29,7 +29,7 @@ log = logging.getLogger("skelact")
 class Teacher:
     """The teacher's log-probabilities for a training batch, looked up in a table made before
     training (offline) or computed on the batch the student sees (online), and the loss that
-    mixes them in (`skelact.engine.train_one_epoch` calls `loss`)."""
+    mixes them in (`skelact.losses.step_loss` calls `loss`)."""
 
     def __init__(
         self, dcfg, table: torch.Tensor | None = None, model: torch.nn.Module | None = None
@@ -53,8 +53,8 @@ def build_teacher(
     """The teacher of this run (trainer.distill) for `dataset`, the student's training set of
     `split`, and a report for metrics.json. Refuses a teacher of other classes; online, also
     one that reads other inputs than the student."""
+    from skelact.checkpoints import load_checkpoint, run_checkpoint
     from skelact.data.run import Data
-    from skelact.engine import load_checkpoint, run_checkpoint
     from skelact.models.recognizer import build_recognizer
 
     dcfg = cfg.trainer.distill

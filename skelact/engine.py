@@ -1,14 +1,10 @@
-"""Plain-torch training and evaluation: one epoch, evaluation, checkpoints, run outputs."""
+"""Plain-torch training and evaluation loops: one epoch, evaluation, the evaluation's outputs."""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import json
-import math
-import pickle
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,136 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from skelact.files import atomic_write
-from skelact.fusion import groups_of
+from skelact.losses import loss_terms, mix_batch, sharpness_step, step_loss
 from skelact.metrics import confusion_matrix, predictions, summarize
+from skelact.optim import WeightAverage
+from skelact.runtime import train_dtype
 from skelact.viz import plot_confusion
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """ "auto" -> cuda when available, else cpu; anything else is passed to torch."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def native_bf16() -> bool:
-    """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def train_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
-    """trainer.precision -> the dtype training steps autocast to; None: float32 throughout.
-
-    auto: bfloat16 on a CPU that computes it in hardware (about 1.7x the default's training
-    throughput there; BENCHMARKS.md, issue 17), float32 elsewhere, CUDA included. Weights,
-    gradients, the optimizer and evaluation stay float32 either way."""
-    device = torch.device(device)
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cpu" and native_bf16() else None
-    if precision != "bf16":
-        raise SystemExit(f"trainer.precision={precision!r}: choose auto, fp32 or bf16")
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise SystemExit(f"trainer.precision=bf16: {device} has no bfloat16; use fp32")
-    return torch.bfloat16
-
-
-def training_forward(model: nn.Module, inputs: dict, dtype: torch.dtype | None) -> dict:
-    """The model's forward pass of a training step: under autocast to `dtype` (None: float32),
-    its logits returned in float32 for the losses."""
-    device = next(iter(inputs.values())).device.type
-    with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
-        out = model(inputs)
-    return float_outputs(out)
-
-
-def make_optimizer(params, tcfg) -> torch.optim.Optimizer:
-    """trainer.optimizer: adamw (the default) or sgd (momentum 0.9, Nesterov), at trainer.lr
-    with trainer.weight_decay."""
-    name = tcfg.get("optimizer", "adamw")
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(
-            params, lr=tcfg.lr, momentum=0.9, nesterov=True, weight_decay=tcfg.weight_decay
-        )
-    raise ValueError(f"trainer.optimizer={name!r}: choose adamw or sgd")
-
-
-class WeightAverage:
-    """An exponential moving average of a model's weights (trainer.ema_epochs).
-
-    After every optimizer step each floating-point parameter and buffer moves towards the
-    model's by 1 - decay, with decay = 1 - 1 / (epochs x steps per epoch): about the last
-    `epochs` epochs count. Early on the decay is capped at (1 + n) / (10 + n) after n updates,
-    so the average is not held at the initial weights. Integer buffers (BatchNorm's counts)
-    are copied. `applied()` puts the average into the model for a while (evaluation,
-    checkpoints), then gives the trained weights back.
-    """
-
-    def __init__(self, model: nn.Module, epochs: float, steps_per_epoch: int):
-        if epochs <= 0 or steps_per_epoch <= 0:
-            raise ValueError(f"WeightAverage: needs epochs > 0 and steps > 0, got {epochs}, "
-                             f"{steps_per_epoch}")  # fmt: skip
-        self.model = model
-        self.decay = 1.0 - 1.0 / (epochs * steps_per_epoch)
-        self.updates = 0
-        live = model.state_dict()  # views of the model's tensors (loading copies into them)
-        self.shadow = {k: v.detach().clone() for k, v in live.items()}
-        self._pairs = [(self.shadow[k], v) for k, v in live.items()]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for avg, value in self._pairs:
-            if avg.is_floating_point():
-                avg.lerp_(value, 1.0 - decay)
-            else:
-                avg.copy_(value)
-
-    def resume(self, shadow: dict, updates: int) -> None:
-        """Continue from a checkpoint's average (its "model") after `updates` steps."""
-        self.updates = int(updates)
-        for key, value in shadow.items():
-            self.shadow[key].copy_(value)
-
-    @contextlib.contextmanager
-    def applied(self):
-        """The model holds the averaged weights inside the block, its own after it."""
-        trained = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(self.shadow)
-        try:
-            yield self.model
-        finally:
-            self.model.load_state_dict(trained)
-
-
-def cosine_with_warmup(
-    optimizer, total_steps: int, warmup_steps: int, min_ratio: float = 0.0, cycles: int = 1
-):
-    """Per-step LR multiplier: linear warmup, then cosine decay to `min_ratio`; with `cycles`
-    > 1 the decay runs that many times in equal parts, each restarting at the peak (warm
-    restarts)."""
-    span = max(1, total_steps - warmup_steps) / max(1, cycles)
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        done = step - warmup_steps
-        progress = 1.0 if done >= span * cycles else (done % span) / span
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def split_batch(batch: dict, streams, device) -> tuple[dict, torch.Tensor, int]:
@@ -165,152 +39,43 @@ def split_batch(batch: dict, streams, device) -> tuple[dict, torch.Tensor, int]:
     return inputs, batch["label"].to(device), k
 
 
-def float_outputs(out: dict) -> dict:
-    """The model's logits as float32 (an autocast forward pass leaves them bfloat16), so that
-    the losses are computed in full precision; replicas' own outputs too."""
-    if out["logits"].dtype == torch.float32 and "members" not in out:
-        return out
-    streams = {k: v.float() for k, v in out["streams"].items()}
-    res = {**out, "logits": out["logits"].float(), "streams": streams}
-    if "members" in out:
-        res["members"] = [float_outputs(o) for o in out["members"]]
-    return res
+def training_inputs(batch: dict, streams, device, views: int) -> tuple[dict, torch.Tensor]:
+    """`split_batch` for a training step: with trainer.views > 1 every sample's views are rows
+    of their own, adjacent, and its label is repeated for each."""
+    inputs, labels, k = split_batch(batch, streams, device)
+    if views > 1:
+        if k != views:
+            raise ValueError(f"{views} training views expected, the batch has {k} clips")
+        labels = labels.repeat_interleave(views)
+    return inputs, labels
 
 
-def stream_loss(out: dict, labels: torch.Tensor, smoothing: float, aux_weight: float):
-    """Cross-entropy on the fused logits plus `aux_weight` x each stream's own loss; streams
-    fused as an ensemble (out["independent"]) train on their own losses only; replicas
-    (out["members"]) each on its own, summed."""
-    if "members" in out:
-        return sum(stream_loss(o, labels, smoothing, aux_weight) for o in out["members"])
-    if out.get("independent"):
-        losses = [
-            F.cross_entropy(x, labels, label_smoothing=smoothing) for x in out["streams"].values()
-        ]
-        return torch.stack(losses).sum()
-    loss = F.cross_entropy(out["logits"], labels, label_smoothing=smoothing)
-    if aux_weight > 0 and len(out["streams"]) > 1:
-        for logits in out["streams"].values():
-            loss = loss + aux_weight * F.cross_entropy(logits, labels, label_smoothing=smoothing)
-    return loss
-
-
-def view_consistency(out: dict, views: int, weight: float) -> torch.Tensor | float:
-    """trainer.consistency: `weight` x the Jensen-Shannon divergence between the predictions
-    of each sample's `views` augmented views (rows adjacent), summed over an ensemble's
-    streams (over replicas' too), else of the fused logits; 0 with one view."""
-    if views < 2 or not weight:
-        return 0.0
-    if "members" in out:
-        return sum(view_consistency(o, views, weight) for o in out["members"])
-    outputs = out["streams"].values() if out.get("independent") else [out["logits"]]
-    losses = []
-    for logits in outputs:
-        logp = F.log_softmax(logits.float(), -1).unflatten(0, (-1, views))  # (N, K, C)
-        mean = torch.logsumexp(logp, 1, keepdim=True) - math.log(views)  # log of the mean
-        # KL(p_k || mean), averaged over the views and the samples
-        kl = (logp.exp() * (logp - mean)).sum(-1).mean()
-        losses.append(weight * kl)
-    return torch.stack(losses).sum()
-
-
-def mutual_loss(out: dict, weight: float) -> torch.Tensor | float:
-    """trainer.mutual: the sum of `mutual_losses` over an ensemble's streams (of each replica);
-    0 for other fusions. It does not depend on the labels, so mixup adds it once."""
-    if "members" in out:
-        return sum(mutual_loss(o, weight) for o in out["members"])
-    if not out.get("independent") or len(out["streams"]) < 2:
-        return 0.0
-    return torch.stack(mutual_losses(out, weight)).sum()
-
-
-def mutual_losses(out: dict, weight: float) -> list[torch.Tensor]:
-    """`weight` x each stream's KL divergence from its modality's averaged probabilities, held
-    fixed (with several modalities the skeleton streams learn from the skeleton streams only,
-    so a weak image stream pulls none of them)."""
-    losses = []
-    for names in groups_of(out["streams"]).values():
-        probs = torch.stack([out["streams"][k].detach().float().softmax(-1) for k in names])
-        target = torch.log(probs.mean(0).clamp_min(1e-12))
-        for k in names:
-            x = F.log_softmax(out["streams"][k].float(), -1)
-            losses.append(weight * F.kl_div(x, target, reduction="batchmean", log_target=True))
-    return losses
-
-
-def mix_batch(inputs: dict, labels: torch.Tensor, alpha: float) -> tuple[dict, torch.Tensor, float]:
-    """Mixup: every input blended with another sample's, lam x own + (1 - lam) x partner's,
-    lam ~ Beta(alpha, alpha), the partners a random permutation of the batch. A stream of
-    N * k rows (k views of each sample, adjacent) keeps its views together. Returns the mixed
-    inputs, the partners' labels and lam; the loss is lam x loss(labels) + (1 - lam) x
-    loss(partners' labels)."""
-    n = len(labels)
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    perm = torch.randperm(n, device=labels.device)
-    mixed = {}
-    for name, x in inputs.items():
-        k, rest = divmod(x.shape[0], n)
-        if rest:
-            raise ValueError(f"mixup: stream {name!r} has {x.shape[0]} rows for {n} labels")
-        rows = (perm[:, None] * k + torch.arange(k, device=perm.device)).flatten()
-        mixed[name] = x.mul(lam).add_(x[rows], alpha=1.0 - lam)
-    return mixed, labels[perm], lam
-
-
-@contextlib.contextmanager
-def sharpness_step(model: nn.Module, rho: float):
-    """trainer.sam (sharpness-aware minimisation, Foret et al. 2021): inside the block the
-    weights sit at w + rho * g / |g|, g their current gradient, so that a backward pass there
-    leaves the gradient of the worst loss within distance rho; on leaving, the weights are w
-    again (that gradient stays, for the optimizer). BatchNorm running statistics are not
-    updated by the perturbed pass."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
-    scale = rho / (norm + 1e-12)
-    saved = [p.detach().clone() for p in params]
-    batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in batchnorms]
-    with torch.no_grad():
-        for p in params:
-            p.add_(p.grad * scale)
-    for m in batchnorms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for p, w in zip(params, saved, strict=True):
-                p.copy_(w)
-        for m, momentum in zip(batchnorms, momenta, strict=True):
-            m.momentum = momentum
-
-
-def loss_terms(out: dict) -> int:
-    """How many losses `stream_loss` sums: one per stream of an ensemble, per replica."""
-    if "members" in out:
-        return sum(loss_terms(o) for o in out["members"])
-    return len(out["streams"]) if out.get("independent") else 1
-
-
-def step_loss(model, inputs, labels, batch, dtype, tcfg, mix, teacher, device):
-    """A training step's forward pass and its loss: `stream_loss`, blended with the partners'
-    (mix: mixup's (partners' labels, lam), or None), plus trainer.mutual's and
-    trainer.consistency's terms and the teacher's part. Returns (outputs, loss)."""
-    out = training_forward(model, inputs, dtype)
-    loss = stream_loss(out, labels, tcfg.label_smoothing, tcfg.aux_loss_weight)
-    if mix is not None:
-        partners, lam = mix
-        other = stream_loss(out, partners, tcfg.label_smoothing, tcfg.aux_loss_weight)
-        loss = lam * loss + (1.0 - lam) * other
-    mutual = float(tcfg.get("mutual", 0.0))
-    if mutual:
-        loss = loss + mutual_loss(out, mutual)
-    consistency = float(tcfg.get("consistency", 0.0))
-    if consistency:
-        loss = loss + view_consistency(out, int(tcfg.get("views", 1)), consistency)
-    if teacher is not None:
-        loss = teacher.loss(loss, out, batch, inputs, device)
-    return out, loss
+def train_step(model, batch, optimizer, scheduler, streams, tcfg, dtype, teacher, device, average):
+    """One optimizer step on `batch` (mixed when trainer.mixup says, its gradient taken again
+    at nearby weights when trainer.sam does, clipped at trainer.grad_clip); the weight
+    average follows. Returns the outputs, the loss and the labels (one per row)."""
+    inputs, labels = training_inputs(batch, streams, device, int(tcfg.get("views", 1)))
+    mix, mixup = None, float(tcfg.get("mixup", 0.0))
+    if mixup:
+        inputs, *mix = mix_batch(inputs, labels, mixup)
+    step = (model, inputs, labels, batch, dtype, tcfg, mix, teacher, device)
+    out, loss = step_loss(*step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    sam = float(tcfg.get("sam", 0.0))
+    if sam:  # the gradient again at the worst nearby weights, then back to the weights
+        with sharpness_step(model, sam):
+            optimizer.zero_grad(set_to_none=True)
+            step_loss(*step)[1].backward()
+    if tcfg.grad_clip:  # per modality when the model groups them (an ensemble's)
+        groups = getattr(model, "grad_groups", lambda: [list(model.parameters())])()
+        for params in groups:
+            nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    if average is not None:
+        average.update()
+    return out, loss, labels
 
 
 def train_one_epoch(
@@ -334,46 +99,17 @@ def train_one_epoch(
     its own, pulled together by trainer.consistency."""
     model.train()
     dtype = train_dtype(tcfg.get("precision", "fp32"), device)
-    mixup = float(tcfg.get("mixup", 0.0))
-    views = int(tcfg.get("views", 1))
-    sam = float(tcfg.get("sam", 0.0))
     start = time.perf_counter()
     # running totals stay on the device: reading them every step would sync it every step
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
-    bar = tqdm(
-        loader,
-        desc=f"epoch {epoch + 1}/{tcfg.epochs}",
-        leave=False,
-        disable=not show,
-        dynamic_ncols=True,
-    )
+    desc = f"epoch {epoch + 1}/{tcfg.epochs}"
+    bar = tqdm(loader, desc=desc, leave=False, disable=not show, dynamic_ncols=True)
     for batch in bar:
-        inputs, labels, k = split_batch(batch, streams, device)
-        if views > 1:  # every sample's views are rows of their own, adjacent
-            if k != views:
-                raise ValueError(f"{views} training views expected, the batch has {k} clips")
-            labels = labels.repeat_interleave(views)
-        mix = None
-        if mixup:
-            inputs, *mix = mix_batch(inputs, labels, mixup)
-        step = (model, inputs, labels, batch, dtype, tcfg, mix, teacher, device)
-        out, loss = step_loss(*step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if sam:  # the gradient again at the worst nearby weights, then back to the weights
-            with sharpness_step(model, sam):
-                optimizer.zero_grad(set_to_none=True)
-                step_loss(*step)[1].backward()
-        if tcfg.grad_clip:  # per modality when the model groups them (an ensemble's)
-            groups = getattr(model, "grad_groups", lambda: [list(model.parameters())])()
-            for params in groups:
-                nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if average is not None:
-            average.update()
+        out, loss, labels = train_step(
+            model, batch, optimizer, scheduler, streams, tcfg, dtype, teacher, device, average
+        )
         n = len(labels)
         # an ensemble trains on the sum of its streams' losses; the log shows their mean
         per = loss_terms(out)
@@ -438,105 +174,6 @@ def evaluate(model: nn.Module, loader, device, streams, show: bool = True) -> di
         "stream_scores": {s: cat(v) for s, v in per_stream.items()} or {streams[0]: scores},
         "labels": cat(labels),
         "index": cat(index),
-    }
-
-
-def save_checkpoint(state: dict, path: str | Path) -> None:
-    """torch.save to a temporary file, fsync, then rename: a kill or a full disk never leaves a
-    half-written checkpoint, nor the temporary file."""
-    with atomic_write(path) as f:
-        torch.save(state, f)
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        # weights_only: tensors, numbers, strings and containers; never code from the file
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        # torch's message suggests turning weights_only off: the very thing that would run code
-        found = re.search(r"GLOBAL (\S+)", str(err))
-        if found:
-            raise RuntimeError(
-                f"checkpoint {path} names {found.group(1)}, not only tensors and plain data: "
-                "loading it could run code from the file, so skelact did not load it"
-            ) from err
-        detail = [x.strip() for x in str(err).splitlines() if x.startswith("Unsupported")]
-        raise RuntimeError(
-            f"checkpoint {path} could not be read: not a checkpoint of tensors and plain data"
-            + (f" ({detail[0]})" if detail else "")
-        ) from err
-    except Exception as err:  # noqa: BLE001 - report which file is broken
-        raise RuntimeError(f"checkpoint {path} could not be read: {err}") from err
-
-
-def run_checkpoint(path: str | Path, option: str) -> Path:
-    """The checkpoint that a path given to `option` names: a file as it is, a run directory's
-    checkpoints/last.pt (its final weights)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise SystemExit(
-            f"{option}: {path} does not exist; give a run directory of `skelact train` or one "
-            "of its checkpoints"
-        )
-    return path
-
-
-def init_weights(
-    model: torch.nn.Module, source: str | Path, layout: str, classes: Sequence[str]
-) -> dict:
-    """Start `model` from a trained model's weights (trainer.init_from): every tensor whose
-    name and shape match is copied; the others (a stream the checkpoint lacks, a layer of
-    another shape) keep their fresh initialisation, and so do the layers that score the
-    classes unless the checkpoint's classes are `classes`, by name and in order, and the
-    modality weights of a fused model (the run's own, `Recognizer.run_own`). Refuses a
-    checkpoint of another joint layout, and one that shares no tensor with the model. Returns
-    a report."""
-    path = run_checkpoint(source, "trainer.init_from")
-    ck = load_checkpoint(path)
-    if ck.get("layout") != layout:
-        raise SystemExit(
-            f"trainer.init_from: {path} was trained on the {ck.get('layout')} joint layout, "
-            f"this run's data is {layout}; the joints must be the same (`skelact repack "
-            f"DATA OUT --layout {ck.get('layout')}` where the data has its joints, or start "
-            "from a model of this layout)"
-        )
-    own, theirs = model.state_dict(), ck["model"]
-    same_classes = list(ck.get("classes") or []) == list(classes)
-    not_taken = set() if same_classes else {
-        f"{name}.{key}"
-        for name, module in model.named_modules()
-        if getattr(module, "scores_classes", False)
-        for key, _ in module.named_parameters(recurse=False)
-    }  # fmt: skip
-    not_taken |= {  # the run's own choices (the modality weights), never the checkpoint's
-        f"{name}.{key}" if name else key
-        for name, module in model.named_modules()
-        for key in getattr(module, "run_own", ())
-    }
-    taken = {
-        k: v
-        for k, v in theirs.items()
-        if k in own and own[k].shape == v.shape and k not in not_taken
-    }
-    if not taken:
-        raise SystemExit(
-            f"trainer.init_from: no tensor of {path} fits this model (another architecture or "
-            "other streams); start from a checkpoint of the same model config"
-        )
-    model.load_state_dict(taken, strict=False)
-    fresh = sorted(k for k in own if k not in taken)
-    unused = sorted(k for k in theirs if k not in taken)
-    return {
-        "checkpoint": str(path),
-        "loaded": len(taken),
-        "same_classes": same_classes,
-        "fresh": fresh,
-        "unused": unused,
     }
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from skelact.checkpoints import load_checkpoint
 from skelact.config import DATA_PATHS, config_with_overrides
 from skelact.data.run import Data, check_unique, split_names
-from skelact.engine import load_checkpoint, pick_device
 from skelact.models.recognizer import build_recognizer
-from skelact.runtime import set_threads
+from skelact.runtime import pick_device, set_threads
 from skelact.train import evaluate_model
 
 log = logging.getLogger("skelact")

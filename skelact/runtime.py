@@ -1,5 +1,6 @@
-"""Process setup of a run: seeds, CPU threads, and the process group under torchrun with the
-collectives the training loop uses (statistics reduced across ranks, bounded waits)."""
+"""Process setup of a run: the device and the precision it trains in, seeds, CPU threads, and
+the process group under torchrun with the collectives the training loop uses (statistics
+reduced across ranks, bounded waits)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,38 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from skelact.engine import native_bf16, pick_device, train_dtype
+
+def pick_device(name: str = "auto") -> torch.device:
+    """ "auto" -> cuda when available, else cpu; anything else is passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def train_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """trainer.precision -> the dtype training steps autocast to; None: float32 throughout.
+
+    auto: bfloat16 on a CPU that computes it in hardware (about 1.7x the default's training
+    throughput there; BENCHMARKS.md, issue 17), float32 elsewhere, CUDA included. Weights,
+    gradients, the optimizer and evaluation stay float32 either way."""
+    device = torch.device(device)
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cpu" and native_bf16() else None
+    if precision != "bf16":
+        raise SystemExit(f"trainer.precision={precision!r}: choose auto, fp32 or bf16")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SystemExit(f"trainer.precision=bf16: {device} has no bfloat16; use fp32")
+    return torch.bfloat16
 
 
 def seed_everything(seed: int) -> None:

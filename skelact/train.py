@@ -21,21 +21,12 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from skelact.checkpoints import init_weights, load_checkpoint, save_checkpoint
 from skelact.config import CONFIG_DIR, absolute_data_paths
 from skelact.contract import check_specs
 from skelact.data.run import Data, make_loader
 from skelact.distill import build_teacher
-from skelact.engine import (
-    WeightAverage,
-    cosine_with_warmup,
-    evaluate,
-    init_weights,
-    load_checkpoint,
-    make_optimizer,
-    save_checkpoint,
-    train_one_epoch,
-    write_eval_outputs,
-)
+from skelact.engine import evaluate, train_one_epoch, write_eval_outputs
 from skelact.files import atomic_write
 from skelact.fusion import (
     DEV_TRAIN,
@@ -48,6 +39,7 @@ from skelact.fusion import (
 )
 from skelact.metrics import topk_accuracy
 from skelact.models.recognizer import build_recognizer
+from skelact.optim import WeightAverage, cosine_with_warmup, make_optimizer
 from skelact.runtime import (
     init_distributed,
     reduce_stats,

@@ -142,7 +142,7 @@ def assert_training_step(net, out: dict, labels) -> None:
     """One backward pass from `out` reaches every parameter, and an optimiser step moves them."""
     import torch
 
-    from skelact.engine import stream_loss
+    from skelact.losses import stream_loss
 
     loss = stream_loss(out, labels, 0.1, 0.5)
     assert torch.isfinite(loss)

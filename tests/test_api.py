@@ -8,10 +8,10 @@ import torch
 from omegaconf import OmegaConf
 
 import skelact
+from skelact.checkpoints import load_checkpoint
 from skelact.contract import Contract, ContractError, conform, order_by_activity
 from skelact.data.prep.transforms import build_skeleton_pipeline
 from skelact.data.sources.ntu_skeleton import load_skeleton
-from skelact.engine import load_checkpoint
 from skelact.layouts import get_layout
 from skelact.models.recognizer import build_recognizer
 from tests.conftest import shared_data, train_toy_checkpoint

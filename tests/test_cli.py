@@ -140,8 +140,8 @@ def test_train_prints_plain_lines_and_eval_finds_its_data_from_anywhere(tmp_path
     """`skelact train`: skelact's lines only (no hydra timestamp, no matplotlib font cache
     note, even with an empty cache), a train.log, the annotation file stored absolute; `skelact
     eval` from another folder, with another data group, still finds it."""
+    from skelact.checkpoints import load_checkpoint
     from skelact.data.formats.annotations import save_annotations
-    from skelact.engine import load_checkpoint
     from tests.conftest import ROOT, toy_annotations
 
     work, other = tmp_path / "work", tmp_path / "elsewhere"

@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 from skelact.config import CONFIG_DIR, compose_config
 from skelact.data.formats.annotations import save_annotations
 from skelact.data.run import Data, make_loader
-from skelact.engine import split_batch, stream_loss
+from skelact.engine import split_batch
+from skelact.losses import stream_loss
 from skelact.models.recognizer import build_recognizer
 from tests.conftest import assert_training_step, toy_annotations
 

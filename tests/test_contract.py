@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
+from skelact.checkpoints import save_checkpoint
 from skelact.config import compose_config
 from skelact.data.formats.annotations import save_annotations
 from skelact.data.formats.schema import AnnotationError, validate
-from skelact.engine import save_checkpoint, write_eval_outputs
+from skelact.engine import write_eval_outputs
 from skelact.evaluate import evaluate_checkpoint
 from skelact.metrics import summarize
 from skelact.train import train

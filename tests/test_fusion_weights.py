@@ -164,7 +164,7 @@ def test_modality_dropout_zeroes_one_modality_per_sample_in_training_only():
 def test_init_from_keeps_the_runs_own_modality_weights(tmp_path):
     """trainer.init_from copies a fused model's learned tensors but not its fitted modality
     weights: those are the new run's own (equal until its fit sets them)."""
-    from skelact.engine import init_weights
+    from skelact.checkpoints import init_weights
 
     trained = _model([*SKELETON_4S, "depth"])
     trained.set_group_weights({"skeleton": 0.9, "depth": 0.1})

@@ -14,25 +14,23 @@ from skelact.data.datasets import build_loaders
 from skelact.data.formats.annotations import save_annotations
 from skelact.data.prep.channels import MotionFeatures, paired_columns
 from skelact.data.run import Data, make_loader
-from skelact.engine import (
+from skelact.engine import split_batch, train_one_epoch
+from skelact.layouts import KINECT20, MEDIAPIPE33, NTU25, OPENNI15, body_parts, get_layout
+from skelact.losses import (
     float_outputs,
     loss_terms,
     mix_batch,
     mutual_loss,
     mutual_losses,
-    native_bf16,
     sharpness_step,
-    split_batch,
     stream_loss,
-    train_dtype,
-    train_one_epoch,
     view_consistency,
 )
-from skelact.layouts import KINECT20, MEDIAPIPE33, NTU25, OPENNI15, body_parts, get_layout
 from skelact.models.dropout import Dropout
 from skelact.models.encoders import JointMLP
 from skelact.models.graph import GraphConv, GraphEncoder, partition_adjacency
 from skelact.models.recognizer import build_recognizer
+from skelact.runtime import native_bf16, train_dtype
 from tests.conftest import assert_training_step, toy_annotations
 
 

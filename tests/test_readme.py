@@ -46,8 +46,8 @@ def first_frames(video: Path, count: int, out: Path) -> Path:
 def test_readme_examples_run_and_print_what_the_readme_shows(tmp_path, pose_model):
     pytest.importorskip("onnxruntime", reason="the ONNX example needs the [onnx] extra")
     clip = shared_data("ntu", "videos", "ntu_sample.avi")
+    from skelact.checkpoints import load_checkpoint
     from skelact.demo import run_demo
-    from skelact.engine import load_checkpoint
 
     demo = tmp_path / "skelact_demo"
     run_demo(demo, epochs=1, benchmarks=("ntu60_xsub",), workers=1)

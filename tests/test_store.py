@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from skelact.checkpoints import load_checkpoint, save_checkpoint
 from skelact.data.formats.annotations import load_annotations, open_annotations, save_annotations
 from skelact.data.formats.pickle_stream import pickle_to_store
 from skelact.data.formats.pickles import UnsafePickleError, load_pickle, store_to_pickle
 from skelact.data.formats.schema import AnnotationError
 from skelact.data.formats.store import SkeletonStore, StoreError
 from skelact.data.formats.store_write import StoreWriter
-from skelact.engine import load_checkpoint, save_checkpoint
 from tests.conftest import shared_data, toy_annotations
 
 

@@ -16,8 +16,9 @@ import torch
 from skelact.config import compose_config
 from skelact.data.formats.annotations import save_annotations
 from skelact.data.run import Data
-from skelact.engine import make_optimizer, native_bf16
 from skelact.evaluate import evaluate_checkpoint
+from skelact.optim import make_optimizer
+from skelact.runtime import native_bf16
 from skelact.train import train
 from tests.conftest import toy_annotations
 
@@ -186,8 +187,9 @@ def test_ensemble_logs_the_mean_of_its_stream_losses(toy_file):
     loss is their mean (one batch, lr 0, the same dropout draws for both; float32, so that
     the forward pass below is the same computation)."""
     from skelact.data.run import make_loader
-    from skelact.engine import cosine_with_warmup, split_batch, train_one_epoch
+    from skelact.engine import split_batch, train_one_epoch
     from skelact.models.recognizer import build_recognizer
+    from skelact.optim import cosine_with_warmup
 
     cfg = compose_config([f"data.ann_file={toy_file}", *SPLITS, *FAST, "trainer.batch_size=256",
                           "trainer.precision=fp32"])  # fmt: skip
@@ -247,7 +249,7 @@ def test_run_environment_names_the_precision_and_the_cpu():
 
 
 def test_cosine_schedule_with_warm_restarts():
-    from skelact.engine import cosine_with_warmup
+    from skelact.optim import cosine_with_warmup
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     plain = cosine_with_warmup(opt, 100, 10, 0.01).lr_lambdas[0]
@@ -323,7 +325,7 @@ def test_weight_average_is_the_moving_average_of_the_steps():
     """WeightAverage: each float weight follows avg <- d avg + (1 - d) w with d = 1 - 1 /
     (epochs x steps), capped at (1 + n) / (10 + n) for the first updates; integer buffers
     are copied; applied() lends the average and gives the trained weights back."""
-    from skelact.engine import WeightAverage
+    from skelact.optim import WeightAverage
 
     model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
     weight = model[0].weight

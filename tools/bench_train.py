@@ -27,15 +27,11 @@ from torch import nn
 from skelact.config import compose_config
 from skelact.data.datasets import skeleton_streams
 from skelact.data.prep.channels import MotionFeatures
-from skelact.engine import (
-    make_optimizer,
-    stream_loss,
-    train_dtype,
-    training_forward,
-    view_consistency,
-)
+from skelact.losses import stream_loss, training_forward, view_consistency
 from skelact.models.recognizer import build_recognizer
 from skelact.models.temporal import RecurrentCore
+from skelact.optim import make_optimizer
+from skelact.runtime import train_dtype
 
 # training-set sizes of the standard protocols (after removing the missing skeletons)
 TRAIN_SIZES = {

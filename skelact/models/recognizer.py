@@ -109,7 +109,7 @@ class Recognizer(nn.Module):
     """
 
     # the run's own choice, not learned: the modality weights (fit or equal) of an ensemble,
-    # which `skelact.engine.init_weights` leaves as this run sets them
+    # which `skelact.checkpoints.init_weights` leaves as this run sets them
     run_own = ("group_weights",)
 
     def __init__(
@@ -151,7 +151,7 @@ class Recognizer(nn.Module):
         if fusion == "weighted" and len(streams) > 1:
             self.stream_logit_weights = nn.Parameter(torch.zeros(len(streams)))
         for layer in [*heads.values(), *([self.fuse[-1]] if hasattr(self, "fuse") else [])]:
-            layer.scores_classes = True  # one output per class (`skelact.engine.init_weights`)
+            layer.scores_classes = True  # one output per class (`skelact.checkpoints.init_weights`)
 
     def isolated(self, stream: str):
         """`isolated` for a forward pass of one of this model's streams."""
