@@ -1,9 +1,11 @@
-"""`skelact eval ckpt=PATH [overrides]`: evaluate a checkpoint on a split, write the outputs."""
+"""Evaluate a model on a split and write the outputs (`evaluate_model`): a run's final model
+(`skelact train`), or a checkpoint (`skelact eval ckpt=PATH [overrides]`)."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from skelact.checkpoints import load_checkpoint
 from skelact.config import DATA_PATHS, config_with_overrides
-from skelact.data.run import Data, check_unique, split_names
+from skelact.contract import check_specs
+from skelact.data.run import Data, check_unique, make_loader, split_names
+from skelact.engine import evaluate, write_eval_outputs
 from skelact.models.recognizer import build_recognizer
 from skelact.runtime import pick_device, set_threads
-from skelact.train import evaluate_model
 
 log = logging.getLogger("skelact")
 
@@ -115,6 +118,55 @@ def label_map(data: Data, ckpt: dict, split: str, source: str) -> np.ndarray:
             f"{len(classes)} classes (0..{len(classes) - 1})"
         )
     return mapping
+
+
+def evaluate_model(
+    model,
+    cfg: DictConfig,
+    data: Data,
+    out_dir: Path,
+    device,
+    classes: list[str] | None = None,
+    label_map: np.ndarray | None = None,
+    contract: dict | None = None,
+    trained_on: Collection[str] | None = None,
+) -> dict:
+    """Evaluate on data.test_split and write metrics, predictions and confusion matrix.
+
+    `classes`, `label_map` (file label -> model label) and `contract` (the input specs the
+    model was trained with, checked against the test set's) come from a checkpoint.
+    `trained_on`: the names the model was trained on; metrics.json's "train_overlap" counts
+    the evaluated samples among them (null: not known).
+    """
+    test_set, specs = data.dataset(cfg.data, cfg.data.test_split, train=False)
+    if contract is not None:
+        check_specs(contract, specs)
+    loader = make_loader(test_set, cfg.trainer, False, eval_mode=True)
+    result = evaluate(model, loader, device, data.streams, show=cfg.trainer.progress)
+    if label_map is not None:
+        result["labels"] = label_map[result["labels"]]
+    names = [test_set.name(i) for i in range(len(test_set))]
+    overlap = None if trained_on is None else int(np.isin(names, trained_on).sum())
+    if overlap:
+        log.warning(
+            "%d of the %d evaluated samples of %s are in the model's training split %s",
+            overlap, len(names), cfg.data.test_split, cfg.data.train_split,
+        )  # fmt: skip
+    metrics = write_eval_outputs(
+        result, names, classes or data.classes, cfg.data.test_split, out_dir,
+        extra={"train_overlap": overlap},
+    )  # fmt: skip
+    top5 = "n/a" if metrics["top5"] is None else f"{metrics['top5']:.4f}"
+    log.info(
+        "%s: top1 %.4f top5 %s mean-class %.4f (%d samples) -> %s",
+        cfg.data.test_split,
+        metrics["top1"],
+        top5,
+        metrics["mean_class_accuracy"],
+        metrics["num_samples"],
+        out_dir,
+    )
+    return metrics
 
 
 def evaluate_checkpoint(args: list[str]) -> dict:

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from skelact import epochs
 from skelact import train as train_mod
 from skelact.config import compose_config
 from skelact.data.formats.annotations import save_annotations
@@ -22,13 +23,13 @@ def test_curves_redrawn_each_epoch_and_tensorboard_scalars(tmp_path, monkeypatch
     data["split"].update(train=train[3:], val=train[:3])  # val carved from training data
     ann = save_annotations(data, tmp_path / "toy.pkl")
     drawn = []
-    real = train_mod.plot_training_curves
+    real = epochs.plot_training_curves
 
     def spy(history, path):
         drawn.append([dict(r) for r in history])
         return real(history, path)
 
-    monkeypatch.setattr(train_mod, "plot_training_curves", spy)
+    monkeypatch.setattr(epochs, "plot_training_curves", spy)
     cfg = compose_config(
         [
             f"data.ann_file={ann}",
