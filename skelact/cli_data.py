@@ -42,7 +42,7 @@ def _add_prepare(sub) -> None:
         "and store (T, D) float16 arrays, so training reads features "
         "(data.rgb.features=OUT or data.depth.features=OUT) instead of decoding videos. RGB: "
         "a frozen ImageNet CNN (EfficientNet-Lite0 by default). Depth: by default the person's "
-        "crop itself at 48 x 48 (--arch pixels), on which training fits a small CNN.",
+        "crop itself at 64 x 64 (--arch pixels), on which training fits a small CNN.",
     )
     feat.add_argument("--modality", choices=["rgb", "depth"], required=True)
     feat.add_argument(
@@ -67,7 +67,7 @@ def _add_prepare(sub) -> None:
     feat.add_argument(
         "--grid",
         type=int,
-        help="pixels: the crop's resolution (default 48, 2304 features a frame); a CNN: its "
+        help="pixels: the crop's resolution (default 64, 4096 features a frame); a CNN: its "
         "feature maps pooled over grid x grid cells (default 1)",
     )
     feat.add_argument(

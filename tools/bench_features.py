@@ -5,14 +5,15 @@ the hours each implies to cache features for all of NTU60 (56,880 samples).
         resnet18@224] [--threads 2] [--frames 16] [--batch 2] [--repeats 5]
 
 Each backbone is built as `skelact prepare features` builds it (frozen; EfficientNet with its
-BatchNorm folded, channels-last). `pixels@S` (the depth default) is the crop averaged to a
-48 x 48 grid followed by the PixelCNN the model runs on it (eval mode, 1 channel): the
-per-frame work of a depth stream at prediction time, as a CNN's is for the others. Random
-weights: speed does not depend on them and nothing
-downloads. The backbones are timed in turns (round robin), so a change in the machine's load
-hits all of them alike; the table gives the median of the turns and the ratio to ResNet-18 at
-224 px. Decoding is timed separately on the real NTU clip (--clip) because it runs in
-DataLoader workers that share the same cores.
+BatchNorm folded, channels-last). `pixels@S` (the depth default) is the crop averaged to the
+default grid (`PIXELS_GRID`, 64 x 64) followed by the PixelCNN the model runs on it (eval mode,
+1 channel): the per-frame work of a depth stream at prediction time, as a CNN's is for the
+others. Random weights: speed does not depend on them and nothing downloads. The backbones are
+timed in turns (round robin), so a change in the machine's load hits all of them alike; the
+table gives the median of the turns and the ratio to ResNet-18 at 224 px. Decoding is timed
+separately on the real NTU clip (--clip) because it runs in DataLoader workers that share the
+same cores. `pixelsG@S` times the depth crop at a G x G grid instead (pixels48: the default
+before 2026-12-07).
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ from pathlib import Path
 
 import torch
 
+from skelact.data.media.features import PIXELS_GRID
 from skelact.data.media.video import load_rgb_clip, video_info
 from skelact.models.backbones import build_backbone
 from skelact.models.encoders import PixelCNN
 
 NTU60_SAMPLES = 56_880
 CLIP = Path(__file__).resolve().parents[1].parent / "shared/data/ntu/videos/ntu_sample.avi"
-DEFAULT = "pixels@160,efficientnet_lite0@160,efficientnet_lite0@224,resnet18@160,resnet18@224"
-PIXEL_GRID = 48  # the depth default (`skelact prepare features --modality depth`)
+DEFAULT = "pixels@160,pixels48@160,efficientnet_lite0@160,efficientnet_lite0@224,resnet18@160,"
+DEFAULT += "resnet18@224"
 
 
 def timed(fn) -> tuple[float, float]:
@@ -46,9 +48,10 @@ def bench(entries: list[tuple[str, int]], frames: int, batch: int, repeats: int)
     """{(arch, size): (wall seconds list, cpu seconds list)} per batch of batch x frames."""
     nets, inputs, times = {}, {}, {}
     for arch, size in entries:
-        if arch == "pixels":  # depth: one channel; the model's CNN runs on the grid
+        if arch.startswith("pixels"):  # depth: one channel; the model's CNN runs on the grid
+            grid = int(arch.removeprefix("pixels") or PIXELS_GRID)  # pixels48: a 48 x 48 grid
             net = torch.nn.Sequential(
-                build_backbone(arch, None, 1, True, None, PIXEL_GRID), PixelCNN(1, PIXEL_GRID)
+                build_backbone("pixels", None, 1, True, None, grid), PixelCNN(1, grid)
             )
             inputs[arch, size] = torch.rand(batch, frames, 1, size, size)
         else:

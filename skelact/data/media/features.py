@@ -44,7 +44,9 @@ SETTINGS = (
 CHANNELS = {"rgb": 3, "depth": 1}  # channels of a decoded frame
 # `prepare features`' encoder per modality (why: BENCHMARKS.md, issue 16)
 DEFAULT_ARCH = {"rgb": "efficientnet_lite0", "depth": "pixels"}
-PIXELS_GRID = 48  # the pixels encoder's default resolution (48 x 48 cells of the crop)
+# the pixels encoder's default resolution, 64 x 64 cells of the crop (48 until 2026-12-07:
+# BENCHMARKS.md, issue 16, "The depth crop at 64 x 64")
+PIXELS_GRID = 64
 
 
 def load_clip(
