@@ -191,3 +191,15 @@ def test_joint_mlp_input_norm_normalises_each_channel():
     # BatchNorm's eps (1e-5) pulls the std of the 0.1-scale channels slightly below 1
     torch.testing.assert_close(normed.std(0, unbiased=False), torch.ones(180), atol=5e-3, rtol=0)
     torch.testing.assert_close(normed.mean(0), torch.zeros(180), atol=1e-5, rtol=0)
+
+
+def test_depth_frames_grid_is_the_cache_default():
+    """A depth stream trained on frames (model.depth.input=frames) crops at the grid that
+    `prepare features` caches by default: the two are kept apart on purpose (a checkpoint
+    rebuilds its model from its own config, so the yaml must hold a number), so they must
+    agree. Both moved from 48 to 64 on 2026-12-07."""
+    from skelact.data.media.features import PIXELS_GRID
+
+    cfg = compose_config(["data=ntu60_xsub", "data.ann_file=none"])
+    assert cfg.model.depth.arch == "pixels"
+    assert cfg.model.depth.grid == PIXELS_GRID == 64

@@ -135,7 +135,7 @@ def test_random_bones_scale_each_bone_once_per_clip_twins_alike():
         ("bone_scale", -0.1, r"bone_scale must be in \[0, 1\), got -0.1"),
         ("mirror", 50, r"mirror must be in \[0, 1\], got 50"),
         ("scale", 1.0, r"scale must be in \[0, 1\)"),
-        ("noise", float("nan"), "noise must be in >= 0"),
+        ("noise", float("nan"), "noise must be >= 0, got nan"),
         ("drop_frames", "0.1", "drop_frames must be in"),
         ("rotate_deg", [15, 30], "rotate_deg must be three angles"),
         ("rotate_deg", 30, "rotate_deg must be three angles"),

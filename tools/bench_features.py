@@ -33,8 +33,10 @@ from skelact.models.encoders import PixelCNN
 
 NTU60_SAMPLES = 56_880
 CLIP = Path(__file__).resolve().parents[1].parent / "shared/data/ntu/videos/ntu_sample.avi"
-DEFAULT = "pixels@160,pixels48@160,efficientnet_lite0@160,efficientnet_lite0@224,resnet18@160,"
-DEFAULT += "resnet18@224"
+DEFAULT = ",".join(
+    ["pixels@160", "pixels48@160", "efficientnet_lite0@160", "efficientnet_lite0@224",
+     "resnet18@160", "resnet18@224"]
+)  # fmt: skip
 
 
 def timed(fn) -> tuple[float, float]:

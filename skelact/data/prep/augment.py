@@ -36,8 +36,8 @@ def check_augment_value(key: str, value) -> None:
     if ok and hi is not None:
         ok = value <= hi if closed else value < hi
     if not ok:
-        text = ">= 0" if hi is None else f"[0, {hi:g}{']' if closed else ')'}"
-        raise ValueError(f"data.skeleton.augment.{key} must be in {text}, got {value!r}")
+        text = ">= 0" if hi is None else f"in [0, {hi:g}{']' if closed else ')'}"
+        raise ValueError(f"data.skeleton.augment.{key} must be {text}, got {value!r}")
 
 
 def check_augment(aug) -> None:
