@@ -13,6 +13,7 @@ Data loading is not included (skeleton transforms cost about 1-2 ms per sample p
     python tools/bench_train.py --threads 1 --fp32 --rounds 3   # bf16 autocast vs float32
     python tools/bench_train.py --threads 1 --unfolded --rounds 3   # folded or not
     python tools/bench_train.py --threads 1 --onednn --rounds 3   # torch's LSTM or oneDNN's
+    python tools/bench_train.py --threads 1 --compile --rounds 3   # eager or torch.compile
     python tools/bench_train.py trainer=consistency   # 2 views of each sample
 """
 
@@ -98,14 +99,22 @@ def samples_per_second(model, cfg, x: dict, y, steps: int, warmup: int, views: i
 
 
 def bench(
-    device: torch.device, args, overrides: list[str], fold: bool = True, native: bool = True
+    device: torch.device,
+    args,
+    overrides: list[str],
+    fold: bool = True,
+    native: bool = True,
+    compiled: bool = False,
 ) -> float:
     """`native` False: the recurrent core trains on oneDNN's LSTM in float32 too (the code
-    before torch's own LSTM was chosen there)."""
+    before torch's own LSTM was chosen there). `compiled`: the model wrapped in
+    torch.compile (inductor; compiled during the warm-up steps, which are not timed)."""
     model, cfg, specs = build(overrides, device, fold)
     for module in model.modules():
         if isinstance(module, RecurrentCore):
             module.native_training = native
+    if compiled:
+        model = torch.compile(model, dynamic=False)
     params = sum(p.numel() for p in model.parameters())
     # the engine feeds (N*K, M, T, V, C) per stream, K = 1 clip in training (or trainer.views)
     views = int(cfg.trainer.get("views", 1))
@@ -123,7 +132,7 @@ def bench(
     threads += ", float32" if dtype is None else f", {str(dtype)[6:]} autocast"
     print(
         f"\n{' '.join(overrides) or 'default recipe'}{'' if fold else ' (unfolded)'}"
-        f"{'' if native else ' (oneDNN LSTM)'}\n"
+        f"{'' if native else ' (oneDNN LSTM)'}{' (torch.compile)' if compiled else ''}\n"
         f"device {device}{threads}: {params:,} parameters, input (N, M, T, V, C) = "
         f"{(rows, 2, args.frames, 25, channels)}"
         + (f" ({views} views of each of {args.batch_size} samples)" if views > 1 else "")
@@ -166,15 +175,20 @@ def main() -> None:
         "own), in turns, print the ratio",
     )
     parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the model wrapped in torch.compile, in turns, print the ratio",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=1,
-        help="--fp32, --unfolded, --onednn: timings of each, in turns",
+        help="--fp32, --unfolded, --onednn, --compile: timings of each, in turns",
     )
     parser.add_argument("overrides", nargs="*", help="hydra overrides, e.g. model.core.hidden=256")
     args = parser.parse_args()
-    if args.fp32 + args.unfolded + args.onednn > 1:
-        parser.error("--fp32, --unfolded or --onednn, one at a time")
+    if args.fp32 + args.unfolded + args.onednn + args.compile > 1:
+        parser.error("--fp32, --unfolded, --onednn or --compile, one at a time")
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")]
@@ -182,12 +196,14 @@ def main() -> None:
         devices.append(torch.device("cuda"))
     single = ["modality=skeleton", "model=bilstm"]
     for device in devices:
-        if args.fp32 or args.unfolded or args.onednn:
+        if args.fp32 or args.unfolded or args.onednn or args.compile:
             if args.fp32:
                 other = {"overrides": [*args.overrides, "trainer.precision=fp32"]}
                 what = "configured precision vs fp32"
             elif args.unfolded:
                 other, what = {"fold": False}, "folded vs unfolded distance stream"
+            elif args.compile:
+                other, what = {"compiled": True}, "eager vs torch.compile"
             else:
                 other, what = {"native": False}, "torch's LSTM vs oneDNN's"
             other = {"overrides": args.overrides, **other}
