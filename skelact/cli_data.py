@@ -159,6 +159,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             grid=args.grid,
         )
         _print_features(report)
+        if not report["ok"] and not report["cached"]:
+            failed = report["missing"] + report["error"]
+            why = (
+                f"all {failed} failed (reasons above and in {report['index']})"
+                if failed
+                else f"no sample of {args.ann} has a {args.modality} source"
+            )
+            raise SystemExit(f"skelact prepare features: nothing encoded: {why}")
 
 
 def _print_features(r: dict) -> None:

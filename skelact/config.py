@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
@@ -124,3 +125,41 @@ def absolute_data_paths(config: dict) -> dict:
         if isinstance(node.get(leaf), str):
             node[leaf] = str(Path(node[leaf]).absolute())
     return config
+
+
+# (key, int only, smallest value, largest value or None): what `check_numbers` refuses a
+# mistyped value for before training starts (a string or an out-of-range number would
+# otherwise fail deep in the optimizer, numpy or a DataLoader worker)
+NUMBERS = (
+    ("seed", True, 0, None),
+    ("trainer.epochs", True, 0, None),
+    ("trainer.min_steps", True, 0, None),
+    ("trainer.batch_size", True, 1, None),
+    ("trainer.lr", False, 0, None),
+    ("trainer.weight_decay", False, 0, None),
+    ("trainer.warmup_epochs", False, 0, None),
+    ("trainer.label_smoothing", False, 0, 1),
+    ("trainer.grad_clip", False, 0, None),
+    ("trainer.num_workers", True, 0, None),
+    ("data.skeleton.clip_len", True, 1, None),
+    ("data.skeleton.test_clips", True, 1, None),
+    ("data.rgb.num_frames", True, 1, None),
+    ("data.depth.num_frames", True, 1, None),
+)
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Refuse, by key, a `NUMBERS` entry of the wrong type or range (ValueError); keys a
+    config lacks are skipped. trainer.lr must be above 0, the others at least their floor."""
+    for key, whole, low, high in NUMBERS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        kind = "an integer" if whole else "a number"
+        ok = isinstance(value, int if whole else int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and value >= low and (high is None or value <= high)
+        ok = ok and (key != "trainer.lr" or value > 0)
+        if not ok:
+            bound = "> 0" if key == "trainer.lr" else f">= {low}"
+            bound += "" if high is None else f" and <= {high}"
+            raise ValueError(f"{key} must be {kind} {bound}, got {value!r}")

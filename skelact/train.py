@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from skelact.config import CONFIG_DIR, absolute_data_paths
+from skelact.config import CONFIG_DIR, absolute_data_paths, check_numbers
 from skelact.data.run import Data, make_loader
 from skelact.distill import build_teacher
 from skelact.epochs import Run, averaged, prepare_run, train_epochs
@@ -90,13 +90,14 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
 
 
 def _require_set(cfg: DictConfig) -> None:
-    """Refuse a config with mandatory values (???) unset, naming them."""
+    """Refuse a config with mandatory values (???) unset, naming them, and mistyped numbers."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise SystemExit(
             f"skelact train: set {' '.join(k + '=...' for k in missing)} "
             "(e.g. data=ntu60_xsub data.ann_file=ntu60.store); see skelact train --help"
         )
+    check_numbers(cfg)
 
 
 def _check_options(cfg: DictConfig, views: int) -> None:

@@ -198,3 +198,29 @@ def test_prepare_sbu_from_the_command_line(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     store = open_annotations(out)
     assert len(store) == 282 and len(store.split("fold1_test")) > 0
+
+
+def test_prepare_features_that_encode_nothing_fail(tmp_path):
+    """A cache with no sample in it is an error (exit 1, one line), not an empty success:
+    every video missing, or no sample with the modality at all."""
+    from skelact.data.formats.annotations import save_annotations
+    from tests.conftest import toy_annotations
+
+    data = toy_annotations(num_classes=2, per_class=2)
+    missing = save_annotations(data, tmp_path / "missing.pkl")  # NTU names, no videos
+    for ann in data["annotations"]:
+        ann["modalities"] = ["skeleton"]
+    absent = save_annotations(data, tmp_path / "absent.pkl")
+    for ann, without, why in (
+        (missing, 0, "nothing encoded: all 4 failed (reasons above and in"),
+        (absent, 4, f"nothing encoded: no sample of {absent} has a rgb source"),
+    ):
+        res = subprocess.run(
+            [sys.executable, "-m", "skelact.cli", "prepare", "features", "--modality", "rgb",
+             "--ann", str(ann), "--root", str(tmp_path), "--out", str(tmp_path / ann.stem),
+             "--arch", "resnet18", "--pretrained", "none", "--workers", "0"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert res.returncode == 1, res.stderr[-2000:]
+        assert f"0 sample(s) encoded, 0 already cached, {without} without" in res.stdout
+        assert why in res.stderr and "Traceback" not in res.stderr

@@ -1,5 +1,6 @@
 """Every model x modality config composes, builds, and takes one training step."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from skelact.config import CONFIG_DIR, compose_config
+from skelact.config import CONFIG_DIR, check_numbers, compose_config
 from skelact.data.formats.annotations import save_annotations
 from skelact.data.run import Data, make_loader
 from skelact.engine import split_batch
@@ -178,6 +179,49 @@ def test_sample_without_a_modality_is_named_once_and_left_out(toy_with_features,
     assert len(dataset) == len(data.store.split("train")) - 1
     warnings = [r.getMessage() for r in caplog.records if first in r.getMessage()]
     assert len(warnings) == 1 and "no rgb input" in warnings[0]
+
+
+def test_a_cache_without_any_sample_of_the_split_is_refused(toy_with_features, tmp_path):
+    feats = tmp_path / "rgb"
+    feats.mkdir()
+    # features of another data set only: none of this one's samples is in the cache
+    (feats / "elsewhere.npy").symlink_to(next((toy_with_features / "rgb").glob("*.npy")))
+    cfg = compose_config(
+        [
+            "modality=rgb_skeleton",
+            f"data.ann_file={toy_with_features / 'toy.pkl'}",
+            "data.train_split=train",
+            "data.test_split=test",
+            f"data.rgb.features={feats}",
+        ]
+    )
+    n = len(Data(cfg).store.split("train"))
+    with pytest.raises(SystemExit, match=f"train: none of its {n} sample.s. has a rgb input"):
+        Data(cfg).dataset(cfg.data, "train", train=True)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_shipped_configs_pass_the_number_check(dataset):
+    check_numbers(compose_config([f"data={dataset}", "data.ann_file=x.pkl"]))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.epochs=two", "trainer.epochs must be an integer >= 0, got 'two'"),
+        ("trainer.epochs=2.5", "trainer.epochs must be an integer >= 0, got 2.5"),
+        ("trainer.lr=abc", "trainer.lr must be a number > 0, got 'abc'"),
+        ("trainer.lr=0", "trainer.lr must be a number > 0, got 0"),
+        ("seed=abc", "seed must be an integer >= 0"),
+        ("data.skeleton.clip_len=0", "data.skeleton.clip_len must be an integer >= 1, got 0"),
+        ("trainer.label_smoothing=1.5", "label_smoothing must be a number >= 0 and <= 1"),
+        ("trainer.batch_size=true", "batch_size must be an integer >= 1, got True"),
+    ],
+)
+def test_mistyped_numbers_are_refused_by_key(override, message):
+    cfg = compose_config(["data=utdmhad_xsub", "data.ann_file=x.pkl", override])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_numbers(cfg)
 
 
 def test_joint_mlp_input_norm_normalises_each_channel():

@@ -347,6 +347,12 @@ def keep_available(samples: StoreSamples, specs: dict, split: str) -> StoreSampl
             continue
         ok = np.array([has(samples[j]) for j in keep], bool)
         missing = [samples.name(j) for j in keep[~ok]]
+        if len(keep) and not ok.any():
+            raise SystemExit(
+                f"{split}: none of its {len(keep)} sample(s) has a {name} input: "
+                f"data.{name}.features (a cache of `skelact prepare features`) or "
+                f"data.{name}.root holds none of them (first: {missing[0]})"
+            )
         if missing:
             logging.getLogger("skelact").warning(
                 "%s: %d sample(s) have no %s input and are left out: %s%s",
