@@ -231,17 +231,19 @@ class Model:
 
 
 def load(path: str | os.PathLike, pose_model=None, threads: int | None = None) -> Model:
-    """A checkpoint (.pt) or an exported ONNX model (.onnx), ready to predict."""
+    """A checkpoint (.pt; a run directory for its checkpoints/last.pt) or an exported ONNX
+    model (.onnx), ready to predict."""
     path = Path(path)
     if path.suffix == ".onnx":
         backend = OnnxBackend(path, threads)
         return Model(backend, backend.contract, str(path), pose_model)
-    from skelact.checkpoints import load_checkpoint
+    from skelact.checkpoints import checkpoint_file, load_checkpoint
 
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    path = checkpoint_file(path)
     ck = load_checkpoint(path)
     contract = Contract.from_checkpoint(ck, str(path))
     return Model(TorchBackend(ck), contract, str(path), pose_model)

@@ -20,10 +20,28 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         torch.save(state, f)
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The file a checkpoint path names: a run directory of `skelact train` stands for its
+    checkpoints/last.pt (its final weights); anything else as given."""
+    path = Path(path)
+    last = path / "checkpoints" / "last.pt"
+    return last if path.is_dir() and last.is_file() else path
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"checkpoint {path} is a folder without checkpoints/last.pt: give a run directory "
+            "of `skelact train` or a checkpoint file (.pt)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.suffix == ".onnx":
+        raise RuntimeError(
+            f"{path} is an ONNX model, not a checkpoint (.pt): evaluation and training read "
+            "checkpoints; skelact.load and `skelact predict` run ONNX models"
+        )
     try:
         # weights_only: tensors, numbers, strings and containers; never code from the file
         return torch.load(path, map_location=map_location, weights_only=True)
@@ -41,13 +59,15 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
             + (f" ({detail[0]})" if detail else "")
         ) from err
     except Exception as err:  # noqa: BLE001 - report which file is broken
-        raise RuntimeError(f"checkpoint {path} could not be read: {err}") from err
+        raise RuntimeError(
+            f"checkpoint {path} could not be read (is it a checkpoint of `skelact train`?): {err}"
+        ) from err
 
 
 def run_checkpoint(path: str | Path, option: str) -> Path:
     """The checkpoint that a path given to `option` names: a file as it is, a run directory's
     checkpoints/last.pt (its final weights)."""
-    path = Path(path)
+    path = checkpoint_file(path)
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
     if not path.is_file():

@@ -213,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
         "it and print the top-k actions with the temporal attention.",
     )
     pred.add_argument("video", nargs="?", help="video file (or use --live)")
-    pred.add_argument("--ckpt", required=True, help="checkpoint (…/best.pt) or exported .onnx")
+    pred.add_argument(
+        "--ckpt",
+        required=True,
+        help="checkpoint (…/best.pt), run directory (its checkpoints/last.pt) or exported .onnx",
+    )
     pred.add_argument("--topk", type=int, default=5)
     pred.add_argument("--json", help="write the prediction and attention as JSON")
     pred.add_argument(
@@ -265,7 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
         "length, class names) goes into the metadata. Run it with skelact.load(ONNX) "
         "(needs the [onnx] extra: onnxruntime).",
     )
-    ex.add_argument("ckpt", help="checkpoint (…/checkpoints/best.pt)")
+    ex.add_argument(
+        "ckpt",
+        help="checkpoint (…/checkpoints/best.pt) or a run directory (its checkpoints/last.pt)",
+    )
     ex.add_argument("--onnx", required=True, help="ONNX file to write")
     ex.set_defaults(func=cmd_export)
 

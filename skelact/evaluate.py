@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from skelact.checkpoints import load_checkpoint
+from skelact.checkpoints import checkpoint_file, load_checkpoint
 from skelact.config import DATA_PATHS, config_with_overrides
 from skelact.contract import check_specs
 from skelact.data.run import Data, check_unique, make_loader, split_names
@@ -174,7 +174,7 @@ def evaluate_checkpoint(args: list[str]) -> dict:
     opts = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in ("ckpt", "out_dir"))
     if "ckpt" not in opts:
         raise SystemExit("skelact eval: give the checkpoint as ckpt=PATH")
-    ckpt_path = Path(opts["ckpt"])
+    ckpt_path = checkpoint_file(opts["ckpt"])
     ckpt = load_checkpoint(ckpt_path)
     rest = [a for a in args if a.split("=", 1)[0] not in ("ckpt", "out_dir")]
     cfg = config_with_overrides(ckpt["config"], rest)

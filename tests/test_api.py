@@ -54,7 +54,8 @@ def _by_hand(ckpt_path, kp: np.ndarray) -> np.ndarray:
 
 
 def test_predict_applies_the_checkpoints_preprocessing(ntu_ckpt, ntu_bodies):
-    model = skelact.load(ntu_ckpt)
+    model = skelact.load(ntu_ckpt.parent.parent)  # a run directory: its checkpoints/last.pt
+    assert model.source == str(ntu_ckpt)
     kp = ntu_bodies["S001C001P001R001A001"]
     r = model.predict(kp)
     np.testing.assert_allclose(r.probs, _by_hand(ntu_ckpt, kp), atol=1e-6)

@@ -170,6 +170,11 @@ def test_train_prints_plain_lines_and_eval_finds_its_data_from_anywhere(tmp_path
     lines = skelact("eval", f"ckpt={ckpt}", "data=annotations", "data.test_split=train",
                     f"out_dir={other / 'ev'}", "trainer.progress=false", cwd=other)  # fmt: skip
     assert lines[-1].startswith("train: top1 ") and (other / "ev" / "metrics.json").is_file()
+    # the run directory stands for its checkpoints/last.pt: the same scores, beside the run
+    again = skelact("eval", f"ckpt={work / 'run'}", "data=annotations", "data.test_split=train",
+                    "trainer.progress=false", cwd=other)  # fmt: skip
+    assert again[-1].split(" -> ")[0] == lines[-1].split(" -> ")[0]
+    assert (work / "run" / "eval_train" / "metrics.json").is_file()
 
 
 def test_live_timeline_goes_beside_the_checkpoints_outputs(tmp_path):

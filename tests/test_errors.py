@@ -99,6 +99,21 @@ def test_unsafe_checkpoint_is_refused_in_skelacts_words(files, tmp_path, monkeyp
     assert not list(tmp_path.iterdir())
 
 
+def test_what_is_not_a_checkpoint_is_named(tmp_path, monkeypatch):
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "clip.avi").write_bytes(b"RIFF" * 16)
+    (tmp_path / "empty_run").mkdir()
+    cases = [
+        (["eval", "ckpt=model.onnx"], "model.onnx is an ONNX model, not a checkpoint (.pt)"),
+        (["eval", "ckpt=empty_run"], "empty_run is a folder without checkpoints/last.pt"),
+        (["export", "empty_run", "--onnx", "m.onnx"], "a folder without checkpoints/last.pt"),
+        (["export", "clip.avi", "--onnx", "m.onnx"], "clip.avi could not be read (is it a"),
+    ]
+    for args, words in cases:
+        assert words in one_line_error(args, tmp_path, monkeypatch)
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_other_commands_errors_are_one_line(files, tmp_path, monkeypatch):
     cases = [
         (["repack", str(files["evil.pkl"]), "out.store"], "refused to load"),
