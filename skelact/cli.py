@@ -4,6 +4,7 @@ with `skelact <command> --help`."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from skelact.cli_data import add_data_commands, add_verbose
@@ -313,6 +314,15 @@ def main(argv: list[str] | None = None) -> None:
         if not isinstance(err.code, str):
             raise
         raise terminal.one_line_exit(args.command, err) from None
+    except KeyboardInterrupt:  # Ctrl-C: one line, not the stack it happened to be in
+        hint = (
+            "; run it again with trainer.resume=true (same hydra.run.dir) to continue from "
+            "the last finished epoch"
+            if args.command == "train"
+            else ""
+        )
+        print(f"skelact {args.command}: interrupted{hint}", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

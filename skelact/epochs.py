@@ -84,6 +84,12 @@ def prepare_run(cfg, model, data: Data, run_dir: Path, steps_per_epoch: int, inf
     scheduler = cosine_with_warmup(optimizer, steps, warmup, tcfg.min_lr_ratio, cycles)
     ckpt_dir = run_dir / "checkpoints"
     resuming = tcfg.resume and (ckpt_dir / "last.pt").is_file()
+    if not resuming and (ckpt_dir / "last.pt").is_file() and rank == 0:
+        log.warning(
+            "%s holds an earlier run: its checkpoints and logs are replaced "
+            "(trainer.resume=true continues it instead)",
+            run_dir,
+        )
     started = None  # trainer.init_from: where the weights came from (a resumed run has its own)
     if tcfg.get("init_from") and not resuming:
         started = init_weights(model, tcfg.init_from, data.layout, data.classes)

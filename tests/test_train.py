@@ -466,3 +466,29 @@ def test_a_run_shorter_than_twice_its_warmup_still_decays(toy_file, tmp_path, ca
     assert lr.iloc[0] == pytest.approx(peak)  # the warm-up's end
     assert lr.iloc[1] < 0.05 * peak  # min_lr_ratio 0.01 of it at the last step
     assert "warm-up over the first half of the run" in caplog.text
+
+
+def test_ctrl_c_ends_training_in_one_line_that_says_how_to_resume(toy_file, tmp_path):
+    run = tmp_path / "run"
+    args = [f"data.ann_file={toy_file}", *SPLITS, *FAST, "trainer.epochs=200"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "skelact.cli", "train", *args, f"hydra.run.dir={run}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    log, deadline = run / "train_log.csv", time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 2:  # an epoch done
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "skelact train: interrupted; run it again with trainer.resume=true" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    # the same directory again without resume: said, then replaced
+    again = run_cli([*args, "trainer.epochs=1", f"hydra.run.dir={run}"])
+    assert again.wait(timeout=300) == 0
+    assert f"{run} holds an earlier run" in again.stdout.read()
