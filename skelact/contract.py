@@ -151,6 +151,13 @@ def conform(
         )
     if t == 0 or m == 0:
         raise ContractError(f"{source}: no frames or no body (shape {kp.shape})")
+    if not np.isfinite(kp).all():  # a NaN would pass through the model to a NaN probability
+        bad = np.argwhere(~np.isfinite(kp))
+        raise ContractError(
+            f"{source}: {len(bad)} non-finite coordinate(s) (NaN or inf), the first at body "
+            f"{bad[0][0]}, frame {bad[0][1]}, joint {bad[0][2]}; give an untracked joint or "
+            "body as zeros"
+        )
     n = contract.num_bodies
     kp = most_active(kp, n).astype(np.float32, copy=False)
     if m < n:

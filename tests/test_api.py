@@ -85,6 +85,12 @@ def test_contract_refuses_what_the_model_cannot_read(ntu_ckpt, ntu_bodies):
         model.predict(kp, layout="kinect20")
     with pytest.raises(ContractError, match="no frames"):
         model.predict(kp[:, :0])
+    holed = kp.copy()
+    holed[0, 5, 7, 1] = np.nan  # one joint: the answer would look normal, and be made up
+    with pytest.raises(ContractError, match=r"1 non-finite coordinate.*frame 5, joint 7"):
+        model.predict(holed)
+    with pytest.raises(ContractError, match=r"\d+ non-finite coordinate.*as zeros"):
+        model.predict(np.full((1, 5, 25, 3), np.inf, np.float32))
     # a second body beyond a one-person contract is dropped: the answer is body 0's
     two = np.concatenate([kp[:, :82], ntu_bodies["S001C001P001R001A011"]])
     np.testing.assert_array_equal(model.predict(two).probs, model.predict(kp[:, :82]).probs)
