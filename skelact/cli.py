@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="checkpoint (…/best.pt), run directory (its checkpoints/last.pt) or exported .onnx",
     )
-    pred.add_argument("--topk", type=int, default=5)
+    pred.add_argument("--topk", type=int, default=5, help="classes printed, most likely first")
     pred.add_argument("--json", help="write the prediction and attention as JSON")
     pred.add_argument(
         "--render", help="write the video with skeleton and label (mp4), and <name>.attention.png"
@@ -227,8 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--window",
         type=float,
-        help="sliding window length in seconds: writes <name>.timeline.csv and .png "
-        "(--live: the window classified at every update, default 2)",
+        help="sliding window length in seconds: writes <name>.timeline.csv and .png, <name> "
+        "the --json file's path without its suffix, else --render's, else the video's (--live: "
+        "the window classified at every update, default 2)",
     )
     pred.add_argument(
         "--stride", type=float, help="sliding window step in seconds (default: half the window)"
@@ -290,7 +291,28 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--path", help="verify and use this bundle file")
     pm.add_argument("--force", action="store_true", help="rebuild / re-download")
     pm.set_defaults(func=cmd_pose_model)
+    show_defaults(parser)
     return parser
+
+
+class _Defaults:
+    """Help formatter mix-in: an option with a default other than None or False has it
+    appended to its help, unless the help already speaks of its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        quiet = action.default in (None, False, argparse.SUPPRESS) or not action.option_strings
+        return text if quiet or "default" in text else f"{text} (default: %(default)s)".strip()
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every parser under `parser` (subcommands included) shows its options' defaults, each
+    keeping its own formatter otherwise."""
+    parser.formatter_class = type("WithDefaults", (_Defaults, parser.formatter_class), {})
+    for action in parser._actions:  # argparse keeps the subcommands' parsers here only
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases: one parser
+                show_defaults(child)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -72,15 +72,8 @@ def prepare_run(cfg, model, data: Data, run_dir: Path, steps_per_epoch: int, inf
     optimizer = make_optimizer(model.parameters(), tcfg)
     steps = steps_per_epoch * tcfg.epochs
     warmup, cycles = steps_per_epoch * tcfg.warmup_epochs, 1 + int(tcfg.get("restarts", 0))
-    if warmup > steps / 2:  # a short run: without this it would end at the peak learning rate
-        warmup = steps // 2
-        if rank == 0:
-            log.info(
-                "trainer.warmup_epochs=%s is over half of trainer.epochs=%s: warm-up over the "
-                "first half of the run, decay over the second",
-                tcfg.warmup_epochs,
-                tcfg.epochs,
-            )
+    # at most half the run: a short run would otherwise end at the peak learning rate
+    warmup = min(warmup, steps // 2)
     scheduler = cosine_with_warmup(optimizer, steps, warmup, tcfg.min_lr_ratio, cycles)
     ckpt_dir = run_dir / "checkpoints"
     resuming = tcfg.resume and (ckpt_dir / "last.pt").is_file()

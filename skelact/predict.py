@@ -206,6 +206,6 @@ def predict_live(
     print(
         f"{summary['frames_processed']}/{summary['frames_read']} frames processed "
         f"({summary['frames_dropped']} dropped: pose extraction slower than the source), "
-        f"{summary['processed_fps']} frames/s; timeline -> {out}"
+        f"{summary['processed_fps']:.2f} frames/s; timeline -> {out}"
     )
     return summary

@@ -118,6 +118,10 @@ def test_other_commands_errors_are_one_line(files, tmp_path, monkeypatch):
     cases = [
         (["repack", str(files["evil.pkl"]), "out.store"], "refused to load"),
         (["prepare", "ntu", "--skeletons", "nowhere", "--out", "x.store"], "nowhere"),
+        (
+            ["prepare", "ntu", "--skeletons", str(files["evil.pt"]), "--out", "x.store"],
+            "evil.pt is a file: --skeletons takes the folder",
+        ),  # fmt: skip
         (["demo", "--modality", "audio", "--out", "d"], "unknown modality 'audio'"),
         (["eval", "ckpt=nope.pt"], "nope.pt does not exist"),
     ]

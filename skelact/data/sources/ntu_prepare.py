@@ -58,6 +58,10 @@ def _parse_sample(task: tuple[str, int]) -> tuple[str, dict[str, Any] | None, st
 
 
 def _find_skeletons(root: Path) -> list[Path]:
+    if root.is_file():
+        raise FileNotFoundError(
+            f"{root} is a file: --skeletons takes the folder holding the .skeleton files"
+        )
     if not root.is_dir():
         raise FileNotFoundError(f"NTU skeleton folder {root} does not exist")
     files = sorted(root.rglob("*.skeleton"))
