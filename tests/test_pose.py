@@ -25,7 +25,7 @@ from skelact.pose import (
     extract_video,
 )
 from skelact.pose import model as pose_model_mod
-from skelact.pose.convert import _assemble
+from skelact.pose.convert import ConvertError, _assemble
 from skelact.pose.extract import MIRROR33, Tracker
 from skelact.pose.model import BUNDLE_MEMBERS, PoseModelError, verify_bundle
 from tests.conftest import shared_data
@@ -286,6 +286,12 @@ def test_convert_skips_bad_videos_reports_them_and_resumes(tmp_path, short_clip,
     again = convert_videos(inputs, out, pose_model=pose_model, progress=False)
     assert (again["converted"], again["skipped_existing"], len(again["failed"])) == (0, 1, 5)
     assert len(load_annotations(out)["annotations"]) == 1
+    with pytest.raises(ValueError, match="converted without --mirrored: convert these without"):
+        convert_videos(inputs, out, pose_model=pose_model, progress=False, mirrored=True)
+    (tmp_path / "none").mkdir()  # a folder without videos: said so, no report of nothing
+    with pytest.raises(ConvertError, match=r"no video in .*none: give video files, or folders"):
+        convert_videos([tmp_path / "none"], tmp_path / "n.pkl", pose_model=pose_model)
+    assert not (tmp_path / "n.pkl.report.json").exists()
 
 
 def test_convert_labels_from_folders_in_parallel(tmp_path, short_clip, pose_model):

@@ -103,8 +103,14 @@ def convert_videos(
         raise ValueError(f"max_people and workers must be >= 1, got {max_people}, {workers}")
     out = Path(out)
     model = ensure_pose_model(pose_model)
-    existing = _load_existing(out, layout)
+    existing = _load_existing(out, layout, mirrored)
+    inputs = list(inputs)
     videos = collect_videos(inputs, taken={a["frame_dir"] for a in existing})
+    if not videos and not existing:
+        raise ConvertError(
+            f"no video in {', '.join(map(str, inputs))}: give video files, or folders holding "
+            f"them (searched recursively for {' '.join(VIDEO_EXTENSIONS)})"
+        )
     done = {a.get("video") for a in existing}
     todo = [(p, n, r) for p, n, r in videos if str(p.absolute()) not in done]
     anns, failed = _run(todo, model, (layout, max_people, mirrored), workers, progress)
@@ -156,13 +162,21 @@ def _print_failures(report: dict[str, Any]) -> None:
         print(f"  skipped {item['video']}: {item['reason']}")
 
 
-def _load_existing(out: Path, layout: str) -> list[dict]:
+def _load_existing(out: Path, layout: str, mirrored: bool) -> list[dict]:
+    """The samples an earlier convert wrote to `out`, to add to; refuses a file of another
+    layout, or of videos read with the other --mirrored setting (one file, one convention)."""
     if not out.exists():
         return []
     data = load_annotations(out)  # a store's arrays stay memory-mapped, not copied
     if data.get("layout") != layout:
         raise ValueError(
             f"{out} holds layout {data.get('layout')!r}, not {layout!r}: choose another --out"
+        )
+    was = (data.get("report") or {}).get("mirrored")
+    if was is not None and bool(was) != mirrored:
+        raise ValueError(
+            f"{out} holds videos converted {'with' if was else 'without'} --mirrored: convert "
+            f"these {'with' if was else 'without'} it too, or choose another --out"
         )
     return list(data["annotations"])
 
