@@ -95,9 +95,36 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.out, epochs=args.epochs, modality=args.modality, workers=args.workers)
 
 
+EVERY = 0.5  # predict --live: seconds between updates
+
+
+def check_predict_args(args: argparse.Namespace) -> None:
+    """Refuse predict options out of range, or given for the other mode (they would be
+    ignored without a word)."""
+    for name in ("window", "stride", "every"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise SystemExit(f"skelact predict: --{name} must be > 0 seconds, got {value}")
+    if args.topk < 1 or args.max_people < 1:
+        raise SystemExit("skelact predict: --topk and --max-people must be >= 1")
+    if args.live is not None and args.video is not None:
+        raise SystemExit("skelact predict: give a VIDEO or --live SOURCE, not both")
+    if args.live is not None:
+        given = {"--json": args.json, "--render": args.render, "--stride": args.stride}
+        given["--max-people"] = args.max_people != 1
+        mode, other = "a VIDEO", "--live"
+    else:
+        given = {"--every": args.every != EVERY, "--out/--timeline": args.timeline}
+        mode, other = "--live", "a VIDEO"
+    wrong = [name for name, value in given.items() if value]
+    if wrong:
+        raise SystemExit(f"skelact predict: {', '.join(wrong)}: for {mode}, not {other}")
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     from skelact.predict import predict_live, predict_video
 
+    check_predict_args(args)
     if args.live is not None:
         predict_live(
             args.live,
@@ -251,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         "action every --every seconds; frames are dropped, not queued, when pose extraction "
         "cannot keep up; Ctrl-C ends and writes the timeline",
     )
-    pred.add_argument("--every", type=float, default=0.5, help="--live: seconds between updates")
+    pred.add_argument("--every", type=float, default=EVERY, help="--live: seconds between updates")
     pred.add_argument(
         "--out",
         "--timeline",

@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 
@@ -134,6 +135,24 @@ def test_predict_needs_a_video_or_live(ntu_ckpt):
 
     with pytest.raises(SystemExit, match="give a VIDEO, or --live SOURCE"):
         main(["predict", "--ckpt", str(ntu_ckpt)])
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["v.mp4", "--window", "0"], "--window must be > 0 seconds, got 0.0"),
+        (["v.mp4", "--stride", "-1"], "--stride must be > 0 seconds, got -1.0"),
+        (["v.mp4", "--topk", "0"], "--topk and --max-people must be >= 1"),
+        (["v.mp4", "--live", "0"], "give a VIDEO or --live SOURCE, not both"),
+        (["--live", "0", "--json", "p.json"], "--json: for a VIDEO, not --live"),
+        (["v.mp4", "--every", "1", "--out", "t.csv"], "--every, --out/--timeline: for --live"),
+    ],
+)
+def test_predict_refuses_options_it_would_ignore_or_cannot_use(ntu_ckpt, args, words):
+    from skelact.cli import main
+
+    with pytest.raises(SystemExit, match=re.escape(words)):
+        main(["predict", "--ckpt", str(ntu_ckpt), *args])
 
 
 def test_train_prints_plain_lines_and_eval_finds_its_data_from_anywhere(tmp_path):
