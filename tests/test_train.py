@@ -475,6 +475,9 @@ def test_ctrl_c_ends_training_in_one_line_that_says_how_to_resume(toy_file, tmp_
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # as a terminal's foreground job gets it: SIGINT not ignored, even where the suite
+        # itself runs as a background job (which starts its children with SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     log, deadline = run / "train_log.csv", time.time() + 240
     while time.time() < deadline and proc.poll() is None:
