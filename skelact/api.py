@@ -189,9 +189,14 @@ class Model:
             f"pass features={{{stream!r}: (T, D) array}}"
         )
 
-    def convert(self, video, max_people: int | None = None, mirrored: bool = False) -> dict:
+    def convert(
+        self, video, max_people: int | None = None, mirrored: bool = False, progress=False
+    ) -> dict:
         """MediaPipe over `video` in the model's layout; with several bodies kept, the most
-        active first (as the NTU importer orders them)."""
+        active first (as the NTU importer orders them). `progress`: a bar over the frames."""
+        from tqdm import tqdm
+
+        from skelact.pose.convert import frame_count
         from skelact.pose.extract import extract_video
         from skelact.pose.model import ensure_pose_model
 
@@ -202,7 +207,10 @@ class Model:
             )
         people = max_people or self.contract.num_bodies
         model = ensure_pose_model(self.pose_model)
-        sample = extract_video(video, model, people, self.contract.layout, mirrored=mirrored)
+        total = frame_count(Path(video)) if progress else 0
+        with tqdm(total=total, desc="pose", unit="frame", disable=not progress, leave=False) as bar:
+            on_frame = (lambda: bar.update(1)) if progress else None
+            sample = extract_video(video, model, people, self.contract.layout, on_frame, mirrored)
         if max_people is None and sample["keypoint"].shape[0] > 1:
             order = order_by_activity(sample["keypoint"], sample["mask"])
             for key in ("keypoint", "keypoint_2d", "keypoint_score", "mask", "color_box"):

@@ -54,7 +54,7 @@ def predict_video(
     per_person = model.contract.num_bodies == 1 and max_people > 1
     if max_people > 1 and not per_person:
         log.info("%s: a %d-person model sees the whole scene", ckpt, model.contract.num_bodies)
-    sample = model.convert(video, max_people if per_person else None, mirrored)
+    sample = model.convert(video, max_people if per_person else None, mirrored, progress=True)
     fps = float(sample["fps"]) or 30.0
     if per_person:
         people = model.predict_people(sample)

@@ -197,7 +197,7 @@ def _one(job: tuple, on_frame=None) -> tuple[dict | None, str | None]:
 def _run(todo, model, how, workers, progress) -> tuple[list[dict], list[dict]]:
     """Convert `todo` [(path, name, path under its input)] with `how` = (layout, max people,
     mirrored); progress bars over videos and (estimated) frames."""
-    counts = {p: _frame_count(p) for p, _, _ in todo}  # header counts, for the frame bar only
+    counts = {p: frame_count(p) for p, _, _ in todo}  # header counts, for the frame bar only
     vbar = tqdm(total=len(todo), desc="videos", unit="video", disable=not progress)
     fbar = tqdm(total=sum(counts.values()), desc="frames", unit="frame", disable=not progress)
     anns, failed = [], []
@@ -234,7 +234,7 @@ def _run(todo, model, how, workers, progress) -> tuple[list[dict], list[dict]]:
     return anns, failed
 
 
-def _frame_count(path: Path) -> int:
+def frame_count(path: Path) -> int:
     """The header's frame count (0 when unknown or unreadable): only for progress bars."""
     cap = cv2.VideoCapture(str(path))
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
