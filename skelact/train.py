@@ -252,8 +252,9 @@ def fit_on_dev(cfg, run_dir: str | Path) -> dict:
     min_gain = cfg.model.get("fusion_min_gain", 2)
     weights, report = fit_group_weights(scores, labels, groups, min_gain)
     over = f" over {len(sub_dirs)} folds, {len(labels)} samples" if folds > 1 else ""
-    log.info("fusion weights %s (development top-1 %.4f%s; per modality %s)", weights,
-             report["dev_top1"], over, report["dev_top1_per_modality"])  # fmt: skip
+    alone = ", ".join(f"{k} {v:.4f}" for k, v in report["dev_top1_per_modality"].items())
+    log.info("fusion weights %s, fit on the development run's scores: top-1 %.4f with them%s "
+             "(each modality alone: %s)", weights, report["dev_top1"], over, alone)  # fmt: skip
     return {**report, "folds": len(sub_dirs), "fit_run": str(fit_dir)}
 
 
