@@ -207,10 +207,22 @@ class Model:
             )
         people = max_people or self.contract.num_bodies
         model = ensure_pose_model(self.pose_model)
-        total = frame_count(Path(video)) if progress else 0
-        with tqdm(total=total, desc="pose", unit="frame", disable=not progress, leave=False) as bar:
-            on_frame = (lambda: bar.update(1)) if progress else None
-            sample = extract_video(video, model, people, self.contract.layout, on_frame, mirrored)
+        bar: list = []  # made at the first frame: a video that fails to open shows none
+
+        def on_frame() -> None:
+            if not bar:
+                bar.append(tqdm(total=frame_count(Path(video)), desc="pose", unit="frame",
+                                leave=False))  # fmt: skip
+            bar[0].update(1)
+
+        try:
+            sample = extract_video(
+                video, model, people, self.contract.layout, on_frame if progress else None,
+                mirrored,
+            )  # fmt: skip
+        finally:
+            for b in bar:
+                b.close()
         if max_people is None and sample["keypoint"].shape[0] > 1:
             order = order_by_activity(sample["keypoint"], sample["mask"])
             for key in ("keypoint", "keypoint_2d", "keypoint_score", "mask", "color_box"):

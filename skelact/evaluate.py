@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from skelact.checkpoints import checkpoint_file, load_checkpoint
 from skelact.config import DATA_PATHS, config_with_overrides
 from skelact.contract import check_specs
+from skelact.data.formats.annotations import open_annotations
 from skelact.data.run import Data, check_unique, make_loader, split_names
 from skelact.engine import evaluate, write_eval_outputs
 from skelact.models.recognizer import build_recognizer
@@ -82,12 +83,14 @@ def keep_data_paths(cfg: DictConfig, ckpt: dict, overrides: list[str]) -> None:
         )
 
 
-def check_layout(data: Data, ckpt: dict, source: str) -> None:
+def check_layout(store, ckpt: dict, source: str) -> None:
     """Refuse an evaluation file whose own layout differs from the checkpoint's."""
-    own = data.store.layout
+    own = store.layout
     if own and own != ckpt["layout"]:
         raise SystemExit(
-            f"skelact eval: {source} holds {own} skeletons; the checkpoint takes {ckpt['layout']}"
+            f"skelact eval: {source} holds {own} skeletons; the checkpoint takes "
+            f"{ckpt['layout']} (`skelact repack {source} OUT --layout {ckpt['layout']}` maps "
+            "the file onto it)"
         )
 
 
@@ -181,9 +184,10 @@ def evaluate_checkpoint(args: list[str]) -> dict:
     keep_data_paths(cfg, ckpt, rest)
     conform_config(cfg, ckpt, rest)
     set_threads(cfg.trainer, 1)
-    data = Data(cfg)
     source = str(cfg.data.ann_file)
-    check_layout(data, ckpt, source)
+    store = open_annotations(source)
+    check_layout(store, ckpt, source)  # before Data, which would take the model's layout
+    data = Data(cfg, store)
     split = cfg.data.test_split
     if split not in data.store.splits or not len(data.store.split(split)):
         raise SystemExit(f"skelact eval: {source} has no samples in split {split!r}")

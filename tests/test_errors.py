@@ -136,6 +136,20 @@ def test_eval_contract_mismatch_is_one_line_and_leaves_no_folder(ntu_ckpt, tmp_p
     assert not (tmp_path / "ev").exists()
 
 
+def test_a_file_of_another_layout_is_named_with_the_way_out(ntu_ckpt, files, tmp_path, monkeypatch):
+    data = toy_annotations(num_classes=3, per_class=4, frames=20, joints=20)
+    data["layout"] = "kinect20"
+    k20 = save_annotations(data, tmp_path / "k20.pkl")
+    message = one_line_error(["eval", f"ckpt={ntu_ckpt}", f"data.ann_file={k20}"], tmp_path,
+                             monkeypatch)  # fmt: skip
+    assert f"{k20} holds kinect20 skeletons; the checkpoint takes ntu25" in message
+    assert f"`skelact repack {k20} OUT --layout ntu25`" in message
+    args = [*toy_split(files), "data.layout=kinect20", "hydra.run.dir=run"]
+    message = one_line_error(["train", *args], tmp_path, monkeypatch)
+    assert "data.layout=kinect20 has 20 joints, the file's bodies 25 (its layout: ntu25)" in message
+    assert "set data.layout=auto" in message and not (tmp_path / "run").exists()
+
+
 def skelact(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLCONFIGDIR": str(cwd / "mpl")}
     cmd = [sys.executable, "-m", "skelact.cli", *args]

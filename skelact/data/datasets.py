@@ -173,13 +173,21 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 
 def resolve_layout(dcfg, store):
-    """The Layout for a run: data.layout, or "auto" = the store's own, else generic."""
-    from skelact.layouts import get_layout
+    """The Layout for a run: data.layout, or "auto" = the store's own, else generic. Refuses,
+    naming the file and the way out, a layout of another joint count than the file's."""
+    from skelact.layouts import LAYOUTS, get_layout
 
     num_joints = int(store.shapes("keypoint")[0, 2])
     name = dcfg.layout
     if name in (None, "auto"):
         name = store.layout or "generic"
+    if name in LAYOUTS and LAYOUTS[name].num_joints != num_joints:
+        raise ValueError(
+            f"{dcfg.ann_file}: data.layout={name} has {LAYOUTS[name].num_joints} joints, the "
+            f"file's bodies {num_joints} (its layout: {store.layout or 'none recorded'}): set "
+            "data.layout=auto, or use the data config of this file's set; `skelact repack "
+            "--layout` maps a file onto another layout"
+        )
     return get_layout(name, num_joints)
 
 

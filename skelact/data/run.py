@@ -69,8 +69,9 @@ class Data:
     """The annotation store of a run (a pickle is converted once, see `open_annotations`) with
     its train and test datasets; all of them read the same memory-mapped store."""
 
-    def __init__(self, cfg: DictConfig):
-        self.store = open_annotations(cfg.data.ann_file)
+    def __init__(self, cfg: DictConfig, store=None):
+        """`store`: cfg.data.ann_file already opened (`open_annotations`)."""
+        self.store = store if store is not None else open_annotations(cfg.data.ann_file)
         self.num_classes = cfg.data.num_classes or self.store.num_classes()
         # classes without a name (no table, or data.num_classes beyond it) go by their index
         named = list(self.store.classes)
