@@ -100,7 +100,11 @@ class Model:
         for s, n in self.contract.frames.items():
             feats = (features or {}).get(s)
             if feats is None:
-                raise ContractError(f"{source}: the model also reads cached {s!r} features")
+                raise ContractError(
+                    f"{source}: the model also reads {s!r} features: pass "
+                    f"features=model.features(sample) for a sample of model.convert(video), "
+                    f"or {{{s!r}: its (T, D) array from `skelact prepare features`}}"
+                )
             f = np.asarray(feats, np.float32)
             if f.ndim != 2 or f.shape[1] != self.contract.streams[s]["feature_dim"]:
                 raise ContractError(

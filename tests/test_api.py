@@ -158,7 +158,7 @@ def test_fused_model_exports_with_cached_features(fused_ckpt, ntu_bodies, tmp_pa
         torch_model.features({"video": "clip.mp4", "color_box": np.zeros((1, 4, 4))})
     ref, _ = torch_model.backend(inputs)
     assert np.abs(ort_model.backend(inputs)[0] - ref).max() <= 1e-4
-    with pytest.raises(ContractError, match="cached 'rgb' features"):
+    with pytest.raises(ContractError, match=r"reads 'rgb' features: pass features=model.feat"):
         torch_model.predict(kp)
 
 
