@@ -25,7 +25,7 @@ from skelact.pose import (
     extract_video,
 )
 from skelact.pose import model as pose_model_mod
-from skelact.pose.convert import ConvertError, _assemble
+from skelact.pose.convert import ConvertError, _assemble, _warn_splits
 from skelact.pose.extract import MIRROR33, Tracker
 from skelact.pose.model import BUNDLE_MEMBERS, PoseModelError, verify_bundle
 from tests.conftest import shared_data
@@ -294,7 +294,7 @@ def test_convert_skips_bad_videos_reports_them_and_resumes(tmp_path, short_clip,
     assert not (tmp_path / "n.pkl.report.json").exists()
 
 
-def test_convert_labels_from_folders_in_parallel(tmp_path, short_clip, pose_model):
+def test_convert_labels_from_folders_in_parallel(tmp_path, short_clip, pose_model, capsys):
     root = tmp_path / "videos"
     for cls, clip_name in (("wave", "w1"), ("clap", "c1"), ("clap", "c2")):
         (root / cls).mkdir(parents=True, exist_ok=True)
@@ -311,6 +311,8 @@ def test_convert_labels_from_folders_in_parallel(tmp_path, short_clip, pose_mode
     assert labels == {"clap/c1": 0, "clap/c2": 0, "wave/w1": 1}
     # At most two clips a class: none is a fifth, so "test" is empty (filling it: see above).
     assert sorted(data["split"]["train"]) == sorted(labels) and data["split"]["test"] == []
+    said = capsys.readouterr().out
+    assert "warning: no test clip: every 5th clip" in said and "one class only" not in said
     kps = [a["keypoint"] for a in data["annotations"]]
     assert all(k.shape == (1, SHORT_FRAMES, 25, 3) for k in kps)
     # The same frames give the same skeleton, whichever worker process converted them.
@@ -337,3 +339,9 @@ def test_native_log_lines_are_quiet_but_errors_are_not(short_clip, pose_model, c
     finally:
         set_verbose(False)
     assert "shown with --verbose" in capfd.readouterr().err
+
+
+def test_videos_outside_class_folders_make_one_class_and_say_so(capsys):
+    _warn_splits({"classes": ["flat"], "split": {"train": ["a"], "test": ["b"]}})
+    said = capsys.readouterr().out
+    assert "warning: one class only ('flat')" in said and "no test clip" not in said

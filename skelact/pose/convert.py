@@ -138,7 +138,25 @@ def convert_videos(
     save_annotations(data, out)
     if progress:
         _print_summary(report, report_path)
+    if labels_from_folders:
+        _warn_splits(data)
     return report
+
+
+def _warn_splits(data: dict[str, Any]) -> None:
+    """Say so when --labels-from-folders made one class only, or no test clip: training
+    would then be refused or mean nothing."""
+    classes, split = data["classes"], data["split"]
+    if len(classes) < 2:
+        print(
+            f"warning: one class only ({classes[0]!r}): --labels-from-folders takes each "
+            "video's folder as its class; put the videos in one sub-folder per class"
+        )
+    if not split["test"]:
+        print(
+            f"warning: no test clip: every {TEST_EVERY}th clip of a class goes to 'test', "
+            f"and no class has {TEST_EVERY}; give more clips, or your own splits"
+        )
 
 
 def _present(ann: dict) -> np.ndarray:
