@@ -142,6 +142,7 @@ NUMBERS = (
     ("trainer.grad_clip", False, 0, None),
     ("trainer.num_workers", True, 0, None),
     ("data.skeleton.clip_len", True, 1, None),
+    ("data.skeleton.num_bodies", True, 1, None),
     ("data.skeleton.test_clips", True, 1, None),
     ("data.rgb.num_frames", True, 1, None),
     ("data.depth.num_frames", True, 1, None),

@@ -214,6 +214,7 @@ def test_shipped_configs_pass_the_number_check(dataset):
         ("trainer.lr=0", "trainer.lr must be a number > 0, got 0"),
         ("seed=abc", "seed must be an integer >= 0"),
         ("data.skeleton.clip_len=0", "data.skeleton.clip_len must be an integer >= 1, got 0"),
+        ("data.skeleton.num_bodies=0", "num_bodies must be an integer >= 1, got 0"),
         ("trainer.label_smoothing=1.5", "label_smoothing must be a number >= 0 and <= 1"),
         ("trainer.batch_size=true", "batch_size must be an integer >= 1, got True"),
     ],
