@@ -160,11 +160,17 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_pose_model(args: argparse.Namespace) -> None:
-    from skelact.pose.model import ensure_pose_model
+    from skelact.pose.model import OFFLINE_BUNDLE, ensure_pose_model
 
     path = ensure_pose_model(
         args.path, variant=args.variant, offline=True if args.offline else None, force=args.force
     )
+    if not args.offline and not args.path and path.name == OFFLINE_BUNDLE:
+        print(
+            "the official bundle is not cached; using the offline one built before "
+            "(--force downloads the official one)",
+            file=sys.stderr,
+        )
     print(path)
 
 
