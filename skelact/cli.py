@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         "[data=... data.ann_file=... data.test_split=...] [out_dir=DIR]\n"
         "The annotation file defaults to the one the checkpoint was trained on.\n"
         "Writes metrics.json, predictions.csv and the confusion matrix "
-        "(default out_dir: <run dir>/eval_<split>).",
+        "(default out_dir: <run dir>/eval_<split>, or eval_<file stem>_<split> for a file "
+        "other than the training one).",
     )
     ev.add_argument("overrides", nargs=argparse.REMAINDER, help="ckpt=PATH and overrides")
     ev.set_defaults(func=cmd_eval)

@@ -83,6 +83,14 @@ def keep_data_paths(cfg: DictConfig, ckpt: dict, overrides: list[str]) -> None:
         )
 
 
+def eval_name(source: str, ckpt: dict, split: str) -> str:
+    """The default evaluation folder's name: eval_<split> on the file the model was trained
+    on, eval_<file stem>_<split> on another (so evaluating another file keeps the first's)."""
+    trained = Path(str(ckpt["config"]["data"]["ann_file"]))
+    same = Path(source).resolve() == trained.resolve()
+    return f"eval_{split}" if same else f"eval_{Path(source).stem}_{split}"
+
+
 def check_layout(store, ckpt: dict, source: str) -> None:
     """Refuse an evaluation file whose own layout differs from the checkpoint's."""
     own = store.layout
@@ -199,7 +207,7 @@ def evaluate_checkpoint(args: list[str]) -> dict:
     model = build_recognizer(cfg.model, data.streams, ckpt["num_classes"], ckpt["specs"])
     model.load_state_dict(ckpt["model"])
     device = pick_device(cfg.trainer.device)
-    out_dir = Path(opts.get("out_dir") or ckpt_path.parent.parent / f"eval_{split}")
+    out_dir = Path(opts.get("out_dir") or ckpt_path.parent.parent / eval_name(source, ckpt, split))
     out_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out_dir / "config.yaml")
     return evaluate_model(

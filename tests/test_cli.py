@@ -3,6 +3,7 @@
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -193,6 +194,13 @@ def test_train_prints_plain_lines_and_eval_finds_its_data_from_anywhere(tmp_path
     again = skelact("eval", f"ckpt={work / 'run'}", "data=annotations", "data.test_split=train",
                     "trainer.progress=false", cwd=other)  # fmt: skip
     assert again[-1].split(" -> ")[0] == lines[-1].split(" -> ")[0]
+    assert (work / "run" / "eval_train" / "metrics.json").is_file()
+    # another file's evaluation goes to a folder of its own, beside the first
+    shutil.copytree(work / "toy.store", other / "copy.store")
+    copy = f"data.ann_file={other / 'copy.store'}"
+    skelact("eval", f"ckpt={work / 'run'}", copy, "data=annotations", "data.test_split=train",
+            "trainer.progress=false", cwd=other)  # fmt: skip
+    assert (work / "run" / "eval_copy_train" / "metrics.json").is_file()
     assert (work / "run" / "eval_train" / "metrics.json").is_file()
 
 
