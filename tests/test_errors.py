@@ -114,7 +114,7 @@ def test_what_is_not_a_checkpoint_is_named(tmp_path, monkeypatch):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_other_commands_errors_are_one_line(files, tmp_path, monkeypatch):
+def test_other_commands_errors_are_one_line(files, ntu_ckpt, tmp_path, monkeypatch):
     cases = [
         (["repack", str(files["evil.pkl"]), "out.store"], "refused to load"),
         (["prepare", "ntu", "--skeletons", "nowhere", "--out", "x.store"], "nowhere"),
@@ -125,6 +125,8 @@ def test_other_commands_errors_are_one_line(files, tmp_path, monkeypatch):
         (["demo", "--modality", "audio", "--out", "d"], "unknown modality 'audio'"),
         (["eval", "ckpt=nope.pt"], "nope.pt does not exist"),
     ]
+    args = ["eval", f"ckpt={ntu_ckpt}", "data.skeleton.test_clips=many"]
+    cases.append((args, "data.skeleton.test_clips must be an integer >= 1, got 'many'"))
     for args, words in cases:
         assert words in one_line_error(args, tmp_path, monkeypatch)
     assert not list(tmp_path.iterdir())
