@@ -494,6 +494,14 @@ def test_distance_stream_reads_each_pair_once_with_the_same_training(toy_file):
     folded = JointMLP(20, x.shape[-1], 2, 32, 16, pairs=(keep, twin, sign))
     folded.load_state_dict(full.state_dict())  # the same parameters: checkpoints interchange
     torch.testing.assert_close(folded(x), full(x))
+    # under bfloat16 autocast the columns are cast before they are gathered (half the bytes
+    # moved): the same as gathering float32 columns and letting the linear cast them
+    with torch.autocast("cpu", torch.bfloat16):
+        first = folded.mlp[0]
+        w = first.weight[:, folded.fold_keep] + first.weight[:, folded.fold_twin] * folded.fold_sign
+        cols = torch.cat([flat[..., a:b] for a, b in folded.fold_runs], -1)  # float32
+        h = folded.mlp[1:](torch.nn.functional.linear(cols, w, first.bias))
+        assert torch.equal(folded(x), folded.merge(h.permute(0, 2, 1, 3).reshape(3, 6, -1)))
     start = full.mlp[0].weight.detach().clone()
     target = torch.randn(3, 6, 16)
     for net in (full, folded):

@@ -89,6 +89,9 @@ class JointMLP(nn.Module):
         if self.folded:
             first = self.mlp[0]
             w = first.weight[:, self.fold_keep] + first.weight[:, self.fold_twin] * self.fold_sign
+            kind = x.device.type
+            if torch.is_autocast_enabled(kind):  # the linear casts x anyway: gather half the bytes
+                x = x.to(torch.get_autocast_dtype(kind))
             x = torch.cat([x[..., a:b] for a, b in self.fold_runs], -1)
             h = self.mlp[1:](F.linear(x, w, first.bias))
         else:
