@@ -107,12 +107,19 @@ def remap_layout(src: str | os.PathLike, dst: str | os.PathLike, layout: str) ->
     have = store.top.get("layout")
     index = _joint_index(src, have, layout)
     with _writer(dst, str(src)) as writer:
-        for i in range(len(store)):
+        for i in _samples(store, f"remapping {Path(src).name}"):
             writer.add(_take_joints(dict(store[i]), index))
         split = {s: [str(store.names[i]) for i in store.split(s)] for s in store.splits}
         top = {k: v for k, v in store.top.items() if k != "layout"}
         writer.close(split, layout=layout, **top)
     return {"samples": len(store), "from": have, "to": layout, "path": str(dst)}
+
+
+def _samples(store: SkeletonStore, desc: str):
+    """The store's sample indices, with a progress bar on a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(range(len(store)), desc=desc, unit="sample", disable=None, leave=False)
 
 
 @contextlib.contextmanager
@@ -177,7 +184,7 @@ def merge_annotations(
             # each file's own draw (seed and file name), whatever the order of the files
             rng = np.random.default_rng([seed, zlib.crc32(tag.encode())])
             held = set(rng.permutation(len(store))[: int(round(holdout * len(store)))].tolist())
-            for i in range(len(store)):
+            for i in _samples(store, f"merging {path.name}"):
                 sample = dict(store[i])
                 name = f"{tag}/{sample['frame_dir']}"
                 sample["frame_dir"], sample["label"] = name, int(sample["label"]) + offset
