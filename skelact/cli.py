@@ -28,7 +28,8 @@ TRAIN_HELP = """Train and evaluate a model. Arguments are hydra overrides (key=v
 the config groups in {configs}:
 {groups}
 Run directory: hydra.run.dir=DIR (default runs/<data>_<modality>_<model>/<time>). It receives
-config.yaml, train_log.csv, checkpoints/{{last,best}}.pt, metrics.json, predictions.csv,
+config.yaml, train.log, train_log.csv, training_curves.png, checkpoints/{{last,best}}.pt,
+metrics.json, predictions.csv, scores.npy (and stream_scores.npz when streams are fused),
 confusion_matrix.csv and confusion_matrix.png.
 Common overrides: trainer.epochs=N trainer.batch_size=N trainer.lr=X trainer.device=cpu|cuda
 trainer.num_workers=N trainer.resume=true seed=N data.skeleton.clip_len=N model.core.cell=gru
