@@ -204,11 +204,7 @@ class Model:
         from skelact.pose.extract import extract_video
         from skelact.pose.model import ensure_pose_model
 
-        if self.contract.layout not in POSE_LAYOUTS:
-            raise ContractError(
-                f"{self.source}: the model was trained on layout {self.contract.layout!r};"
-                f" videos convert to {' or '.join(POSE_LAYOUTS)} only"
-            )
+        self._check_video_layout()
         people = max_people or self.contract.num_bodies
         model = ensure_pose_model(self.pose_model)
         bar: list = []  # made at the first frame: a video that fails to open shows none
@@ -241,6 +237,14 @@ class Model:
         feats = {s: np.zeros((n, c.streams[s]["feature_dim"])) for s, n in c.frames.items()}
         self.predict(kp, feats)
 
+    def _check_video_layout(self) -> None:
+        """Refuse a model whose joint layout videos cannot be converted to."""
+        if self.contract.layout not in POSE_LAYOUTS:
+            raise ContractError(
+                f"{self.source}: the model was trained on layout {self.contract.layout!r};"
+                f" videos convert to {' or '.join(POSE_LAYOUTS)} only"
+            )
+
     def stream(self, source, **kwargs):
         """Live updates over a camera index, stream URL or video file: see `skelact.live`."""
         from skelact.live import stream
@@ -250,7 +254,7 @@ class Model:
                 f"{self.source}: live prediction reads skeletons only; this model also reads "
                 f"{', '.join(self.contract.frames)} features (use `predict` on a video file)"
             )
-
+        self._check_video_layout()
         return stream(self, source, **kwargs)
 
 

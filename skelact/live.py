@@ -12,6 +12,7 @@ it came out (lag).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -90,6 +91,15 @@ class LiveStream:
     """Iterate for `Update`s; `summary()` afterwards (also after Ctrl-C)."""
 
     def __init__(self, model, source, window=2.0, every=0.5, mirrored=False, pose_model=None):
+        # refused here, before a thread or MediaPipe starts: a failure later would leave both
+        for name, value in (("window", window), ("every", every)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"live {name} must be a number of seconds > 0, got {value!r}")
+        if not isinstance(source, int | str | os.PathLike) or isinstance(source, bool):
+            raise TypeError(
+                f"live source must be a camera index, a stream URL or a video file's path, "
+                f"got {type(source).__name__}"
+            )
         self.model, self.source = model, source
         self.window, self.every, self.mirrored = window, every, mirrored
         self.pose_model = pose_model or model.pose_model

@@ -85,6 +85,13 @@ def test_contract_refuses_what_the_model_cannot_read(ntu_ckpt, ntu_bodies):
         model.predict(kp, layout="kinect20")
     with pytest.raises(ContractError, match="no frames"):
         model.predict(kp[:, :0])
+    # live: refused before a reader thread or MediaPipe starts (a later failure left both)
+    with pytest.raises(ValueError, match="live window must be a number of seconds > 0, got 0"):
+        model.stream("clip.avi", window=0)
+    with pytest.raises(ValueError, match="live every must be a number of seconds > 0, got -1"):
+        model.stream("clip.avi", every=-1)
+    with pytest.raises(TypeError, match="live source must be .* got ndarray"):
+        model.stream(kp)
     holed = kp.copy()
     holed[0, 5, 7, 1] = np.nan  # one joint: the answer would look normal, and be made up
     with pytest.raises(ContractError, match=r"1 non-finite coordinate.*frame 5, joint 7"):
