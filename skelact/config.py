@@ -149,9 +149,30 @@ NUMBERS = (
 )
 
 
+# switches: a mistyped one (trainer.resume=flase) would be a non-empty string, so true
+SWITCHES = (
+    "trainer.resume",
+    "trainer.tensorboard",
+    "trainer.progress",
+    "data.allow_val_overlap",
+    "data.allow_test_overlap",
+    "data.allow_val_test_overlap",
+    "data.skeleton.interpolate",
+    "data.skeleton.center",
+    "data.skeleton.align_view",
+    "data.skeleton.scale_normalize",
+    "data.skeleton.augment.enabled",
+)
+
+
 def check_numbers(cfg: DictConfig) -> None:
-    """Refuse, by key, a `NUMBERS` entry of the wrong type or range (ValueError); keys a
-    config lacks are skipped. trainer.lr must be above 0, the others at least their floor."""
+    """Refuse, by key, a `NUMBERS` entry of the wrong type or range, or a `SWITCHES` entry
+    that is not true or false (ValueError); keys a config lacks are skipped. trainer.lr must
+    be above 0, the others at least their floor."""
+    for key in SWITCHES:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
     for key, whole, low, high in NUMBERS:
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:

@@ -217,6 +217,8 @@ def test_shipped_configs_pass_the_number_check(dataset):
         ("data.skeleton.num_bodies=0", "num_bodies must be an integer >= 1, got 0"),
         ("trainer.label_smoothing=1.5", "label_smoothing must be a number >= 0 and <= 1"),
         ("trainer.batch_size=true", "batch_size must be an integer >= 1, got True"),
+        ("trainer.resume=flase", "trainer.resume must be true or false, got 'flase'"),
+        ("data.skeleton.center=1", "data.skeleton.center must be true or false, got 1"),
     ],
 )
 def test_mistyped_numbers_are_refused_by_key(override, message):
