@@ -91,14 +91,28 @@ def prepare_run(cfg, model, data: Data, run_dir: Path, steps_per_epoch: int, inf
     state = {"epoch": 0, "history": [], "best": None}
     run = Run(model, optimizer, scheduler, average, state, info, ckpt_dir)
     if resuming:
-        _resume(run, rank)
+        _resume(run, rank, tcfg.epochs)
     return run, started
 
 
-def _resume(run: Run, rank: int) -> None:
-    """Weights, weight average, optimizer, schedule and progress from checkpoints/last.pt."""
-    ck = load_checkpoint(run.ckpt_dir / "last.pt")
-    run.model.load_state_dict(ck.get("trained_model", ck["model"]))
+def _resume(run: Run, rank: int, epochs: int) -> None:
+    """Weights, weight average, optimizer, schedule and progress from checkpoints/last.pt.
+    Refuses, in one line, a checkpoint of another model than this run's, or one past
+    trainer.epochs."""
+    path = run.ckpt_dir / "last.pt"
+    ck = load_checkpoint(path)
+    fix = (
+        "resume with the run's own settings (its config.yaml), or train into another hydra.run.dir"
+    )
+    if ck["epoch"] > epochs:
+        raise SystemExit(f"{path} is at epoch {ck['epoch']}, past trainer.epochs={epochs}: {fix}")
+    try:
+        run.model.load_state_dict(ck.get("trained_model", ck["model"]))
+    except RuntimeError as err:  # torch lists every tensor: the first says enough
+        first = next((x.strip() for x in str(err).splitlines()[1:] if x.strip()), str(err))
+        raise SystemExit(
+            f"{path} holds another model than this run's config builds ({first[:240]}): {fix}"
+        ) from None
     if run.average is not None and "average_updates" in ck:
         run.average.resume(ck["model"], ck["average_updates"])
     run.optimizer.load_state_dict(ck["optimizer"])

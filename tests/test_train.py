@@ -493,3 +493,13 @@ def test_ctrl_c_ends_training_in_one_line_that_says_how_to_resume(toy_file, tmp_
     again = run_cli([*args, "trainer.epochs=1", f"hydra.run.dir={run}"])
     assert again.wait(timeout=300) == 0
     assert f"{run} holds an earlier run" in again.stdout.read()
+
+
+def test_resume_refuses_another_model_or_a_checkpoint_past_the_epochs(toy_file, tmp_path):
+    base = [f"data.ann_file={toy_file}", *SPLITS, *FAST, "trainer.epochs=2"]
+    train(compose_config(base), tmp_path)
+    again = [*base, "trainer.resume=true"]
+    with pytest.raises(SystemExit, match=r"last.pt holds another model than this run's config"):
+        train(compose_config([*again, "model.core.hidden=32"]), tmp_path)
+    with pytest.raises(SystemExit, match=r"last.pt is at epoch 2, past trainer.epochs=1: resume"):
+        train(compose_config([*again, "trainer.epochs=1"]), tmp_path)
