@@ -59,8 +59,12 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
             + (f" ({detail[0]})" if detail else "")
         ) from err
     except Exception as err:  # noqa: BLE001 - report which file is broken
+        detail = str(err).strip()  # torch says no more than a number for some foreign files
+        if not detail or detail.isdigit():
+            detail = f"not a file torch.save wrote ({type(err).__name__} {detail})".strip()
         raise RuntimeError(
-            f"checkpoint {path} could not be read (is it a checkpoint of `skelact train`?): {err}"
+            f"checkpoint {path} could not be read (is it a checkpoint of `skelact train`?): "
+            f"{detail}"
         ) from err
 
 

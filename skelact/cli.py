@@ -62,6 +62,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     from skelact.terminal import RunLog, no_folder_left
 
     overrides = list(args.overrides)
+    # `--modality X` after the first override lands among the overrides: taken from there
+    for i, o in enumerate(overrides):
+        if o == "--modality" or o.startswith("--modality="):
+            given = o.partition("=")[2] or (overrides[i + 1] if i + 1 < len(overrides) else "")
+            if not given or args.modality:
+                raise SystemExit("skelact train: give --modality once, with a value")
+            args.modality = given
+            del overrides[i : i + (1 if "=" in o else 2)]
+            break
     if args.modality:
         overrides = [*modality_overrides(args.modality, overrides), *overrides]
     show = "--cfg" in overrides  # hydra's `--cfg job`: print the composed config

@@ -256,3 +256,15 @@ def test_prepare_features_that_encode_nothing_fail(tmp_path):
         assert res.returncode == 1, res.stderr[-2000:]
         assert f"0 sample(s) encoded, 0 already cached, {without} without" in res.stdout
         assert why in res.stderr and "Traceback" not in res.stderr
+
+
+def test_modality_after_the_overrides_is_taken_as_before_them(capsys):
+    from skelact.cli import main
+
+    base = ["data=utdmhad_xsub", "data.ann_file=x.store"]
+    main(["train", "--modality", "skeleton", *base, "--cfg", "job"])
+    before = capsys.readouterr().out
+    main(["train", *base, "--modality", "skeleton", "--cfg", "job"])
+    assert capsys.readouterr().out == before and "name: bilstm\n" in before
+    main(["train", *base, "--modality=skeleton", "--cfg", "job"])
+    assert capsys.readouterr().out == before

@@ -103,11 +103,17 @@ def test_what_is_not_a_checkpoint_is_named(tmp_path, monkeypatch):
     (tmp_path / "model.onnx").write_bytes(b"onnx")
     (tmp_path / "clip.avi").write_bytes(b"RIFF" * 16)
     (tmp_path / "empty_run").mkdir()
+    (tmp_path / "notes.pt").write_text("hello, this is not a checkpoint\n")
     cases = [
         (["eval", "ckpt=model.onnx"], "model.onnx is an ONNX model, not a checkpoint (.pt)"),
         (["eval", "ckpt=empty_run"], "empty_run is a folder without checkpoints/last.pt"),
         (["export", "empty_run", "--onnx", "m.onnx"], "a folder without checkpoints/last.pt"),
         (["export", "clip.avi", "--onnx", "m.onnx"], "clip.avi could not be read (is it a"),
+        (
+            ["eval", "ckpt=notes.pt"],
+            "notes.pt could not be read (is it a checkpoint of `skelact "
+            "train`?): not a file torch.save wrote",
+        ),  # fmt: skip
     ]
     for args, words in cases:
         assert words in one_line_error(args, tmp_path, monkeypatch)
