@@ -342,3 +342,7 @@ def test_prepare_ntu_errors(tmp_path):
     write_skeleton(tmp_path / "S001C002P005R002A008.skeleton", [[] for _ in range(3)])
     with pytest.raises(ValueError, match=r"no usable ntu60 skeleton .* \(1 official missing"):
         prepare_ntu(tmp_path, tmp_path / "x.pkl")
+    # every file broken: the first one's reason is in the message
+    (tmp_path / "S001C001P001R001A001.skeleton").write_text("3\n1\n")
+    with pytest.raises(ValueError, match=r"1 failed.*; the first failure, S001C001P001R001A001: "):
+        prepare_ntu(tmp_path, tmp_path / "x.pkl")

@@ -146,10 +146,13 @@ def _stream_into(writer, report: dict[str, Any], todo: list[Path], opts: dict) -
         denoised += any(sample["denoise"].values())
     report["failed"] = len(report["failures"])
     if not frames:
+        first = next(iter(report["failures"].items()), None)
+        why = f"; the first failure, {first[0]}: {first[1]}" if first else ""
         raise ValueError(
             f"no usable {report['dataset']} skeleton among the {report['files_found']} files "
             f"under {report['source']} ({report['skipped_missing']} official missing, "
             f"{report['failed']} failed, {report['outside_dataset']} outside {report['dataset']})"
+            f"{why}"
         )
     frames = np.asarray(frames)
     report.update(
