@@ -9,7 +9,7 @@ recorded on the left and played backwards on the right: two real, differently mo
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import cv2
 import numpy as np
@@ -33,4 +33,8 @@ def two_people_clip(src: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    two_people_clip(sys.argv[1], sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("src", help="the NTU sample clip (shared/data/ntu/videos/ntu_sample.avi)")
+    parser.add_argument("out", help="the video to write (.avi, MJPG)")
+    args = parser.parse_args()
+    two_people_clip(args.src, args.out)
