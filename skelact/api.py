@@ -51,6 +51,8 @@ class Result:
 
     def topk(self, k: int = 5) -> list[tuple[int, str, float]]:
         """[(label, name, probability)] of the k most probable classes, best first."""
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"topk: k must be an integer >= 1, got {k!r}")
         order = np.argsort(-self.probs, kind="stable")[:k]
         return [(int(i), self.classes[i], float(self.probs[i])) for i in order]
 

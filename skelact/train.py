@@ -270,10 +270,12 @@ def _carve_dev(cfg, folds: int, parts: int) -> tuple[Data, np.ndarray, list[np.n
     samples = split_samples(data.store, cfg.data.train_split)
     carved = carve_folds(samples, folds, cfg.seed)
     if len(carved) != parts or any(len(d) in (0, len(train_idx)) for d in carved):
+        subjects = {s.get("subject") for s in samples} - {None}
+        who = f"{len(subjects)} subjects" if subjects else "no subject recorded"
         raise SystemExit(
-            f"fusion_weights=fit: cannot carve {folds} development split(s) from "
-            f"{cfg.data.train_split} ({len(train_idx)} samples, "
-            f"{len({s.get('subject') for s in samples})} subjects)"
+            f"model.fusion_weights=fit: cannot carve {folds} development split(s) from "
+            f"{cfg.data.train_split} ({len(train_idx)} samples, {who}); "
+            "model.fusion_weights=equal fuses without a fit"
         )
     return data, train_idx, carved
 

@@ -92,6 +92,9 @@ def test_contract_refuses_what_the_model_cannot_read(ntu_ckpt, ntu_bodies):
         model.stream("clip.avi", every=-1)
     with pytest.raises(TypeError, match="live source must be .* got ndarray"):
         model.stream(kp)
+    for k in (0, -1, 2.5, "3"):  # [:k] would give all but one class, or a TypeError
+        with pytest.raises(ValueError, match="topk: k must be an integer >= 1"):
+            model.predict(kp).topk(k)
     holed = kp.copy()
     holed[0, 5, 7, 1] = np.nan  # one joint: the answer would look normal, and be made up
     with pytest.raises(ContractError, match=r"1 non-finite coordinate.*frame 5, joint 7"):
