@@ -120,6 +120,13 @@ def _resume(run: Run, rank: int, epochs: int) -> None:
     run.state = {k: ck[k] for k in run.state}
     if rank == 0:
         log.info("resumed from %s after epoch %d", run.ckpt_dir / "last.pt", run.state["epoch"])
+        planned = ck.get("config", {}).get("trainer", {}).get("epochs", epochs)
+        if planned != epochs:
+            log.warning(
+                "%s was trained for trainer.epochs=%s, this run asks %s: the learning-rate "
+                "schedule is that of %s epochs from here, so the rate jumps where it resumes",
+                path, planned, epochs, epochs,
+            )  # fmt: skip
 
 
 def train_epochs(run: Run, cfg, data: Data, loader, teacher, run_dir: Path, rank, world, device):

@@ -495,7 +495,7 @@ def test_ctrl_c_ends_training_in_one_line_that_says_how_to_resume(toy_file, tmp_
     assert f"{run} holds an earlier run" in again.stdout.read()
 
 
-def test_resume_refuses_another_model_or_a_checkpoint_past_the_epochs(toy_file, tmp_path):
+def test_resume_refuses_another_model_or_a_checkpoint_past_the_epochs(toy_file, tmp_path, caplog):
     base = [f"data.ann_file={toy_file}", *SPLITS, *FAST, "trainer.epochs=2"]
     train(compose_config(base), tmp_path)
     again = [*base, "trainer.resume=true"]
@@ -503,3 +503,7 @@ def test_resume_refuses_another_model_or_a_checkpoint_past_the_epochs(toy_file, 
         train(compose_config([*again, "model.core.hidden=32"]), tmp_path)
     with pytest.raises(SystemExit, match=r"last.pt is at epoch 2, past trainer.epochs=1: resume"):
         train(compose_config([*again, "trainer.epochs=1"]), tmp_path)
+    with caplog.at_level("WARNING", logger="skelact"):  # longer: allowed, and said
+        train(compose_config([*again, "trainer.epochs=3"]), tmp_path)
+    assert "was trained for trainer.epochs=2, this run asks 3" in caplog.text
+    assert len(pd.read_csv(tmp_path / "train_log.csv")) == 3
