@@ -132,6 +132,8 @@ class Model:
                 features = self.features(sample)
         if isinstance(x, dict):
             source = str(x.get("frame_dir", "sample"))
+            if "keypoint" not in x:
+                raise ContractError(f'{source}: a sample dict needs its "keypoint" (M, T, V, C)')
             feats = features or x.get("features")
             inputs, frames = self.inputs(x["keypoint"], feats, source, layout or x.get("layout"))
         else:

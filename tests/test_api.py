@@ -92,6 +92,8 @@ def test_contract_refuses_what_the_model_cannot_read(ntu_ckpt, ntu_bodies):
         model.stream("clip.avi", every=-1)
     with pytest.raises(TypeError, match="live source must be .* got ndarray"):
         model.stream(kp)
+    with pytest.raises(ContractError, match='clip7: a sample dict needs its "keypoint"'):
+        model.predict({"frame_dir": "clip7", "kp": kp})
     for k in (0, -1, 2.5, "3"):  # [:k] would give all but one class, or a TypeError
         with pytest.raises(ValueError, match="topk: k must be an integer >= 1"):
             model.predict(kp).topk(k)

@@ -339,6 +339,8 @@ def test_prepare_ntu_errors(tmp_path):
         prepare_ntu(tmp_path / "nope", tmp_path / "x.pkl")
     with pytest.raises(ValueError, match="unknown NTU dataset"):
         prepare_ntu(tmp_path, tmp_path / "x.pkl", dataset="ntu90")
+    with pytest.raises(ValueError, match="workers and max_bodies must be >= 1, got -3 and 2"):
+        prepare_ntu(tmp_path, tmp_path / "x.pkl", workers=-3)
     write_skeleton(tmp_path / "S001C002P005R002A008.skeleton", [[] for _ in range(3)])
     with pytest.raises(ValueError, match=r"no usable ntu60 skeleton .* \(1 official missing"):
         prepare_ntu(tmp_path, tmp_path / "x.pkl")

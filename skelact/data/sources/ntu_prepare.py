@@ -183,6 +183,8 @@ def prepare_ntu(
     store (a folder), written while parsing; a name ending in .pkl gets a pyskl pickle.
     """
     _check_dataset(dataset)
+    if workers < 1 or max_bodies < 1:
+        raise ValueError(f"workers and max_bodies must be >= 1, got {workers} and {max_bodies}")
     start, root, out = time.perf_counter(), Path(skeletons), Path(out)
     files = _find_skeletons(root)
     report: dict[str, Any] = {
