@@ -163,9 +163,10 @@ def _open_run(cfg, data: Data, run_dir: Path, device, world, samples, stretched,
     if stretched:
         log.info("trainer.min_steps=%d: %d epochs of %d steps instead of %d", *stretched)
     if started:
+        same = "the same classes" if started["same_classes"] else "other classes: a new classifier"
         log.info(
-            "trainer.init_from: %d tensors from %s; fresh: %s", started["loaded"],
-            started["checkpoint"], ", ".join(started["fresh"]) or "none",
+            "trainer.init_from: %d tensors from %s (%s); fresh: %s", started["loaded"],
+            started["checkpoint"], same, ", ".join(started["fresh"]) or "none",
         )  # fmt: skip
     return env
 

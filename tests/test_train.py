@@ -396,15 +396,18 @@ def test_init_from_starts_from_the_trained_weights_with_a_fresh_classifier(
         ), same)  # fmt: skip
     assert metrics["init_from"]["loaded"] == len(trained) and metrics["init_from"]["fresh"] == []
     assert f"trainer.init_from: {len(trained)} tensors from {first}" in caplog.text
+    assert "last.pt (the same classes); fresh: none" in caplog.text
     np.testing.assert_array_equal(np.load(same / "scores.npy"), np.load(first / "scores.npy"))
 
     other_file = save_annotations(
         toy_annotations(num_classes=3, per_class=8, seed=1), tmp_path / "three.pkl"
     )
     other = tmp_path / "other"
-    metrics = train(compose_config(
-        [f"data.ann_file={other_file}", *base, "trainer.epochs=0", f"trainer.init_from={first}"]
-    ), other)  # fmt: skip
+    with caplog.at_level("INFO", logger="skelact"):
+        metrics = train(compose_config(
+            [f"data.ann_file={other_file}", *base, "trainer.epochs=0", f"trainer.init_from={first}"]
+        ), other)  # fmt: skip
+    assert "last.pt (other classes: a new classifier); fresh: heads." in caplog.text
     got = torch.load(other / "checkpoints" / "best.pt", weights_only=True)["model"]  # epochs=0
     fresh = [k for k in got if got[k].shape != trained[k].shape]
     assert fresh and all(k.startswith("heads.") for k in fresh), fresh
