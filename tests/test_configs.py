@@ -200,6 +200,25 @@ def test_a_cache_without_any_sample_of_the_split_is_refused(toy_with_features, t
         Data(cfg).dataset(cfg.data, "train", train=True)
 
 
+def test_a_cache_of_the_other_modality_is_named(toy_with_features, tmp_path):
+    feats = tmp_path / "rgb"
+    feats.mkdir()
+    for f in (toy_with_features / "rgb").glob("*.npy"):
+        (feats / f.name).symlink_to(f)
+    (feats / "index.json").write_text('{"modality": "rgb", "feature_dim": 24}')
+    cfg = compose_config(
+        [
+            "modality=skeleton_depth",
+            f"data.ann_file={toy_with_features / 'toy.pkl'}",
+            "data.train_split=train",
+            "data.test_split=test",
+            f"data.depth.features={feats}",
+        ]
+    )
+    with pytest.raises(ValueError, match=r"holds rgb features \(its index.json\), not depth"):
+        Data(cfg).dataset(cfg.data, "train", train=True)
+
+
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_shipped_configs_pass_the_number_check(dataset):
     check_numbers(compose_config([f"data={dataset}", "data.ann_file=x.pkl"]))

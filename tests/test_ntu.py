@@ -309,6 +309,9 @@ def test_prepare_ntu(ntu_dir, tmp_path, capsys):
     assert json.loads(out.with_suffix(".report.json").read_text()) == report
     printed = capsys.readouterr().out
     assert "27 samples" in printed and "S001C001P004R001A001" in printed
+    over = report["over_max_bodies"]
+    assert f"; {over} with more than 2 bodies (2 kept)" in printed
+    assert "  with a file found: rgb 1 of 27, depth 1 of 27" in printed
 
 
 def test_prepare_ntu_two_workers_match_one(ntu_dir, tmp_path):

@@ -27,7 +27,7 @@ def load(run: Path) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path)
     args = p.parse_args()
     first, total = load(args.runs[0])

@@ -103,7 +103,7 @@ def bench_workers(clip: Path, model: Path, tmp: Path, copies: int, repeats: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
     parser.add_argument("--pose-model", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=6)

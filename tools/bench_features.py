@@ -73,7 +73,7 @@ def bench(entries: list[tuple[str, int]], frames: int, batch: int, repeats: int)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backbones", default=DEFAULT, help="comma-separated arch@size entries")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (cores used)")
     ap.add_argument("--frames", type=int, default=16, help="frames per sample")

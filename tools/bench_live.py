@@ -27,7 +27,7 @@ VIDEO = ROOT.parent / "shared" / "data" / "ntu" / "videos" / "ntu_sample.avi"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--window", type=float, default=1.0)
     ap.add_argument("--every", type=float, default=0.25)
     ap.add_argument("--video", default=str(VIDEO))

@@ -321,7 +321,7 @@ def prepare_case(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", choices=["ntu60", "ntu120", "prepare"], required=True)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader / parser workers")
     parser.add_argument("--ddp", type=int, default=0, help="torchrun ranks (0: no torchrun)")

@@ -71,7 +71,7 @@ def pool_rate(files: list[str], rounds: int, workers: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of .skeleton")
     parser.add_argument("--rounds", type=int, default=20, help="passes over the files per trial")
     args = parser.parse_args()

@@ -129,7 +129,7 @@ def convert(pkl: Path, how: str, cache: Path, code: Path = ROOT) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, nargs="+", default=[56_578])
     parser.add_argument("--protocols", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--tmp", default="/tmp/skelact_pickle_bench")

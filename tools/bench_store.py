@@ -127,7 +127,7 @@ def forked_readers(reader, procs: int = 3) -> tuple[float, bool]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--tmp", default="/tmp/skelact_store_bench")
     parser.add_argument("--store-only", action="store_true", help="skip HDF5 (no h5py)")

@@ -145,7 +145,7 @@ def bench(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--frames", type=int, default=64, help="T, frames per clip")
     parser.add_argument("--steps", type=int, default=10, help="timed steps (x5 on CUDA)")

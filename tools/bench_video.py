@@ -41,7 +41,7 @@ def timed(fns: dict, repeats: int) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--path", type=Path, default=CLIP)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--size", type=int, default=224)

@@ -33,7 +33,7 @@ def two_people_clip(src: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="the NTU sample clip (shared/data/ntu/videos/ntu_sample.avi)")
     parser.add_argument("out", help="the video to write (.avi, MJPG)")
     args = parser.parse_args()

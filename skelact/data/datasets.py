@@ -296,6 +296,12 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
             )
         root = Path(scfg.features)
         dim = feature_dim(root)
+        made = (cache_settings(root) or {}).get("modality")
+        if made not in (None, kind):
+            raise ValueError(
+                f"data.{kind}.features={root} holds {made} features (its index.json), not "
+                f"{kind}: give the cache of `skelact prepare features --modality {kind}`"
+            )
 
         def load(sample: dict, rng: np.random.Generator) -> torch.Tensor:
             feats = load_features(root, sample["frame_dir"]).astype(np.float32)  # (T0, D)

@@ -217,9 +217,13 @@ def _summary(report: dict[str, Any], out: Path, report_path: Path) -> str:
         "  splits: " + " | ".join(f"{k} {v}" for k, v in r["splits"].items()),
         f"  bodies: {r['denoised_samples']} samples denoised: "
         + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in r["denoise"].items())
-        + " (rules: skelact.data.sources.ntu_bodies)",
+        + f" (rules: skelact.data.sources.ntu_bodies); {r['over_max_bodies']} with more "
+        f"than {r['max_bodies']} bodies ({r['max_bodies']} kept)",
         f"  failed: {r['failed']}",
     ]
+    if r["modalities"]:
+        lines.append("  with a file found: " + ", ".join(
+            f"{k} {v} of {r['samples']}" for k, v in r["modalities"].items()))  # fmt: skip
     empty = [k for k, v in r["splits"].items() if not v]
     if empty:
         lines.insert(3, f"  warning: empty split(s) {', '.join(empty)}: no file of this folder "
