@@ -218,7 +218,9 @@ def timeline_path(ckpt: str | Path, source, when: float | None = None) -> Path:
     outputs, <run dir>/live/<source>_<time>.csv (the run dir is the folder above
     checkpoints/, else the checkpoint's own folder); <source> is a video's stem, cameraN or
     stream."""
-    ckpt = Path(ckpt)
+    from skelact.checkpoints import checkpoint_file
+
+    ckpt = checkpoint_file(ckpt)  # a run directory: its checkpoints/last.pt
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     text = str(source)
     if text.isdigit() and not Path(text).is_file():

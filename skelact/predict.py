@@ -197,6 +197,8 @@ def predict_live(
     if interrupted:
         print("stopped (Ctrl-C)")
     summary = live.summary()
+    if not summary["updates"] and not interrupted:
+        print(f"no update: the source ended before the first {window}s window filled")
     out = Path(out) if out else timeline_path(ckpt, source)
     out.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(live.timeline(), columns=list(Update.__dataclass_fields__)[:-1]).to_csv(

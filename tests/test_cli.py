@@ -214,6 +214,9 @@ def test_live_timeline_goes_beside_the_checkpoints_outputs(tmp_path):
     assert timeline_path(ckpt, "0").name.startswith("camera0_")
     onnx = timeline_path(tmp_path / "model.onnx", "rtsp://host/cam")
     assert onnx.parent == tmp_path / "live" and onnx.name.startswith("stream_")
+    ckpt.parent.mkdir(parents=True)
+    (ckpt.parent / "last.pt").write_bytes(b"")  # the run directory given: its own live/
+    assert timeline_path(tmp_path / "run", "0").parent == tmp_path / "run" / "live"
 
 
 SBU = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sbu")

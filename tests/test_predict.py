@@ -167,3 +167,14 @@ def test_live_ctrl_c_ends_cleanly_and_writes_the_timeline(ntu_ckpt, clip, pose_m
     timeline = pd.read_csv(out)
     assert 1 <= len(timeline) < 30 and set(timeline.columns) >= {"time", "name", "pose_ms"}
     assert json.loads(out.with_suffix(".json").read_text())["updates"] == len(timeline)
+
+
+def test_live_source_shorter_than_the_window_says_so(ntu_ckpt, clip, pose_model, tmp_path):
+    out = tmp_path / "short.csv"
+    cmd = [sys.executable, "-m", "skelact.cli", "predict", "--live", str(clip), "--ckpt",
+           str(ntu_ckpt), "--window", "10", "--timeline", str(out), "--pose-model",
+           str(pose_model), "--mirrored"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "no update: the source ended before the first 10.0s window filled" in res.stdout
+    assert json.loads(out.with_suffix(".json").read_text())["updates"] == 0
