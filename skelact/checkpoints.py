@@ -72,12 +72,11 @@ def run_checkpoint(path: str | Path, option: str) -> Path:
     """The checkpoint that a path given to `option` names: a file as it is, a run directory's
     checkpoints/last.pt (its final weights)."""
     path = checkpoint_file(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
     if not path.is_file():
+        what = "has no checkpoints/last.pt" if path.is_dir() else "does not exist"
         raise SystemExit(
-            f"{option}: {path} does not exist; give a run directory of `skelact train` or one "
-            "of its checkpoints"
+            f"{option}: {path} {what}; give a run directory of `skelact train` or one of its "
+            "checkpoints"
         )
     return path
 

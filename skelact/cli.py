@@ -110,8 +110,8 @@ EVERY = 0.5  # predict --live: seconds between updates
 
 def check_predict_args(args: argparse.Namespace) -> None:
     """Refuse predict options out of range, or given for the other mode (they would be
-    ignored without a word)."""
-    for name in ("window", "stride", "every"):
+    ignored without a word). --live's window and --every: `skelact.live.LiveStream` checks."""
+    for name in ("window", "stride"):
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise SystemExit(f"skelact predict: --{name} must be > 0 seconds, got {value}")

@@ -127,27 +127,31 @@ def absolute_data_paths(config: dict) -> dict:
     return config
 
 
-# (key, int only, smallest value, largest value or None): what `check_numbers` refuses a
-# mistyped value for before training starts (a string or an out-of-range number would
-# otherwise fail deep in the optimizer, numpy or a DataLoader worker)
-NUMBERS = (
-    ("seed", True, 0, None),
-    ("trainer.epochs", True, 0, None),
-    ("trainer.min_steps", True, 0, None),
-    ("trainer.batch_size", True, 1, None),
-    ("trainer.lr", False, 0, None),
-    ("trainer.weight_decay", False, 0, None),
-    ("trainer.warmup_epochs", False, 0, None),
-    ("trainer.label_smoothing", False, 0, 1),
-    ("trainer.grad_clip", False, 0, None),
-    ("trainer.num_workers", True, 0, None),
-    ("data.skeleton.clip_len", True, 1, None),
-    ("data.skeleton.num_bodies", True, 1, None),
-    ("data.skeleton.test_clips", True, 1, None),
-    ("data.rgb.num_frames", True, 1, None),
-    ("data.depth.num_frames", True, 1, None),
-)
+def is_number(x) -> bool:
+    """A finite int or float (not a bool, not a string)."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
+
+# (key, int only, lowest value, that value allowed, highest value or None): what
+# `check_settings` refuses a mistyped value for before a run starts (a string or an
+# out-of-range number would otherwise fail deep in the optimizer, numpy or a DataLoader worker)
+NUMBERS = (
+    ("seed", True, 0, True, None),
+    ("trainer.epochs", True, 0, True, None),
+    ("trainer.min_steps", True, 0, True, None),
+    ("trainer.batch_size", True, 1, True, None),
+    ("trainer.lr", False, 0, False, None),
+    ("trainer.weight_decay", False, 0, True, None),
+    ("trainer.warmup_epochs", False, 0, True, None),
+    ("trainer.label_smoothing", False, 0, True, 1),
+    ("trainer.grad_clip", False, 0, True, None),
+    ("trainer.num_workers", True, 0, True, None),
+    ("data.skeleton.clip_len", True, 1, True, None),
+    ("data.skeleton.num_bodies", True, 1, True, None),
+    ("data.skeleton.test_clips", True, 1, True, None),
+    ("data.rgb.num_frames", True, 1, True, None),
+    ("data.depth.num_frames", True, 1, True, None),
+)
 
 # switches: a mistyped one (trainer.resume=flase) would be a non-empty string, so true
 SWITCHES = (
@@ -165,23 +169,21 @@ SWITCHES = (
 )
 
 
-def check_numbers(cfg: DictConfig) -> None:
+def check_settings(cfg: DictConfig) -> None:
     """Refuse, by key, a `NUMBERS` entry of the wrong type or range, or a `SWITCHES` entry
-    that is not true or false (ValueError); keys a config lacks are skipped. trainer.lr must
-    be above 0, the others at least their floor."""
+    that is not true or false (ValueError); keys a config lacks are skipped."""
     for key in SWITCHES:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not isinstance(value, bool):
             raise ValueError(f"{key} must be true or false, got {value!r}")
-    for key, whole, low, high in NUMBERS:
+    for key, whole, low, closed, high in NUMBERS:
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:
             continue
-        kind = "an integer" if whole else "a number"
-        ok = isinstance(value, int if whole else int | float) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value) and value >= low and (high is None or value <= high)
-        ok = ok and (key != "trainer.lr" or value > 0)
+        ok = is_number(value) and (not whole or isinstance(value, int))
+        ok = ok and (value >= low if closed else value > low) and (high is None or value <= high)
         if not ok:
-            bound = "> 0" if key == "trainer.lr" else f">= {low}"
-            bound += "" if high is None else f" and <= {high}"
-            raise ValueError(f"{key} must be {kind} {bound}, got {value!r}")
+            bound = f"{'>=' if closed else '>'} {low}" + ("" if high is None else f" and <= {high}")
+            raise ValueError(
+                f"{key} must be {'an integer' if whole else 'a number'} {bound}, got {value!r}"
+            )

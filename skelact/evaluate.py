@@ -12,7 +12,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from skelact.checkpoints import checkpoint_file, load_checkpoint
-from skelact.config import DATA_PATHS, check_numbers, config_with_overrides
+from skelact.config import DATA_PATHS, check_settings, config_with_overrides
 from skelact.contract import check_specs
 from skelact.data.formats.annotations import open_annotations
 from skelact.data.run import Data, check_unique, make_loader, split_names
@@ -189,7 +189,7 @@ def evaluate_checkpoint(args: list[str]) -> dict:
     ckpt = load_checkpoint(ckpt_path)
     rest = [a for a in args if a.split("=", 1)[0] not in ("ckpt", "out_dir")]
     cfg = config_with_overrides(ckpt["config"], rest)
-    check_numbers(cfg)
+    check_settings(cfg)
     keep_data_paths(cfg, ckpt, rest)
     conform_config(cfg, ckpt, rest)
     set_threads(cfg.trainer, 1)

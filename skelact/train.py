@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from skelact.config import CONFIG_DIR, absolute_data_paths, check_numbers
+from skelact.config import CONFIG_DIR, absolute_data_paths, check_settings
 from skelact.data.run import Data, make_loader
 from skelact.distill import build_teacher
 from skelact.epochs import Run, averaged, prepare_run, train_epochs
@@ -97,7 +97,7 @@ def _require_set(cfg: DictConfig) -> None:
             f"skelact train: set {' '.join(k + '=...' for k in missing)} "
             "(e.g. data=ntu60_xsub data.ann_file=ntu60.store); see skelact train --help"
         )
-    check_numbers(cfg)
+    check_settings(cfg)
 
 
 def _check_options(cfg: DictConfig, views: int) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from skelact.config import CONFIG_DIR, check_numbers, compose_config
+from skelact.config import CONFIG_DIR, check_settings, compose_config
 from skelact.data.formats.annotations import save_annotations
 from skelact.data.run import Data, make_loader
 from skelact.engine import split_batch
@@ -221,7 +221,7 @@ def test_a_cache_of_the_other_modality_is_named(toy_with_features, tmp_path):
 
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_shipped_configs_pass_the_number_check(dataset):
-    check_numbers(compose_config([f"data={dataset}", "data.ann_file=x.pkl"]))
+    check_settings(compose_config([f"data={dataset}", "data.ann_file=x.pkl"]))
 
 
 @pytest.mark.parametrize(
@@ -243,7 +243,7 @@ def test_shipped_configs_pass_the_number_check(dataset):
 def test_mistyped_numbers_are_refused_by_key(override, message):
     cfg = compose_config(["data=utdmhad_xsub", "data.ann_file=x.pkl", override])
     with pytest.raises(ValueError, match=re.escape(message)):
-        check_numbers(cfg)
+        check_settings(cfg)
 
 
 def test_joint_mlp_input_norm_normalises_each_channel():

@@ -118,6 +118,10 @@ def test_what_is_not_a_checkpoint_is_named(tmp_path, monkeypatch):
     for args, words in cases:
         assert words in one_line_error(args, tmp_path, monkeypatch)
     assert not (tmp_path / "m.onnx").exists()
+    from skelact.checkpoints import run_checkpoint  # init_from and distill.teacher
+
+    with pytest.raises(SystemExit, match="init_from: empty_run has no checkpoints/last.pt; give"):
+        run_checkpoint("empty_run", "trainer.init_from")
 
 
 def test_other_commands_errors_are_one_line(files, ntu_ckpt, tmp_path, monkeypatch):

@@ -6,10 +6,11 @@ A dict -> dict callable like the transforms; its randomness comes only from resu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from skelact.config import is_number
 
 Results = dict
 
@@ -24,15 +25,10 @@ AUGMENT_RANGES = {
 }  # fmt: skip
 
 
-def _number(x) -> bool:
-    """A finite int or float (not a bool, not a string)."""
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def check_augment_value(key: str, value) -> None:
     """data.skeleton.augment.`key` within its `AUGMENT_RANGES` entry, else ValueError."""
     hi, closed = AUGMENT_RANGES[key]
-    ok = _number(value) and value >= 0
+    ok = is_number(value) and value >= 0
     if ok and hi is not None:
         ok = value <= hi if closed else value < hi
     if not ok:
@@ -47,13 +43,13 @@ def check_augment(aug) -> None:
     for key in AUGMENT_RANGES:
         check_augment_value(key, aug.get(key, 0.0))
     rotate = _as_list(aug.get("rotate_deg", [0, 0, 0]))
-    if len(rotate) != 3 or not all(_number(a) and 0 <= a <= 180 for a in rotate):
+    if len(rotate) != 3 or not all(is_number(a) and 0 <= a <= 180 for a in rotate):
         raise ValueError(
             f"data.skeleton.augment.rotate_deg must be three angles in [0, 180] (about x, y, "
             f"z), got {rotate}"
         )
     crop = _as_list(aug.get("temporal_crop", [1.0, 1.0]))
-    if len(crop) != 2 or not all(_number(c) for c in crop) or not (0 < crop[0] <= crop[1] <= 1):
+    if len(crop) != 2 or not all(is_number(c) for c in crop) or not (0 < crop[0] <= crop[1] <= 1):
         raise ValueError(
             f"data.skeleton.augment.temporal_crop must be [lo, hi] with 0 < lo <= hi <= 1 "
             f"(fractions of the clip), got {crop}"
@@ -171,7 +167,7 @@ def check_test_views(angles_deg) -> None:
     """data.skeleton.test_views must be 1 to MAX_TEST_VIEWS finite numbers (degrees); else
     ValueError. The one rule for configs, checkpoints and ONNX metadata."""
     numbers = isinstance(angles_deg, Sequence) and not isinstance(angles_deg, str)
-    numbers = numbers and all(_number(a) for a in angles_deg)
+    numbers = numbers and all(is_number(a) for a in angles_deg)
     if not numbers or not 1 <= len(angles_deg) <= MAX_TEST_VIEWS:
         long = isinstance(angles_deg, Sequence) and len(angles_deg) > 8
         shown = f"({len(angles_deg)} items)" if long else repr(angles_deg)
