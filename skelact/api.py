@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from skelact.backends import OnnxBackend, TorchBackend
-from skelact.contract import Contract, ContractError, conform, order_by_activity
+from skelact.contract import Contract, ContractError, conform, order_by_activity, real_array
 from skelact.layouts import POSE_LAYOUTS
 
 
@@ -107,7 +107,7 @@ class Model:
                     f"features=model.features(sample) for a sample of model.convert(video), "
                     f"or {{{s!r}: its (T, D) array from `skelact prepare features`}}"
                 )
-            f = np.asarray(feats, np.float32)
+            f = real_array(feats, source, f"{s} features").astype(np.float32, copy=False)
             if f.ndim != 2 or f.shape[1] != self.contract.streams[s]["feature_dim"]:
                 raise ContractError(
                     f"{source}: {s} features must be (T, {self.contract.streams[s]['feature_dim']})"

@@ -121,6 +121,25 @@ def check_views(views, source, where: str) -> None:
             raise ContractError(f"{source}: the {where}'s {err}") from err
 
 
+def real_array(x, source: str, what: str) -> np.ndarray:
+    """x (a numpy array, a nested list, or a torch tensor of any float dtype, bfloat16 included)
+    -> a numpy array of real numbers; ContractError naming `source` for complex, boolean,
+    text or object data."""
+    if type(x).__module__.startswith("torch"):  # numpy cannot take bfloat16 tensors
+        x = x.detach().cpu()
+        if x.is_floating_point():
+            x = x.float()
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise ContractError(f"{source}: {what} are not an array of numbers ({err})") from err
+    if arr.dtype.kind not in "fiu":
+        raise ContractError(
+            f"{source}: {what} must be real numbers, got dtype {arr.dtype} (of {type(x).__name__})"
+        )
+    return arr
+
+
 def conform(
     keypoint: np.ndarray, contract: Contract, source: str = "sample", layout: str | None = None
 ) -> np.ndarray:
@@ -131,7 +150,7 @@ def conform(
     (ContractError naming `source`) another layout, joint count or coordinate count, or no
     frames.
     """
-    kp = np.asarray(keypoint)
+    kp = real_array(keypoint, source, "keypoints")
     if layout is not None and layout != contract.layout:
         raise ContractError(
             f"{source}: layout {layout!r}, but the model was trained on {contract.layout!r}"

@@ -103,6 +103,18 @@ def test_contract_refuses_what_the_model_cannot_read(ntu_ckpt, ntu_bodies):
         model.predict(holed)
     with pytest.raises(ContractError, match=r"\d+ non-finite coordinate.*as zeros"):
         model.predict(np.full((1, 5, 25, 3), np.inf, np.float32))
+    # a torch tensor of any float dtype gives numpy's answer (bfloat16 was torch's TypeError);
+    # complex numbers lost their imaginary part with a warning, text reached the model
+    ref = model.predict(kp).probs
+    np.testing.assert_allclose(model.predict(torch.from_numpy(kp)).probs, ref, rtol=1e-6)
+    bf = torch.from_numpy(kp).bfloat16()  # its float32 copy is what the model must see
+    np.testing.assert_allclose(
+        model.predict(bf).probs, model.predict(bf.float().numpy()).probs, rtol=1e-6
+    )
+    with pytest.raises(ContractError, match="keypoints must be real numbers, got dtype complex"):
+        model.predict(kp.astype(np.complex64))
+    with pytest.raises(ContractError, match="keypoints must be real numbers, got dtype <U"):
+        model.predict(np.full((1, 5, 25, 3), "1"))
     # a second body beyond a one-person contract is dropped: the answer is body 0's
     two = np.concatenate([kp[:, :82], ntu_bodies["S001C001P001R001A011"]])
     np.testing.assert_array_equal(model.predict(two).probs, model.predict(kp[:, :82]).probs)

@@ -167,12 +167,28 @@ def corrupt(text_lines: list[str], case: str) -> tuple[str, str]:
     if case == "frame_count":
         lines[0] = "lots"
         return "\r\n".join(lines), "line 1: expected the frame count, got 'lots'"
+    if case == "count_edited_down":  # 20 frames of one body each (28 lines) left unread
+        lines[0] = str(int(lines[0]) - 20)
+        first = 1 + 28 * (int(lines[0])) + 1
+        return "\r\n".join(lines), (
+            rf"frame count \(line 1\) says {lines[0]}, but 560 more non-empty line\(s\) follow "
+            rf"frame {lines[0]}, from line {first}$"
+        )
     raise AssertionError(case)
 
 
 @pytest.mark.parametrize(
     "case",
-    ["empty", "truncated", "joint_count", "non_numeric", "short_line", "long_line", "frame_count"],
+    [
+        "empty",
+        "truncated",
+        "joint_count",
+        "non_numeric",
+        "short_line",
+        "long_line",
+        "frame_count",
+        "count_edited_down",
+    ],
 )
 def test_bad_input_names_file_and_place(tmp_path, case):
     text_lines = real_file("S001C001P001R001A001").read_bytes().decode().split("\r\n")

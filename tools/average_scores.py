@@ -28,7 +28,15 @@ def load(run: Path) -> tuple[pd.DataFrame, np.ndarray]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument(
+        "runs",
+        nargs="+",
+        type=Path,
+        help="run directories evaluated on the same samples (their scores.npy)",
+    )
+    from skelact.cli import show_defaults
+
+    show_defaults(p)
     args = p.parse_args()
     first, total = load(args.runs[0])
     order = {name: i for i, name in enumerate(first["frame_dir"])}

@@ -198,9 +198,22 @@ def report(results: list[dict], seeds: list[int], baseline_json: str | None) -> 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--split", choices=["test", "dev"], default="test")
-    p.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument(
+        "--split",
+        choices=["test", "dev"],
+        default="test",
+        help="test: the official protocols; dev: splits carved from the training subjects or views",
+    )
+    p.add_argument(
+        "--datasets",
+        nargs="+",
+        choices=list(DATASETS),
+        default=list(DATASETS),
+        help="shared sets to train on",
+    )
+    p.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2], help="a training run per seed"
+    )
     p.add_argument("--quick", action="store_true", help="seed 0 only")
     p.add_argument(
         "--sbu-folds", nargs="+", type=int, help="SBU folds (default: dev 1 3, test all)"
@@ -226,6 +239,9 @@ def main() -> None:
         "--report", help="a --json file: print its tables instead of training (with --against)"
     )
     p.add_argument("overrides", nargs="*", help="skelact train overrides (after --)")
+    from skelact.cli import show_defaults
+
+    show_defaults(p)
     args = p.parse_args()
     if args.quick:
         args.seeds = [0]

@@ -104,11 +104,31 @@ def bench_workers(clip: Path, model: Path, tmp: Path, copies: int, repeats: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
-    parser.add_argument("--pose-model", type=Path, default=None)
-    parser.add_argument("--repeats", type=int, default=6)
-    parser.add_argument("--copies", type=int, default=4)
-    parser.add_argument("--worker-repeats", type=int, default=2)
+    parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="video converted")
+    parser.add_argument(
+        "--pose-model",
+        type=Path,
+        default=None,
+        help="MediaPipe .task file (default: the bundled offline one)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=6,
+        help="alternating runs of the bare loop and convert on the clip (best of them is printed)",
+    )
+    parser.add_argument(
+        "--copies",
+        type=int,
+        default=4,
+        help="links to the clip in the folder that --workers 1 and 2 convert",
+    )
+    parser.add_argument(
+        "--worker-repeats", type=int, default=2, help="alternating runs of --workers 1 and 2"
+    )
+    from skelact.cli import show_defaults
+
+    show_defaults(parser)
     args = parser.parse_args()
     if not args.clip.is_file():
         raise SystemExit(f"clip {args.clip} does not exist (pass --clip)")

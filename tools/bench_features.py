@@ -78,8 +78,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (cores used)")
     ap.add_argument("--frames", type=int, default=16, help="frames per sample")
     ap.add_argument("--batch", type=int, default=2, help="samples per forward pass")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--clip", type=Path, default=CLIP)
+    ap.add_argument(
+        "--repeats", type=int, default=5, help="timed turns per backbone (the median is printed)"
+    )
+    ap.add_argument(
+        "--clip",
+        type=Path,
+        default=CLIP,
+        help="video whose decoding is also timed (skipped if absent)",
+    )
+    from skelact.cli import show_defaults
+
+    show_defaults(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     entries = [(e.split("@")[0], int(e.split("@")[1])) for e in args.backbones.split(",")]

@@ -59,8 +59,16 @@ def timed(fn, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1, help="torch / onnxruntime threads")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=50,
+        help="timed calls of one clip (batch 64 and predict: a fifth of them)",
+    )
+    from skelact.cli import show_defaults
+
+    show_defaults(ap)
     args = ap.parse_args()
     import onnxruntime
     import torch

@@ -28,9 +28,14 @@ VIDEO = ROOT.parent / "shared" / "data" / "ntu" / "videos" / "ntu_sample.avi"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--window", type=float, default=1.0)
-    ap.add_argument("--every", type=float, default=0.25)
-    ap.add_argument("--video", default=str(VIDEO))
+    ap.add_argument(
+        "--window", type=float, default=1.0, help="seconds of video per live prediction"
+    )
+    ap.add_argument("--every", type=float, default=0.25, help="seconds between live predictions")
+    ap.add_argument("--video", default=str(VIDEO), help="video played as a live source")
+    from skelact.cli import show_defaults
+
+    show_defaults(ap)
     args = ap.parse_args()
     import skelact
 

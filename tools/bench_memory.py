@@ -322,7 +322,13 @@ def prepare_case(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", choices=["ntu60", "ntu120", "prepare"], required=True)
+    parser.add_argument(
+        "--case",
+        choices=["ntu60", "ntu120", "prepare"],
+        required=True,
+        help="ntu60 / ntu120: one training epoch on a store of that size; "
+        "prepare: prepare ntu on --files files",
+    )
     parser.add_argument("--workers", type=int, default=2, help="DataLoader / parser workers")
     parser.add_argument("--ddp", type=int, default=0, help="torchrun ranks (0: no torchrun)")
     parser.add_argument("--pickle", action="store_true", help="train from a pyskl pickle")
@@ -339,6 +345,9 @@ def main() -> None:
     parser.add_argument(
         "overrides", nargs="*", help="skelact train overrides (after --), e.g. modality=skeleton_4s"
     )
+    from skelact.cli import show_defaults
+
+    show_defaults(parser)
     args = parser.parse_args()
     Path(args.tmp).mkdir(parents=True, exist_ok=True)
     try:

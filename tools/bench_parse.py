@@ -74,6 +74,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of .skeleton")
     parser.add_argument("--rounds", type=int, default=20, help="passes over the files per trial")
+    from skelact.cli import show_defaults
+
+    show_defaults(parser)
     args = parser.parse_args()
     files = sorted(str(p) for p in args.data.glob("*.skeleton"))
     if not files:

@@ -130,11 +130,24 @@ def convert(pkl: Path, how: str, cache: Path, code: Path = ROOT) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, nargs="+", default=[56_578])
-    parser.add_argument("--protocols", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--tmp", default="/tmp/skelact_pickle_bench")
+    parser.add_argument(
+        "--samples", type=int, nargs="+", default=[56_578], help="samples in each pickle written"
+    )
+    parser.add_argument(
+        "--protocols",
+        type=int,
+        nargs="+",
+        default=[2, 4],
+        help="pickle protocols to write (mmcv writes 2)",
+    )
+    parser.add_argument(
+        "--tmp", default="/tmp/skelact_pickle_bench", help="scratch folder for the pickles"
+    )
     parser.add_argument("--baseline", action="store_true", help="also the in-memory load")
     parser.add_argument("--compare", help="also convert with the skelact checkout at this path")
+    from skelact.cli import show_defaults
+
+    show_defaults(parser)
     args = parser.parse_args()
     tmp = Path(args.tmp)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -128,9 +128,16 @@ def forked_readers(reader, procs: int = 3) -> tuple[float, bool]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=10_000)
-    parser.add_argument("--tmp", default="/tmp/skelact_store_bench")
+    parser.add_argument(
+        "--samples", type=int, default=10_000, help="samples written to each format"
+    )
+    parser.add_argument(
+        "--tmp", default="/tmp/skelact_store_bench", help="scratch folder for the files"
+    )
     parser.add_argument("--store-only", action="store_true", help="skip HDF5 (no h5py)")
+    from skelact.cli import show_defaults
+
+    show_defaults(parser)
     args = parser.parse_args()
     tmp = Path(args.tmp)
     shutil.rmtree(tmp, ignore_errors=True)

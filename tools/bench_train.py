@@ -146,11 +146,13 @@ def bench(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="samples per step")
     parser.add_argument("--frames", type=int, default=64, help="T, frames per clip")
     parser.add_argument("--steps", type=int, default=10, help="timed steps (x5 on CUDA)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--cpu-only", action="store_true")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
+    parser.add_argument(
+        "--cpu-only", action="store_true", help="time on the CPU even where CUDA is available"
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--compare",
@@ -186,6 +188,9 @@ def main() -> None:
         help="--fp32, --unfolded, --onednn, --compile: timings of each, in turns",
     )
     parser.add_argument("overrides", nargs="*", help="hydra overrides, e.g. model.core.hidden=256")
+    from skelact.cli import show_defaults
+
+    show_defaults(parser)
     args = parser.parse_args()
     if args.fp32 + args.unfolded + args.onednn + args.compile > 1:
         parser.error("--fp32, --unfolded, --onednn or --compile, one at a time")

@@ -42,10 +42,15 @@ def timed(fns: dict, repeats: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--path", type=Path, default=CLIP)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--path", type=Path, default=CLIP, help="video decoded")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="timed decodes of each kind (the median is printed)"
+    )
+    ap.add_argument("--size", type=int, default=224, help="frames resized to size x size")
     ap.add_argument("--frames", type=int, default=16, help="frames sampled per clip in training")
+    from skelact.cli import show_defaults
+
+    show_defaults(ap)
     args = ap.parse_args()
     total, w, h, fps = video_info(args.path)
     print(

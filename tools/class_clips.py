@@ -57,6 +57,9 @@ if __name__ == "__main__":
     p.add_argument("--clips", type=int, default=5, help="clips per class")
     p.add_argument("--length", type=int, default=24, help="frames per clip")
     p.add_argument("--width", type=int, default=480, help="frame width in pixels")
+    from skelact.cli import show_defaults
+
+    show_defaults(p)
     a = p.parse_args()
     paths = class_clips(a.src, a.out, a.clips, a.length, a.width)
     print(f"wrote {len(paths)} clips under {a.out}")

@@ -114,6 +114,9 @@ def main() -> None:
     p.add_argument("--demo", help="a skelact demo folder (default: run the demo)")
     p.add_argument("--workdir", help="where the examples run (default: a temporary folder)")
     p.add_argument("--write", action="store_true", help="write the outputs into README.md")
+    from skelact.cli import show_defaults
+
+    show_defaults(p)
     args = p.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="readme_"))
     demo = Path(args.demo) if args.demo else work / "demo"

@@ -36,5 +36,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="the NTU sample clip (shared/data/ntu/videos/ntu_sample.avi)")
     parser.add_argument("out", help="the video to write (.avi, MJPG)")
+    from skelact.cli import show_defaults
+
+    show_defaults(parser)
     args = parser.parse_args()
     two_people_clip(args.src, args.out)

@@ -74,7 +74,7 @@ def _walk(lines: list[bytes], name: str) -> tuple[int, list[int], list[bytes], l
                 ids.append(lines[i][:end])
                 starts.append(i + 2)
                 i += 2 + NUM_JOINTS
-        if num_frames < 0:
+        if num_frames < 0 or any(lines[k].strip() for k in range(i, n)):
             raise ValueError
     except (ValueError, IndexError):
         return _walk_strict(lines, name)
@@ -109,6 +109,13 @@ def _walk_strict(lines: list[bytes], name: str) -> tuple[int, list[int], list[by
             ids.append(lines[i].split(None, 1)[0] if lines[i].strip() else b"")
             starts.append(i + 2)
             i += 2 + num_joints
+    extra = [k for k in range(i, n) if lines[k].strip()]
+    if extra:  # a frame count edited down, or two files joined: reading on would guess
+        raise _fail(
+            name,
+            f"the frame count (line 1) says {num_frames}, but {len(extra)} more non-empty "
+            f"line(s) follow frame {num_frames}, from line {extra[0] + 1}",
+        )
     return num_frames, frames, ids, starts
 
 
