@@ -1,9 +1,11 @@
 """Files written atomically: a kill, a full disk or an exception never leaves a half-written
-file under the final name, nor the temporary file beside it."""
+file under the final name, nor the temporary file beside it. And a bar of a file's bytes read or
+written, for the long single calls (pickle.load, pickle.dump) that have no loop of their own."""
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,3 +28,29 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def byte_progress(f: IO, total: int, desc: str, every: float = 0.5) -> Iterator[None]:
+    """A bar of `f`'s position (bytes read or written so far, out of about `total`), polled
+    every `every` seconds from a thread (nothing on the reading or writing path); shown on a
+    terminal only."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=None, leave=False)
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(every):
+            bar.update(f.tell() - bar.n)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        if not f.closed:  # where it ended, between the last poll and here
+            bar.update(f.tell() - bar.n)
+        bar.close()

@@ -4,6 +4,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -106,6 +107,37 @@ def test_pyskl_pickle_out_opens_with_plain_pickle(tmp_path):
         back = pickle.load(f)  # what pyskl does
     assert type(back["annotations"][0]["keypoint"]) is np.ndarray  # not a memmap
     assert_same(data, back)
+
+
+def test_byte_progress_follows_the_file_being_written(tmp_path, monkeypatch):
+    """The bar of store -> pickle (and pickle -> store) shows the file's position, polled
+    from a thread, and reaches what was written; the file is what it would be without it."""
+    import tqdm
+
+    from skelact.files import byte_progress
+
+    seen = []
+
+    class Bar:
+        def __init__(self, total, **kw):
+            self.n, self.total = 0, total
+
+        def update(self, k):
+            self.n += k
+            seen.append(self.n)
+
+        def close(self):
+            seen.append(("closed", self.n))
+
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    with open(tmp_path / "f.bin", "wb") as f, byte_progress(f, 3000, "writing", every=0.01):
+        for _ in range(3):
+            f.write(b"x" * 1000)
+            f.flush()
+            time.sleep(0.2)
+    positions = [n for n in seen if not isinstance(n, tuple)]
+    assert positions == sorted(positions) and {1000, 2000} <= set(positions)  # while writing
+    assert seen[-1] == ("closed", 3000)
 
 
 def test_repack_cli_both_ways(tmp_path):

@@ -12,21 +12,19 @@ metadata, never the arrays.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import math
 import os
 import pickle
-import threading
 from pathlib import Path
 from struct import unpack
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from skelact.data.formats.pickles import check_global
 from skelact.data.formats.schema import AnnotationError
 from skelact.data.formats.store_write import ArrayRef, StoreWriter
+from skelact.files import byte_progress
 
 MIN_BLOB = 256  # payloads from this many bytes go to disk; smaller ones stay in memory
 CHUNK = 1 << 20  # bytes read at a time from a long payload
@@ -200,33 +198,12 @@ def _value(v: Any, writer: StoreWriter) -> Any:
     return v
 
 
-@contextlib.contextmanager
-def _read_progress(f, total: int, desc: str):
-    """A bar of the bytes of `f` read so far, polled twice a second from a thread (nothing on
-    the reading path); shown on a terminal only."""
-    bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=None, leave=False)
-    stop = threading.Event()
-
-    def poll() -> None:
-        while not stop.wait(0.5):
-            bar.update(f.tell() - bar.n)
-
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        bar.close()
-
-
 def pickle_to_store(pkl: str | os.PathLike, out: str | os.PathLike, source: dict | None = None):
     """Convert an annotation pickle into the store `out`, streaming its arrays to disk."""
     pkl = Path(pkl)
     with StoreWriter(out, str(pkl)) as writer, open(pkl, "rb") as f:
         try:
-            with _read_progress(f, pkl.stat().st_size, f"reading {pkl.name}"):
+            with byte_progress(f, pkl.stat().st_size, f"reading {pkl.name}"):
                 data = _StreamingUnpickler(f, str(pkl), writer).load()  # restricted
         except AnnotationError:
             raise

@@ -21,7 +21,7 @@ import numpy as np
 
 from skelact.data.formats.schema import AnnotationError, validate
 from skelact.data.formats.store import SkeletonStore
-from skelact.files import atomic_write
+from skelact.files import atomic_write, byte_progress
 
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 _NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")
@@ -86,11 +86,16 @@ def load_pickle(path: str | os.PathLike) -> Any:
             raise AnnotationError(f"{path}: not a readable pickle ({err})") from err
 
 
-def write_pickle(data: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write validated annotations `data` as a pyskl pickle, atomically; returns the path."""
+def write_pickle(data: dict[str, Any], path: str | os.PathLike, size: int = 0) -> Path:
+    """Write validated annotations `data` as a pyskl pickle, atomically; returns the path.
+    `size` > 0: about the bytes it will take, for a progress bar (on a terminal)."""
     path = Path(path)
     with atomic_write(path) as f:
-        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+        if size > 0:
+            with byte_progress(f, size, f"writing {path.name}"):
+                pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
     return path
 
 
@@ -101,4 +106,5 @@ def store_to_pickle(store: str | os.PathLike | SkeletonStore, out: str | os.Path
     data = store.to_dict()
     validate(data, source=str(out))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    return write_pickle(data, out)
+    # the arrays, plus about 200 bytes of keys and names per sample
+    return write_pickle(data, out, store.meta["arrays_bytes"] + 200 * len(store))
