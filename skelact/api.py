@@ -16,6 +16,7 @@ a checkpoint and its ONNX export see the same inputs. `skelact predict` is built
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,14 +124,15 @@ class Model:
     ) -> Result:
         """Classify a video path (`mirrored`: a mirror-image video, as NTU's), keypoints
         (M, T, V, C) in the model's layout, or a sample dict with "keypoint" (an annotation
-        file's entry). `features`: cached features {stream: (T, D)} for fused models."""
+        file's entry: `open_annotations(path)[i]` as it is). `features`: cached features
+        {stream: (T, D)} for fused models."""
         sample = None
         if isinstance(x, str | os.PathLike):
             sample = self.convert(x, mirrored=mirrored)
             x = sample
             if features is None and self.contract.frames:
                 features = self.features(sample)
-        if isinstance(x, dict):
+        if isinstance(x, Mapping):  # a dict, or a store's sample (store[i])
             source = str(x.get("frame_dir", "sample"))
             if "keypoint" not in x:
                 raise ContractError(f'{source}: a sample dict needs its "keypoint" (M, T, V, C)')

@@ -107,8 +107,43 @@ def config_with_overrides(base: dict, overrides: list[str]) -> DictConfig:
         if "=" not in o:
             raise SystemExit(f"skelact: expected key=value, got {o!r}")
         key, value = o.split("=", 1)
+        if not key.startswith("+"):
+            check_known(key, cfg)
         OmegaConf.update(cfg, key.lstrip("+"), yaml.safe_load(value), force_add=True)
     return cfg
+
+
+_MISSING = object()
+
+
+def check_known(key: str, cfg: DictConfig) -> None:
+    """SystemExit naming `key` unless it is a setting of `cfg` or of today's defaults (a
+    checkpoint saved before a setting existed still takes it); a misspelt key would otherwise
+    be added and ignored, and the run done with the setting it meant to change."""
+    if OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
+        return
+    defaults = compose_config([])
+    if OmegaConf.select(defaults, key, default=_MISSING) is not _MISSING:
+        return
+    if key.split(".", 1)[0] == "hydra":
+        hint = "; eval writes to <run>/eval_<split>, or where out_dir=DIR says"
+    else:
+        import difflib
+
+        keys = leaf_keys(OmegaConf.to_container(cfg)) | leaf_keys(OmegaConf.to_container(defaults))
+        near = difflib.get_close_matches(key, sorted(keys), n=1, cutoff=0.75)
+        hint = f"; did you mean {near[0]}?" if near else ""
+    raise SystemExit(f"skelact eval: no setting {key!r} in the model's config{hint}")
+
+
+def leaf_keys(node, prefix: str = "") -> set[str]:
+    """The dotted keys of a nested dict's leaves (lists count as leaves)."""
+    if not isinstance(node, dict):
+        return {prefix}
+    out = {prefix} if prefix else set()  # a group as a whole is a key too
+    for k, v in node.items():
+        out |= leaf_keys(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
 
 
 DATA_PATHS = ("ann_file", "rgb.root", "rgb.features", "depth.root", "depth.features")

@@ -199,7 +199,10 @@ def evaluate_checkpoint(args: list[str]) -> dict:
     data = Data(cfg, store)
     split = cfg.data.test_split
     if split not in data.store.splits or not len(data.store.split(split)):
-        raise SystemExit(f"skelact eval: {source} has no samples in split {split!r}")
+        raise SystemExit(
+            f"skelact eval: {source} has no samples in split {split!r} (data.test_split); "
+            f"its splits: {', '.join(sorted(data.store.splits)) or 'none'}"
+        )
     check_unique(data.store, split, source)
     mapping = label_map(data, ckpt, split, source)
     trained_on = training_names(data, ckpt, source)

@@ -71,7 +71,7 @@ def test_predict_applies_the_checkpoints_preprocessing(ntu_ckpt, ntu_bodies):
     np.testing.assert_array_equal(same.probs, r.probs)
 
 
-def test_contract_refuses_what_the_model_cannot_read(ntu_ckpt, ntu_bodies):
+def test_contract_refuses_what_the_model_cannot_read(ntu_ckpt, ntu_bodies, tmp_path):
     model = skelact.load(ntu_ckpt)
     c = model.contract
     assert (c.layout, c.num_bodies, c.num_joints, c.coords) == ("ntu25", 1, 25, 3)
@@ -94,6 +94,15 @@ def test_contract_refuses_what_the_model_cannot_read(ntu_ckpt, ntu_bodies):
         model.stream(kp)
     with pytest.raises(ContractError, match='clip7: a sample dict needs its "keypoint"'):
         model.predict({"frame_dir": "clip7", "kp": kp})
+    # a store's sample as it is (a Mapping, not a dict: it was taken for keypoints)
+    from skelact.data.formats.annotations import open_annotations, save_annotations
+
+    store = open_annotations(save_annotations(
+        {"split": {"a": ["clip9"]}, "annotations": [
+            {"frame_dir": "clip9", "label": 0, "total_frames": kp.shape[1], "keypoint": kp}
+        ]}, tmp_path / "one.store"))  # fmt: skip
+    assert not isinstance(store[0], dict)
+    np.testing.assert_array_equal(model.predict(store[0]).probs, model.predict(kp).probs)
     for k in (0, -1, 2.5, "3"):  # [:k] would give all but one class, or a TypeError
         with pytest.raises(ValueError, match="topk: k must be an integer >= 1"):
             model.predict(kp).topk(k)

@@ -148,6 +148,24 @@ def test_eval_contract_mismatch_is_one_line_and_leaves_no_folder(ntu_ckpt, tmp_p
     assert not (tmp_path / "ev").exists()
 
 
+def test_eval_refuses_a_misspelt_setting(ntu_ckpt, tmp_path, monkeypatch):
+    """A key the checkpoint's config and today's defaults lack was added and ignored: the
+    default split evaluated for `data.test_spilt=...`."""
+    out = f"out_dir={tmp_path / 'ev'}"
+    cases = [
+        ("data.test_spilt=xsub_val", "no setting 'data.test_spilt' in the model's config; did you "
+         "mean data.test_split?"),
+        ("trainer.epoch=3", "did you mean trainer.epochs?"),
+        ("hydra.run.dir=elsewhere", "or where out_dir=DIR says"),
+        ("data.test_split=xsub_nope", "has no samples in split 'xsub_nope' (data.test_split); its "
+         "splits: "),
+    ]  # fmt: skip
+    for arg, words in cases:
+        assert words in one_line_error(["eval", f"ckpt={ntu_ckpt}", arg, out], tmp_path,
+                                       monkeypatch)  # fmt: skip
+    assert not (tmp_path / "ev").exists()
+
+
 def test_a_file_of_another_layout_is_named_with_the_way_out(ntu_ckpt, files, tmp_path, monkeypatch):
     data = toy_annotations(num_classes=3, per_class=4, frames=20, joints=20)
     data["layout"] = "kinect20"
