@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
 from pathlib import Path
 
 import yaml
@@ -78,14 +80,47 @@ def compose_run(overrides: list[str]) -> tuple[DictConfig, Path]:
     """`skelact train`'s config and run directory (hydra.run.dir, resolved as hydra's app
     would), without hydra's app: nothing is created until training starts."""
     from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException
     from omegaconf import open_dict
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    except MissingConfigException as err:  # group=name without configs/<group>/<name>.yaml
+        raise ValueError(_no_config(err) or str(err)) from None
+    except ConfigCompositionException as err:  # a key no config has
+        key = re.match(r"Could not override '([^']+)'", str(err))
+        if key is None or "not in struct" not in str(err.__cause__):
+            raise
+        raise ValueError(_no_setting(key.group(1))) from None
     run_dir = Path(cfg.hydra.run.dir)
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg, run_dir
+
+
+def _no_config(err) -> str | None:
+    """hydra's "Could not find 'data/x'" as skelact says it: the group's configs (not the
+    shared _base the others build on), the nearest first."""
+    found = re.search(r"Could not find '(\w+)/([^']+)'", str(err))
+    if found is None or found.group(1) not in GROUPS:
+        return None
+    group, name = found.groups()
+    names = sorted(p.stem for p in Path(CONFIG_DIR, group).glob("*.yaml") if p.stem[0] != "_")
+    near = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    hint = f"did you mean {group}={near[0]}? " if near else ""
+    return f"no {group} config {name!r}; {hint}the {group} configs: {', '.join(names)}"
+
+
+def _no_setting(key: str) -> str:
+    """A key that no config holds: the nearest setting, or the groups for a top-level name."""
+    if "." not in key and key not in ("seed",):
+        return (
+            f"no setting or config group {key!r}; the groups are {', '.join(GROUPS)} "
+            "(`skelact train --cfg job` prints every setting)"
+        )
+    hint = nearest(key, leaf_keys(OmegaConf.to_container(compose_config([]))))
+    return f"no setting {key!r} (`skelact train --cfg job` prints every setting){hint}"
 
 
 def config_with_overrides(base: dict, overrides: list[str]) -> DictConfig:
@@ -113,27 +148,35 @@ def config_with_overrides(base: dict, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-_MISSING = object()
-
-
 def check_known(key: str, cfg: DictConfig) -> None:
     """SystemExit naming `key` unless it is a setting of `cfg` or of today's defaults (a
     checkpoint saved before a setting existed still takes it); a misspelt key would otherwise
     be added and ignored, and the run done with the setting it meant to change."""
-    if OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
+    keys = leaf_keys(OmegaConf.to_container(cfg))  # a value still ??? is a key too
+    if key in keys:
         return
-    defaults = compose_config([])
-    if OmegaConf.select(defaults, key, default=_MISSING) is not _MISSING:
+    keys |= leaf_keys(OmegaConf.to_container(compose_config([])))
+    if key in keys:
         return
     if key.split(".", 1)[0] == "hydra":
         hint = "; eval writes to <run>/eval_<split>, or where out_dir=DIR says"
     else:
-        import difflib
-
-        keys = leaf_keys(OmegaConf.to_container(cfg)) | leaf_keys(OmegaConf.to_container(defaults))
-        near = difflib.get_close_matches(key, sorted(keys), n=1, cutoff=0.75)
-        hint = f"; did you mean {near[0]}?" if near else ""
+        hint = nearest(key, keys)
     raise SystemExit(f"skelact eval: no setting {key!r} in the model's config{hint}")
+
+
+def nearest(key: str, keys: set[str]) -> str:
+    """The hint "; did you mean K?" for the key of `keys` nearest to `key`, or "": among its
+    siblings when its parent exists (trainer.epoch -> trainer.epochs), else among all keys."""
+    parent, _, leaf = key.rpartition(".")
+    siblings = sorted({k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent})
+    if parent in keys and siblings:
+        near = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.7)
+        near = [f"{parent}.{n}" for n in near]
+    else:
+        others = sorted(k for k in keys if not key.startswith(k + "."))
+        near = difflib.get_close_matches(key, others, n=1, cutoff=0.75)
+    return f"; did you mean {near[0]}?" if near else ""
 
 
 def leaf_keys(node, prefix: str = "") -> set[str]:

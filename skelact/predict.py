@@ -95,7 +95,7 @@ def predict_video(
 
 def _render(video, sample: dict, model: Model, people, render, fps: float) -> None:
     from skelact.layouts import get_layout
-    from skelact.viz import plot_attention, render_video
+    from skelact.viz import plot_attention_rows, render_video
 
     layout = get_layout(model.contract.layout)
     if people[0][0] is None:
@@ -104,13 +104,11 @@ def _render(video, sample: dict, model: Model, people, render, fps: float) -> No
     else:
         labels = {m: f"{m}: {r.name} ({r.prob:.2f})" for m, r in people}
         render_video(video, sample, layout, None, render, labels)
-    res = people[0][1]
-    plot = plot_attention(
-        res.attention,
-        Path(render).with_suffix(".attention.png"),
-        times=res.frames / fps,
-        title=f"attention: {res.name}",
-    )
+    rows = [  # one row per person (several with --max-people)
+        (f"{'' if m is None else f'person {m}, '}attention: {r.name}", r.attention, r.frames / fps)
+        for m, r in people
+    ]
+    plot = plot_attention_rows(rows, Path(render).with_suffix(".attention.png"))
     print(f"rendered {render} and {plot}")
 
 

@@ -1,12 +1,17 @@
 """Process setup of a run: the device and the precision it trains in, seeds, CPU threads, and
 the process group under torchrun with the collectives the training loop uses (statistics
-reduced across ranks, bounded waits)."""
+reduced across ranks, bounded waits); one training at a time in a run directory, and ranks
+that stop with their launcher."""
 
 from __future__ import annotations
 
 import os
 import random
+import sys
+import threading
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -113,6 +118,8 @@ def init_distributed(device_name: str, timeout_min: float = 30) -> tuple[int, in
     `timeout_min` bounds every collective, the waits for rank 0 included."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = pick_device(device_name)
+    if "LOCAL_RANK" in os.environ:  # launched by torchrun
+        exit_with_launcher()
     if world == 1:
         return 0, 1, device
     if device.type == "cuda":  # before the group: NCCL binds each rank to its current GPU
@@ -153,3 +160,66 @@ def wait_for_rank0(what: str, timeout_min: float) -> None:
             f"skelact train: {why}. Ranks wait at most trainer.dist_timeout_min={timeout_min} "
             f"min for each other: raise it if rank 0's validation or saving is slow ({err})"
         ) from err
+
+
+def exit_with_launcher(every: float = 1.0) -> None:
+    """Under torchrun: end this process when its launcher ends. torchrun starts the ranks in
+    sessions of their own, so `kill -9` of torchrun (or of its process group) left them
+    training, writing the run directory that a resume then shared. A thread checks the parent
+    every `every` seconds; checkpoints are written atomically, so stopping anywhere is safe."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        rank = os.environ.get("RANK", "?")
+        sys.stderr.write(
+            f"skelact train: rank {rank}: its launcher (pid {parent}) ended, so does this "
+            "process; resume with trainer.resume=true\n"
+        )
+        sys.stderr.flush()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
+class RunDirLock:
+    """One training at a time in a run directory: rank 0 holds a lock on it while it trains
+    (flock; the kernel drops it however the process ends), taken when the run starts if the
+    directory exists (a resume, a run replacing another), else as soon as training creates
+    it. A second training into it, such as a resume started while the first still runs, is
+    refused. Nothing to hold off Unix and on the other ranks."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir, self.fd = Path(run_dir), None
+
+    def acquire(self) -> None:
+        """Lock the directory if it exists and this process does not hold it yet."""
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            return
+        if self.fd is not None or os.environ.get("RANK", "0") != "0" or not self.run_dir.is_dir():
+            return
+        fd = os.open(self.run_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SystemExit(
+                f"{self.run_dir}: another training is running in this directory; wait for it "
+                "to end (or stop it), or train into another one"
+            ) from None
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # drops the lock
+            self.fd = None
+
+    def __enter__(self) -> RunDirLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

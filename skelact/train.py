@@ -35,6 +35,7 @@ from skelact.fusion import (
 )
 from skelact.models.recognizer import build_recognizer
 from skelact.runtime import (
+    RunDirLock,
     init_distributed,
     run_environment,
     seed_everything,
@@ -51,6 +52,11 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
     data: the run's data when the caller made it (with carved splits, `skelact.fusion`)."""
     run_dir = Path(run_dir)
     _require_set(cfg)
+    with RunDirLock(run_dir) as lock:
+        return _train(cfg, run_dir, data, lock)
+
+
+def _train(cfg: DictConfig, run_dir: Path, data: Data | None, lock: RunDirLock) -> dict | None:
     tcfg = cfg.trainer
     rank, world, device = init_distributed(tcfg.device, tcfg.dist_timeout_min)
     set_threads(tcfg, world)
@@ -79,6 +85,7 @@ def train(cfg: DictConfig, run_dir: str | Path, data: Data | None = None) -> dic
         )
     if rank == 0:
         env = _open_run(cfg, data, run_dir, device, world, len(train_set), stretched, started)
+        lock.acquire()  # a new run's directory exists from here
     train_epochs(run, cfg, data, train_loader, teacher, run_dir, rank, world, device)
     del train_loader  # ends its persistent workers before the final evaluation
     if world > 1:

@@ -53,11 +53,20 @@ def plot_attention(
 ) -> Path:
     """Attention weight per sampled frame (T,), optionally against their times in seconds."""
     x = np.arange(len(weights)) if times is None else times
-    fig, ax = plt.subplots(figsize=(8, 2.5))
-    ax.bar(x, weights, width=(x[1] - x[0]) * 0.9 if len(x) > 1 else 0.8)
-    ax.set_xlabel("frame" if times is None else "time (s)")
-    ax.set_ylabel("weight")
-    ax.set_title(title)
+    xlabel = "frame" if times is None else "time (s)"
+    return plot_attention_rows([(title, weights, x)], path, xlabel)
+
+
+def plot_attention_rows(rows: list[tuple], path: str | Path, xlabel: str = "time (s)") -> Path:
+    """One bar chart of attention weights a row, sharing the x axis: rows [(title, weights
+    (T,), x (T,))], e.g. one row per person of a video."""
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 0.4 + 2.1 * len(rows)), sharex=True,
+                             squeeze=False)  # fmt: skip
+    for ax, (title, weights, x) in zip(axes[:, 0], rows, strict=True):
+        ax.bar(x, weights, width=(x[1] - x[0]) * 0.9 if len(x) > 1 else 0.8)
+        ax.set_ylabel("weight")
+        ax.set_title(title)
+    axes[-1, 0].set_xlabel(xlabel)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -92,3 +92,70 @@ def test_waiting_for_rank_0_is_bounded_and_named(reports):
     assert "trainer.dist_timeout_min" in late
     assert 2.5 < reports[1]["waited_s"] < 5.5  # the 3 s bound, not rank 0's 6 s
     assert "another rank stopped waiting" in reports[0]["late"]
+
+
+LAUNCHER = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], start_new_session=True,
+                         stderr=open(sys.argv[2], "w"))  # as torchrun starts its ranks
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+RANK = """
+import sys, time
+from skelact.runtime import exit_with_launcher
+exit_with_launcher(0.05)
+sys.stderr.write("ready\\n"); sys.stderr.flush()
+time.sleep(120)
+"""
+
+
+def test_a_rank_ends_with_its_launcher(tmp_path):
+    """kill -9 of torchrun left its ranks training (they run in sessions of their own), and
+    writing the run directory a resume then shared: now each ends within its check period."""
+    import signal
+    import subprocess
+    import sys
+
+    err = tmp_path / "rank.err"
+    env = {**os.environ, "RANK": "1"}
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, RANK, str(err)],
+                                stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    pid = int(launcher.stdout.readline())
+    deadline = time.monotonic() + 60
+    while "ready" not in err.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(pid, 0)  # the rank runs
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("the rank outlived its launcher")
+    assert f"rank 1: its launcher (pid {launcher.pid}) ended" in err.read_text()
+
+
+def test_one_training_at_a_time_in_a_run_directory(tmp_path, monkeypatch):
+    from skelact.runtime import RunDirLock
+
+    monkeypatch.delenv("RANK", raising=False)
+    run = tmp_path / "runs" / "a"
+    with RunDirLock(run) as first:  # no folder yet: nothing made, nothing held
+        assert not run.parent.exists() and first.fd is None
+        run.mkdir(parents=True)  # as training makes it
+        first.acquire()
+        with pytest.raises(SystemExit, match="a: another training is running in this"):
+            with RunDirLock(run):
+                pass
+        monkeypatch.setenv("RANK", "1")  # only rank 0 holds it
+        with RunDirLock(run) as other:
+            assert other.fd is None
+        monkeypatch.delenv("RANK")
+    with RunDirLock(run) as again:  # released when the first ended
+        assert again.fd is not None

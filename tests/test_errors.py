@@ -60,8 +60,21 @@ def toy_split(files) -> list[str]:
     "args, words",
     [
         (["data=ntu60_xsub", "data.ann_file=nope.store"], "annotation file nope.store does not"),
-        (["data=ntu60_xsubb", "data.ann_file=x.store"], "Could not find 'data/ntu60_xsubb'"),
-        (["data=ntu60_xsub", "data.ann_file=x.store", "trainer.epoch=3"], "trainer.epoch"),
+        (
+            ["data=ntu60_xsubb", "data.ann_file=x.store"],
+            "no data config 'ntu60_xsubb'; did you "
+            "mean data=ntu60_xsub? the data configs: annotations, kard_xsub,",
+        ),  # not _base
+        (
+            ["data=ntu60_xsub", "data.ann_file=x.store", "trainer.epoch=3"],
+            "no setting "
+            "'trainer.epoch' (`skelact train --cfg job` prints every setting); did you mean "
+            "trainer.epochs?",
+        ),
+        (
+            ["modle=bilstm"],
+            "no setting or config group 'modle'; the groups are data, modality, model, trainer",
+        ),
         (["data=ntu60_xsub"], "set data.ann_file=..."),
         (["--modality", "skeleton+audio", "data=ntu60_xsub"], "unknown modality"),
     ],
@@ -146,6 +159,13 @@ def test_eval_contract_mismatch_is_one_line_and_leaves_no_folder(ntu_ckpt, tmp_p
     args = ["eval", f"ckpt={ntu_ckpt}", "data.skeleton.clip_len=8", f"out_dir={tmp_path / 'ev'}"]
     assert "clip_len=16" in one_line_error(args, tmp_path, monkeypatch)
     assert not (tmp_path / "ev").exists()
+
+
+def test_a_key_without_a_near_one_gets_no_guess(tmp_path, monkeypatch):
+    message = one_line_error(["train", "trainer.foo=3"], tmp_path, monkeypatch)
+    assert message.endswith(
+        "no setting 'trainer.foo' (`skelact train --cfg job` prints every setting)"
+    )  # fmt: skip  (trainer.lr was offered)
 
 
 def test_eval_refuses_a_misspelt_setting(ntu_ckpt, tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ def test_predict_real_clip_with_render_json_and_timeline(ntu_ckpt, clip, pose_mo
     cap = cv2.VideoCapture(str(out))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 72
     cap.release()
-    assert out.with_suffix(".attention.png").stat().st_size > 1000
+    assert cv2.imread(str(out.with_suffix(".attention.png"))).shape[:2] == (250, 800)  # one row
     timeline = pd.read_csv(js.with_suffix(".timeline.csv"))
     # 72 frames at 30 fps, 30-frame windows every 15 frames: starts 0, 15, 30
     assert list(timeline["start"]) == [0.0, 0.5, 1.0]
@@ -78,6 +78,8 @@ def test_one_person_model_labels_each_tracked_person(
         assert abs(p["top"][0]["prob"] - alone.prob) < 1e-6
     assert json.loads(js.read_text())["people"][1]["track"] == 1
     assert set(pd.read_csv(js.with_suffix(".timeline.csv"))["track"]) == {0, 1}
+    # the attention plot has a row per person (it showed person 0 only): 2 x 2.1 + 0.4 inches
+    assert cv2.imread(str(out.with_suffix(".attention.png"))).shape[0] == 460
     # the label is drawn above each person's head: red text (BGR ~ (0, 0, 200)) there
     cap = cv2.VideoCapture(str(out))
     for _ in range(20):
