@@ -229,6 +229,27 @@ NUMBERS = (
     ("data.skeleton.test_clips", True, 1, True, None),
     ("data.rgb.num_frames", True, 1, True, None),
     ("data.depth.num_frames", True, 1, True, None),
+    ("trainer.ema_epochs", False, 0, True, None),
+    ("trainer.sam", False, 0, True, None),
+    ("trainer.mixup", False, 0, True, None),
+    ("trainer.mutual", False, 0, True, None),
+    ("trainer.restarts", True, 0, True, None),
+    ("trainer.min_lr_ratio", False, 0, True, 1),
+    ("trainer.eval_every", True, 0, True, None),
+    ("trainer.views", True, 1, True, None),
+)
+
+# settings with a few named values: anything else was taken as one of them without a word
+# (model.fusion_weights=Fit fused with equal weights, model.skeleton.encoder=gnc was the MLP)
+CHOICES = (
+    ("model.fusion_weights", ("fit", "equal")),
+    ("model.fusion", ("concat", "mean", "weighted", "ensemble")),
+    ("model.core.cell", ("lstm", "gru")),
+    ("model.skeleton.encoder", ("mlp", "gcn")),
+    ("trainer.optimizer", ("adamw", "sgd")),
+    ("trainer.precision", ("auto", "fp32", "bf16")),
+    ("data.skeleton.align_axis", ("shoulders", "hips", "both")),
+    ("data.skeleton.bone_lengths", ("keep", "median")),
 )
 
 # switches: a mistyped one (trainer.resume=flase) would be a non-empty string, so true
@@ -248,8 +269,13 @@ SWITCHES = (
 
 
 def check_settings(cfg: DictConfig) -> None:
-    """Refuse, by key, a `NUMBERS` entry of the wrong type or range, or a `SWITCHES` entry
-    that is not true or false (ValueError); keys a config lacks are skipped."""
+    """Refuse, by key, a `NUMBERS` entry of the wrong type or range, a `SWITCHES` entry that
+    is not true or false, or a `CHOICES` entry not among its values (ValueError); keys a
+    config lacks are skipped."""
+    for key, allowed in CHOICES:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value not in allowed:
+            raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
     for key in SWITCHES:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not isinstance(value, bool):

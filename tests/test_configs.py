@@ -238,6 +238,11 @@ def test_shipped_configs_pass_the_number_check(dataset):
         ("trainer.batch_size=true", "batch_size must be an integer >= 1, got True"),
         ("trainer.resume=flase", "trainer.resume must be true or false, got 'flase'"),
         ("data.skeleton.center=1", "data.skeleton.center must be true or false, got 1"),
+        ("trainer.ema_epochs=-1", "trainer.ema_epochs must be a number >= 0, got -1"),
+        ("trainer.min_lr_ratio=2", "trainer.min_lr_ratio must be a number >= 0 and <= 1, got 2"),
+        ("model.fusion_weights=Fit", "model.fusion_weights must be one of fit, equal, got 'Fit'"),
+        ("model.skeleton.encoder=gnc", "model.skeleton.encoder must be one of mlp, gcn, got"),
+        ("trainer.precision=fp16", "trainer.precision must be one of auto, fp32, bf16, got"),
     ],
 )
 def test_mistyped_numbers_are_refused_by_key(override, message):
