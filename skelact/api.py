@@ -103,10 +103,15 @@ class Model:
         for s, n in self.contract.frames.items():
             feats = (features or {}).get(s)
             if feats is None:
+                from_video = (
+                    "features=model.features(sample) for a sample of model.convert(video), or "
+                    if s == "rgb"
+                    else ""  # depth cannot come from a video
+                )
                 raise ContractError(
-                    f"{source}: the model also reads {s!r} features: pass "
-                    f"features=model.features(sample) for a sample of model.convert(video), "
-                    f"or {{{s!r}: its (T, D) array from `skelact prepare features`}}"
+                    f"{source}: the model also reads {s!r} features: pass {from_video}"
+                    f"features={{{s!r}: its (T, {self.contract.streams[s]['feature_dim']}) array "
+                    f"from `skelact prepare features --modality {s}`}}"
                 )
             f = real_array(feats, source, f"{s} features").astype(np.float32, copy=False)
             if f.ndim != 2 or f.shape[1] != self.contract.streams[s]["feature_dim"]:

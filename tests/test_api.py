@@ -193,6 +193,18 @@ def test_fused_model_exports_with_cached_features(fused_ckpt, ntu_bodies, tmp_pa
     assert np.abs(ort_model.backend(inputs)[0] - ref).max() <= 1e-4
     with pytest.raises(ContractError, match=r"reads 'rgb' features: pass features=model.feat"):
         torch_model.predict(kp)
+    # a depth stream's features cannot come from a video: only the cache is offered
+    import copy
+
+    as_depth = copy.copy(torch_model)
+    as_depth.contract = c = copy.deepcopy(torch_model.contract)
+    c.frames, c.streams["depth"] = {"depth": c.frames["rgb"]}, c.streams.pop("rgb")
+    with pytest.raises(
+        ContractError,
+        match=r"reads 'depth' features: pass features=\{'depth': "
+        r"its \(T, 8\) array from `skelact prepare features --modality depth`\}$",
+    ):
+        as_depth.predict(kp)  # fmt: skip
 
 
 @pytest.mark.parametrize("recipe", ["skeleton_4s", "skeleton_5s"])

@@ -151,4 +151,8 @@ def test_random_weight_features_are_flagged(tmp_path, caplog):
     good = feature_provenance(compose_config([*overrides, f"data.depth.features={tmp_path}/imnet"]))
     assert good["depth"]["pretrained"] == "imagenet" and "warning" not in good["depth"]
     bad = feature_provenance(compose_config([*overrides, f"data.depth.features={tmp_path}/rand"]))
-    assert bad["depth"]["warning"] == RANDOM_WEIGHTS and "RANDOM weights" in caplog.text
+    assert bad["depth"]["warning"].startswith(RANDOM_WEIGHTS) and "RANDOM weights" in caplog.text
+    assert "--arch pixels, the default" in bad["depth"]["warning"]  # the depth advice, not RGB's
+    caplog.clear()  # the fusion fit's run and the main run: the log says it once
+    again = feature_provenance(compose_config([*overrides, f"data.depth.features={tmp_path}/rand"]))
+    assert again == bad and "RANDOM" not in caplog.text

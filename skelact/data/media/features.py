@@ -339,11 +339,19 @@ def load_features(out_dir: str | os.PathLike, frame_dir: str) -> np.ndarray:
 
 
 RANDOM_WEIGHTS = (
-    "features from RANDOM weights (pretrained=None): they carry little about real images. "
-    "For ImageNet features: skelact prepare features --arch efficientnet_lite0 (its weights "
-    "install with skelact), or a resnet with its torchvision weights in torch's cache or "
-    "--weights-file"
+    "features from RANDOM weights (pretrained=None): they carry little about real images"
 )
+# how to get better ones, per modality (depth: the crop CNN beat ImageNet features, BENCHMARKS.md)
+BETTER_FEATURES = {
+    "rgb": "For ImageNet features: skelact prepare features --arch efficientnet_lite0 (its "
+    "weights install with skelact), or a resnet with its torchvision weights in torch's cache "
+    "or --weights-file",
+    "depth": "For depth, skelact prepare features --modality depth caches the person's crop "
+    "(--arch pixels, the default) for a CNN trained with the model, which scores best; or "
+    "--arch efficientnet_lite0 for ImageNet features",
+}
+_warned: set = set()  # (stream, source) warned of in this process (a fusion fit's run and its
+# main run share the features: one warning)
 
 
 def feature_provenance(cfg) -> dict[str, dict]:
@@ -369,7 +377,9 @@ def feature_provenance(cfg) -> dict[str, dict]:
         else:
             info = {"arch": mcfg.arch, "pretrained": mcfg.pretrained, "frozen": mcfg.frozen}
         if info.get("pretrained") is None and info.get("arch") not in WEIGHTLESS:
-            info["warning"] = RANDOM_WEIGHTS
-            logging.getLogger("skelact").warning("%s stream: %s", stream, RANDOM_WEIGHTS)
+            info["warning"] = f"{RANDOM_WEIGHTS}. {BETTER_FEATURES[stream]}"
+            if (stream, info.get("cache")) not in _warned:
+                _warned.add((stream, info.get("cache")))
+                logging.getLogger("skelact").warning("%s stream: %s", stream, info["warning"])
         out[stream] = info
     return out
