@@ -163,18 +163,22 @@ def evaluate_model(
             "%d of the %d evaluated samples of %s are in the model's training split %s",
             overlap, len(names), cfg.data.test_split, cfg.data.train_split,
         )  # fmt: skip
+    # samples of the split left out for lack of a stream's input: the scores are over the rest
+    left_out = data.left_out.get(cfg.data.test_split) or {}
+    extra = {"train_overlap": overlap, **({"left_out": left_out} if left_out else {})}
     metrics = write_eval_outputs(
-        result, names, classes or data.classes, cfg.data.test_split, out_dir,
-        extra={"train_overlap": overlap},
-    )  # fmt: skip
+        result, names, classes or data.classes, cfg.data.test_split, out_dir, extra=extra
+    )
     top5 = "n/a" if metrics["top5"] is None else f"{metrics['top5']:.4f}"
+    gone = "".join(f", {n} without {s} left out" for s, n in left_out.items())
     log.info(
-        "%s: top1 %.4f top5 %s mean-class %.4f (%d samples) -> %s",
+        "%s: top1 %.4f top5 %s mean-class %.4f (%d samples%s) -> %s",
         cfg.data.test_split,
         metrics["top1"],
         top5,
         metrics["mean_class_accuracy"],
         metrics["num_samples"],
+        gone,
         out_dir,
     )
     return metrics

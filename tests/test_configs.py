@@ -179,6 +179,15 @@ def test_sample_without_a_modality_is_named_once_and_left_out(toy_with_features,
     assert len(dataset) == len(data.store.split("train")) - 1
     warnings = [r.getMessage() for r in caplog.records if first in r.getMessage()]
     assert len(warnings) == 1 and "no rgb input" in warnings[0]
+    assert data.left_out["train"] == {"rgb": 1}  # metrics.json's "left_out" for a test split
+    # a cache whose index.json says the file was written: damaged, not "no input"
+    from skelact.data.media.features import _write_index
+
+    dim = np.load(next(feats.glob("*.npy"))).shape[-1]
+    _write_index(feats, {"modality": "rgb", "feature_dim": dim}, {first: "ok"})
+    with pytest.raises(FileNotFoundError, match=f"{feats} is damaged: its index.json lists "
+                       f"{first} as written but {first}.npy is missing"):  # fmt: skip
+        Data(cfg).dataset(cfg.data, "train", train=True)
 
 
 def test_a_cache_without_any_sample_of_the_split_is_refused(toy_with_features, tmp_path):

@@ -280,6 +280,7 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
     """
     from skelact.data.media.features import (
         CHANNELS,
+        _read_index,
         cache_settings,
         crop_points,
         load_clip,
@@ -308,11 +309,25 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
             inds = sample_indices(len(feats), scfg.num_frames, train, rng)
             return torch.from_numpy(feats[inds])[None]  # (1, T, D)
 
+        listed = (_read_index(root) or {}).get("samples", {})  # name -> "ok" or why not
+
+        def has(sample: dict) -> bool:
+            name = sample["frame_dir"]
+            if (root / f"{name}.npy").is_file():
+                return True
+            if listed.get(name) == "ok":  # written once, gone since: not "no input"
+                raise FileNotFoundError(
+                    f"feature cache {root} is damaged: its index.json lists {name} as written "
+                    f"but {name}.npy is missing; run `skelact prepare features` into it again "
+                    "(it writes what is missing)"
+                )
+            return False
+
         return load, {
             "feature_dim": dim,
             # how the cache was made: lets a checkpoint compute the features of a new video
             "extractor": cache_settings(root),
-            "has": lambda s: (root / f"{s['frame_dir']}.npy").is_file(),
+            "has": has,
         }
 
     if not scfg.root:
@@ -350,8 +365,11 @@ def feature_dim(root: Path) -> int:
     return int(np.load(first, mmap_mode="r").shape[-1])
 
 
-def keep_available(samples: StoreSamples, specs: dict, split: str) -> StoreSamples:
-    """Drop samples lacking a stream's input, naming them once in the log."""
+def keep_available(
+    samples: StoreSamples, specs: dict, split: str, left_out: dict | None = None
+) -> StoreSamples:
+    """Drop samples lacking a stream's input, naming them once in the log (and, in
+    `left_out`, {stream: count} of those dropped)."""
     import logging
 
     keep = np.arange(len(samples))
@@ -377,4 +395,6 @@ def keep_available(samples: StoreSamples, specs: dict, split: str) -> StoreSampl
                 " ..." if len(missing) > 20 else "",
             )
             keep = keep[ok]
+            if left_out is not None:
+                left_out[name] = len(missing)
     return samples.take(keep) if len(keep) < len(samples) else samples

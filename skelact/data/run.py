@@ -84,6 +84,7 @@ class Data:
         self.layout = resolve_layout(cfg.data, self.store).name
         # splits made in memory (name -> store indices), e.g. skelact.fusion's development split
         self.carved: dict[str, np.ndarray] = {}
+        self.left_out: dict[str, dict[str, int]] = {}  # split -> {stream: samples left out}
 
     def check_splits(self, dcfg, source: str) -> None:
         """Refuse, by name, a train/test/val split that is missing, empty or names a sample
@@ -132,7 +133,8 @@ class Data:
         else:
             samples = split_samples(self.store, split)
         loaders, specs = build_loaders(dcfg, self.mcfg, self.store, self.streams, train, self.views)
-        samples = keep_available(samples, specs, split)
+        self.left_out[split] = {}  # {stream: samples without its input}, for metrics.json
+        samples = keep_available(samples, specs, split, self.left_out[split])
         return ActionDataset(samples, loaders, seed=self.seed), specs
 
 
