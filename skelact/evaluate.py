@@ -141,13 +141,15 @@ def evaluate_model(
     label_map: np.ndarray | None = None,
     contract: dict | None = None,
     trained_on: Collection[str] | None = None,
+    weights: dict | None = None,
 ) -> dict:
     """Evaluate on data.test_split and write metrics, predictions and confusion matrix.
 
     `classes`, `label_map` (file label -> model label) and `contract` (the input specs the
     model was trained with, checked against the test set's) come from a checkpoint.
     `trained_on`: the names the model was trained on; metrics.json's "train_overlap" counts
-    the evaluated samples among them (null: not known).
+    the evaluated samples among them (null: not known). `weights`: which weights these are
+    (checkpoint, epoch, weight average), metrics.json's "weights".
     """
     test_set, specs = data.dataset(cfg.data, cfg.data.test_split, train=False)
     if contract is not None:
@@ -166,6 +168,8 @@ def evaluate_model(
     # samples of the split left out for lack of a stream's input: the scores are over the rest
     left_out = data.left_out.get(cfg.data.test_split) or {}
     extra = {"train_overlap": overlap, **({"left_out": left_out} if left_out else {})}
+    if weights is not None:
+        extra["weights"] = weights
     metrics = write_eval_outputs(
         result, names, classes or data.classes, cfg.data.test_split, out_dir, extra=extra
     )
@@ -228,7 +232,21 @@ def evaluate_checkpoint(args: list[str]) -> dict:
         label_map=mapping,
         contract=ckpt["specs"],
         trained_on=trained_on,
+        weights=checkpoint_weights(ckpt_path, ckpt),
     )
+
+
+def checkpoint_weights(path: Path, ckpt: dict) -> dict:
+    """metrics.json's "weights" for a checkpoint: its file, the epochs it had trained, whether
+    its weights are a moving average (trainer.ema_epochs), and the best validation top-1 of
+    its run by then (data.val_split; null without one)."""
+    ema = float(ckpt["config"]["trainer"].get("ema_epochs", 0) or 0)
+    return {
+        "checkpoint": str(path),
+        "epoch": int(ckpt.get("epoch", 0)),
+        "ema_epochs": ema if "trained_model" in ckpt else 0,
+        "best_val_top1": ckpt.get("best"),
+    }
 
 
 def training_names(data: Data, ckpt: dict, source: str) -> np.ndarray | None:
