@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from skelact.config import CONFIG_DIR, absolute_data_paths, check_settings
+from skelact.data.datasets import check_caches
 from skelact.data.run import Data, make_loader
 from skelact.distill import build_teacher
 from skelact.epochs import Run, averaged, prepare_run, train_epochs
@@ -61,7 +62,11 @@ def _train(cfg: DictConfig, run_dir: Path, data: Data | None, lock: RunDirLock) 
     rank, world, device = init_distributed(tcfg.device, tcfg.dist_timeout_min)
     set_threads(tcfg, world)
     # several modalities as an ensemble: their weights from a development run, done first
+    check_caches(cfg)  # before a fusion fit trains for minutes on them
     fusion = fit_on_dev(cfg, run_dir) if wants_fit(cfg) and world == 1 else None
+    groups = groups_of(cfg.modality.streams)
+    if fusion is None and cfg.model.fusion == "ensemble" and len(groups) > 1:
+        fusion = {"weights": {g: 1 / len(groups) for g in groups}, "chosen": "equal"}
     seed_everything(cfg.seed)
     data = data or Data(cfg)
     data.check_splits(cfg.data, str(cfg.data.ann_file))
@@ -269,7 +274,7 @@ def fit_on_dev(cfg, run_dir: str | Path) -> dict:
     alone = ", ".join(f"{k} {v:.4f}" for k, v in report["dev_top1_per_modality"].items())
     log.info("fusion weights %s, fit on the development run's scores: top-1 %.4f with them%s "
              "(each modality alone: %s)", weights, report["dev_top1"], over, alone)  # fmt: skip
-    return {**report, "folds": len(sub_dirs), "fit_run": str(fit_dir)}
+    return {**report, "chosen": "fit", "folds": len(sub_dirs), "fit_run": str(fit_dir)}
 
 
 def _carve_dev(cfg, folds: int, parts: int) -> tuple[Data, np.ndarray, list[np.ndarray]]:

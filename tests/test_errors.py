@@ -76,6 +76,16 @@ def toy_split(files) -> list[str]:
             "no setting or config group 'modle'; the groups are data, modality, model, trainer",
         ),
         (["data=ntu60_xsub"], "set data.ann_file=..."),
+        (
+            [
+                "--modality",
+                "skeleton+depth",
+                "data=utdmhad_xsub",
+                "data.ann_file=x.store",
+                "data.depth.features=nope",
+            ],
+            "feature cache nope does not exist",
+        ),  # before a fit run
         (["--modality", "skeleton+audio", "data=ntu60_xsub"], "unknown modality"),
     ],
 )

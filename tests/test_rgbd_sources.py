@@ -232,6 +232,8 @@ def test_pixels_cache_is_the_crop_averaged_and_trains_a_depth_cnn(rgbd_set, tmp_
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["features"]["depth"]["arch"] == "pixels"
     assert "warning" not in metrics["features"]["depth"]  # weightless, not random
+    # equal weights are recorded as such (there was no "fusion" entry)
+    assert metrics["fusion"] == {"weights": {"skeleton": 0.5, "depth": 0.5}, "chosen": "equal"}
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     convs = [k for k in ck["model"] if k.startswith("streams.depth.encoder.0.net.")]
     assert convs, "the depth stream has no PixelCNN"

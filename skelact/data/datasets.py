@@ -290,12 +290,7 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
     from skelact.data.prep.sampling import sample_indices
 
     if mcfg.input == "features":
-        if not scfg.features:
-            raise ValueError(
-                f"model.{kind}.input=features needs data.{kind}.features=DIR "
-                f"(made by `skelact prepare features --modality {kind}`)"
-            )
-        root = Path(scfg.features)
+        root = feature_cache(kind, scfg)
         dim = feature_dim(root)
         made = (cache_settings(root) or {}).get("modality")
         if made not in (None, kind):
@@ -346,6 +341,24 @@ def frame_stream(kind: str, scfg, mcfg, train: bool) -> tuple[StreamLoader, dict
         "in_channels": CHANNELS[kind],
         "has": lambda s: path_of(s).exists(),
     }
+
+
+def feature_cache(kind: str, scfg) -> Path:
+    """data.<kind>.features as a path; ValueError when it is not set."""
+    if not scfg.features:
+        raise ValueError(
+            f"model.{kind}.input=features needs data.{kind}.features=DIR "
+            f"(made by `skelact prepare features --modality {kind}`)"
+        )
+    return Path(scfg.features)
+
+
+def check_caches(cfg) -> None:
+    """Each image stream of a run that reads cached features has its cache folder (and its
+    width): refused here, before anything trains, not when the stream's data is built."""
+    for kind in ("rgb", "depth"):
+        if kind in cfg.modality.streams and cfg.model[kind].input == "features":
+            feature_dim(feature_cache(kind, cfg.data[kind]))
 
 
 def feature_dim(root: Path) -> int:
