@@ -105,7 +105,8 @@ def train_one_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     desc = f"epoch {epoch + 1}/{tcfg.epochs}"
-    bar = tqdm(loader, desc=desc, leave=False, disable=not show, dynamic_ncols=True)
+    # on a terminal only (disable=None): in a log file the epoch's line says it all
+    bar = tqdm(loader, desc=desc, leave=False, disable=None if show else True, dynamic_ncols=True)
     for batch in bar:
         out, loss, labels = train_step(
             model, batch, optimizer, scheduler, streams, tcfg, dtype, teacher, device, average
@@ -155,7 +156,8 @@ def evaluate(model: nn.Module, loader, device, streams, show: bool = True) -> di
     fused, labels, index = [], [], []
     # a single stream's scores are the fused scores: not computed twice
     per_stream = {s: [] for s in streams} if len(streams) > 1 else {}
-    bar = tqdm(loader, desc="evaluate", leave=False, disable=not show, dynamic_ncols=True)
+    bar = tqdm(loader, desc="evaluate", leave=False, disable=None if show else True,
+               dynamic_ncols=True)  # fmt: skip
     for b, batch in enumerate(bar):
         if b % 20 == 19:
             trim_heap()
