@@ -196,7 +196,9 @@ def _final_evaluation(run: Run, cfg, data: Data, run_dir: Path, device) -> dict:
     trained_on = data.names_of(cfg.data.train_split)
     # the final weights (last.pt's), a moving average of them with trainer.ema_epochs
     ema = float(cfg.trainer.get("ema_epochs", 0) or 0) if run.average is not None else 0
-    weights = {"checkpoint": str(ckpt_dir / "last.pt"), "epoch": run.state["epoch"],
+    # the checkpoint as the run directory names it: the run's metrics.json stays the same
+    # wherever the run directory is (a moved or copied run, two runs compared)
+    weights = {"checkpoint": "checkpoints/last.pt", "epoch": run.state["epoch"],
                "ema_epochs": ema, "best_val_top1": run.state["best"]}  # fmt: skip
     with averaged(run.model, run.average) as scored:
         metrics = evaluate_model(
