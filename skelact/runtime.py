@@ -167,6 +167,8 @@ def exit_with_launcher(every: float = 1.0) -> None:
     sessions of their own, so `kill -9` of torchrun (or of its process group) left them
     training, writing the run directory that a resume then shared. A thread checks the parent
     every `every` seconds; checkpoints are written atomically, so stopping anywhere is safe."""
+    if any(t.name == "launcher-watch" for t in threading.enumerate()):
+        return  # one watcher a process (a fusion fit's run calls this again)
     parent = os.getppid()
 
     def watch() -> None:
