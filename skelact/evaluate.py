@@ -218,6 +218,7 @@ def evaluate_checkpoint(args: list[str]) -> dict:
     # the checkpoint's input specs: the test dataset is built (and checked) once, below
     model = build_recognizer(cfg.model, data.streams, ckpt["num_classes"], ckpt["specs"])
     model.load_state_dict(ckpt["model"])
+    ema = float(ckpt["config"]["trainer"].get("ema_epochs", 0) or 0)
     device = pick_device(cfg.trainer.device)
     out_dir = Path(opts.get("out_dir") or ckpt_path.parent.parent / eval_name(source, ckpt, split))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -232,20 +233,21 @@ def evaluate_checkpoint(args: list[str]) -> dict:
         label_map=mapping,
         contract=ckpt["specs"],
         trained_on=trained_on,
-        weights=checkpoint_weights(ckpt_path, ckpt),
+        # a checkpoint of an averaging run carries the trained weights beside the average
+        weights=weights_note(ckpt_path, ckpt, ema if "trained_model" in ckpt else 0),
     )
 
 
-def checkpoint_weights(path: Path, ckpt: dict) -> dict:
-    """metrics.json's "weights" for a checkpoint: its file, the epochs it had trained, whether
-    its weights are a moving average (trainer.ema_epochs), and the best validation top-1 of
-    its run by then (data.val_split; null without one)."""
-    ema = float(ckpt["config"]["trainer"].get("ema_epochs", 0) or 0)
+def weights_note(checkpoint: str | Path, state: dict, ema: float) -> dict:
+    """metrics.json's "weights": the checkpoint, the epochs its run had trained and the best
+    validation top-1 by then (`state`: a run's state or a checkpoint, which holds it; null
+    without data.val_split), and `ema`, trainer.ema_epochs when the weights are a moving
+    average (else 0)."""
     return {
-        "checkpoint": str(path),
-        "epoch": int(ckpt.get("epoch", 0)),
-        "ema_epochs": ema if "trained_model" in ckpt else 0,
-        "best_val_top1": ckpt.get("best"),
+        "checkpoint": str(checkpoint),
+        "epoch": int(state.get("epoch", 0)),
+        "ema_epochs": ema,
+        "best_val_top1": state.get("best"),
     }
 
 

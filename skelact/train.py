@@ -23,7 +23,7 @@ from skelact.data.datasets import check_caches
 from skelact.data.run import Data, make_loader
 from skelact.distill import build_teacher
 from skelact.epochs import Run, averaged, prepare_run, train_epochs
-from skelact.evaluate import evaluate_model
+from skelact.evaluate import evaluate_model, weights_note
 from skelact.files import atomic_write
 from skelact.fusion import (
     DEV_TRAIN,
@@ -198,8 +198,7 @@ def _final_evaluation(run: Run, cfg, data: Data, run_dir: Path, device) -> dict:
     ema = float(cfg.trainer.get("ema_epochs", 0) or 0) if run.average is not None else 0
     # the checkpoint as the run directory names it: the run's metrics.json stays the same
     # wherever the run directory is (a moved or copied run, two runs compared)
-    weights = {"checkpoint": "checkpoints/last.pt", "epoch": run.state["epoch"],
-               "ema_epochs": ema, "best_val_top1": run.state["best"]}  # fmt: skip
+    weights = weights_note("checkpoints/last.pt", run.state, ema)
     with averaged(run.model, run.average) as scored:
         metrics = evaluate_model(
             scored, cfg, data, run_dir, device, trained_on=trained_on, weights=weights
