@@ -237,6 +237,7 @@ NUMBERS = (
     ("trainer.min_lr_ratio", False, 0, True, 1),
     ("trainer.eval_every", True, 0, True, None),
     ("trainer.views", True, 1, True, None),
+    ("model.attention_heads", True, 1, True, None),
 )
 
 # settings with a few named values: anything else was taken as one of them without a word

@@ -35,6 +35,7 @@ class Stream(nn.Module):
         temporal_dilations: Sequence[int] = (1,),
         skeleton: bool = False,
         core: RecurrentCore | None = None,
+        attn_heads: int = 1,
     ):
         super().__init__()
         self.encoder = encoder
@@ -46,9 +47,9 @@ class Stream(nn.Module):
             else nn.Identity()
         )
         self.core = core or build_core(enc_dim, core_cfg)
-        self.attention = TemporalAttention(self.core.out_dim, attn_hidden)
+        self.attention = TemporalAttention(self.core.out_dim, attn_hidden, attn_heads)
         self.dropout = Dropout(dropout)
-        self.out_dim = self.core.out_dim
+        self.out_dim = self.attention.out_dim
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         """Per-frame features (N, T, D) for the core."""
@@ -391,6 +392,7 @@ def _build_one(
                 tuple(mcfg.get("temporal_dilations", (1,))),
                 skeleton="num_joints" in specs[name],
                 core=shared if name in skeletons else None,
+                attn_heads=int(mcfg.get("attention_heads", 1)),
             )
     return Recognizer(
         built,

@@ -73,27 +73,36 @@ def _float32_cpu_training(x: torch.Tensor) -> bool:
 
 
 class TemporalAttention(nn.Module):
-    """Softmax attention over time: (N, T, D) -> pooled (N, D) and weights (N, T).
+    """Softmax attention over time: (N, T, D) -> pooled (N, D * heads) and weights (N, T).
 
     Scores come from a small MLP per frame; the weights are returned so a user can see which
     frames decided the prediction. `mask` (N, T) bool, True where a frame holds data: frames
-    without it get no weight (a clip with no such frame is weighted uniformly).
+    without it get no weight (a clip with no such frame keeps all its frames). `heads` > 1:
+    that many score columns from the same MLP, each pooling the whole clip its own way, the
+    pooled vectors joined; the weights returned are their mean.
     """
 
-    def __init__(self, dim: int, hidden: int = 128):
+    def __init__(self, dim: int, hidden: int = 128, heads: int = 1):
         super().__init__()
-        self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        if heads < 1:
+            raise ValueError(f"TemporalAttention: heads must be >= 1, got {heads}")
+        self.heads = heads
+        self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, heads))
+        self.out_dim = dim * heads
 
     def forward(
         self, h: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = self.score(h).squeeze(-1)  # (N, T)
+        scores = self.score(h)  # (N, T, heads)
         if mask is not None:
             mask = mask | ~mask.any(1, keepdim=True)  # an empty clip keeps every frame
-            scores = scores.masked_fill(~mask, -1e9)  # finite: exports to ONNX as is
-        weights = torch.softmax(scores, dim=1)  # (N, T)
-        pooled = torch.einsum("nt,ntd->nd", weights, h)  # (N, D)
-        return pooled, weights
+            scores = scores.masked_fill(~mask[..., None], -1e9)  # finite: exports to ONNX as is
+        weights = torch.softmax(scores, dim=1)  # (N, T, heads)
+        if self.heads == 1:
+            weights = weights.squeeze(-1)
+            return torch.einsum("nt,ntd->nd", weights, h), weights  # (N, D), (N, T)
+        pooled = torch.einsum("nth,ntd->nhd", weights, h).flatten(1)  # (N, heads * D)
+        return pooled, weights.mean(-1)
 
 
 class TemporalConv(nn.Module):
