@@ -84,6 +84,8 @@ def first_batch(cfg):
         ["modality=skeleton_4s", "model=bilstm_4s", "model.replicas=2"],
         ["modality=skeleton_2s", "model.replicas=3"],  # concat fusion, aux losses, per replica
         ["modality=skeleton_2s", "model.skeleton.encoder=gcn", "model.temporal_kernel=3"],
+        ["modality=skeleton_4s", "model=bilstm_4s", "model.attention_heads=3"],
+        ["modality=skeleton_2s", "model.attention_heads=2"],  # concat fusion of wider embeddings
     ],
 )
 def test_option_takes_a_training_step(toy_file, overrides):
@@ -189,6 +191,38 @@ def test_streams_share_one_pipeline_pass(toy_file):
         assert specs[name]["channels"] == 6
         torch.testing.assert_close(four[name][..., :3], one[..., 3 * i : 3 * i + 3])
         torch.testing.assert_close(four[name][..., 3:], one[..., 12:])
+
+
+def test_attention_heads_each_pool_the_clip_their_own_way():
+    """model.attention_heads=3: three softmaxes over time from one scorer, each pooling the
+    whole feature vector, joined; absent frames get no weight in any head; one head is the
+    single attention (same weights, same output)."""
+    from skelact.models.temporal import TemporalAttention
+
+    torch.manual_seed(0)
+    multi = TemporalAttention(6, 8, heads=3)
+    h = torch.randn(2, 5, 6)
+    mask = torch.tensor([[1, 1, 0, 1, 1], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    pooled, mean_w = multi(h, mask)
+    assert pooled.shape == (2, 18) and multi.out_dim == 18 and mean_w.shape == (2, 5)
+    scores = multi.score(h).masked_fill(~mask[..., None], float("-inf"))
+    w = torch.softmax(scores, 1)  # (N, T, heads), computed apart
+    for k in range(3):
+        torch.testing.assert_close(pooled[:, 6 * k : 6 * (k + 1)], (w[..., k, None] * h).sum(1))
+    assert not torch.allclose(w[..., 0], w[..., 1])  # the heads do differ
+    torch.testing.assert_close(mean_w, w.mean(-1))
+    assert torch.all(mean_w[0, 2] == 0)
+    one = TemporalAttention(6, 8, heads=1)
+    one.score[0].load_state_dict(multi.score[0].state_dict())
+    one.score[2].weight.data, one.score[2].bias.data = (
+        multi.score[2].weight[:1],
+        multi.score[2].bias[:1],
+    )
+    p1, w1 = one(h, mask)
+    torch.testing.assert_close(p1, pooled[:, :6])
+    torch.testing.assert_close(w1, w[..., 0])
+    with pytest.raises(ValueError, match="heads"):
+        TemporalAttention(6, 8, heads=0)
 
 
 def test_bone_velocity_and_partner_features():
