@@ -177,14 +177,25 @@ def test_train_prints_plain_lines_and_eval_finds_its_data_from_anywhere(tmp_path
         assert res.returncode == 0, res.stderr[-3000:]
         return res.stderr.splitlines() + res.stdout.splitlines()
 
-    lines = skelact("train", "data=annotations", "data.ann_file=toy.store",
-                    "data.train_split=train", "data.test_split=test", "trainer.epochs=1",
-                    "trainer.progress=false", "trainer.num_workers=0", "data.skeleton.clip_len=8",
-                    "hydra.run.dir=run", cwd=work)  # fmt: skip
+    train_args = ["data=annotations", "data.ann_file=toy.store", "data.train_split=train",
+                  "data.test_split=test", "trainer.epochs=1", "trainer.progress=false",
+                  "trainer.num_workers=0", "data.skeleton.clip_len=8"]  # fmt: skip
+    lines = skelact("train", *train_args, "hydra.run.dir=run", cwd=work)
     assert lines[0].startswith("training skeleton_joint+skeleton_bone+"), lines
     assert lines[-1].startswith("test: top1 "), lines
     assert not any("fontManager" in x or x.startswith("[20") for x in lines), lines
     assert "epoch 1/1 loss" in (work / "run" / "train.log").read_text()
+    # the module torchrun starts (hydra's own logging): the same plain lines, a timed train.log
+    cmd = [sys.executable, "-m", "skelact.train", *train_args, "hydra.run.dir=run2"]
+    res = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    module = res.stdout.splitlines()
+    assert module[0].split(" -> ")[0] == lines[0].split(" -> ")[0], module
+    assert module[-1].startswith("test: top1 "), module
+    assert not any(x.startswith("[20") for x in module), module
+    logged = (work / "run2" / "train.log").read_text().splitlines()
+    assert all(re.match(r"20\d\d-\d\d-\d\d [\d:,]+ [a-z]", x) for x in logged), logged
+    assert any(" epoch 1/1 loss" in x for x in logged), logged
     ckpt = work / "run" / "checkpoints" / "last.pt"
     assert load_checkpoint(ckpt)["config"]["data"]["ann_file"] == str(work / "toy.store")
     lines = skelact("eval", f"ckpt={ckpt}", "data=annotations", "data.test_split=train",
