@@ -322,7 +322,7 @@ def test_prepare_ntu(ntu_dir, tmp_path, capsys):
     assert (a["subject"], a["camera"], a["setup"], a["replication"]) == (1, 2, 1, 1)
     direct = load_skeleton_full(ntu_dir / "good" / "S001C002P001R001A001.skeleton")
     np.testing.assert_array_equal(a["keypoint"], direct["keypoint"][: len(direct["body_ids"])])
-    assert json.loads(out.with_suffix(".report.json").read_text()) == report
+    assert json.loads((out.parent / (out.name + ".report.json")).read_text()) == report
     printed = capsys.readouterr().out
     assert "27 samples" in printed and "S001C001P004R001A001" in printed
     over = report["over_max_bodies"]

@@ -179,7 +179,8 @@ def prepare_ntu(
     Keeps the files of `dataset` ("ntu60": S001-S017, A001-A060; "ntu120": all), skips the
     official missing-skeleton samples, parses with `workers` processes, records bad files with
     their reason, writes `out` (splits xsub/xview or xsub/xset, train/val) and
-    `<out stem>.report.json`, prints a summary and returns the report. `out` is a skelact
+    `<out>.report.json` (as `skelact convert`: ntu60.store.report.json, so a store and a pickle
+    of one name keep their own), prints a summary and returns the report. `out` is a skelact
     store (a folder), written while parsing; a name ending in .pkl gets a pyskl pickle.
     """
     _check_dataset(dataset)
@@ -200,7 +201,7 @@ def prepare_ntu(
         report["seconds"] = round(time.perf_counter() - start, 2)
         writer.close(split, layout="ntu25", dataset=dataset, classes=ntu_classes(dataset),
                      report=report)  # fmt: skip
-    report_path = out.with_suffix(".report.json")
+    report_path = out.with_name(out.name + ".report.json")
     report_path.write_text(json.dumps(report, indent=1))
     print(_summary(report, out, report_path))
     return report
