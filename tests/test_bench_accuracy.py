@@ -69,3 +69,42 @@ def test_a_sweep_ends_with_its_table_when_the_baseline_is_not_there(tmp_path, ca
     out = capsys.readouterr().out
     assert "| kard | 99.0 ± n/a | 99.0 |" in out
     assert f"--against {missing}: no such file; later: --report JSON --against it" in out
+
+
+def test_stopping_the_benchmark_stops_its_training_runs():
+    """Ctrl-C or SIGTERM of the benchmark used to leave its `skelact train` processes running,
+    orphaned; now the running ones are terminated and no further one starts."""
+    import threading
+    import time
+
+    from tools.bench_accuracy import Runs
+
+    runs = Runs()
+    out: list = []
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    thread = threading.Thread(target=lambda: out.append(runs.run(sleeper)))
+    thread.start()
+    for _ in range(100):
+        if runs.procs:
+            break
+        time.sleep(0.05)
+    (proc,) = runs.procs
+    start = time.monotonic()
+    runs.stop()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - start < 10
+    assert proc.poll() is not None and out[0][0] != 0  # terminated, not finished
+    assert runs.run(sleeper) == (-1, "stopped") and not runs.procs
+
+
+def test_a_failed_run_is_named_and_the_others_are_kept(tmp_path, capsys):
+    """One run failing (here: its annotation file is missing) no longer raises out of the
+    pool, which lost the finished runs' results: it comes back with its error."""
+    from tools.bench_accuracy import run_one
+
+    job = dict(dataset="kard", config="kard_xsub", ann=str(tmp_path / "none.store"),
+               train="xsub_train", test="xsub_test", seed=0,
+               run_dir=str(tmp_path / "runs" / "x_kard_xsub_test_s0"), overrides=[])  # fmt: skip
+    result = run_one(job)
+    assert "none.store" in result["error"] and "metrics" not in result
+    assert "x_kard_xsub_test_s0: FAILED" in capsys.readouterr().out

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -72,8 +74,44 @@ def prepare(name: str, data_dir: Path) -> Path:
     return out
 
 
+class Runs:
+    """The `skelact train` processes running now: stopped with the benchmark (Ctrl-C or a
+    SIGTERM used to leave them training on, orphaned), and none started after that."""
+
+    def __init__(self):
+        self.procs: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def run(self, cmd: list[str]) -> tuple[int, str]:
+        """(return code, stderr) of `cmd`; -1 when the benchmark is stopping."""
+        with self.lock:
+            if self.stopping:
+                return -1, "stopped"
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
+            self.procs.add(proc)
+        try:
+            _, err = proc.communicate()
+        finally:
+            with self.lock:
+                self.procs.discard(proc)
+        return proc.returncode, err
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for proc in self.procs:
+                proc.terminate()
+
+
+RUNS = Runs()
+
+
 def run_one(job: dict) -> dict:
-    """One `skelact train` run; returns its metrics.json plus the wall time in seconds."""
+    """One `skelact train` run; returns its metrics.json plus the wall time in seconds, or
+    the job with its "error" (the other runs go on)."""
     run_dir = Path(job["run_dir"])
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
@@ -85,14 +123,20 @@ def run_one(job: dict) -> dict:
             *job["overrides"],
         ]  # fmt: skip
         start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if proc.returncode:
-            raise RuntimeError(f"{run_dir}: training failed\n{proc.stderr[-3000:]}")
+        code, err = RUNS.run(cmd)
+        if code:
+            if not RUNS.stopping:
+                print(f"  {run_dir.name}: FAILED\n{err[-3000:]}", flush=True)
+            return {**job, "error": err[-3000:] or f"exit status {code}"}
         (run_dir / "wall_s.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
     metrics = json.loads(metrics_file.read_text())
     metrics["wall_s"] = float((run_dir / "wall_s.txt").read_text())
     print(f"  {run_dir.name}: top1 {100 * metrics['top1']:.1f}", flush=True)
     return {**job, "metrics": metrics}
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def jobs_for(args, data_dir: Path) -> list[dict]:
@@ -260,13 +304,29 @@ def main() -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     jobs = jobs_for(args, data_dir)
     print(f"{len(jobs)} runs ({args.split} splits), {args.jobs} at a time", flush=True)
-    with ThreadPoolExecutor(args.jobs) as pool:
+    signal.signal(signal.SIGTERM, _terminate)  # as Ctrl-C: the runs stop with the benchmark
+    pool = ThreadPoolExecutor(args.jobs)
+    try:
         results = list(pool.map(run_one, jobs))
+    except BaseException:
+        RUNS.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    failed = [r for r in results if "error" in r]
+    results = [r for r in results if "error" not in r]
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if failed:
+        names = ", ".join(Path(r["run_dir"]).name for r in failed)
+        print(f"\n{len(failed)} of {len(jobs)} runs failed (not in the tables): {names}")
+        if not results:
+            raise SystemExit(1)
     overrides = " ".join(args.overrides) or "(default recipe)"
     print(f"\n{args.split} splits, seeds {args.seeds}, {overrides}\n")
     report(results, args.seeds, args.against)
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
