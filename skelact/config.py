@@ -96,7 +96,30 @@ def compose_run(overrides: list[str]) -> tuple[DictConfig, Path]:
     run_dir = Path(cfg.hydra.run.dir)
     with open_dict(cfg):
         del cfg["hydra"]
+    _warn_added(overrides)
     return cfg, run_dir
+
+
+def _warn_added(overrides: list[str]) -> None:
+    """`+key=value` (or `++`) adds a key no config has: skelact reads none such, so the run
+    goes on as if it were not given; say so (hydra's own advice for a misspelt key is `+`)."""
+    added = [o.lstrip("+").split("=", 1)[0] for o in overrides if o.startswith("+")]
+    added = [k for k in added if k.split(".")[0] != "hydra"]
+    if not added:
+        return
+    import logging
+
+    others = [o for o in overrides if not o.startswith("+")]  # the groups chosen, say
+    keys = leaf_keys(OmegaConf.to_container(compose_config(others)))
+    for key in added:
+        if key in keys or any(k.startswith(key + ".") for k in keys):  # ++ of a setting
+            continue
+        logging.getLogger("skelact").warning(
+            "+%s adds a setting skelact's configs do not have: nothing reads it, the run goes "
+            "on as without it (`skelact train --cfg job` prints every setting)%s",
+            key,
+            nearest(key, keys),
+        )
 
 
 def _no_config(err) -> str | None:

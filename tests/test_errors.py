@@ -95,6 +95,24 @@ def test_train_errors_are_one_line_and_leave_no_run_folder(args, words, tmp_path
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_added_key_is_named_as_one_nothing_reads(caplog):
+    """`+trainer.epoch=3` (hydra's own advice for a key it does not know) trained with the key
+    ignored, without a word; now a warning names it and the nearest setting. `++` of a
+    setting the chosen configs have is an ordinary override, as are hydra's own keys."""
+    from skelact.config import compose_run
+
+    with caplog.at_level("WARNING", logger="skelact"):
+        cfg, _ = compose_run(["+trainer.epoch=3", "++trainer.epochs=4", "+hydra.job.env_set.X=1",
+                              "model=bilstm_4s_st", "++model.skeleton.gcn.layers=2"])  # fmt: skip
+    assert cfg.trainer.epochs == 4 and cfg.trainer.epoch == 3
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "+trainer.epoch adds a setting skelact's configs do not have: nothing reads it, the run "
+        "goes on as without it (`skelact train --cfg job` prints every setting); did you mean "
+        "trainer.epochs?"
+    )
+
+
 @pytest.mark.parametrize(
     "extra, words",
     [
