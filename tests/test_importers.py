@@ -181,7 +181,7 @@ def write_json(folder: Path, name: str, frames) -> None:
     (folder / f"{name}.json").write_text(text)
 
 
-def test_nucla_degenerate_files(tmp_path):
+def test_nucla_degenerate_files(tmp_path, capsys):
     folder = tmp_path / "all_sqe"
     folder.mkdir()
     pose = np.random.default_rng(0).normal(size=(30, 20, 3)).round(4)
@@ -193,8 +193,15 @@ def test_nucla_degenerate_files(tmp_path):
     nan_pose[3] = np.nan  # a whole empty frame is removed
     nan_pose[4, 7, 0] = np.nan  # a lone NaN becomes Kinect's "not tracked" 0
     write_json(folder, "a02_s02_e00_v02", nan_pose.tolist())
-    report = prepare_nucla(tmp_path, tmp_path / "out.pkl", verbose=False)
+    report = prepare_nucla(tmp_path, tmp_path / "out.pkl", verbose=True)
     data = load_annotations(tmp_path / "out.pkl")
+    # the dropped files are named with their reasons, and the report is written beside the file
+    printed = capsys.readouterr().out
+    assert "    a01_s02_e00_v01.json: " in printed and "a12_s01_e00_v02" in printed
+    assert printed.rstrip().endswith(
+        f"wrote {tmp_path / 'out.pkl'} and {tmp_path / 'out.pkl'}.report.json"
+    )
+    assert json.loads((tmp_path / "out.pkl.report.json").read_text()) == report
     assert report["split_counts"] == {
         "xview_train": 2,
         "xview_val": 1,

@@ -6,6 +6,7 @@ and its summary. The importers: `skelact.data.sources.importers` (N-UCLA, UTD-MH
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -95,8 +96,11 @@ def save_import(
 ) -> dict[str, Any]:
     report["out"] = str(out)
     writer.close(split, layout=layout.name, dataset=dataset, classes=list(classes), report=report)
+    # beside the file too, as `prepare ntu` and `convert` write theirs (it is in the file's meta)
+    report_path = Path(out).with_name(Path(out).name + ".report.json")
+    report_path.write_text(json.dumps(report, indent=1) + "\n")
     if verbose:
-        print_summary(report)
+        print_summary(report, report_path)
     return report
 
 
@@ -132,7 +136,10 @@ def _cross_split_duplicates(seen: dict[str, dict], split: dict[str, list[str]]) 
     return pairs
 
 
-def print_summary(report: dict[str, Any]) -> None:
+SHOWN = 5  # dropped files named in the summary; the rest are in the report
+
+
+def print_summary(report: dict[str, Any], report_path: Path | None = None) -> None:
     counts = ", ".join(f"{k} {v}" for k, v in report["split_counts"].items())
     frames = report["frames"]
     print(
@@ -144,6 +151,11 @@ def print_summary(report: dict[str, Any]) -> None:
     print(f"  kept short (< {short['below_frames']} frames): {short['count']}")
     reasons = {k: len(v) for k, v in report["dropped"]["reasons"].items()}
     print(f"  dropped: {report['dropped']['count']} {reasons if reasons else ''}".rstrip())
+    why = [line for lines in report["dropped"]["reasons"].values() for line in lines]
+    for line in why[:SHOWN]:
+        print(f"    {line}")
+    if len(why) > SHOWN:
+        print(f"    ... and {len(why) - SHOWN} more (see {report_path or 'the report'})")
     empty = [k for k, v in report["split_counts"].items() if not v]
     if empty:
         print(f"  warning: empty split(s) {', '.join(empty)}; training on them will be refused")
@@ -157,7 +169,7 @@ def print_summary(report: dict[str, Any]) -> None:
         print(f"  with depth maps: {report['with_depth']} samples")
     if "val_label_check" in report:
         print(f"  {report['val_label_check']}")
-    print(f"  wrote {report['out']}")
+    print(f"  wrote {report['out']}" + (f" and {report_path}" if report_path else ""))
 
 
 def run_import(
