@@ -254,3 +254,35 @@ def test_errors_name_the_file(tmp_path):
         read_utd_mhad_mat(bad)
     with pytest.raises(ValueError, match="none of the 1 files is usable"):
         prepare_utd_mhad(tmp_path, tmp_path / "out.pkl", verbose=False)
+
+
+def test_a_wrong_dataset_folder_names_the_one_meant(tmp_path):
+    """The folder a user gives is often one level off: the set's own Skeleton/ or all_sqe/
+    folder, the folder above the set, or an SBU set folder for the set's root. The error
+    names the folder meant (before: "ROOT/Skeleton/Skeleton: no *.mat skeleton files")."""
+    from skelact.data.sources.importers import prepare_utd_mhad
+    from skelact.data.sources.importing import no_files
+
+    utd = tmp_path / "data" / "utd_mhad" / "Skeleton"
+    utd.mkdir(parents=True)
+    (utd / "a1_s1_t1_skeleton.mat").touch()
+    sbu = tmp_path / "data" / "sbu" / "s01s02" / "01" / "001"
+    sbu.mkdir(parents=True)
+    (sbu / "skeleton_pos.txt").touch()
+    data = tmp_path / "data"
+    with pytest.raises(FileNotFoundError) as err:
+        prepare_utd_mhad(utd, tmp_path / "x.store", verbose=False)
+    assert str(err.value) == (
+        f"{utd} is the dataset's Skeleton/ folder: give the folder above it, {utd.parent}"
+    )
+    assert not (tmp_path / "x.store").exists()
+    assert no_files(data / "Skeleton", "*.mat") == (
+        f"{data} has no Skeleton/ folder; did you mean {data / 'utd_mhad'}?"
+    )
+    sbu_pattern = "*/*/*/skeleton_pos.txt"
+    assert no_files(data, sbu_pattern) == (
+        f"{data}: no {sbu_pattern} skeleton files; did you mean {data / 'sbu'}?"
+    )
+    assert no_files(data / "sbu" / "s01s02", sbu_pattern).endswith(f"did you mean {data / 'sbu'}?")
+    assert no_files(tmp_path / "none" / "x", "*.txt") == f"{tmp_path / 'none'}: no such folder"
+    assert no_files(tmp_path, "*.txt") == f"{tmp_path}: no *.txt skeleton files"

@@ -67,7 +67,7 @@ def collect(
     what the report needs (frames, label, keypoint digest), the splits, the dropped, #files."""
     files = sorted(folder.glob(pattern))
     if not files:
-        raise FileNotFoundError(f"{folder}: no {pattern} skeleton files")
+        raise FileNotFoundError(no_files(folder, pattern))
     seen, split, dropped = {}, {name: [] for name in splits}, {}
     for path in tqdm(files, desc=f"{read.__name__[5:]}", unit="file", disable=not verbose):
         try:
@@ -89,6 +89,32 @@ def collect(
     if not seen:
         raise ValueError(f"{folder}: none of the {len(files)} files is usable: {dropped}")
     return seen, split, dropped, len(files)
+
+
+def no_files(folder: Path, pattern: str) -> str:
+    """Why `folder` has no `pattern` files, naming the folder meant where it can be seen: the
+    dataset's own sub-folder given (utd_mhad/Skeleton for utd_mhad), a folder one level too
+    high (the set is in a sub-folder) or too low (an SBU set folder for the set's root)."""
+    if not folder.is_dir():
+        root, sub = folder.parent, folder.name
+        if sub == root.name:  # ROOT/Skeleton given for ROOT: .../Skeleton/Skeleton
+            return f"{root} is the dataset's {sub}/ folder: give the folder above it, {root.parent}"
+        missing = folder
+        while not missing.parent.is_dir() and missing.parent != missing:
+            missing = missing.parent
+        if missing != folder:
+            return f"{missing}: no such folder"
+        below = next(root.glob(f"*/{sub}/{pattern}"), None)
+        hint = f"; did you mean {below.parents[1]}?" if below is not None else ""
+        return f"{root} has no {sub}/ folder{hint}"
+    below = next(folder.glob(f"*/{pattern}"), None)
+    if below is not None:  # one level too high
+        hint = f"; did you mean {folder / below.relative_to(folder).parts[0]}?"
+    elif next(folder.parent.glob(pattern), None) is not None:  # one level too low
+        hint = f"; did you mean {folder.parent}?"
+    else:
+        hint = ""
+    return f"{folder}: no {pattern} skeleton files{hint}"
 
 
 def save_import(
