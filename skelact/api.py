@@ -253,7 +253,9 @@ class Model:
         if self.contract.layout not in POSE_LAYOUTS:
             raise ContractError(
                 f"{self.source}: the model was trained on layout {self.contract.layout!r};"
-                f" videos convert to {' or '.join(POSE_LAYOUTS)} only"
+                f" skeletons from videos come in {' or '.join(POSE_LAYOUTS)} only: for videos,"
+                " train on skeletons from `skelact convert` (or NTU's); keypoints of this"
+                " layout go to predict()"
             )
 
     def stream(self, source, **kwargs):

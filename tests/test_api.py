@@ -305,3 +305,19 @@ def test_onnx_dynamic_sizes_within_bounds_are_accepted(onnx_file, tmp_path):
     turn = lambda c: c["skeleton"].update(test_views=[0, 15.5])  # noqa: E731
     views = _tampered(onnx_file, tmp_path / "v.onnx", turn)
     assert skelact.load(views).contract.skeleton["test_views"] == [0, 15.5]
+
+
+def test_a_model_of_a_kinect_layout_is_refused_on_videos_with_the_way_out(ntu_ckpt):
+    """A model trained on KARD's or UTD-MHAD's skeletons (openni15, kinect20) cannot take
+    MediaPipe's joints: converting a video is refused up front, saying what would work."""
+    model = skelact.load(ntu_ckpt)
+    model.contract.layout = "openni15"
+    words = (
+        "the model was trained on layout 'openni15'; skeletons from videos come in mediapipe33 "
+        "or ntu25 only: for videos, train on skeletons from `skelact convert` (or NTU's); "
+        "keypoints of this layout go to predict()"
+    )
+    for call in (lambda: model.convert("clip.mp4"), lambda: model.stream("clip.mp4")):
+        with pytest.raises(ContractError) as err:
+            call()
+        assert str(err.value).endswith(words)
