@@ -215,8 +215,10 @@ def run_fusion_demo(
     start = time.perf_counter()
     log.info("1/2 rendering the fusion set to %s and caching features", out)
     print(
-        "note: rgb/depth features come from a randomly initialised, frozen ResNet-18 "
-        "(pretrained=null): this machine is offline, and the demo's classes need no ImageNet."
+        "note: rgb/depth features here come from a randomly initialised, frozen ResNet-18 "
+        "(pretrained=null), on purpose: the rendered classes need no ImageNet. On real data "
+        "the defaults are ImageNet EfficientNet-Lite0 features for RGB (its weights install "
+        "with skelact) and a CNN trained on the person's depth crop."
     )
     overrides = prepare_fusion_data(out, streams, seed=seed, workers=workers)
     log.info("2/2 training %s alone and fused", ", ".join(streams))
