@@ -12,9 +12,9 @@ import pytest
 from tools.bench_accuracy import against, main, mean_std, table
 
 
-def _run(dataset: str, seed: int, top1: float) -> dict:
+def _run(dataset: str, seed: int, top1: float, test: str = "") -> dict:
     metrics = {"top1": top1, "top5": 0.99, "mean_class_accuracy": top1, "wall_s": 60.0}
-    return {"dataset": dataset, "seed": seed, "metrics": metrics}
+    return {"dataset": dataset, "seed": seed, "metrics": metrics, "test": test}
 
 
 def test_the_spread_over_seeds_is_the_sample_std():
@@ -23,7 +23,11 @@ def test_the_spread_over_seeds_is_the_sample_std():
     assert mean_std(np.array([90.0])) == "90.0 ± n/a"
     results = [_run("nucla", s, v / 100) for s, v in enumerate([91.2, 92.5, 91.2])]
     # SBU: each seed's number is the mean of its folds (here 2 folds per seed)
-    results += [_run("sbu", s, v / 100) for s in range(3) for v in (90 + s, 92 + s)]
+    results += [
+        _run("sbu", s, v / 100, f"fold{k}")
+        for s in range(3)
+        for k, v in enumerate((90 + s, 92 + s))
+    ]
     rows = table(results, [0, 1, 2]).splitlines()
     assert rows[2].startswith("| nucla | 91.6 ± 0.8 | 91.2 / 92.5 / 91.2 |")
     assert rows[3].startswith("| sbu | 92.0 ± 1.0 | 91.0 / 92.0 / 93.0 |")
@@ -35,8 +39,9 @@ def test_against_compares_the_seeds_both_hold():
     old = [_run("nucla", s, v / 100) for s, v in enumerate([91.0, 93.0, 92.0, 99.0])]
     old += [_run("kard", 0, 0.99)]
     new = [_run("nucla", s, v / 100) for s, v in enumerate([92.0, 92.5, 93.5])]
-    new += [_run("sbu", 1, v / 100) for v in (94.0, 96.0)] + [_run("sbu", 2, 0.9)]
-    old += [_run("sbu", 1, v / 100) for v in (93.0, 93.0)]
+    new += [_run("sbu", 1, v / 100, f"f{k}") for k, v in enumerate((94.0, 96.0))]
+    new += [_run("sbu", 2, 0.9, "f0")]  # its fold f1 failed: seed 2 is left out
+    old += [_run("sbu", s, v / 100, f"f{k}") for s in (1, 2) for k, v in enumerate((93.0, 93.0))]
     rows = against(new, old).splitlines()
     nucla = "| 0 1 2 | 91.00 / 93.00 / 92.00 = 92.00 | 92.00 / 92.50 / 93.50 = 92.67 | +0.67 |"
     assert rows[2] == "| nucla " + nucla

@@ -176,13 +176,19 @@ def mean_std(values: np.ndarray) -> str:
 
 def seed_means(results: list[dict], name: str, key: str = "top1") -> dict[int, float]:
     """{seed: metric `key` in % over the dataset's runs of that seed (SBU: its folds averaged;
-    a metric a run lacks counts as nan)}."""
-    folds: dict[int, list[float]] = {}
+    a metric a run lacks counts as nan)}. A seed that lacks one of the folds the others have
+    (a run failed) is left out: a mean over fewer folds would not be the protocol's."""
+    folds: dict[int, dict[str, float]] = {}
     for r in results:
         if r["dataset"] == name:
             value = r["metrics"][key]
-            folds.setdefault(r["seed"], []).append(np.nan if value is None else value)
-    return {s: float(np.mean(v)) * 100 for s, v in sorted(folds.items())}
+            folds.setdefault(r["seed"], {})[r.get("test", "")] = np.nan if value is None else value
+    every = set().union(*folds.values()) if folds else set()
+    return {
+        s: float(np.mean(list(v.values()))) * 100
+        for s, v in sorted(folds.items())
+        if set(v) == every
+    }
 
 
 def table(results: list[dict], seeds: list[int]) -> str:
