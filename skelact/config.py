@@ -109,8 +109,7 @@ def _warn_added(overrides: list[str]) -> None:
         return
     import logging
 
-    others = [o for o in overrides if not o.startswith("+")]  # the groups chosen, say
-    keys = leaf_keys(OmegaConf.to_container(compose_config(others)))
+    keys = setting_keys([o for o in overrides if not o.startswith("+")])  # the groups chosen
     for key in added:
         if key in keys or any(k.startswith(key + ".") for k in keys):  # ++ of a setting
             continue
@@ -142,7 +141,7 @@ def _no_setting(key: str) -> str:
             f"no setting or config group {key!r}; the groups are {', '.join(GROUPS)} "
             "(`skelact train --cfg job` prints every setting)"
         )
-    hint = nearest(key, leaf_keys(OmegaConf.to_container(compose_config([]))))
+    hint = nearest(key, setting_keys())
     return f"no setting {key!r} (`skelact train --cfg job` prints every setting){hint}"
 
 
@@ -178,7 +177,7 @@ def check_known(key: str, cfg: DictConfig) -> None:
     keys = leaf_keys(OmegaConf.to_container(cfg))  # a value still ??? is a key too
     if key in keys:
         return
-    keys |= leaf_keys(OmegaConf.to_container(compose_config([])))
+    keys |= setting_keys()
     if key in keys:
         return
     if key.split(".", 1)[0] == "hydra":
@@ -200,6 +199,11 @@ def nearest(key: str, keys: set[str]) -> str:
         others = sorted(k for k in keys if not key.startswith(k + "."))
         near = difflib.get_close_matches(key, others, n=1, cutoff=0.75)
     return f"; did you mean {near[0]}?" if near else ""
+
+
+def setting_keys(overrides: list[str] = ()) -> set[str]:
+    """The dotted keys of `skelact train`'s config composed with `overrides` (the defaults)."""
+    return leaf_keys(OmegaConf.to_container(compose_config(list(overrides))))
 
 
 def leaf_keys(node, prefix: str = "") -> set[str]:

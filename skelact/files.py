@@ -4,6 +4,7 @@ written, for the long single calls (pickle.load, pickle.dump) that have no loop 
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -54,3 +55,14 @@ def byte_progress(f: IO, total: int, desc: str, every: float = 0.5) -> Iterator[
         if not f.closed:  # where it ended, between the last poll and here
             bar.update(f.tell() - bar.n)
         bar.close()
+
+
+def write_report(out: str | os.PathLike, report: dict) -> Path:
+    """`<out>.report.json` beside an annotation file that `prepare` or `convert` wrote (the
+    file's whole name kept, so a store and a pickle of one stem keep their own): the report,
+    as JSON; returns its path."""
+    out = Path(out)
+    path = out.with_name(out.name + ".report.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    return path

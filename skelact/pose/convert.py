@@ -13,7 +13,6 @@ every fifth clip of each class (by name) in "test". Without it every sample has 
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from collections.abc import Iterable
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from skelact.data.formats.annotations import load_annotations, save_annotations
 from skelact.data.prep.sampling import present
+from skelact.files import write_report
 from skelact.layouts import POSE_LAYOUTS
 from skelact.pose.extract import extract_video
 from skelact.pose.model import ensure_pose_model
@@ -128,9 +128,7 @@ def convert_videos(
         "person_frames": int(sum(_present(a).any(0).sum() for a in anns)),
     }
     report["detection_rate"] = round(report["person_frames"] / max(report["frames"], 1), 4)
-    report_path = out.with_name(out.name + ".report.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    report_path = write_report(out, report)
     if not anns:
         _print_failures(report)  # each reason on the terminal, not only in the report
         raise ConvertError(f"no video could be converted; reasons in {report_path}")

@@ -6,7 +6,6 @@ and its summary. The importers: `skelact.data.sources.importers` (N-UCLA, UTD-MH
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from skelact.data.formats.store_write import StoreWriter
+from skelact.files import write_report
 from skelact.layouts import KINECT20
 
 
@@ -122,9 +122,7 @@ def save_import(
 ) -> dict[str, Any]:
     report["out"] = str(out)
     writer.close(split, layout=layout.name, dataset=dataset, classes=list(classes), report=report)
-    # beside the file too, as `prepare ntu` and `convert` write theirs (it is in the file's meta)
-    report_path = Path(out).with_name(Path(out).name + ".report.json")
-    report_path.write_text(json.dumps(report, indent=1) + "\n")
+    report_path = write_report(out, report)  # beside the file too (it is in the file's meta)
     if verbose:
         print_summary(report, report_path)
     return report

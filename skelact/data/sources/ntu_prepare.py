@@ -8,7 +8,6 @@ a report.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import time
@@ -31,6 +30,7 @@ from skelact.data.sources.ntu import (
 )
 from skelact.data.sources.ntu_bodies import COUNTERS
 from skelact.data.sources.ntu_skeleton import SkeletonFormatError, load_skeleton_full
+from skelact.files import write_report
 
 
 def _parse_sample(task: tuple[str, int]) -> tuple[str, dict[str, Any] | None, str | None]:
@@ -201,8 +201,7 @@ def prepare_ntu(
         report["seconds"] = round(time.perf_counter() - start, 2)
         writer.close(split, layout="ntu25", dataset=dataset, classes=ntu_classes(dataset),
                      report=report)  # fmt: skip
-    report_path = out.with_name(out.name + ".report.json")
-    report_path.write_text(json.dumps(report, indent=1))
+    report_path = write_report(out, report)
     print(_summary(report, out, report_path))
     return report
 
