@@ -35,7 +35,8 @@ Common overrides: trainer.epochs=N trainer.batch_size=N trainer.lr=X trainer.dev
 trainer.num_workers=N trainer.resume=true seed=N data.skeleton.clip_len=N model.core.cell=gru
 trainer.precision=auto|fp32|bf16 (auto: bfloat16 autocast on CPUs that have it, else float32)
 Fine-tune a trained model (same model config and joint layout; a new classifier for other
-classes): trainer.init_from=RUN_DIR (or a checkpoint)
+classes): trainer.init_from=RUN_DIR (or a checkpoint); refused where that model, or one it
+came from, trained on samples of this run's test split (e.g. a `skelact merge` holding them)
 Several processes: torchrun --nproc_per_node=N -m skelact.train hydra.run.dir=DIR ...
 Learn from a trained run too (knowledge distillation): trainer.distill.teacher=RUN_DIR
 (e.g. a model=bilstm_4s_st run teaching the faster default; trainer.distill.weight, .temperature)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Collection
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from skelact.contract import check_specs
 from skelact.data.formats.annotations import open_annotations
 from skelact.data.run import Data, check_unique, make_loader, split_names
 from skelact.engine import evaluate, write_eval_outputs
+from skelact.files import same_file
+from skelact.lineage import check_lineage
 from skelact.models.recognizer import build_recognizer
 from skelact.runtime import pick_device, set_threads
 
@@ -142,6 +143,7 @@ def evaluate_model(
     contract: dict | None = None,
     trained_on: Collection[str] | None = None,
     weights: dict | None = None,
+    lineage: list[dict] | None = None,
 ) -> dict:
     """Evaluate on data.test_split and write metrics, predictions and confusion matrix.
 
@@ -149,7 +151,9 @@ def evaluate_model(
     model was trained with, checked against the test set's) come from a checkpoint.
     `trained_on`: the names the model was trained on; metrics.json's "train_overlap" counts
     the evaluated samples among them (null: not known). `weights`: which weights these are
-    (checkpoint, epoch, weight average), metrics.json's "weights".
+    (checkpoint, epoch, weight average), metrics.json's "weights". `lineage`: the models the
+    model started from or learned from, with the test samples each trained on
+    (`skelact.lineage`), metrics.json's "lineage".
     """
     test_set, specs = data.dataset(cfg.data, cfg.data.test_split, train=False)
     if contract is not None:
@@ -170,6 +174,8 @@ def evaluate_model(
     extra = {"train_overlap": overlap, **({"left_out": left_out} if left_out else {})}
     if weights is not None:
         extra["weights"] = weights
+    if lineage is not None:
+        extra["lineage"] = lineage
     metrics = write_eval_outputs(
         result, names, classes or data.classes, cfg.data.test_split, out_dir, extra=extra
     )
@@ -214,6 +220,7 @@ def evaluate_checkpoint(args: list[str]) -> dict:
     check_unique(data.store, split, source)
     mapping = label_map(data, ckpt, split, source)
     trained_on = training_names(data, ckpt, source)
+    seen = check_lineage(cfg, data, refuse=False)
     cfg.data.train_split = ckpt["config"]["data"]["train_split"]  # the model's, whatever asked
     # the checkpoint's input specs: the test dataset is built (and checked) once, below
     model = build_recognizer(cfg.model, data.streams, ckpt["num_classes"], ckpt["specs"])
@@ -233,6 +240,7 @@ def evaluate_checkpoint(args: list[str]) -> dict:
         label_map=mapping,
         contract=ckpt["specs"],
         trained_on=trained_on,
+        lineage=seen,
         # a checkpoint of an averaging run carries the trained weights beside the average
         weights=weights_note(ckpt_path, ckpt, ema if "trained_model" in ckpt else 0),
     )
@@ -255,17 +263,10 @@ def training_names(data: Data, ckpt: dict, source: str) -> np.ndarray | None:
     """(N,) str: the names of the checkpoint's training split when `source` is the file it
     was trained from (names in another file need not be the same samples); else None."""
     trained = ckpt["config"]["data"]
-    if not _same_file(trained["ann_file"], source):
+    if not same_file(trained["ann_file"], source):
         log.info("%s is not the training file %s: no train/test overlap check", source,
                  trained["ann_file"])  # fmt: skip
         return None
     if trained["train_split"] not in data.store.splits:
         return None
     return split_names(data.store, trained["train_split"])
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve() or os.path.samefile(a, b)
-    except OSError:  # the training file is gone or moved
-        return False

@@ -34,6 +34,7 @@ from skelact.fusion import (
     read_stream_scores,
     wants_fit,
 )
+from skelact.lineage import check_lineage
 from skelact.models.recognizer import build_recognizer
 from skelact.runtime import (
     RunDirLock,
@@ -63,13 +64,15 @@ def _train(cfg: DictConfig, run_dir: Path, data: Data | None, lock: RunDirLock) 
     set_threads(tcfg, world)
     # several modalities as an ensemble: their weights from a development run, done first
     check_caches(cfg)  # before a fusion fit trains for minutes on them
+    data = data or Data(cfg)
+    data.check_splits(cfg.data, str(cfg.data.ann_file))
+    # the models it starts from or learns from: refused where they trained on test samples
+    seen = check_lineage(cfg, data)
     fusion = fit_on_dev(cfg, run_dir) if wants_fit(cfg) and world == 1 else None
     groups = groups_of(cfg.modality.streams)
     if fusion is None and cfg.model.fusion == "ensemble" and len(groups) > 1:
         fusion = {"weights": {g: 1 / len(groups) for g in groups}, "chosen": "equal"}
     seed_everything(cfg.seed)
-    data = data or Data(cfg)
-    data.check_splits(cfg.data, str(cfg.data.ann_file))
     train_set, specs = data.dataset(cfg.data, cfg.data.train_split, train=True)
     model = build_recognizer(cfg.model, data.streams, data.num_classes, specs).to(device)
     if fusion is not None:
@@ -97,7 +100,7 @@ def _train(cfg: DictConfig, run_dir: Path, data: Data | None, lock: RunDirLock) 
         wait_for_rank0("closes the training", tcfg.dist_timeout_min)
     if rank != 0:
         return None
-    metrics = _final_evaluation(run, cfg, data, run_dir, device)
+    metrics = _final_evaluation(run, cfg, data, run_dir, device, seen)
     return add_run_notes(metrics, run_dir, cfg, fusion, distilled, env, started)
 
 
@@ -183,9 +186,9 @@ def _open_run(cfg, data: Data, run_dir: Path, device, world, samples, stretched,
     return env
 
 
-def _final_evaluation(run: Run, cfg, data: Data, run_dir: Path, device) -> dict:
+def _final_evaluation(run: Run, cfg, data: Data, run_dir: Path, device, seen=None) -> dict:
     """best.pt made sure of, then the final model (its weight average) evaluated on the test
-    split into the run directory (`evaluate_model`)."""
+    split into the run directory (`evaluate_model`); `seen`: `check_lineage`'s findings."""
     ckpt_dir, best = run.ckpt_dir, run.state["best"]
     if best is None and (ckpt_dir / "last.pt").is_file():
         # no monitored epoch: the final model is the best
@@ -201,7 +204,7 @@ def _final_evaluation(run: Run, cfg, data: Data, run_dir: Path, device) -> dict:
     weights = weights_note("checkpoints/last.pt", run.state, ema)
     with averaged(run.model, run.average) as scored:
         metrics = evaluate_model(
-            scored, cfg, data, run_dir, device, trained_on=trained_on, weights=weights
+            scored, cfg, data, run_dir, device, trained_on=trained_on, weights=weights, lineage=seen
         )
     return metrics
 

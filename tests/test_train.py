@@ -515,3 +515,66 @@ def test_resume_refuses_another_model_or_a_checkpoint_past_the_epochs(toy_file, 
         train(compose_config([*again, "trainer.epochs=3"]), tmp_path)
     assert "was trained for trainer.epochs=2, this run asks 3" in caplog.text
     assert len(pd.read_csv(tmp_path / "train_log.csv")) == 3
+
+
+def test_a_model_pretrained_on_the_test_samples_is_refused_and_recorded(toy_file, tmp_path, caplog):
+    """trainer.init_from a model trained on a merge that holds the test split's samples: the
+    run is refused (as a shared split is), or with data.allow_test_overlap=true warned and
+    counted in metrics.json's "lineage", through a chain of runs and in `skelact eval`; a
+    model trained on the merge's copy of the training split alone passes with a count of 0."""
+    import numpy as np
+
+    from skelact.data.formats.annotations import merge_annotations, open_annotations
+
+    other = toy_annotations(num_classes=3, per_class=8, seed=3)
+    other = save_annotations(other, tmp_path / "b.pkl")
+    merged = tmp_path / "all.store"
+    merge_annotations([toy_file, other], merged, holdout=0.1)
+    store, toy = open_annotations(merged), open_annotations(toy_file)
+    test = toy.names[toy.split("test")].astype(str)
+    held = {n.removeprefix("toy/") for n in store.names[store.split("val")].astype(str)}
+    want = len(set(test) - held)
+    assert 0 < want < len(test)  # some test samples were held out of "train": counted apart
+
+    base = [*FAST, "trainer.epochs=1"]
+    pre = tmp_path / "pre"
+    train(compose_config([f"data.ann_file={merged}", "data.train_split=train",
+                          "data.test_split=val", *base]), pre)  # fmt: skip
+    tune = [f"data.ann_file={toy_file}", *SPLITS, *base, f"trainer.init_from={pre}"]
+    with pytest.raises(SystemExit, match=(
+        rf"trainer.init_from={pre}/checkpoints/last.pt was trained on {merged}'s split train, "
+        rf"which holds {want} of the 40 samples of data.test_split=test \(e.g. toy_"
+    )):  # fmt: skip
+        train(compose_config(tune), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()  # refused before anything was written
+
+    with caplog.at_level("WARNING", logger="skelact"):
+        metrics = train(compose_config([*tune, "data.allow_test_overlap=true"]), tmp_path / "a")
+    assert "(allowed by data.allow_test_overlap)" in caplog.text
+    (seen,) = metrics["lineage"]
+    assert seen["test_samples"] == want and seen["train_split"] == "train"
+    assert seen["note"] == "merged from this file, as toy/<name>" and seen["example"] in test
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["lineage"] == [seen]
+
+    # a run started from that one: the pretraining two steps back is found and refused too
+    chain = [f"data.ann_file={toy_file}", *SPLITS, *base, f"trainer.init_from={tmp_path / 'a'}"]
+    with pytest.raises(SystemExit, match=rf"trainer.init_from -> trainer.init_from={pre}/"):
+        train(compose_config(chain), tmp_path / "b")
+    # skelact eval of the fine-tuned model warns and records, it does not refuse
+    evaluated = evaluate_checkpoint([f"ckpt={tmp_path / 'a'}", f"out_dir={tmp_path / 'e'}"])
+    assert [s["test_samples"] for s in evaluated["lineage"]] == [want]
+
+    # pretrained on the merge's copy of the training split only: no test sample seen
+    clean = tmp_path / "clean"
+    train(compose_config([f"data.ann_file={merged}", "data.train_split=toy/train",
+                          "data.test_split=toy/test", *base]), clean)  # fmt: skip
+    ok = train(compose_config([*tune[:-1], f"trainer.init_from={clean}"]), tmp_path / "ok")
+    assert [(s["test_samples"], s["example"]) for s in ok["lineage"]] == [(0, None)]
+    # started from a model of another file: listed, not counted
+    third = save_annotations(toy_annotations(num_classes=4, per_class=40, frames=40, seed=4),
+                             tmp_path / "c.pkl")  # fmt: skip
+    far = train(compose_config([f"data.ann_file={third}", *SPLITS, *base,
+                                f"trainer.init_from={clean}"]), tmp_path / "far")  # fmt: skip
+    assert far["lineage"][0]["test_samples"] is None
+    assert far["lineage"][0]["note"].startswith(f"trained on another file ({merged}, not ")
+    assert np.isin(test, list(held)).sum() == len(test) - want

@@ -192,7 +192,8 @@ def merge_annotations(
                 split["val" if i in held else "train"].append(name)
             for s in store.splits:
                 split[f"{tag}/{s}"] = [f"{tag}/{store.names[i]}" for i in store.split(s)]
-            parts.append({"file": str(path), "samples": len(store), "classes": count,
+            parts.append({"file": str(path), "path": str(path.resolve()), "tag": tag,
+                          "samples": len(store), "classes": count,
                           "label_offset": offset, "held_out": len(held)})  # fmt: skip
         writer.close(split, layout=layout or layouts[0], classes=classes, dataset="merged",
                      merged_from=parts)  # fmt: skip
