@@ -94,8 +94,10 @@ def _count(ann_file, split, source: str, test_names: np.ndarray, store) -> dict:
         trained_store = open_annotations(ann_file)
         prefix = _merged_as(trained_store, Path(ann_file), source)
         if prefix is None:
-            return {"note": f"trained on another file ({ann_file}, not {source} nor a merge of "
-                            "it): its samples cannot be matched by name"}  # fmt: skip
+            parts = [p["file"] for p in trained_store.top.get("merged_from") or []]
+            what = f"a merge of {', '.join(parts)}, none of them" if parts else "not"
+            return {"note": f"trained on another file ({ann_file}, {what} {source}): its "
+                            "samples cannot be matched by name"}  # fmt: skip
     if split not in trained_store.splits:
         return {"note": f"{ann_file} has no split {split} any more"}
     names = trained_store.names[trained_store.split(split)].astype(str)

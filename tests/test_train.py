@@ -576,5 +576,8 @@ def test_a_model_pretrained_on_the_test_samples_is_refused_and_recorded(toy_file
     far = train(compose_config([f"data.ann_file={third}", *SPLITS, *base,
                                 f"trainer.init_from={clean}"]), tmp_path / "far")  # fmt: skip
     assert far["lineage"][0]["test_samples"] is None
-    assert far["lineage"][0]["note"].startswith(f"trained on another file ({merged}, not ")
+    assert far["lineage"][0]["note"] == (
+        f"trained on another file ({merged}, a merge of {toy_file}, {other}, none of them "
+        f"{third}): its samples cannot be matched by name"
+    )
     assert np.isin(test, list(held)).sum() == len(test) - want
