@@ -24,26 +24,22 @@ from skelact.runtime import pick_device, set_threads
 log = logging.getLogger("skelact")
 
 
-# The preprocessing a checkpoint was trained with: evaluation uses it, whatever the data group.
-PINNED = (
-    "features",
-    "stream_features",
-    "clip_len",
-    "center",
-    "align_view",
-    "align_axis",
-    "scale_normalize",
-)
+# The data.skeleton settings an evaluation may choose (test clips and views, the training-only
+# augmentation; the body count follows the checkpoint's inputs below). Every other key is the
+# preprocessing the checkpoint was trained with, which evaluation uses whatever the data group
+# says (a key added to the preprocessing is pinned without being listed here).
+EVAL_CHOICES = ("test_clips", "test_views", "augment", "num_bodies")
 
 
 def conform_config(cfg: DictConfig, ckpt: dict, overrides: list[str]) -> None:
     """Make `cfg` evaluate what the checkpoint was trained on, or refuse naming the mismatch.
 
-    Pins the skeleton preprocessing (PINNED), the layout and the body count (extra bodies of
-    the evaluation data are dropped, most active kept; missing ones are zero-padded).
+    Pins the skeleton preprocessing (every data.skeleton key but `EVAL_CHOICES`), the layout
+    and the body count (extra bodies of the evaluation data are dropped, most active kept;
+    missing ones are zero-padded).
     """
     trained = OmegaConf.create(ckpt["config"]).data.skeleton
-    for key in PINNED:
+    for key in (k for k in trained if k not in EVAL_CHOICES):
         asked = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == f"data.skeleton.{key}"]
         value = OmegaConf.select(cfg, f"data.skeleton.{key}")
         if asked and value != trained.get(key):
@@ -51,8 +47,7 @@ def conform_config(cfg: DictConfig, ckpt: dict, overrides: list[str]) -> None:
                 f"skelact eval: the checkpoint was trained with data.skeleton.{key}="
                 f"{trained.get(key)}; evaluating it with {value} would not be the same model"
             )
-        if key in trained:
-            OmegaConf.update(cfg, f"data.skeleton.{key}", trained[key], force_add=True)
+        OmegaConf.update(cfg, f"data.skeleton.{key}", trained[key], force_add=True)
     if cfg.data.layout not in (None, "auto", ckpt["layout"]):
         raise SystemExit(
             f"skelact eval: data.layout={cfg.data.layout}, but the checkpoint was trained on "

@@ -173,3 +173,31 @@ def test_every_output_ranks_nan_scores_alike(tmp_path):
     top5 = np.mean([lab in np.argsort(-np.nan_to_num(s, nan=-1), kind="stable")[:5]
                     for s, lab in zip(scores, labels, strict=True)])  # fmt: skip
     assert metrics["top5"] == pytest.approx(top5)
+
+
+def test_eval_keeps_every_preprocessing_setting_whatever_the_data_group():
+    """`skelact eval ckpt=... data=GROUP` composes the group's defaults; every data.skeleton
+    setting the checkpoint trained with comes back (interpolate and bone_lengths were lost
+    before, and the model was scored on other inputs); the test-time ones may be chosen, an
+    explicit override of the others is refused."""
+    from omegaconf import OmegaConf
+
+    from skelact.config import config_with_overrides
+    from skelact.evaluate import conform_config
+
+    trained = compose_config(["data=utdmhad_xsub", "data.ann_file=utd.store",
+                              "data.skeleton.bone_lengths=median", "data.skeleton.interpolate=true",
+                              "data.skeleton.clip_len=24"])  # fmt: skip
+    ckpt = {"config": OmegaConf.to_container(trained), "layout": "kinect20",
+            "specs": {"skeleton_joint": {"num_bodies": 1}}}  # fmt: skip
+    rest = ["data=utdmhad_xsub", "data.skeleton.test_clips=3", "data.skeleton.test_views=[0,15]"]
+    cfg = config_with_overrides(ckpt["config"], rest)
+    assert cfg.data.skeleton.interpolate is False  # the group's default, before conforming
+    conform_config(cfg, ckpt, rest)
+    got = cfg.data.skeleton
+    assert (got.bone_lengths, got.interpolate, got.clip_len) == ("median", True, 24)
+    assert (got.test_clips, list(got.test_views), got.num_bodies) == (3, [0, 15], 1)
+    for key, value in (("interpolate", "false"), ("bone_lengths", "keep")):
+        asked = [*rest, f"data.skeleton.{key}={value}"]
+        with pytest.raises(SystemExit, match=f"trained with data.skeleton.{key}="):
+            conform_config(config_with_overrides(ckpt["config"], asked), ckpt, asked)
