@@ -59,6 +59,40 @@ def conform_config(cfg: DictConfig, ckpt: dict, overrides: list[str]) -> None:
         cfg.data.skeleton.num_bodies = bodies[0]
 
 
+FOLD_KEYS = ("name", "train_split", "test_split", "val_split")  # what a data group's fold names
+
+
+def refold(cfg: DictConfig, trained: dict, overrides: list[str]) -> None:
+    """`data.fold=K` for a checkpoint of a data group with folds (`data=sbu`): the checkpoint
+    holds its split names resolved (fold1_test), which the fold alone would not change, so the
+    group's names are made again at fold K (a split named on the command line stays). Refuses
+    where the checkpoint's group is not found."""
+    import yaml
+
+    from skelact.config import CONFIG_DIR
+
+    given = {o.split("=", 1)[0].lstrip("+") for o in overrides}
+    if "data.fold" not in given or "data" in given or "fold" not in trained:
+        return
+    for path in sorted(Path(CONFIG_DIR, "data").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text()) or {}
+        if "fold" not in raw:
+            continue
+        group = OmegaConf.create({k: v for k, v in raw.items() if k in (*FOLD_KEYS, "fold")})
+        group.fold = trained["fold"]
+        if group.get("name") != trained.get("name"):
+            continue
+        group.fold = cfg.data.fold
+        for key in FOLD_KEYS:
+            if key in group and f"data.{key}" not in given:
+                cfg.data[key] = group[key]
+        return
+    raise SystemExit(
+        f"skelact eval: data.fold={cfg.data.fold} does not choose this checkpoint's splits (its "
+        f"config names them: {trained.get('test_split')}); give data.test_split=SPLIT"
+    )
+
+
 def keep_data_paths(cfg: DictConfig, ckpt: dict, overrides: list[str]) -> None:
     """Files the command line does not name come from the checkpoint: `data=ntu60_xview`
     swaps the split names, not the annotation file (or feature caches) it was trained on.
@@ -198,6 +232,7 @@ def evaluate_checkpoint(args: list[str]) -> dict:
     ckpt = load_checkpoint(ckpt_path)
     rest = [a for a in args if a.split("=", 1)[0] not in ("ckpt", "out_dir")]
     cfg = config_with_overrides(ckpt["config"], rest)
+    refold(cfg, ckpt["config"]["data"], rest)
     check_settings(cfg)
     keep_data_paths(cfg, ckpt, rest)
     conform_config(cfg, ckpt, rest)

@@ -201,3 +201,29 @@ def test_eval_keeps_every_preprocessing_setting_whatever_the_data_group():
         asked = [*rest, f"data.skeleton.{key}={value}"]
         with pytest.raises(SystemExit, match=f"trained with data.skeleton.{key}="):
             conform_config(config_with_overrides(ckpt["config"], asked), ckpt, asked)
+
+
+def test_eval_data_fold_chooses_that_folds_splits():
+    """`skelact eval ckpt=... data.fold=3` on an SBU model: the checkpoint's config holds its
+    splits resolved (fold1_test), and the fold alone used to leave them, scoring fold 1 again;
+    the group's names are made again at fold 3, a split given on the command line stays."""
+    from omegaconf import OmegaConf
+
+    from skelact.config import config_with_overrides
+    from skelact.evaluate import refold
+
+    saved = OmegaConf.to_container(
+        compose_config(["data=sbu", "data.ann_file=sbu.store"]), resolve=True
+    )["data"]
+    for asked, want in (
+        (["data.fold=3"], ("sbu_fold3", "fold3_train", "fold3_test")),
+        (["data.fold=3", "data.test_split=fold3_dev_val"], ("sbu_fold3", "fold3_train",
+                                                            "fold3_dev_val")),
+        (["data.test_split=fold2_test"], ("sbu_fold1", "fold1_train", "fold2_test")),
+    ):  # fmt: skip
+        cfg = config_with_overrides({"data": saved}, asked)
+        refold(cfg, saved, asked)
+        assert (cfg.data.name, cfg.data.train_split, cfg.data.test_split) == want, asked
+    mine = {**saved, "name": "mine"}  # a fold key in a config of the user's own
+    with pytest.raises(SystemExit, match="data.fold=2 does not choose this checkpoint's splits"):
+        refold(config_with_overrides({"data": mine}, ["data.fold=2"]), mine, ["data.fold=2"])
