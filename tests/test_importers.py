@@ -229,6 +229,8 @@ def test_utd_degenerate_files(tmp_path):
     scipy.io.savemat(folder / "a4_s1_t1_skeleton.mat", {"d_skel": skel[:15]})  # 15 joints
     scipy.io.savemat(folder / "a5_s1_t1_skeleton.mat", {"d_skel": np.full((20, 3, 8), np.nan)})
     (folder / "a6_s1_t1_skeleton.mat").write_bytes(b"MATLAB 5.0 MAT-file, truncated")
+    # the name of another file's sample (a01 is a1): dropped as such, the import goes on
+    scipy.io.savemat(folder / "a01_s1_t1_skeleton.mat", {"d_skel": skel})
     report = prepare_utd_mhad(tmp_path, tmp_path / "out.pkl", verbose=False)
     assert report["split_counts"] == {
         "xsub_train": 1,
@@ -238,7 +240,10 @@ def test_utd_degenerate_files(tmp_path):
     }
     assert report["kept_short"]["names"] == ["a2_s2_t1"]
     reasons = {k: len(v) for k, v in report["dropped"]["reasons"].items()}
-    assert reasons == {"all_zero": 1, "unreadable": 2, "non_finite": 1}
+    assert reasons == {"all_zero": 1, "unreadable": 2, "non_finite": 1, "duplicate": 1}
+    assert report["dropped"]["reasons"]["duplicate"] == [
+        "a1_s1_t1_skeleton.mat: names the sample a1_s1_t1, as a01_s1_t1_skeleton.mat does (kept)"
+    ]
     one = read_utd_mhad_mat(folder / "a2_s2_t1_skeleton.mat")
     assert one["keypoint"].shape == (1, 1, 20, 3)
     np.testing.assert_allclose(one["keypoint"][0, 0, J("head")], skel[0, :, 0].astype(np.float32))

@@ -179,3 +179,37 @@ def test_sbu_one_person_models_keep_the_more_active_person(sbu):
     # two-person models keep the dataset's order: A, B
     kp = data["annotations"][0]["keypoint"]
     np.testing.assert_array_equal(PadBodies(2)({"keypoint": kp})["keypoint"], kp)
+
+
+def test_names_come_from_the_numbers_and_a_bad_file_is_named_by_its_path(tmp_path):
+    """KARD/MSR samples are named aAA_sSS_eEE by their numbers: a file named a1_s1_e1_... is
+    a01_s01_e01 (the name was cut at 11 characters: a1_s1_e1_re), and one that repeats another
+    file's sample is dropped naming both, the others kept; an SBU file (all are
+    skeleton_pos.txt) is named by its path in the set."""
+    import shutil
+
+    shared_data("kard")
+    shared_data("sbu")
+    kard = tmp_path / "kard"
+    kard.mkdir()
+    src = SHARED_DATA / "kard"
+    shutil.copy(src / "a01_s01_e01_realworld.txt", kard / "a1_s1_e1_realworld.txt")
+    shutil.copy(src / "a01_s01_e02_realworld.txt", kard / "a001_s01_e01_realworld.txt")
+    shutil.copy(src / "a02_s06_e01_realworld.txt", kard / "a02_s06_e01_realworld.txt")
+    report = prepare_kard(kard, tmp_path / "k.pkl", verbose=False)
+    data = load_annotations(tmp_path / "k.pkl")
+    assert sorted(a["frame_dir"] for a in data["annotations"]) == ["a01_s01_e01", "a02_s06_e01"]
+    want = np.loadtxt(src / "a01_s01_e02_realworld.txt")[:15, 2] / 1000  # sorted first: a001
+    assert np.isclose(by_name(data, "a01_s01_e01")["keypoint"][0, 0, 0, 2], want[0])
+    assert report["dropped"]["reasons"] == {
+        "duplicate": ["a1_s1_e1_realworld.txt: names the sample a01_s01_e01, as "
+                      "a001_s01_e01_realworld.txt does (kept)"]
+    }  # fmt: skip
+
+    sbu = tmp_path / "sbu"
+    shutil.copytree(SHARED_DATA / "sbu" / "s01s02", sbu / "s01s02")
+    (sbu / "s01s02" / "03" / "001" / "skeleton_pos.txt").write_text("1,2,3\n")
+    report = prepare_sbu(sbu, tmp_path / "s.pkl", verbose=False)
+    assert report["dropped"]["reasons"]["unreadable"] == [
+        "s01s02/03/001/skeleton_pos.txt: 3 values per line, want 91"
+    ]

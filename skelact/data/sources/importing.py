@@ -24,7 +24,7 @@ class SkeletonFileError(ValueError):
 
     def __init__(self, path: str | os.PathLike, problem: str, reason: str = "unreadable"):
         super().__init__(f"{Path(path).name}: {problem}")
-        self.reason = reason
+        self.path, self.problem, self.reason = Path(path), problem, reason
 
 
 def clean_frames(joints: np.ndarray, path: str | os.PathLike) -> np.ndarray:
@@ -68,17 +68,25 @@ def collect(
     files = sorted(folder.glob(pattern))
     if not files:
         raise FileNotFoundError(no_files(folder, pattern))
-    seen, split, dropped = {}, {name: [] for name in splits}, {}
+    seen, split, dropped, origin = {}, {name: [] for name in splits}, {}, {}
     for path in tqdm(files, desc=f"{read.__name__[5:]}", unit="file", disable=not verbose):
         try:
             ann = read(path)
             names = [s for s, values in splits.items() if ann[key] in values]
             if not names:
                 raise SkeletonFileError(path, f"{key} {ann[key]} is in no split", "no_split")
+            if ann["frame_dir"] in origin:  # e.g. a01_s1_t1 beside a1_s1_t1: the first kept
+                first = origin[ann["frame_dir"]].relative_to(folder)
+                raise SkeletonFileError(
+                    path, f"names the sample {ann['frame_dir']}, as {first} does (kept)",
+                    "duplicate",
+                )  # fmt: skip
         except SkeletonFileError as err:
-            dropped.setdefault(err.reason, []).append(str(err))
+            # the file by its path in the set (SBU's are all skeleton_pos.txt)
+            dropped.setdefault(err.reason, []).append(f"{path.relative_to(folder)}: {err.problem}")
             continue
         writer.add(ann)
+        origin[ann["frame_dir"]] = path
         seen[ann["frame_dir"]] = {
             "frames": ann["total_frames"],
             "label": ann["label"],

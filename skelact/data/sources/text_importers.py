@@ -119,7 +119,7 @@ def read_kard(path: str | os.PathLike) -> dict[str, Any]:
     joints = table.reshape(-1, 15, 3)[:, KARD_TO_OPENNI15] / 1000  # (T, 15, 3) metres
     joints[..., 0] *= -1  # right side to +x, as in the Kinect SDK
     keypoint = clean_frames(joints, path)[None]
-    return _sample(path.stem[:11], action, subject, take, keypoint)
+    return _sample(action, subject, take, keypoint)
 
 
 def read_msr_daily(path: str | os.PathLike) -> dict[str, Any]:
@@ -137,7 +137,7 @@ def read_msr_daily(path: str | os.PathLike) -> dict[str, Any]:
     if failed.all():
         raise SkeletonFileError(path, f"all {len(joints)} frames failed", "non_finite")
     keypoint = joints[~failed].astype(np.float32)[None]
-    sample = _sample(path.stem[:11], action, subject, take, keypoint)
+    sample = _sample(action, subject, take, keypoint)
     sample["dropped_frames"] = np.flatnonzero(failed).tolist()
     return sample
 
@@ -152,9 +152,11 @@ def _parse_name(path: Path, pattern: re.Pattern, num_classes: int) -> tuple[int,
     return action, subject, take
 
 
-def _sample(name: str, action: int, subject: int, take: int, keypoint: np.ndarray) -> dict:
+def _sample(action: int, subject: int, take: int, keypoint: np.ndarray) -> dict:
+    """A KARD or MSR DailyActivity3D sample, named aAA_sSS_eEE by its numbers (as the files
+    are; a file named a1_s1_e1_... or a001_... gets the same name, not a cut-off one)."""
     return {
-        "frame_dir": name,
+        "frame_dir": f"a{action:02d}_s{subject:02d}_e{take:02d}",
         "label": action - 1,
         "keypoint": keypoint,
         "total_frames": keypoint.shape[1],
