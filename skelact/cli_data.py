@@ -55,8 +55,8 @@ def _add_prepare(sub) -> None:
     )
     feat.add_argument(
         "--root",
-        required=True,
-        help="the folder the sources are under: the folder given to `skelact convert`; NTU's "
+        help="the folder the sources are under: for a file of `skelact convert`, the folder "
+        "holding the videos it was given (the default there: convert records it); NTU's "
         "nturgb+d_rgb/ or nturgb+d_depth_masked/; or the root of the samples' "
         "rgb_path / depth_path (README: Your own RGB-D data)",
     )
@@ -154,7 +154,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         report = extract_features(
             args.ann,
             args.modality,
-            args.root,
+            args.root or _video_root(args.ann),
             args.out,
             arch=args.arch,
             pretrained=None if args.pretrained == "none" else args.pretrained,
@@ -213,6 +213,19 @@ def cmd_repack(args: argparse.Namespace) -> None:
     else:
         raise ValueError(f"{src} -> {dst}: give a pickle and a store folder, one of each")
     print(f"wrote {dst} ({disk_size(dst) / 2**20:.1f} MiB)")
+
+
+def _video_root(ann: str) -> str:
+    """prepare features without --root: the folder `skelact convert` recorded for the file."""
+    from skelact.data.formats.annotations import open_annotations
+
+    root = (open_annotations(ann).top.get("report") or {}).get("video_root")
+    if not root:
+        raise SystemExit(
+            f"skelact prepare features: give --root, the folder the sources are under ({ann} "
+            "records none: only `skelact convert` does)"
+        )
+    return root
 
 
 def cmd_merge(args: argparse.Namespace) -> None:

@@ -96,6 +96,35 @@ def test_convert_keeps_each_persons_image_box_and_video_path(recipe):
         assert inside.all(-1).mean() > 0.97
 
 
+def test_two_input_folders_keep_their_videos_apart(recipe, pose_model):
+    """`convert videos/forward videos/backward`: each folder has clip0..4.avi. Every sample's
+    rgb_path is under the folder holding both (backward's clip0 was "clip0.avi" under its own
+    input, as forward's: `prepare features --root videos/forward` encoded backward's samples
+    from forward's videos, silently); prepare features finds that folder itself."""
+    work = recipe["work"]
+    out = run(
+        *("convert", "videos/forward", "videos/backward", "--out", "two.store"),
+        *("--layout", "ntu25", "--mirrored", "--pose-model", pose_model),
+        cwd=work,
+    )
+    assert f"videos under {work / 'videos'} (prepare features" in out
+    data = load_annotations(work / "two.store")
+    paths = {a["frame_dir"]: a["rgb_path"] for a in data["annotations"]}
+    assert paths["clip0"] == "forward/clip0.avi" and paths["clip0_2"] == "backward/clip0.avi"
+    assert len(set(paths.values())) == 10
+    feats = run(
+        *("prepare", "features", "--modality", "rgb", "--ann", "two.store", "--out", "feats/two"),
+        *("--frames", FRAMES, "--size", SIZE, "--workers", "0"),
+        cwd=work,
+    )
+    assert "10 sample(s) encoded, 0 already cached, 0 without this modality, 0 failed" in feats
+    settings = json.loads((work / "feats/two/index.json").read_text())
+    sample = next(a for a in data["annotations"] if a["frame_dir"] == "clip0_2")
+    own = clip_features(work / "videos/backward/clip0.avi", crop_points(sample, "rgb"), settings,
+                        frame_encoder(settings))  # fmt: skip
+    assert np.array_equal(np.load(work / "feats/two/clip0_2.npy"), own)
+
+
 def test_prepare_features_crops_around_the_person(recipe):
     work = recipe["work"]
     assert (

@@ -89,8 +89,8 @@ def convert_videos(
     Each sample: "keypoint" (M, T, V, 3) metres in camera space (y up, hip-centred), plus
     "keypoint_2d" (M, T, V, 2), "keypoint_score" (M, T, V), "mask" (M, T), "color_box" (M, T, 4)
     each person's image box in pixels, "img_shape", "fps", "video" (absolute path) and
-    "rgb_path" (the path under its input folder: that folder is the `--root` of `prepare
-    features --modality rgb`); V = 33 ("mediapipe33") or 25 ("ntu25"), M <= max_people.
+    "rgb_path" (the path under the folder holding every input, `video_root`: the `--root` of
+    `prepare features --modality rgb`); V = 33 ("mediapipe33") or 25 ("ntu25"), M <= max_people.
     `workers` > 1 converts videos in that many processes. `pose_model`: a .task bundle, else
     `ensure_pose_model()` finds one. Returns the report (also written next to `out` as
     `<out>.report.json` and stored under the file's "report"); raises ConvertError when no
@@ -115,8 +115,13 @@ def convert_videos(
     todo = [(p, n, r) for p, n, r in videos if str(p.absolute()) not in done]
     anns, failed = _run(todo, model, (layout, max_people, mirrored), workers, progress)
     anns = existing + anns
+    root = video_root(inputs, [a["video"] for a in existing if a.get("video")])
+    for ann in anns:  # every video by its path under the one root, earlier samples' too
+        if ann.get("video"):
+            ann["rgb_path"] = Path(os.path.relpath(ann["video"], root)).as_posix()
     report = {
         "out": str(out),
+        "video_root": str(root),
         "videos": len(videos),
         "converted": len(anns) - len(existing),
         "skipped_existing": len(videos) - len(todo),
@@ -139,6 +144,15 @@ def convert_videos(
     if labels_from_folders:
         _warn_splits(data)
     return report
+
+
+def video_root(inputs: list, earlier: list[str]) -> Path:
+    """The folder every video is under: the input folder (a file's own folder), or the
+    deepest folder holding all the inputs and the `earlier` videos of the file added to. Each
+    sample's "rgb_path" is its video's path under it: `prepare features --root` takes it, so
+    clips of one name in two input folders (walk/clip1.mp4, run/clip1.mp4) stay apart."""
+    dirs = [p if p.is_dir() else p.parent for p in (Path(i).absolute() for i in inputs)]
+    return Path(os.path.commonpath(dirs + [Path(v).parent for v in earlier]))
 
 
 def _warn_splits(data: dict[str, Any]) -> None:
@@ -171,6 +185,8 @@ def _print_summary(report: dict[str, Any], report_path: Path) -> None:
     )
     _print_failures(report)
     print(f"report: {report_path}")
+    print(f"videos under {report['video_root']} (prepare features --modality rgb takes it as "
+          "--root, the default for this file)")  # fmt: skip
 
 
 def _print_failures(report: dict[str, Any]) -> None:
@@ -206,7 +222,6 @@ def _one(job: tuple, on_frame=None) -> tuple[dict | None, str | None]:
     except Exception as err:  # noqa: BLE001 - any failure skips this video with its reason
         return None, f"{type(err).__name__}: {err}"
     sample["frame_dir"], sample["video"] = name, str(path.absolute())
-    sample["rgb_path"] = rel  # `prepare features --root <the input folder>` finds it there
     return sample, None
 
 
