@@ -132,7 +132,14 @@ class OnnxBackend:
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - onnxruntime's own error types: one line
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise RuntimeError(
+                f"ONNX model {path} could not be loaded (a damaged or unfinished file? export it "
+                f"again with `skelact export`): {reason}"
+            ) from err
         meta = self.session.get_modelmeta().custom_metadata_map
         if "skelact_contract" not in meta:
             raise ContractError(f"{path}: no skelact contract in its metadata (not exported by "

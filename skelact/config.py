@@ -304,6 +304,9 @@ def check_settings(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and value not in allowed:
             raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    threads = OmegaConf.select(cfg, "trainer.threads", default=None)
+    if threads not in (None, "auto") and (type(threads) is not int or threads < 1):
+        raise ValueError(f"trainer.threads must be auto or an integer >= 1, got {threads!r}")
     for key in SWITCHES:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not isinstance(value, bool):

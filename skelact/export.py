@@ -48,6 +48,8 @@ def export_onnx(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
     example = tuple(torch.randn(s, generator=gen) for s in input_shapes(contract, 2).values())
     outputs = ["logits", *(f"attention_{s}" for s in names)]
     out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder: give the ONNX file's name, e.g. {out}/model.onnx")
     out.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # the legacy-exporter notice, and torch's caution about RNNs with batch != 1: the

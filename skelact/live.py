@@ -149,7 +149,9 @@ class LiveStream:
                 world = _frame_arrays(landmarker.detect(rgb, t * 1000), tracker, m)[0]
                 self.pose_ms.append(1000 * (time.perf_counter() - tic))
                 poses.append((t, world))
-                while poses and poses[0][0] <= t - self.window:
+                # the window's frames: times in (t - window, t], to a microsecond (frame times
+                # i / fps: 8/30 <= 38/30 - 1 is False in floating point, and 31 frames stayed)
+                while poses and poses[0][0] <= t - self.window + 1e-6:
                     poses.popleft()
                 if t + 1e-6 >= due:
                     due = max(due + self.every, t + 1e-6)  # after drops: the next step ahead

@@ -50,6 +50,7 @@ def predict_video(
     mirrored: bool = False,
 ) -> dict:
     """Convert `video` with MediaPipe in memory, classify it, print and optionally save."""
+    check_outputs(json_out, render, window and Path(json_out or render or video))
     model = load(ckpt, pose_model=pose_model)
     per_person = model.contract.num_bodies == 1 and max_people > 1
     if max_people > 1 and not per_person:
@@ -93,6 +94,27 @@ def predict_video(
     return result
 
 
+def check_outputs(json_out, render, timeline) -> None:
+    """Refuse, before the pose pass, an output path that cannot be written: a folder, a file
+    in a folder that is not there (made where it can be), a video OpenCV cannot write."""
+    import cv2
+
+    paths = [Path(p) for p in (json_out, render) if p]
+    if timeline:
+        paths.append(Path(timeline).with_suffix(".timeline.csv"))
+    for path in paths:
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder: give a file name")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if render:
+        writer = cv2.VideoWriter(str(render), cv2.VideoWriter_fourcc(*"mp4v"), 30, (64, 64))
+        ok = writer.isOpened()
+        writer.release()
+        if not ok:
+            raise ValueError(f"--render {render}: OpenCV cannot write a video of this kind; "
+                             "name a .mp4 or .avi file")  # fmt: skip
+
+
 def _render(video, sample: dict, model: Model, people, render, fps: float) -> None:
     from skelact.layouts import get_layout
     from skelact.viz import plot_attention_rows, render_video
@@ -121,16 +143,25 @@ def sliding_windows(
     stem: Path,
     tracks: list[int | None] = (None,),
 ) -> list[dict]:
-    """Top-1 per window of `window` seconds every `stride` seconds (per track when `tracks`
-    name bodies; None: the whole scene); writes CSV and plot."""
+    """Top-1 per window of `window` seconds every `stride` seconds, and a last one that ends
+    with the video (per track when `tracks` name bodies; None: the whole scene); writes CSV
+    and plot."""
+    from tqdm import tqdm
+
     from skelact.viz import plot_timeline
 
     total = sample["total_frames"]
     w, s = max(1, round(window * fps)), max(1, round(stride * fps))
+    starts = list(range(0, max(total - w, 0) + 1, s))
+    if starts[-1] + w < total:  # a last window that ends with the video
+        starts.append(total - w)
     rows = []
+    bar = tqdm(total=len(starts) * len(tracks), desc="windows", unit="window", disable=None,
+               leave=False)  # fmt: skip
     for track in tracks:
         kp = sample["keypoint"] if track is None else sample["keypoint"][track : track + 1]
-        for start in range(0, max(total - w, 0) + 1, s):
+        for start in starts:
+            bar.update()
             chunk = kp[:, start : start + w]
             if not np.abs(chunk).any():
                 continue  # nobody in view
@@ -142,6 +173,7 @@ def sliding_windows(
             if track is not None:
                 row["track"] = track
             rows.append({**row, "label": res.label, "name": res.name, "prob": res.prob})
+    bar.close()
     csv = stem.with_suffix(".timeline.csv")
     columns = ["start", "end", *(["track"] if tracks != [None] else []), "label", "name", "prob"]
     pd.DataFrame(rows, columns=columns).to_csv(csv, index=False)

@@ -18,11 +18,21 @@ import torch
 import torch.distributed as dist
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """ "auto" -> cuda when available, else cpu; anything else is passed to torch."""
+def pick_device(name: str = "auto", setting: str = "trainer.device") -> torch.device:
+    """ "auto" -> cuda when available, else cpu; anything else is passed to torch. A name
+    torch does not know, or a GPU this machine lacks: ValueError naming `setting`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(str(name))
+    except RuntimeError:
+        raise ValueError(f"{setting}={name} is not a device: auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise ValueError(f"{setting}={name}: torch sees {have} here; use auto or cpu")
+    return device
 
 
 def native_bf16() -> bool:

@@ -29,11 +29,13 @@ def setup_logging() -> None:
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """The errors skelact raises on purpose: input problems (missing or unsafe file, malformed
-    data, contract mismatch) and configuration errors (hydra, omegaconf)."""
+    data, contract mismatch), configuration errors (hydra, omegaconf), and what the system says
+    of a path (a folder where a file was meant, no permission, a full disk: the message names
+    the path)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    return (FileNotFoundError, ValueError, RuntimeError, HydraException, OmegaConfBaseException)
+    return (OSError, ValueError, RuntimeError, HydraException, OmegaConfBaseException)
 
 
 _DETAIL = ("full_key:", "object_type=", "reference_type=")  # omegaconf's context lines

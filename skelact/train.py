@@ -194,7 +194,8 @@ def _final_evaluation(run: Run, cfg, data: Data, run_dir: Path, device, seen=Non
         # no monitored epoch: the final model is the best
         with atomic_write(ckpt_dir / "best.pt") as dst, open(ckpt_dir / "last.pt", "rb") as src:
             shutil.copyfileobj(src, dst)
-    elif best is None:  # epochs=0: nothing was trained, save the model as it is
+    elif best is None:  # epochs=0: nothing was trained, save the model as it is, as the
+        run.save("last.pt")  # final weights too (what metrics.json, eval and init_from name)
         run.save("best.pt")
     trained_on = data.names_of(cfg.data.train_split)
     # the final weights (last.pt's), a moving average of them with trainer.ema_epochs

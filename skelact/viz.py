@@ -127,6 +127,9 @@ def render_video(
         h, w = frame.shape[:2]
         if writer is None:
             writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            if not writer.isOpened():
+                cap.release()
+                raise ValueError(f"{out}: OpenCV cannot write this video; name a .mp4 or .avi")
         for m in range(pts2d.shape[0]):
             if t < mask.shape[1] and mask[m, t]:
                 xy = (pts2d[m, t] * (w, h)).astype(int)

@@ -252,6 +252,9 @@ def test_shipped_configs_pass_the_number_check(dataset):
         ("model.fusion_weights=Fit", "model.fusion_weights must be one of fit, equal, got 'Fit'"),
         ("model.skeleton.encoder=gnc", "model.skeleton.encoder must be one of mlp, gcn, got"),
         ("trainer.precision=fp16", "trainer.precision must be one of auto, fp32, bf16, got"),
+        ("trainer.threads=0", "trainer.threads must be auto or an integer >= 1, got 0"),
+        ("trainer.threads=abc", "trainer.threads must be auto or an integer >= 1, got 'abc'"),
+        ("trainer.threads=true", "trainer.threads must be auto or an integer >= 1, got True"),
     ],
 )
 def test_mistyped_numbers_are_refused_by_key(override, message):
@@ -283,3 +286,18 @@ def test_depth_frames_grid_is_the_cache_default():
     cfg = compose_config(["data=ntu60_xsub", "data.ann_file=none"])
     assert cfg.model.depth.arch == "pixels"
     assert cfg.model.depth.grid == PIXELS_GRID == 64
+
+
+def test_a_device_torch_does_not_know_or_this_machine_lacks_is_named():
+    """trainer.device=gpu printed torch's list of every device type; cuda on a machine
+    without a GPU, the driver's message."""
+    import torch
+
+    from skelact.runtime import pick_device
+
+    with pytest.raises(ValueError, match=r"^trainer.device=gpu is not a device: auto, cpu, cuda"):
+        pick_device("gpu")
+    if torch.cuda.device_count() < 8:
+        with pytest.raises(ValueError, match=r"^trainer.device=cuda:7: torch sees .* here; use"):
+            pick_device("cuda:7")
+    assert pick_device("cpu") == torch.device("cpu")

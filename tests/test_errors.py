@@ -4,6 +4,7 @@ evaluation folder behind; native libraries' warnings stay off the terminal."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 import subprocess
@@ -181,6 +182,33 @@ def test_other_commands_errors_are_one_line(files, ntu_ckpt, tmp_path, monkeypat
     for args, words in cases:
         assert words in one_line_error(args, tmp_path, monkeypatch)
     assert not list(tmp_path.iterdir())
+
+
+def test_output_paths_and_damaged_models_are_one_line(files, ntu_ckpt, clip, tmp_path,
+                                                      monkeypatch):  # fmt: skip
+    """An output that is a folder, an --out folder that is not a store (refused when the store
+    was closed, after every file was parsed, with a traceback), a damaged ONNX file
+    (onnxruntime's traceback): one line each, naming the path."""
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "notes.txt").write_text("mine")
+    toy = str(files["root"] / "toy.pkl")
+    cases = [
+        (["repack", toy, "results"], "results exists and is not a skelact store; not replacing"),
+        (["export", str(ntu_ckpt), "--onnx", "results"], "results is a folder: give the ONNX"),
+        (["predict", str(clip), "--ckpt", str(ntu_ckpt), "--json", "results"],
+         "results is a folder: give a file name"),
+    ]  # fmt: skip
+    if importlib.util.find_spec("onnxruntime") is not None:
+        (tmp_path / "half.onnx").write_bytes(b"\x08\x07" + b"\x00" * 64)
+        cases.append(
+            (
+                ["predict", str(clip), "--ckpt", "half.onnx"],
+                "ONNX model half.onnx could not be loaded (a damaged or unfinished file?",
+            )
+        )
+    for args, words in cases:
+        assert words in one_line_error(args, tmp_path, monkeypatch)
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["notes.txt"]
 
 
 def test_eval_contract_mismatch_is_one_line_and_leaves_no_folder(ntu_ckpt, tmp_path, monkeypatch):

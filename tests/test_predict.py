@@ -43,9 +43,28 @@ def test_predict_real_clip_with_render_json_and_timeline(ntu_ckpt, clip, pose_mo
     cap.release()
     assert cv2.imread(str(out.with_suffix(".attention.png"))).shape[:2] == (250, 800)  # one row
     timeline = pd.read_csv(js.with_suffix(".timeline.csv"))
-    # 72 frames at 30 fps, 30-frame windows every 15 frames: starts 0, 15, 30
-    assert list(timeline["start"]) == [0.0, 0.5, 1.0]
+    # 72 frames at 30 fps, 30-frame windows every 15 frames: starts 0, 15, 30, and 42, the
+    # last one ending with the video (its frames 60-71 were left out before)
+    assert list(timeline["start"]) == [0.0, 0.5, 1.0, 1.4] and timeline["end"].max() == 2.4
     assert (timeline["end"] - timeline["start"]).round(3).eq(1.0).all()
+
+
+def test_unwritable_outputs_are_refused_before_the_pose_pass(ntu_ckpt, clip, tmp_path):
+    """A --json that is a folder, a --render OpenCV cannot write (it used to say "rendered"
+    and write no video), both after minutes of pose work on a long video: refused first, by
+    name; a missing folder is made."""
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(ValueError, match=f"{tmp_path / 'adir'} is a folder: give a file name"):
+        predict_video(clip, ntu_ckpt, json_out=tmp_path / "adir", pose_model="no/such/model")
+    with pytest.raises(ValueError, match=r"--render .*out.webm: OpenCV cannot write a video"):
+        predict_video(clip, ntu_ckpt, render=tmp_path / "out.webm", pose_model="no/such/model")
+    assert not (tmp_path / "out.webm").exists()
+    from skelact.pose.model import PoseModelError
+
+    with pytest.raises(PoseModelError):  # past the outputs' check: the pose model is next
+        predict_video(clip, ntu_ckpt, json_out=tmp_path / "new" / "p.json", window=1.0,
+                      pose_model=tmp_path / "no_model.task")  # fmt: skip
+    assert (tmp_path / "new").is_dir()
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +142,8 @@ def test_live_on_the_real_clip_drops_rather_than_queues(ntu_ckpt, clip, pose_mod
     assert all(u.pose_ms > 0 and u.model_ms > 0 and 0 <= u.lag_s < 2 for u in updates)
     # a file is delivered at its own rate: 72 frames at 30 fps take about 2.4 s
     assert live.wall >= 2.3
-    assert all(u.frames <= 31 for u in updates)  # at most one window (1 s at 30 fps) of poses
+    # at most one window of poses: 1 s at 30 fps (31 before, frame times in floating point)
+    assert all(u.frames <= 30 for u in updates)
 
 
 def looped_clip(clip: Path, dst: Path, times: int = 4, width: int = 640) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -213,3 +215,21 @@ def test_names_come_from_the_numbers_and_a_bad_file_is_named_by_its_path(tmp_pat
     assert report["dropped"]["reasons"]["unreadable"] == [
         "s01s02/03/001/skeleton_pos.txt: 3 values per line, want 91"
     ]
+
+
+def test_a_binary_or_empty_text_file_gets_a_short_reason(tmp_path):
+    """Random bytes in a KARD file: the reason was the repr of numpy's decoding error, the
+    whole file in it (11 KB on one line); an empty file printed numpy's warning too."""
+    from skelact.data.sources.importing import SkeletonFileError
+    from skelact.data.sources.text_importers import read_kard
+
+    bad = tmp_path / "a02_s01_e01_realworld.txt"
+    bad.write_bytes(b"4eg:" + bytes(range(0xE8, 0x100)) * 100)
+    with pytest.raises(SkeletonFileError, match=r"^a02_s01_e01_realworld.txt: not text \(byte "
+                       r"0xe8 at offset 4\)$"):  # fmt: skip
+        read_kard(bad)
+    bad.write_text("")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's UserWarning would fail the test
+        with pytest.raises(SkeletonFileError, match="empty: no numbers in the file"):
+            read_kard(bad)

@@ -414,6 +414,10 @@ def test_init_from_starts_from_the_trained_weights_with_a_fresh_classifier(
         ), other)  # fmt: skip
     assert "last.pt (other classes: a new classifier); fresh: heads." in caplog.text
     got = torch.load(other / "checkpoints" / "best.pt", weights_only=True)["model"]  # epochs=0
+    # the final weights too, which metrics.json names (and eval and init_from take)
+    last = torch.load(other / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert metrics["weights"]["checkpoint"] == "checkpoints/last.pt"
+    assert all(torch.equal(last[k], got[k]) for k in got)
     fresh = [k for k in got if got[k].shape != trained[k].shape]
     assert fresh and all(k.startswith("heads.") for k in fresh), fresh
     assert sorted(fresh) == metrics["init_from"]["fresh"] == metrics["init_from"]["unused"]

@@ -172,7 +172,8 @@ def test_predict_computes_rgb_features_on_a_new_video(recipe, clip, pose_model, 
     res = json.loads((work / "pred.json").read_text())
     assert {t["name"] for t in res["top"]} == {"backward", "forward"}
     assert abs(sum(t["prob"] for t in res["top"]) - 1) < 1e-4
-    assert len(res["timeline"]) == 3  # 1 s windows every 0.5 s, each with its own RGB crop
+    # 1 s windows every 0.5 s and one ending with the video, each with its own RGB crop
+    assert len(res["timeline"]) == 4 and res["timeline"][-1]["end"] == 2.4
 
 
 def test_api_features_on_the_fly_equal_the_training_cache(recipe, pose_model):

@@ -42,6 +42,13 @@ class StoreWriter:
         self.source = source or str(self.path)  # what errors name: the file converted, if any
         # a .pkl path: the store is written under the temporary name, then exported as a pickle
         self.pickle = self.path.suffix in (".pkl", ".pickle")
+        # checked before any work: closing would refuse it after every sample was read
+        taken = self.path.is_dir() if self.pickle else self.path.exists()
+        if taken and (self.pickle or not is_store(self.path)):
+            raise FileExistsError(
+                f"{self.path} exists and is not a skelact store; not replacing it (give another "
+                "output path)"
+            )
         # not ".NAME.tmpPID": skelact.files.atomic_write uses that name for the exported pickle
         self.tmp = self.path.with_name(f".{self.path.name}.store-tmp{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,21 @@ _SBU_SET = re.compile(r"s\d\ds\d\d")
 
 
 def _load_text(path: Path, **kwargs) -> np.ndarray:
+    """The file's numbers as a table; SkeletonFileError with a short reason (the repr of a
+    decoding error holds the whole file)."""
     try:
-        return np.loadtxt(path, ndmin=2, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # numpy's "input contained no data"
+            table = np.loadtxt(path, ndmin=2, **kwargs)
+    except UnicodeDecodeError as err:
+        raise SkeletonFileError(
+            path, f"not text (byte 0x{err.object[err.start]:02x} at offset {err.start})"
+        ) from err
     except (OSError, ValueError) as err:
-        raise SkeletonFileError(path, f"not a readable text table ({err!r})") from err
+        raise SkeletonFileError(path, f"not a readable text table ({err})") from err
+    if not table.size:
+        raise SkeletonFileError(path, "empty: no numbers in the file")
+    return table
 
 
 def read_sbu(path: str | os.PathLike) -> dict[str, Any]:
