@@ -367,3 +367,27 @@ def test_prepare_ntu_errors(tmp_path):
     (tmp_path / "S001C001P001R001A001.skeleton").write_text("3\n1\n")
     with pytest.raises(ValueError, match=r"1 failed.*; the first failure, S001C001P001R001A001: "):
         prepare_ntu(tmp_path, tmp_path / "x.pkl")
+
+
+def test_a_damaged_copy_gives_way_to_an_intact_one(tmp_path, capsys):
+    """The same sample twice in the folder, the copy found first cut mid-frame: the intact
+    copy is parsed instead (it was skipped as a duplicate, and the sample lost); a copy that
+    fails with no intact one is named by its path."""
+    name = "S001C001P001R001A001"
+    real = real_file(name)
+    (tmp_path / "sk" / "good").mkdir(parents=True)
+    shutil.copy(real, tmp_path / "sk" / "good")
+    (tmp_path / "sk" / real.name).write_bytes(real.read_bytes()[:50000])  # sorted first
+    report = prepare_ntu(tmp_path / "sk", tmp_path / "a.store", workers=1)
+    assert report["samples"] == 1 and report["failures"] == {}
+    assert report["replaced"][name].startswith(f"{tmp_path / 'sk' / real.name} failed (NTU ")
+    assert report["replaced"][name].endswith(f"its copy {tmp_path / 'sk/good' / real.name} used")
+    got = load_annotations(tmp_path / "a.store")["annotations"][0]["keypoint"]
+    np.testing.assert_array_equal(got[0], load_skeleton(real)[0])
+    assert f"{name}: {tmp_path / 'sk' / real.name} failed" in capsys.readouterr().out
+
+    (tmp_path / "sk" / "good" / real.name).write_bytes(b"garbage")  # both copies damaged
+    shutil.copy(real_file("S001C001P001R001A011"), tmp_path / "sk")
+    report = prepare_ntu(tmp_path / "sk", tmp_path / "b.store", workers=2)
+    assert report["samples"] == 1 and report["replaced"] == {}
+    assert report["failures"][name].startswith(f"{tmp_path / 'sk' / real.name}: NTU skeleton")

@@ -129,9 +129,18 @@ def _stream_into(writer, report: dict[str, Any], todo: list[Path], opts: dict) -
     frames, over, found = [], 0, {"rgb": 0, "depth": 0}
     denoise, denoised = dict.fromkeys(COUNTERS, 0), 0
     desc = f"parse {report['dataset']}"
-    for name, sample, reason in _parse_all(todo, opts["workers"], opts["max_bodies"], desc):
-        if sample is None:
-            report["failures"][name] = reason
+    copies: dict[str, list[str]] = {}  # a sample's later copies, tried where the first fails
+    for dup in report["duplicates"]:
+        copies.setdefault(str(parse_name(dup)), []).append(dup)
+    parsed = _parse_all(todo, opts["workers"], opts["max_bodies"], desc)
+    for path, (name, sample, reason) in zip(todo, parsed, strict=True):
+        for copy in copies.get(name, []) if sample is None else []:
+            _, sample, _ = _parse_sample((copy, opts["max_bodies"]))
+            if sample is not None:
+                report["replaced"][name] = f"{path} failed ({reason}); its copy {copy} used"
+                break
+        if sample is None:  # named by its path where the folder holds copies of it
+            report["failures"][name] = f"{path}: {reason}" if name in copies else reason
             continue
         sample["modalities"] = _modalities(name, opts["rgb"], opts["depth"])
         for kind in found:
@@ -192,6 +201,7 @@ def prepare_ntu(
         "dataset": dataset, "source": str(root), "output": str(out), "files_found": len(files),
         "outside_dataset": 0, "unrecognised_names": [], "duplicates": [],
         "skipped_missing": 0, "skipped_missing_names": [], "failed": 0, "failures": {},
+        "replaced": {},
     }  # fmt: skip
     todo = _select_files(files, dataset, report)
     opts = {"workers": workers, "max_bodies": max_bodies, "rgb": Path(rgb) if rgb else None,
@@ -230,6 +240,8 @@ def _summary(report: dict[str, Any], out: Path, report_path: Path) -> str:
                      "belongs there; training on them will be refused")  # fmt: skip
     for name, reason in list(r["failures"].items())[:10]:
         lines.append(f"    {name}: {reason}")
+    for name, what in r["replaced"].items():
+        lines.append(f"  {name}: {what}")
     if r["failed"] > 10:
         lines.append(f"    ... and {r['failed'] - 10} more (see {report_path})")
     size = disk_size(out) / 2**20
