@@ -332,6 +332,10 @@ def test_native_log_lines_are_quiet_but_errors_are_not(short_clip, pose_model, c
         os.write(2, b"INFO: context before the failure\n")
         raise RuntimeError("native call failed")
     assert "context before the failure" in capfd.readouterr().err
+    with pytest.raises(KeyboardInterrupt), native_quiet():  # Ctrl-C: no native failure
+        os.write(2, b"INFO: model loading chatter\nE0000 00:00 real problem\n")
+        raise KeyboardInterrupt
+    assert capfd.readouterr().err == "E0000 00:00 real problem\n"
     try:
         set_verbose(True)
         with native_quiet():

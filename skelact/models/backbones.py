@@ -61,9 +61,10 @@ def load_imagenet_state(arch: str, weights_file: str | None = None) -> dict[str,
         raise RuntimeError(
             f"pretrained=imagenet: could not download the {arch} ImageNet weights from "
             f"{weights.url} ({err}). Torch looks for them at {cached}. To proceed: copy "
-            f"{filename} there, or pass its path as weights_file "
-            f"(model.<stream>.weights_file=/path/{filename}), or set pretrained=null to train "
-            f"from random weights on purpose."
+            f"{filename} there, or pass its path (`prepare features --weights-file "
+            f"/path/{filename}`; in training model.<stream>.weights_file=/path/{filename}), or "
+            "take random weights on purpose (`prepare features --pretrained none`; "
+            "model.<stream>.pretrained=null)."
         ) from err
     finally:
         socket.setdefaulttimeout(old_timeout)

@@ -30,7 +30,8 @@ def set_verbose(on: bool) -> None:
 
 @contextmanager
 def native_quiet():
-    """Run the body with fd 2 captured; re-emit errors (all of it if the body raises)."""
+    """Run the body with fd 2 captured; re-emit errors (all of it if the body raises, but
+    not when it was interrupted: Ctrl-C is no native failure)."""
     if verbose():
         yield
         return
@@ -42,6 +43,9 @@ def native_quiet():
         try:
             yield
             failed = False
+        except KeyboardInterrupt:
+            failed = False
+            raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
