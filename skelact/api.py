@@ -223,7 +223,7 @@ class Model:
         def on_frame() -> None:
             if not bar:
                 bar.append(tqdm(total=frame_count(Path(video)), desc="pose", unit="frame",
-                                leave=False))  # fmt: skip
+                                leave=False, disable=None))  # on a terminal only  # fmt: skip
             bar[0].update(1)
 
         try:
