@@ -277,7 +277,7 @@ def load(path: str | os.PathLike, pose_model=None, threads: int | None = None) -
     path = Path(path)
     if path.suffix == ".onnx":
         backend = OnnxBackend(path, threads)
-        return Model(backend, backend.contract, str(path), pose_model)
+        return Model(backend, _with_skeleton(backend.contract, path), str(path), pose_model)
     from skelact.checkpoints import checkpoint_file, load_checkpoint
 
     if threads:
@@ -286,5 +286,18 @@ def load(path: str | os.PathLike, pose_model=None, threads: int | None = None) -
         torch.set_num_threads(threads)
     path = checkpoint_file(path)
     ck = load_checkpoint(path)
-    contract = Contract.from_checkpoint(ck, str(path))
+    contract = _with_skeleton(Contract.from_checkpoint(ck, str(path)), path)
     return Model(TorchBackend(ck), contract, str(path), pose_model)
+
+
+def _with_skeleton(contract: Contract, path) -> Contract:
+    """`contract`, refused where it has no skeleton stream: every use here (a video, keypoints,
+    a sample, ONNX export) starts from a skeleton; a model of cached features alone (e.g.
+    `--modality depth`) is scored by `skelact eval`."""
+    if not contract.skeleton_streams:
+        raise ContractError(
+            f"{path}: a model of {', '.join(contract.streams)} alone, no skeleton stream; predict, "
+            "the API and export take models with one (`skelact eval ckpt=...` scores this one "
+            "on its feature cache)"
+        )
+    return contract

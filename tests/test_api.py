@@ -321,3 +321,18 @@ def test_a_model_of_a_kinect_layout_is_refused_on_videos_with_the_way_out(ntu_ck
         with pytest.raises(ContractError) as err:
             call()
         assert str(err.value).endswith(words)
+
+
+def test_a_model_without_a_skeleton_stream_is_refused_by_name(tmp_path):
+    """A model of cached features alone (here RGB; `--modality depth` alike) loaded into the
+    API, predict or export: an IndexError deep in the contract before; now one refusal at
+    load that says what scores it."""
+    from skelact.export import export_onnx
+
+    ckpt = train_toy_checkpoint(tmp_path, fused=True, extra=["modality=rgb"])
+    with pytest.raises(ContractError, match=r"last.pt: a model of rgb alone, no skeleton stream; "
+                       r"predict, the API and export take models with one"):  # fmt: skip
+        skelact.load(ckpt)
+    with pytest.raises(ContractError, match="no skeleton stream"):
+        export_onnx(ckpt, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
