@@ -184,6 +184,8 @@ def _print_features(r: dict) -> None:
         f"{r['absent']} without this modality, {r['missing'] + r['error']} failed "
         f"({r['frames_per_s']:.0f} frames/s, feature width {r['feature_dim']})"
     )
+    if r.get("renewed"):
+        print(f"  {r['renewed']} of them encoded again: their source changed since it was cached")
     for name, reason in list(r["failures"].items())[:10]:
         print(f"  {name}: {reason}")
     if len(r["failures"]) > 10:

@@ -154,6 +154,32 @@ def test_extract_rgb_features_end_to_end(tmp_path):
     with pytest.raises(ValueError, match="other settings"):
         extract_features(ann_file, "rgb", root, out, **{**kw, "size": 32})
 
+    # the source rewritten (its frames played backwards): encoded again, not kept as cached
+    import cv2
+
+    cap, frames = cv2.VideoCapture(str(clip)), []
+    while (got := cap.read())[0]:
+        frames.append(cv2.resize(got[1], (160, 90)))
+    cap.release()
+    moved = tmp_path / "moved.avi"
+    writer = cv2.VideoWriter(str(moved), cv2.VideoWriter_fourcc(*"MJPG"), 30, (160, 90))
+    for img in frames[::-1]:
+        writer.write(img)
+    writer.release()
+    anns[0]["rgb_path"] = str(moved)  # the sample's source is now another file
+    save_annotations({"split": {"all": []}, "annotations": anns}, ann_file)
+    torch.manual_seed(0)
+    rep3 = extract_features(ann_file, "rgb", root, out, **kw)
+    assert (rep3["ok"], rep3["cached"], rep3["renewed"]) == (1, 0, 1)
+    again = load_features(out, "S001C001P001R001A001")
+    assert np.abs(again.astype(np.float32) - feats.astype(np.float32)).max() > 0.01
+    stamp = json.loads((out / "index.json").read_text())["sources"]["S001C001P001R001A001"]
+    assert stamp == [moved.stat().st_size, moved.stat().st_mtime_ns]
+    moved.write_bytes(b"\x00corrupt" * 64)  # rewritten and broken: no stale features stay
+    rep4 = extract_features(ann_file, "rgb", root, out, **kw)
+    assert (rep4["ok"], rep4["error"], rep4["renewed"]) == (0, 2, 1)
+    assert not (out / "S001C001P001R001A001.npy").exists()
+
 
 def test_extract_depth_features(tmp_path):
     write_depth_fixture(tmp_path / "S001C002P001R001A001", 10)

@@ -109,11 +109,20 @@ def _read_index(out_dir: Path) -> dict | None:
         return json.load(f)
 
 
-def _write_index(out_dir: Path, settings: dict, status: dict[str, str]) -> None:
+def _write_index(out_dir: Path, settings: dict, status: dict[str, str], sources=None) -> None:
+    """index.json: the settings, each sample's status and its source's stamp (`source_stamp`)."""
     tmp = out_dir / (INDEX + ".tmp")
     with open(tmp, "w") as f:
-        json.dump({**settings, "samples": status}, f, indent=1)
+        json.dump({**settings, "samples": status, "sources": sources or {}}, f, indent=1)
     os.replace(tmp, out_dir / INDEX)
+
+
+def source_stamp(src: Path) -> list[int]:
+    """What a cached sample's features were made from: a file's [size, mtime_ns]; a folder of
+    frames its [-1, mtime_ns] (frames added, removed or renamed change it; a frame rewritten in
+    place does not). A moved dataset keeps its stamps (`mv` keeps sizes and times)."""
+    st = src.stat()
+    return [-1 if src.is_dir() else st.st_size, st.st_mtime_ns]
 
 
 def _save(path: Path, arr: np.ndarray) -> None:
@@ -124,24 +133,34 @@ def _save(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)  # an interrupted run never leaves a truncated .npy behind
 
 
-def _plan(samples, modality, data_root, out_dir) -> tuple[list, dict[str, str]]:
-    """Split samples into items to decode and statuses known up front."""
+def _plan(samples, modality, data_root, out_dir, stamps: dict) -> tuple[list, dict[str, str]]:
+    """Split samples into items to decode and statuses known up front. A cached sample whose
+    source has changed since (another file, or the file rewritten: `source_stamp`) is decoded
+    again; `stamps` ({name: stamp}) gets the stamp of each sample to decode. A cache made
+    before stamps were kept is taken as it is."""
     todo, status = [], {}
     for s in samples:
         name = s["frame_dir"]
         if "modalities" in s and modality not in s["modalities"]:
             status[name] = "absent"
-        elif (out_dir / f"{name}.npy").is_file():
+            continue
+        src = source_path(s, modality, data_root)
+        cached = (out_dir / f"{name}.npy").is_file()
+        if not src.exists():
+            status[name] = "cached" if cached else f"missing: {src} does not exist"
+            continue
+        stamp = source_stamp(src)
+        if cached and stamps.get(name, stamp) == stamp:
             status[name] = "cached"
-        elif not (src := source_path(s, modality, data_root)).exists():
-            status[name] = f"missing: {src} does not exist"
         else:
+            stamps[name] = stamp
             todo.append((name, src, crop_points(s, modality)))
     return todo, status
 
 
-def _check_settings(out_dir: Path, settings: dict) -> dict[str, str]:
-    """Previous statuses if out_dir holds a cache made with the same settings; else raise."""
+def _check_settings(out_dir: Path, settings: dict) -> tuple[dict[str, str], dict[str, list]]:
+    """Previous statuses and source stamps if out_dir holds a cache made with the same
+    settings; else raise."""
     old = _read_index(out_dir)
     if old is None:
         if any(out_dir.glob("*.npy")):
@@ -149,7 +168,7 @@ def _check_settings(out_dir: Path, settings: dict) -> dict[str, str]:
                 f"feature cache {out_dir}: holds .npy files but no {INDEX}; "
                 "cannot tell how they were made, use an empty out_dir"
             )
-        return {}
+        return {}, {}
     # caches made before depth_norm existed: fixed-range depth
     old.setdefault("depth_norm", "fixed" if old.get("modality") == "depth" else None)
     old.setdefault("grid", 1)
@@ -159,7 +178,7 @@ def _check_settings(out_dir: Path, settings: dict) -> dict[str, str]:
             f"feature cache {out_dir}: made with other settings "
             f"(was, now): {diff}; use another out_dir or delete it"
         )
-    return old.get("samples", {})
+    return old.get("samples", {}), old.get("sources", {})
 
 
 def _encode_all(loader, encoder, device, out_dir, status, progress) -> int:
@@ -235,10 +254,13 @@ def extract_features(
         "depth_norm": depth_norm if modality == "depth" else None,
         "grid": grid,
     }
-    status = _check_settings(out_dir, settings)
-    todo, planned = _plan(samples, modality, data_root, out_dir)
+    status, stamps = _check_settings(out_dir, settings)
+    before = {n for n, v in status.items() if v in ("ok", "cached")}
+    todo, planned = _plan(samples, modality, data_root, out_dir, stamps)
     status.update(planned)
-    _write_index(out_dir, settings, status)  # settings on disk before any .npy is written
+    # settings on disk before any .npy is written (a sample being made again: no stamp yet)
+    fresh = {name for name, _, _ in todo}
+    _write_index(out_dir, settings, status, {n: v for n, v in stamps.items() if n not in fresh})
     dataset = ClipDataset(todo, modality, num_frames, size, depth_norm)
     loader = DataLoader(
         dataset,
@@ -251,8 +273,14 @@ def extract_features(
     with tqdm(total=len(todo), desc=f"{modality} features", unit="sample") as progress:
         frames = _encode_all(loader, encoder, device, out_dir, status, progress)
     seconds = time.perf_counter() - start
-    _write_index(out_dir, settings, status)
-    return _report(samples, status, settings, out_dir, seconds, frames)
+    made = {n: stamps[n] for n in fresh if status[n] == "ok"}
+    for name in fresh - set(made):  # failed this time: its old features are not its source's
+        (out_dir / f"{name}.npy").unlink(missing_ok=True)
+    _write_index(out_dir, settings, status, {**{n: v for n, v in stamps.items()
+                                                if n not in fresh}, **made})  # fmt: skip
+    report = _report(samples, status, settings, out_dir, seconds, frames)
+    report["renewed"] = len(fresh & before)  # cached, but their source had changed
+    return report
 
 
 def _report(samples, status, settings, out_dir, seconds, frames) -> dict[str, Any]:
