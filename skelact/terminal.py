@@ -42,9 +42,14 @@ _DETAIL = ("full_key:", "object_type=", "reference_type=")  # omegaconf's contex
 
 
 def one_line(err: BaseException) -> str:
-    """The error's message on one line (omegaconf's context lines left out); a configuration
-    error adds its cause's first line."""
+    """The error's message on one line (omegaconf's context lines left out; an error raised
+    in a DataLoader worker without the worker's traceback, which torch puts in the message); a
+    configuration error adds its cause's first line."""
     text = str(err)
+    if text.startswith(f"Caught {type(err).__name__} in DataLoader worker") and (
+        f"{type(err).__name__}: " in text
+    ):  # torch's re-raise of a worker's error: its message, not the worker's traceback
+        text = text.rsplit(f"{type(err).__name__}: ", 1)[1]
     cause = err.__cause__
     if cause is not None and type(cause).__module__.startswith(("omegaconf", "hydra")):
         text += "\n" + str(cause).splitlines()[0]

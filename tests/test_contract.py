@@ -101,6 +101,25 @@ def test_empty_split_is_refused_before_training(tmp_path, role):
     assert not (tmp_path / "run/checkpoints").exists()
 
 
+@pytest.mark.parametrize("role", ["train", "test"])
+def test_a_label_beyond_data_num_classes_is_refused_before_training(tmp_path, role):
+    """data.num_classes below a file's labels: an IndexError in the first step (a training
+    sample) or after every epoch, at the evaluation (a test sample), no metrics written."""
+    data = toy_annotations(num_classes=3, per_class=8, frames=20)
+    data.pop("classes", None)
+    name = data["split"][role][1]
+    next(a for a in data["annotations"] if a["frame_dir"] == name)["label"] = 5
+    path = save_annotations(data, tmp_path / "toy.pkl")
+    cfg = compose_config([f"data.ann_file={path}", *SPLITS, *FAST, "trainer.epochs=1",
+                          "data.num_classes=3"])  # fmt: skip
+    with pytest.raises(SystemExit, match=(
+        rf"sample {name} of data.{role}_split={role} has label 5, but the model has 3 classes "
+        r"\(labels 0-2\); set data.num_classes to at least 6"
+    )):  # fmt: skip
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_val_split_inside_train_split_is_refused_unless_allowed(tmp_path):
     data = toy_annotations(num_classes=3, per_class=8, frames=20)
     data["split"]["val"] = data["split"]["train"][:4]

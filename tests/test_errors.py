@@ -317,3 +317,22 @@ def test_ffmpeg_stays_quiet_before_a_clean_error(ntu_ckpt, pose_model, tmp_path)
     skipped = [x for x in res.stdout.splitlines() if x.startswith("  skipped ")]
     assert len(skipped) == 2 and all("OpenCV cannot open it" in x for x in skipped), res.stdout
     assert res.stderr.splitlines()[-1].startswith("skelact convert: error: no video could be")
+
+
+def test_an_error_in_a_dataloader_worker_is_its_own_message():
+    """torch re-raises a worker's error with the worker's traceback as its message: with the
+    default two workers a damaged store's one line was 2,000 characters of traceback."""
+    from torch.utils.data._utils import ExceptionWrapper
+
+    from skelact.terminal import one_line
+
+    try:
+        raise ValueError("kp.store/arrays.bin: 'keypoint' of sample 27 fails its checksum")
+    except ValueError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(ValueError) as raised:
+        wrapped.reraise()
+    assert "Original Traceback" in str(raised.value)  # what torch hands on
+    assert one_line(raised.value) == (
+        "kp.store/arrays.bin: 'keypoint' of sample 27 fails its checksum"
+    )

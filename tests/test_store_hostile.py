@@ -149,6 +149,8 @@ def test_unknown_layout(store):
         (lambda m: m["fields"]["keypoint"].update(dtype="|O"), r"field 'keypoint' has a bad"),
         (lambda m: m["columns"].update(label="json"), r"columns must include"),
         (lambda m: m.update(arrays_bytes=-1), r"must be counts"),
+        # numpy raises ValueError (not TypeError) for this one: the file went unnamed
+        (lambda m: m["fields"]["keypoint"].update(dtype="(-1,)f4"), r"toy.store.*has a bad"),
     ],
 )
 def test_meta_structure(store, change, pattern):
@@ -229,3 +231,39 @@ def test_pickle_classes_must_be_names(tmp_path):
     pkl.write_bytes(pickle.dumps(data))
     with pytest.raises(AnnotationError, match=r"abc\.pkl: 'classes' must be a list of names"):
         load_annotations(pkl)
+
+
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        (lambda a: a.update(keypoint=np.zeros((1, 0, 25, 3), np.float32), total_frames=0),
+         r"sample 'toy_c0_003'.* no frames"),
+        (lambda a: a.update(keypoint_score=None),
+         r"sample 'toy_c0_003': keypoint_score must be an array of shape \(1, 40, 25\)"),
+        (lambda a: a.update(frame_dir=123), r"sample 123: frame_dir must be a string, got int"),
+    ],
+)  # fmt: skip
+def test_a_pickle_sample_refused_by_name_on_conversion(tmp_path, change, pattern):
+    """A 0-frame sample ("not a readable pickle": a zero-size array could not be written), a
+    keypoint_score of None (an AttributeError traceback), a frame_dir of 123 (converted into a
+    store that was then refused as corrupt): each refused naming the sample."""
+    data = toy_annotations(num_classes=2, per_class=4)
+    change(data["annotations"][3])
+    with open(tmp_path / "bad.pkl", "wb") as f:
+        pickle.dump(data, f)
+    with pytest.raises(AnnotationError, match=pattern):
+        open_annotations(tmp_path / "bad.pkl")
+
+
+def test_zero_size_fields_are_stored_and_orphans_of_killed_writers_removed(tmp_path):
+    """An empty extra array (bbox of 0 boxes) is stored as such; a half-written store left by
+    a killed writer (.NAME.store-tmpPID of a process that is gone) is removed by the next."""
+    data = toy_annotations(num_classes=2, per_class=4)
+    data["annotations"][1]["bbox"] = np.zeros((0, 4), np.float32)
+    orphan = tmp_path / ".toy.store.store-tmp999999999"  # no such process
+    orphan.mkdir()
+    (orphan / "arrays.bin").write_bytes(b"x" * 100)
+    save_annotations(data, tmp_path / "toy.store")
+    assert not orphan.exists()
+    got = open_annotations(tmp_path / "toy.store")[1]["bbox"]
+    assert got.shape == (0, 4) and got.dtype == np.float32

@@ -105,6 +105,19 @@ class Data:
             if not len(self.store.split(split)):
                 raise SystemExit(f"{source}: data.{role}={split} is empty (0 samples)")
             check_unique(self.store, split, source)
+        for role, split in roles.items():  # a label the model has no class for
+            if split in self.carved:
+                continue
+            index = self.store.split(split)
+            labels = np.asarray(self.store.labels)[index]
+            if len(labels) and labels.max() >= self.num_classes:
+                worst = int(np.argmax(labels))
+                raise SystemExit(
+                    f"{source}: sample {self.store.names[index[worst]]} of data.{role}={split} "
+                    f"has label {labels[worst]}, but the model has {self.num_classes} classes "
+                    f"(labels 0-{self.num_classes - 1}); set data.num_classes to at least "
+                    f"{labels.max() + 1}, or fix the file's labels"
+                )
         for first, second, key, why in OVERLAPS:
             if first not in roles or second not in roles:
                 continue

@@ -161,6 +161,10 @@ def _validate_sample(
     if missing:
         raise AnnotationError(f"{where} ({ann.get('frame_dir', '?')}) misses field(s) {missing}")
     where = f"{source}: sample {ann['frame_dir']!r}"
+    if not isinstance(ann["frame_dir"], str):  # a store names samples by text
+        raise AnnotationError(
+            f"{where}: frame_dir must be a string, got {type(ann['frame_dir']).__name__}"
+        )
     check_label(ann["label"], n_cls, where)
     kp = ann["keypoint"]
     if not isinstance(kp, np.ndarray) or kp.ndim != 4:
@@ -169,8 +173,9 @@ def _validate_sample(
     check_keypoint_shape(kp.shape, joints, where)
     check_total_frames(ann["total_frames"], where)
     check_finite(kp, where)
-    if "keypoint_score" in ann and ann["keypoint_score"].shape != kp.shape[:3]:
+    score = ann.get("keypoint_score", kp[..., 0])
+    if getattr(score, "shape", None) != kp.shape[:3]:
         raise AnnotationError(
-            f"{where}: keypoint_score shape {ann['keypoint_score'].shape} "
-            f"does not match keypoint {kp.shape[:3]}"
+            f"{where}: keypoint_score must be an array of shape {kp.shape[:3]} "
+            f"(M, T, V, as keypoint), got {getattr(score, 'shape', type(score).__name__)}"
         )

@@ -93,7 +93,7 @@ def _dtype(spec: Any) -> np.dtype | None:
     """A plain numeric dtype from its string, else None."""
     try:
         dtype = np.dtype(spec) if isinstance(spec, str) else None
-    except TypeError:
+    except (TypeError, ValueError):  # ValueError: "(-1,)f4" and other malformed strings
         return None
     ok = dtype is not None and dtype.kind in "biuf" and dtype.itemsize > 0
     return dtype if ok else None

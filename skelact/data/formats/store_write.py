@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -52,6 +53,7 @@ class StoreWriter:
         # not ".NAME.tmpPID": skelact.files.atomic_write uses that name for the exported pickle
         self.tmp = self.path.with_name(f".{self.path.name}.store-tmp{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
+        _remove_orphans(self.path)
         self.tmp.mkdir(parents=True)
         self._blob = open(self.tmp / "arrays.bin", "w+b")
         self._pos = 0
@@ -69,7 +71,8 @@ class StoreWriter:
             arr = np.ascontiguousarray(arr)
         if np.dtype(dtype).hasobject:
             raise AnnotationError(f"{self.source}: arrays of Python objects cannot be stored")
-        data = memoryview(arr).cast("B")
+        # a zero-size array has no bytes (memoryview cannot cast one with a zero in its shape)
+        data = memoryview(arr).cast("B") if np.prod(shape, dtype=np.int64) else memoryview(b"")
         ref = ArrayRef(self._pos, shape, np.dtype(dtype), zlib.crc32(data))
         self._blob.write(data)
         pad = -(self._pos + data.nbytes) % ALIGN
@@ -244,6 +247,25 @@ def _column(values: list) -> tuple[str, np.ndarray, np.ndarray | None]:
         dtype = {"int": np.int64, "float": np.float64, "str": np.str_}[kind]
         arr = np.asarray([v if p else fill[kind] for v, p in pairs], dtype)
     return kind, arr, None if present.all() else present
+
+
+def _remove_orphans(path: Path) -> None:
+    """Remove the half-written stores that writers of `path` killed before they finished
+    (`kill -9`, the OOM killer) left beside it: .NAME.store-tmpPID of a process that is gone."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.store-tmp*"):
+        pid = tmp.name.rsplit("store-tmp", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _replace_dir(tmp: Path, path: Path) -> None:
