@@ -387,3 +387,33 @@ def test_pickle_frame_larger_than_pickle_writes_is_refused(tmp_path):
     pkl.write_bytes(b"\x80\x04\x95" + struct.pack("<Q", 1 << 40) + b"}.")
     with pytest.raises(AnnotationError, match=r"frame\.pkl: a pickle frame of 1099511627776"):
         pickle_to_store(pkl, tmp_path / "s.store")
+
+
+def test_a_store_prepared_again_while_in_use(tmp_path):
+    """A store replaced under a running training (prepare again, or a pickle converted again):
+    the evaluation's DataLoader workers, forked later, mapped the new arrays.bin with the old
+    index and failed as "corrupt". A forked worker now reads the files the index describes;
+    a spawned one (the store pickled) is refused, naming the replacement."""
+    import multiprocessing
+
+    from skelact.data.formats.store import SkeletonStore, StoreError
+
+    path = tmp_path / "toy.store"
+    save_annotations(toy_annotations(num_classes=2, per_class=4, seed=0), path)
+    store = SkeletonStore(path)
+    old = np.array(store[3]["keypoint"])
+    save_annotations(toy_annotations(num_classes=2, per_class=4, seed=1), path)  # replaced
+    assert not np.array_equal(np.array(SkeletonStore(path)[3]["keypoint"]), old)
+    ctx = multiprocessing.get_context("fork")  # as the DataLoader's workers are started
+    queue = ctx.Queue()
+    child = ctx.Process(target=_put_keypoint, args=(store, 3, queue))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join()
+    np.testing.assert_array_equal(got, old)
+    with pytest.raises(StoreError, match="toy.store: the store was replaced"):
+        pickle.loads(pickle.dumps(store))
+
+
+def _put_keypoint(store, i, queue):
+    queue.put(np.array(store[i]["keypoint"]))

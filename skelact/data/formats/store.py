@@ -51,8 +51,11 @@ class SkeletonStore:
     """A store opened read-only: `len`, `store[i]` -> sample dict, `split(name)` -> indices.
 
     Arrays in a sample dict are read-only views of the memory map (no copy). The index is read
-    when opened; arrays.bin is mapped on first use in each process, and a pickled store (sent
-    to a spawned worker) carries only its path and maps the file again there.
+    and arrays.bin mapped when the store is opened (a mapping costs no memory until pages are
+    read), so forked DataLoader workers read the very file the index describes, even after the
+    store was prepared again under the same name. A pickled store (sent to a spawned worker)
+    carries its path and the identity of the files it opened; it opens them again there and
+    refuses a store that was replaced in between.
     """
 
     def __init__(self, path: str | os.PathLike, verify: bool = True):
@@ -62,7 +65,9 @@ class SkeletonStore:
         self._check_size()
         self._index = read_index(self.path / "index.npz", self.meta)
         check_samples(self._index, self.meta, self.path)
+        self._id = _identity(self.path)
         self._blob: np.ndarray | None = None
+        self._map()
         top = self.meta["top"]
         self.classes: list[str] = list(top.get("classes") or [])
         self.layout: str | None = top.get("layout")
@@ -73,10 +78,15 @@ class SkeletonStore:
         return int(self.meta["num_samples"])
 
     def __getstate__(self) -> dict:
-        return {"path": self.path, "verify": self.verify}
+        return {"path": self.path, "verify": self.verify, "id": self._id}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["path"], state["verify"])
+        if state.get("id") not in (None, self._id):
+            raise StoreError(
+                f"{self.path}: the store was replaced (prepared or converted again) while a run "
+                "used it; start the run again"
+            )
 
     @property
     def top(self) -> dict[str, Any]:
@@ -176,6 +186,12 @@ class SkeletonStore:
         n = self.meta["num_samples"]
         if not 1 <= n <= want // ALIGN:  # each sample has keypoints, ALIGN-byte aligned
             raise StoreError(f"{self.path / 'meta.json'}: {n} samples in {want} bytes; corrupt")
+
+
+def _identity(path: Path) -> list[int]:
+    """Which files a store folder holds now: device, inode, size and mtime of each."""
+    stats = [(path / name).stat() for name in ("arrays.bin", "index.npz")]
+    return [v for st in stats for v in (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)]
 
 
 class LazySample(Mapping):
