@@ -147,7 +147,13 @@ def test_random_weight_features_are_flagged(tmp_path, caplog):
         (tmp_path / name).mkdir()
         settings = {"arch": "efficientnet_lite0", "pretrained": pretrained, "num_frames": 16}
         _write_index(tmp_path / name, {**settings, "size": 160, "feature_dim": 1280}, {})
+    (tmp_path / "pix").mkdir()  # the crop itself: no weights to name, its depth scaling kept
+    pix = {"arch": "pixels", "pretrained": "imagenet", "num_frames": 16, "size": 160, "grid": 64}
+    _write_index(tmp_path / "pix", {**pix, "depth_norm": "person"}, {})
     overrides = ["data=utdmhad_xsub", "data.ann_file=x", "modality=skeleton_depth"]
+    pix = feature_provenance(compose_config([*overrides, f"data.depth.features={tmp_path}/pix"]))
+    assert pix["depth"]["pretrained"] is None and pix["depth"]["depth_norm"] == "person"
+    assert "warning" not in pix["depth"]
     good = feature_provenance(compose_config([*overrides, f"data.depth.features={tmp_path}/imnet"]))
     assert good["depth"]["pretrained"] == "imagenet" and "warning" not in good["depth"]
     bad = feature_provenance(compose_config([*overrides, f"data.depth.features={tmp_path}/rand"]))

@@ -391,3 +391,14 @@ def test_a_damaged_copy_gives_way_to_an_intact_one(tmp_path, capsys):
     report = prepare_ntu(tmp_path / "sk", tmp_path / "b.store", workers=2)
     assert report["samples"] == 1 and report["replaced"] == {}
     assert report["failures"][name].startswith(f"{tmp_path / 'sk' / real.name}: NTU skeleton")
+
+
+def test_a_mistyped_rgb_or_depth_folder_is_refused(tmp_path):
+    """--depth nonexist_dir used to write a store whose samples have no depth, which `prepare
+    features` later reported as "no sample has a depth source"."""
+    (tmp_path / "sk").mkdir()
+    shutil.copy(real_file("S001C001P001R001A001"), tmp_path / "sk")
+    for flag in ("rgb", "depth"):
+        with pytest.raises(FileNotFoundError, match=f"prepare ntu --{flag} .*nope: no such folder"):
+            prepare_ntu(tmp_path / "sk", tmp_path / "a.store", **{flag: tmp_path / "nope"})
+    assert not (tmp_path / "a.store").exists()

@@ -77,6 +77,18 @@ def test_depth_source_errors_name_the_file(tmp_path):
         open_depth(tmp_path / "junk.mat")
     with pytest.raises(FileNotFoundError, match=r"gone\.mat does not exist"):
         open_depth(tmp_path / "gone.mat")
+    # no frame (numpy's "zero-size array to reduction operation" named no file); metres in
+    # floats (cast to 0-4 mm, silently); whole millimetres in doubles (MATLAB's default) read
+    scipy.io.savemat(str(bad), {"d_depth": np.zeros((240, 320, 0), np.uint16)})
+    with pytest.raises(OSError, match=r"two\.mat: holds no frame \(shape \(240, 320, 0\)\)"):
+        open_depth(bad)
+    metres = np.full((4, 4, 2), 1.25)
+    scipy.io.savemat(str(bad), {"d_depth": metres})
+    with pytest.raises(OSError, match=r"two\.mat: values of float64 that are not whole mill"):
+        open_depth(bad)
+    scipy.io.savemat(str(bad), {"d_depth": metres * 1000})
+    count, read = open_depth(bad)
+    assert count == 2 and read(1).dtype == np.uint16 and (read(1) == 1250).all()
 
 
 def test_source_keys_and_name_fallbacks(tmp_path):
@@ -210,6 +222,11 @@ def test_pixels_cache_is_the_crop_averaged_and_trains_a_depth_cnn(rgbd_set, tmp_
     assert (rep["ok"], rep["feature_dim"]) == (6, 256), rep["failures"]
     settings = json.loads((out / "index.json").read_text())
     assert (settings["arch"], settings["pretrained"], settings["grid"]) == ("pixels", None, 16)
+    for grid in (0, 65):  # 0 became the default (64) silently; the crop is 64 pixels a side
+        with pytest.raises(ValueError, match=f"grid {grid}: give 1 to 64 \\(pixels at size 64"):
+            extract_features(ann, "depth", root, out, "pixels", None, 4, 64, workers=0, grid=grid)
+    with pytest.raises(ValueError, match=r"grid 8: give 1 to 7 \(resnet18 at size 224 has a fea"):
+        extract_features(ann, "depth", root, tmp_path / "r", "resnet18", None, 4, 224, grid=8)
     clip = load_depth_clip(utd_depth(UTD[0]), 4, None, 64, norm="person")[:, 0].numpy()
     cells = clip.reshape(4, 16, 4, 16, 4).mean((2, 4)).reshape(4, 256)  # 4x4 pixel blocks
     cached = np.load(out / f"{UTD[0]}.npy").astype(np.float32)

@@ -95,8 +95,15 @@ def read_depth_mat(path: str | os.PathLike) -> np.ndarray:
             f"(found {sorted(arrays) or 'none'})"
         )
     depth = arrays.get("d_depth", next(iter(arrays.values())))
+    if depth.size == 0:
+        raise OSError(f"depth file {path}: holds no frame (shape {depth.shape})")
     if not np.issubdtype(depth.dtype, np.number) or depth.min() < 0:
         raise OSError(f"depth file {path}: expected millimetres >= 0, got dtype {depth.dtype}")
+    if not np.issubdtype(depth.dtype, np.integer) and not np.array_equal(depth, np.round(depth)):
+        raise OSError(  # a cast would make 1.25 m into 1 mm
+            f"depth file {path}: values of {depth.dtype} that are not whole millimetres (up to "
+            f"{float(depth.max()):.3g}: metres?); save integer millimetres (MATLAB: uint16)"
+        )
     return np.ascontiguousarray(depth.transpose(2, 0, 1)).astype(np.uint16)  # (T, H, W)
 
 

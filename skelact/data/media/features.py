@@ -234,7 +234,14 @@ def extract_features(
     from skelact.models.backbones import WEIGHTLESS
 
     arch = arch or DEFAULT_ARCH[modality]
-    grid = grid or (PIXELS_GRID if arch == "pixels" else 1)
+    grid = (PIXELS_GRID if arch == "pixels" else 1) if grid is None else grid
+    # a CNN's last feature map is size / 32 cells a side: finer pooling only repeats cells
+    cells = size if arch == "pixels" else max(1, size // 32)
+    if not 1 <= grid <= cells:
+        raise ValueError(
+            f"grid {grid}: give 1 to {cells} ({arch} at size {size} has "
+            f"{'a crop of' if arch == 'pixels' else 'a feature map of'} {cells} x {cells})"
+        )
     if arch in WEIGHTLESS:
         pretrained = None  # nothing to load: not random weights either
     encoder = frame_encoder(
@@ -401,9 +408,13 @@ def feature_provenance(cfg) -> dict[str, dict]:
                 out[stream] = {"cache": str(cfg.data[stream].features), "index": None}
                 continue
             info = {k: index.get(k) for k in ("arch", "pretrained", "num_frames", "size", "grid")}
+            if index.get("depth_norm"):  # a depth cache: how its depth was scaled
+                info["depth_norm"] = index["depth_norm"]
             info["cache"] = str(cfg.data[stream].features)
         else:
             info = {"arch": mcfg.arch, "pretrained": mcfg.pretrained, "frozen": mcfg.frozen}
+        if info.get("arch") in WEIGHTLESS:  # the crop itself: no weights, ImageNet or other
+            info["pretrained"] = None
         if info.get("pretrained") is None and info.get("arch") not in WEIGHTLESS:
             info["warning"] = f"{RANDOM_WEIGHTS}. {BETTER_FEATURES[stream]}"
             if (stream, info.get("cache")) not in _warned:

@@ -195,6 +195,9 @@ def prepare_ntu(
     _check_dataset(dataset)
     if workers < 1 or max_bodies < 1:
         raise ValueError(f"workers and max_bodies must be >= 1, got {workers} and {max_bodies}")
+    for flag, folder in (("--rgb", rgb), ("--depth", depth)):  # a typo found no file, silently
+        if folder is not None and not Path(folder).is_dir():
+            raise FileNotFoundError(f"prepare ntu {flag} {folder}: no such folder")
     start, root, out = time.perf_counter(), Path(skeletons), Path(out)
     files = _find_skeletons(root)
     report: dict[str, Any] = {
