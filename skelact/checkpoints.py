@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         )
     try:
         # weights_only: tensors, numbers, strings and containers; never code from the file
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on a foreign pickle: the error says it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's message suggests turning weights_only off: the very thing that would run code
         found = re.search(r"GLOBAL (\S+)", str(err))

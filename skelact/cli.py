@@ -57,10 +57,9 @@ def _groups_text() -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    import logging
 
     from skelact.config import compose_run, modality_overrides
-    from skelact.terminal import RunLog, no_folder_left
+    from skelact.terminal import no_folder_left, run_log
 
     overrides = list(args.overrides)
     # `--modality X` after the first override lands among the overrides: taken from there
@@ -84,14 +83,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         return
     from skelact.train import train
 
-    handler = RunLog(run_dir)
-    logging.getLogger("skelact").addHandler(handler)
-    try:
-        with no_folder_left(run_dir):
-            train(cfg, run_dir)
-    finally:
-        logging.getLogger("skelact").removeHandler(handler)
-        handler.close()
+    with run_log(run_dir), no_folder_left(run_dir):
+        train(cfg, run_dir)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -327,12 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
         "pose-model",
         help="fetch or build the MediaPipe pose bundle",
         description="Make a PoseLandmarker bundle available and print its path. "
-        "Default: the official bundle (downloaded once into the cache). "
+        "Default: the official bundle (downloaded once into the cache), or, where the offline "
+        "one was built before and the official one is not cached, that one (--force "
+        "downloads the official one). "
         "--offline: build one from the models inside the mediapipe 0.10.21 "
         "wheel (fetched with pip), for machines without internet access.",
     )
     pm.add_argument("--offline", action="store_true", help="build the offline bundle")
-    pm.add_argument("--variant", default="full", choices=["lite", "full", "heavy"])
+    pm.add_argument(
+        "--variant",
+        default="full",
+        choices=["lite", "full", "heavy"],
+        help="the official bundle's size (--offline builds full only)",
+    )
     pm.add_argument("--path", help="verify and use this bundle file")
     pm.add_argument("--force", action="store_true", help="rebuild / re-download")
     pm.set_defaults(func=cmd_pose_model)
@@ -346,7 +346,9 @@ class _Defaults:
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        quiet = action.default in (None, False, argparse.SUPPRESS) or not action.option_strings
+        # by identity: 0 == False, and a default of 0 is worth saying
+        quiet = any(action.default is v for v in (None, False, argparse.SUPPRESS))
+        quiet = quiet or not action.option_strings
         return text if quiet or "default" in text else f"{text} (default: %(default)s)".strip()
 
 

@@ -49,7 +49,12 @@ def _add_prepare(sub) -> None:
         "a frozen ImageNet CNN (EfficientNet-Lite0 by default). Depth: by default the person's "
         "crop itself at 64 x 64 (--arch pixels), on which training fits a small CNN.",
     )
-    feat.add_argument("--modality", choices=["rgb", "depth"], required=True)
+    feat.add_argument(
+        "--modality",
+        choices=["rgb", "depth"],
+        required=True,
+        help="rgb: the samples' videos; depth: their depth maps (.mat or folders of PNGs)",
+    )
     feat.add_argument(
         "--ann", required=True, help="annotation store or pickle (prepare ntu, convert, ...)"
     )

@@ -41,6 +41,7 @@ def run_demo(
     from skelact.config import compose_config, modality_config, modality_overrides
     from skelact.data.sources.ntu_prepare import prepare_ntu
     from skelact.data.synthetic import write_synthetic_ntu
+    from skelact.terminal import run_log
     from skelact.train import train
 
     out = Path(out)
@@ -65,7 +66,8 @@ def run_demo(
                 f"seed={seed}",
             ]
         )
-        results[bench] = train(cfg, out / "runs" / bench)
+        with run_log(out / "runs" / bench):  # train.log, as `skelact train` writes
+            results[bench] = train(cfg, out / "runs" / bench)
     _print_table(results, out, time.perf_counter() - start)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     return results
@@ -187,6 +189,7 @@ def train_each_and_fused(
     """Train every stream alone, then all of them fused; {"rgb": metrics, ..., "rgb+skeleton":
     metrics}, same data, split and seed for all."""
     from skelact.config import compose_config, modality_override
+    from skelact.terminal import run_log
     from skelact.train import train
 
     combos = [[s] for s in streams] + ([streams] if len(streams) > 1 else [])
@@ -197,7 +200,8 @@ def train_each_and_fused(
         cfg = compose_config(
             [modality_override(name), one, *FUSION_TRAIN, *overrides, f"seed={seed}"]
         )
-        results[name] = train(cfg, Path(run_root) / name.replace("+", "_"))
+        with run_log(Path(run_root) / name.replace("+", "_")):
+            results[name] = train(cfg, Path(run_root) / name.replace("+", "_"))
     return results
 
 

@@ -104,3 +104,16 @@ class RunLog(logging.Handler):
         if self.file is not None:
             self.file.close()
         super().close()
+
+
+@contextmanager
+def run_log(run_dir: str | Path):
+    """skelact's log lines of the body also into <run_dir>/train.log (`RunLog`): what `skelact
+    train` and the demo's runs write."""
+    handler = RunLog(run_dir)
+    logging.getLogger("skelact").addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger("skelact").removeHandler(handler)
+        handler.close()

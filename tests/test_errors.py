@@ -9,6 +9,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,14 @@ def test_what_is_not_a_checkpoint_is_named(tmp_path, monkeypatch):
     for args, words in cases:
         assert words in one_line_error(args, tmp_path, monkeypatch)
     assert not (tmp_path / "m.onnx").exists()
+    # an annotation pickle given as a checkpoint: one line, without torch's warning about the
+    # pickle's protocol (two lines pointing into torch's source before it)
+    with open(tmp_path / "data.pkl", "wb") as f:
+        pickle.dump({"annotations": [], "split": {}}, f, protocol=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        words = one_line_error(["eval", "ckpt=data.pkl"], tmp_path, monkeypatch)
+    assert "data.pkl could not be read: not a checkpoint of tensors and plain data" in words
     from skelact.checkpoints import run_checkpoint  # init_from and distill.teacher
 
     with pytest.raises(SystemExit, match="init_from: empty_run has no checkpoints/last.pt; give"):

@@ -43,14 +43,17 @@ def first_frames(video: Path, count: int, out: Path) -> Path:
     return out
 
 
-def test_readme_examples_run_and_print_what_the_readme_shows(tmp_path, pose_model):
+def test_readme_examples_run_and_print_what_the_readme_shows(tmp_path, pose_model, caplog):
     pytest.importorskip("onnxruntime", reason="the ONNX example needs the [onnx] extra")
     clip = shared_data("ntu", "videos", "ntu_sample.avi")
     from skelact.checkpoints import load_checkpoint
     from skelact.demo import run_demo
 
     demo = tmp_path / "skelact_demo"
-    run_demo(demo, epochs=1, benchmarks=("ntu60_xsub",), workers=1)
+    with caplog.at_level("INFO", logger="skelact"):  # as `skelact demo` logs
+        run_demo(demo, epochs=1, benchmarks=("ntu60_xsub",), workers=1)
+    # a demo run has the train.log that README's run directory lists (it had none)
+    assert "epoch 1/1 loss" in (demo / "runs" / "ntu60_xsub" / "train.log").read_text()
     prepare_workdir(tmp_path / "work", demo, first_frames(clip, 40, tmp_path / "short.avi"))
     outputs = run_all(tmp_path / "work", in_process=True)  # `python tools/...` runs them apart
     shown = blocks(README.read_text())["output"]
