@@ -65,6 +65,11 @@ def modality_overrides(spec: str, given: list[str] = ()) -> list[str]:
     """`--modality` as overrides: the modality config and the model config its YAML pairs with
     it (its `model` key), unless `given` already chooses a model."""
     name = modality_name(spec)
+    also = [o for o in given if o.split("=", 1)[0].lstrip("+~") == "modality"]
+    if also and also[-1].split("=", 1)[1] != name:  # the two would compose a mix of both
+        raise ValueError(
+            f"--modality {spec} and {also[-1]} choose two modalities; give one of them"
+        )
     model = modality_config(name).get("model", "bilstm")
     chosen = any(o.split("=", 1)[0].lstrip("+~") == "model" for o in given)
     return [f"modality={name}"] + ([] if chosen else [f"model={model}"])
@@ -265,6 +270,9 @@ NUMBERS = (
     ("trainer.eval_every", True, 0, True, None),
     ("trainer.views", True, 1, True, None),
     ("model.attention_heads", True, 1, True, None),
+    ("trainer.distill.weight", False, 0, True, 1),  # above 1 the labels' loss turns negative
+    ("trainer.distill.temperature", False, 0, False, None),
+    ("trainer.consistency", False, 0, True, None),
 )
 
 # settings with a few named values: anything else was taken as one of them without a word
@@ -293,6 +301,11 @@ SWITCHES = (
     "data.skeleton.align_view",
     "data.skeleton.scale_normalize",
     "data.skeleton.augment.enabled",
+    "trainer.distill.online",
+    "model.core.bidirectional",
+    "model.core.shared",
+    "model.replica_augment",
+    "model.skeleton.input_norm",
 )
 
 

@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from skelact.checkpoints import init_weights, load_checkpoint, save_checkpoint
+from skelact.config import DATA_PATHS
 from skelact.data.run import Data, make_loader
 from skelact.engine import evaluate, train_one_epoch
 from skelact.metrics import topk_accuracy
@@ -91,19 +92,55 @@ def prepare_run(cfg, model, data: Data, run_dir: Path, steps_per_epoch: int, inf
     state = {"epoch": 0, "history": [], "best": None}
     run = Run(model, optimizer, scheduler, average, state, info, ckpt_dir)
     if resuming:
-        _resume(run, rank, tcfg.epochs)
+        _resume(run, rank, cfg)
     return run, started
 
 
-def _resume(run: Run, rank: int, epochs: int) -> None:
+# What a resumed run may change: how it runs, not what it trains (trainer.epochs: warned below;
+# the data files: a moved dataset; init_from: ignored when resuming).
+RESUME_FREE = {
+    "trainer.resume", "trainer.epochs", "trainer.num_workers", "trainer.threads",
+    "trainer.device", "trainer.progress", "trainer.tensorboard", "trainer.eval_every",
+    "trainer.dist_timeout_min", "trainer.worker_nice", "trainer.init_from", "run_name",
+    *(f"data.{key}" for key in DATA_PATHS),
+}  # fmt: skip
+
+
+def changed_settings(saved: dict, cfg) -> list[str]:
+    """Each setting of `cfg` that differs from the run config `saved` (a checkpoint's), as
+    "key: was -> now", but those of `RESUME_FREE` and keys only one of them has."""
+    from omegaconf import OmegaConf
+
+    def leaves(node, prefix=""):
+        if not isinstance(node, dict):
+            return {prefix: node}
+        out = {}
+        for k, v in node.items():
+            out.update(leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+
+    was = leaves({k: v for k, v in saved.items() if k != "hydra"})
+    now = leaves(OmegaConf.to_container(cfg, resolve=True))
+    return [f"{k}: {was[k]!r} -> {now[k]!r}" for k in sorted(was.keys() & now.keys())
+            if k not in RESUME_FREE and was[k] != now[k]]  # fmt: skip
+
+
+def _resume(run: Run, rank: int, cfg) -> None:
     """Weights, weight average, optimizer, schedule and progress from checkpoints/last.pt.
-    Refuses, in one line, a checkpoint of another model than this run's, or one past
-    trainer.epochs."""
+    Refuses, in one line, a checkpoint of another model than this run's, one past
+    trainer.epochs, and settings that differ from those the run was trained with (the
+    optimizer's state would bring back the old learning rate, and the rest would mix two
+    settings in one run)."""
+    epochs = cfg.trainer.epochs
     path = run.ckpt_dir / "last.pt"
     ck = load_checkpoint(path)
     fix = (
         "resume with the run's own settings (its config.yaml), or train into another hydra.run.dir"
     )
+    changed = changed_settings(ck.get("config") or {}, cfg)
+    if changed:
+        shown = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more" if changed[5:] else "")
+        raise SystemExit(f"{path} was trained with other settings ({shown}): {fix}")
     if ck["epoch"] > epochs:
         raise SystemExit(f"{path} is at epoch {ck['epoch']}, past trainer.epochs={epochs}: {fix}")
     try:

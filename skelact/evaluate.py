@@ -38,6 +38,17 @@ def conform_config(cfg: DictConfig, ckpt: dict, overrides: list[str]) -> None:
     and the body count (extra bodies of the evaluation data are dropped, most active kept;
     missing ones are zero-padded).
     """
+    from skelact.epochs import changed_settings
+
+    asked = {o.split("=", 1)[0].lstrip("+").split(".")[0] for o in overrides}
+    changed = [c for c in changed_settings(ckpt["config"], cfg) if c.split(".")[0] in asked
+               and c.split(".")[0] in ("model", "modality")]  # fmt: skip
+    if changed:  # the network is the checkpoint's: another model config scores another model
+        raise SystemExit(
+            f"skelact eval: {'; '.join(changed[:5])}: the checkpoint was trained with the "
+            "first; its network scores only with its own model and modality settings (leave "
+            "those overrides out)"
+        )
     trained = OmegaConf.create(ckpt["config"]).data.skeleton
     for key in (k for k in trained if k not in EVAL_CHOICES):
         asked = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == f"data.skeleton.{key}"]

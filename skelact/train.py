@@ -116,11 +116,24 @@ def _require_set(cfg: DictConfig) -> None:
 
 
 def _check_options(cfg: DictConfig, views: int) -> None:
-    """Warn about trainer.consistency without views; refuse what distillation does not
-    combine with (the teacher scores each sample once, unmixed)."""
+    """Warn about options that do nothing here (trainer.consistency without views,
+    trainer.mutual without an ensemble, model.modality_dropout with one modality); refuse what
+    distillation does not combine with (the teacher scores each sample once, unmixed)."""
     tcfg = cfg.trainer
     if tcfg.get("consistency", 0.0) and views < 2:
         log.warning("trainer.consistency needs trainer.views > 1: it has no effect")
+    if tcfg.get("mutual", 0.0) and cfg.model.get("fusion") != "ensemble":
+        log.warning(
+            "trainer.mutual=%s has no effect with model.fusion=%s: the streams learn from "
+            "their ensemble's probabilities (model.fusion=ensemble)",
+            tcfg.mutual, cfg.model.get("fusion"),
+        )  # fmt: skip
+    if cfg.model.get("modality_dropout", 0.0) and len(groups_of(cfg.modality.streams)) < 2:
+        log.warning(
+            "model.modality_dropout=%s has no effect: it drops whole modalities, and %s are "
+            "one (the skeleton streams count as one)",
+            cfg.model.modality_dropout, "+".join(cfg.modality.streams),
+        )  # fmt: skip
     if not (tcfg.get("distill") and tcfg.distill.teacher):
         return
     if views > 1:

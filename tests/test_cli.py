@@ -95,6 +95,18 @@ def test_modality_chooses_inputs_and_their_model(spec, modality, model, streams)
     assert (cfg.modality.name, cfg.model.name) == (modality, "stacked_bilstm")
 
 
+def test_modality_given_twice_two_ways_is_refused():
+    """--modality skeleton with modality=skeleton_4s trained the four streams on the single
+    stream's model, neither recipe; the same modality both ways is fine."""
+    from skelact.config import compose_run, modality_overrides
+
+    with pytest.raises(ValueError, match="--modality skeleton and modality=skeleton_4s choose"):
+        modality_overrides("skeleton", ["modality=skeleton_4s"])
+    cfg, _ = compose_run([*modality_overrides("skeleton", ["modality=skeleton"]),
+                          "modality=skeleton"])  # fmt: skip
+    assert (cfg.modality.name, cfg.model.name) == ("skeleton", "bilstm")
+
+
 def test_default_recipe_is_what_modality_skeleton_5s_chooses():
     from skelact.config import compose_run, modality_overrides
 

@@ -252,6 +252,12 @@ def test_shipped_configs_pass_the_number_check(dataset):
         ("model.fusion_weights=Fit", "model.fusion_weights must be one of fit, equal, got 'Fit'"),
         ("model.skeleton.encoder=gnc", "model.skeleton.encoder must be one of mlp, gcn, got"),
         ("trainer.precision=fp16", "trainer.precision must be one of auto, fp32, bf16, got"),
+        ("trainer.distill.online=flase", "trainer.distill.online must be true or false"),
+        ("model.core.bidirectional=flase", "model.core.bidirectional must be true or false"),
+        ("model.core.shared=no", "model.core.shared must be true or false, got 'no'"),
+        ("trainer.distill.weight=1.5", "trainer.distill.weight must be a number >= 0 and <= 1"),
+        ("trainer.distill.temperature=0", "trainer.distill.temperature must be a number > 0"),
+        ("trainer.consistency=-4", "trainer.consistency must be a number >= 0, got -4"),
         ("trainer.threads=0", "trainer.threads must be auto or an integer >= 1, got 0"),
         ("trainer.threads=abc", "trainer.threads must be auto or an integer >= 1, got 'abc'"),
         ("trainer.threads=true", "trainer.threads must be auto or an integer >= 1, got True"),
@@ -301,3 +307,27 @@ def test_a_device_torch_does_not_know_or_this_machine_lacks_is_named():
         with pytest.raises(ValueError, match=r"^trainer.device=cuda:7: torch sees .* here; use"):
             pick_device("cuda:7")
     assert pick_device("cpu") == torch.device("cpu")
+
+
+def test_options_that_do_nothing_here_are_named(caplog):
+    """trainer.mutual without an ensemble and model.modality_dropout with one modality trained
+    exactly as without them, without a word."""
+    from skelact.train import _check_options
+
+    base = ["data=utdmhad_xsub", "data.ann_file=x"]
+    cases = [
+        (["model.fusion=concat", "trainer.mutual=1.0"], "trainer.mutual=1.0 has no effect with "
+         "model.fusion=concat"),
+        (["model.fusion=concat", "model.modality_dropout=0.5"], "model.modality_dropout=0.5 has "
+         "no effect: it drops whole modalities"),
+        (["trainer.consistency=0.5"], "trainer.consistency needs trainer.views > 1"),
+    ]  # fmt: skip
+    for overrides, words in cases:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="skelact"):
+            _check_options(compose_config([*base, *overrides]), 1)
+        assert words in caplog.text, overrides
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="skelact"):
+        _check_options(compose_config([*base, "trainer.mutual=1.0"]), 1)  # the default: ensemble
+    assert caplog.text == ""

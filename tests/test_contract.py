@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -246,3 +247,14 @@ def test_eval_data_fold_chooses_that_folds_splits():
     mine = {**saved, "name": "mine"}  # a fold key in a config of the user's own
     with pytest.raises(SystemExit, match="data.fold=2 does not choose this checkpoint's splits"):
         refold(config_with_overrides({"data": mine}, ["data.fold=2"]), mine, ["data.fold=2"])
+
+
+def test_eval_refuses_another_model_setting(one_body_run):
+    """`skelact eval ckpt=... model.fusion=ensemble` scored the checkpoint's network fused
+    another way, silently; model.core.cell=gru was torch's multi-kilobyte state-dict error."""
+    for override, what in (
+        ("model.core.cell=gru", "model.core.cell: 'lstm' -> 'gru'"),
+        ("model.fusion=mean", "model.fusion: 'ensemble' -> 'mean'"),
+    ):
+        with pytest.raises(SystemExit, match=re.escape(f"skelact eval: {what}: the checkpoint")):
+            evaluate(one_body_run, one_body_run["data"], "model", override)

@@ -511,8 +511,16 @@ def test_resume_refuses_another_model_or_a_checkpoint_past_the_epochs(toy_file, 
     base = [f"data.ann_file={toy_file}", *SPLITS, *FAST, "trainer.epochs=2"]
     train(compose_config(base), tmp_path)
     again = [*base, "trainer.resume=true"]
-    with pytest.raises(SystemExit, match=r"last.pt holds another model than this run's config"):
+    # another setting: refused by name before anything loads (a changed lr was recorded in
+    # config.yaml but not used, the optimizer's state bringing the old one back; sgd for adamw
+    # was a KeyError traceback; mixup or dropout were taken for the rest of the run, silently)
+    with pytest.raises(SystemExit, match=r"last.pt was trained with other settings \("
+                       r"model.core.hidden: 64 -> 32\): resume with the run's own"):  # fmt: skip
         train(compose_config([*again, "model.core.hidden=32"]), tmp_path)
+    with pytest.raises(SystemExit, match=r"settings \(trainer.lr: 0.001 -> 0.0001; "
+                       r"trainer.optimizer: 'adamw' -> 'sgd'\)"):  # fmt: skip
+        train(compose_config([*again, "trainer.lr=0.0001", "trainer.optimizer=sgd"]), tmp_path)
+    assert "lr: 0.001" in (tmp_path / "config.yaml").read_text()  # not rewritten
     with pytest.raises(SystemExit, match=r"last.pt is at epoch 2, past trainer.epochs=1: resume"):
         train(compose_config([*again, "trainer.epochs=1"]), tmp_path)
     with caplog.at_level("WARNING", logger="skelact"):  # longer: allowed, and said
