@@ -113,3 +113,24 @@ def test_a_failed_run_is_named_and_the_others_are_kept(tmp_path, capsys):
     result = run_one(job)
     assert "none.store" in result["error"] and "metrics" not in result
     assert "x_kard_xsub_test_s0: FAILED" in capsys.readouterr().out
+
+
+def test_a_finished_run_is_reused_only_for_the_same_overrides(tmp_path, capsys):
+    """A second sweep with other overrides and the same --tag found the first sweep's runs
+    and reported them as its own: `--against` compared the old runs with themselves (+0.00)."""
+    from tools.bench_accuracy import run_one
+
+    run_dir = tmp_path / "runs" / "default_kard_xsub_test_s0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"top1": 0.5}))
+    (run_dir / "wall_s.txt").write_text("60.0\n")
+    job = dict(dataset="kard", config="kard_xsub", ann="kard.store", train="xsub_train",
+               test="xsub_test", seed=0, run_dir=str(run_dir), overrides=[])  # fmt: skip
+    assert run_one(job)["metrics"]["top1"] == 0.5  # a run of no overrides (made before the file)
+    other = run_one({**job, "overrides": ["trainer.epochs=3"]})
+    assert "metrics" not in other and other["error"] == (
+        f"{run_dir} holds a run made with overrides [], not ['trainer.epochs=3']; give another "
+        "--tag or --runs"
+    )
+    (run_dir / "bench_overrides.json").write_text('["trainer.epochs=3"]\n')
+    assert run_one({**job, "overrides": ["trainer.epochs=3"]})["metrics"]["top1"] == 0.5

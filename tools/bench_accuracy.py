@@ -114,7 +114,15 @@ def run_one(job: dict) -> dict:
     the job with its "error" (the other runs go on)."""
     run_dir = Path(job["run_dir"])
     metrics_file = run_dir / "metrics.json"
-    if not metrics_file.is_file():
+    made_with = run_dir / "bench_overrides.json"  # the overrides a finished run was made with
+    if metrics_file.is_file():
+        was = json.loads(made_with.read_text()) if made_with.is_file() else []
+        if was != list(job["overrides"]):  # another sweep's run: reusing it would compare it
+            err = (f"{run_dir} holds a run made with overrides {was}, not {job['overrides']}; "
+                   "give another --tag or --runs")  # fmt: skip
+            print(f"  {run_dir.name}: {err}", flush=True)
+            return {**job, "error": err}
+    else:
         cmd = [
             sys.executable, "-m", "skelact.cli", "train", f"data={job['config']}",
             f"data.ann_file={job['ann']}", f"data.train_split={job['train']}",
@@ -129,6 +137,7 @@ def run_one(job: dict) -> dict:
                 print(f"  {run_dir.name}: FAILED\n{err[-3000:]}", flush=True)
             return {**job, "error": err[-3000:] or f"exit status {code}"}
         (run_dir / "wall_s.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+        made_with.write_text(json.dumps(list(job["overrides"])) + "\n")
     metrics = json.loads(metrics_file.read_text())
     metrics["wall_s"] = float((run_dir / "wall_s.txt").read_text())
     print(f"  {run_dir.name}: top1 {100 * metrics['top1']:.1f}", flush=True)

@@ -21,6 +21,7 @@ alone (the run's DataLoader without the model). Files go under --tmp and are del
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -116,14 +117,17 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(PSS, RSS) of one process in KiB, (0, 0) once it is gone."""
+def memory_kib(pid: int) -> tuple[int, int, int]:
+    """(PSS, RSS, Pss_Anon) of one process in KiB, zeros once it is gone. Pss_Anon is the
+    part no file backs (what the kernel cannot drop; the rest of PSS is page cache of mapped
+    files, such as the store's arrays.bin)."""
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
-        return 0, 0
+        return 0, 0, 0
     fields = dict(line.split(":", 1) for line in text.splitlines()[1:])
-    return int(fields["Pss"].split()[0]), int(fields["Rss"].split()[0])
+    kib = {k: int(v.split()[0]) for k, v in fields.items() if k in ("Pss", "Rss", "Pss_Anon")}
+    return kib["Pss"], kib["Rss"], kib.get("Pss_Anon", 0)
 
 
 def _role(pid: int) -> str:
@@ -145,6 +149,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.period, self.phase = pid, period, "train"
         self.peak: dict[str, float] = {}
+        self.peak_anon: dict[str, float] = {}  # summed Pss_Anon, at its own peak
         self.at_peak: dict[str, list] = {}  # (process, PSS GiB) at each phase's peak
         self.max_procs = 0
         self.max_rss = 0.0
@@ -155,6 +160,8 @@ class Sampler(threading.Thread):
             tree = process_tree(self.pid)
             mems = [memory_kib(p) for p in tree]
             pss = sum(m[0] for m in mems) / 2**20  # GiB
+            anon = sum(m[2] for m in mems) / 2**20
+            self.peak_anon[self.phase] = max(self.peak_anon.get(self.phase, 0.0), anon)
             if pss > self.peak.get(self.phase, 0.0):
                 self.peak[self.phase] = pss
                 self.at_peak[self.phase] = [
@@ -221,16 +228,28 @@ def data_only(overrides: list[str], batches: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
+def _stored_count(path: Path) -> int | None:
+    """How many samples the store at `path` holds, from its meta.json (opening the store would
+    map its arrays in this process, which shares their pages with the run measured); None for
+    a pickle or where there is none."""
+    meta = path / "meta.json"
+    return json.loads(meta.read_text())["num_samples"] if meta.is_file() else None
+
+
 def train_case(args) -> None:
     dataset, tmp = args.case, Path(args.tmp)
     store = tmp / f"{dataset}.{'pkl' if args.pickle else 'store'}"
+    n = args.samples or SIZES[dataset]
+    have = _stored_count(store)
+    if have is not None and have != n:  # another size's store: it would be measured as this one
+        print(f"{store} holds {have} samples, not {n}: building it again")
+        shutil.rmtree(store)
     if not store.exists():
-        n = args.samples or SIZES[dataset]
         info = build_store(store, dataset, n, args.pickle)
         print(f"built {store}: {info['bytes'] / 1e9:.2f} GB, {n} samples, "
               f"splits {info['splits']} in {info['seconds']:.0f} s")  # fmt: skip
     else:
-        print(f"reusing {store}")
+        print(f"reusing {store} ({n} samples)")
     world = max(1, args.ddp)
     cores = len(os.sched_getaffinity(0))
     threads = max(1, cores // world - args.workers)
@@ -273,7 +292,9 @@ def measure_run(overrides, args, run_dir: Path, code: Path, rate_model, rate_dat
     found = re.search(r"(\d+) train samples", text + run_dir.with_suffix(".log").read_text())
     n_train = int(found.group(1)) if found else 0  # the whole split; DDP ranks shard it
     print(f"  peak summed PSS: training {sampler.peak.get('train', 0):.2f} GiB, evaluation "
-          f"{sampler.peak.get('eval', 0):.2f} GiB; up to {sampler.max_procs} processes; "
+          f"{sampler.peak.get('eval', 0):.2f} GiB (of it anonymous, Pss_Anon: "
+          f"{sampler.peak_anon.get('train', 0):.2f} / {sampler.peak_anon.get('eval', 0):.2f} "
+          f"GiB); up to {sampler.max_procs} processes; "
           f"largest single-process RSS {sampler.max_rss:.2f} GiB")  # fmt: skip
     for phase, procs in sampler.at_peak.items():
         print(f"    at the {phase} peak: " + ", ".join(f"{r} {g:.2f}" for r, g in procs))

@@ -7,9 +7,11 @@ Writes the same samples (real NTU bodies, (2, T, 25, 3) float32) to a skelact st
 HDF5 file (one flat float32 dataset plus offsets and shapes: the usual way to hold ragged
 arrays in HDF5; a dataset per sample is far slower to write and open). Then, side by side:
 write time; random-order read time per sample (page cache warm, each read returns an owned
-float32 array, as a Dataset's transforms need); the summed PSS of 3 forked reader processes
-that each read every sample; and whether a file opened before the fork reads correctly in the
-forked children at the same time (DataLoader workers do exactly this).
+float32 array, as a Dataset's transforms need); the summed PSS of the parent (which opened
+the file and read every sample) and 3 forked reader processes that each read every sample,
+with its anonymous part (Pss_Anon: what no file backs); and whether a file opened before
+the fork reads correctly in the forked children at the same time (DataLoader workers do
+exactly this).
 """
 
 from __future__ import annotations
@@ -109,9 +111,11 @@ def _read_all(reader, start: int, out) -> None:
     time.sleep(1.0)  # stay alive while the parent samples memory
 
 
-def forked_readers(reader, procs: int = 3) -> tuple[float, bool]:
-    """Summed PSS (MiB) of `procs` forked children reading everything through `reader`
-    opened in the parent; and whether every child saw the right values."""
+def forked_readers(reader, procs: int = 3) -> tuple[float, float, bool]:
+    """Summed PSS and Pss_Anon (MiB) of the parent, which opened `reader` and read every
+    sample once, and of `procs` forked children reading everything through it, taken when
+    every child has read everything (each then holds what it touched); and whether every
+    child saw the right values."""
     ctx = mp.get_context("fork")
     q = ctx.Queue()
     expect = sum(float(reader[i][0, 0, 0, 0]) for i in range(len(reader)))
@@ -119,11 +123,12 @@ def forked_readers(reader, procs: int = 3) -> tuple[float, bool]:
     for k in kids:
         k.start()
     results = [q.get(timeout=600) for _ in kids]
-    pss = sum(memory_kib(pid)[0] for pid, _ in results) / 1024
+    mems = [memory_kib(pid) for pid in [os.getpid(), *(pid for pid, _ in results)]]
+    pss, anon = sum(m[0] for m in mems) / 1024, sum(m[2] for m in mems) / 1024
     for k in kids:
         k.join()
     ok = all(abs(t - expect) < 1e-3 * max(1.0, abs(expect)) for _, t in results)
-    return pss, ok and all(k.exitcode == 0 for k in kids)
+    return pss, anon, ok and all(k.exitcode == 0 for k in kids)
 
 
 def main() -> None:
@@ -161,9 +166,10 @@ def main() -> None:
             )
             reader = readers[name](path)
             us = read_time(reader, order)
-            pss, ok = forked_readers(reader)
+            pss, anon, ok = forked_readers(reader)
             print(f"{name:20s} write {wrote:5.1f} s ({size / 1e6:.0f} MB); read {us:6.1f} µs a "
-                  f"sample; 3 forked readers: {pss:6.0f} MiB summed PSS; opened before fork: "
+                  f"sample; parent + 3 forked readers: {pss:6.0f} MiB summed PSS, {anon:6.0f} "
+                  f"MiB of it anonymous (Pss_Anon); opened before fork: "
                   f"{'correct' if ok else 'WRONG VALUES OR CRASH'}")  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
