@@ -234,7 +234,7 @@ class Model:
         finally:
             for b in bar:
                 b.close()
-        if max_people is None and sample["keypoint"].shape[0] > 1:
+        if sample["keypoint"].shape[0] > 1:  # max_people given or not (tracks are slots)
             order = order_by_activity(sample["keypoint"], sample["mask"])
             for key in ("keypoint", "keypoint_2d", "keypoint_score", "mask", "color_box"):
                 sample[key] = sample[key][order]

@@ -146,9 +146,9 @@ def conform(
     """keypoint (M, T, V, C) -> (num_bodies, T, V, C) float32 for `contract`.
 
     With more bodies than the contract's count, the most active are kept (`most_active`);
-    missing ones are zero-padded. Refuses
-    (ContractError naming `source`) another layout, joint count or coordinate count, or no
-    frames.
+    missing ones are zero-padded. Refuses (ContractError naming `source`) another layout,
+    joint count or coordinate count, no frames, nobody in any frame (all zeros), and values
+    that are not finite as float32.
     """
     kp = real_array(keypoint, source, "keypoints")
     if layout is not None and layout != contract.layout:
@@ -170,15 +170,19 @@ def conform(
         )
     if t == 0 or m == 0:
         raise ContractError(f"{source}: no frames or no body (shape {kp.shape})")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused below
+        kp = kp.astype(np.float32, copy=False)
     if not np.isfinite(kp).all():  # a NaN would pass through the model to a NaN probability
         bad = np.argwhere(~np.isfinite(kp))
         raise ContractError(
             f"{source}: {len(bad)} non-finite coordinate(s) (NaN or inf), the first at body "
             f"{bad[0][0]}, frame {bad[0][1]}, joint {bad[0][2]}; give an untracked joint or "
-            "body as zeros"
+            "body as zeros, coordinates within float32's range"
         )
+    if not kp.any():  # nobody in any frame: no action to tell (live and windows skip these)
+        raise ContractError(f"{source}: every coordinate is zero: no body in any frame")
     n = contract.num_bodies
-    kp = most_active(kp, n).astype(np.float32, copy=False)
+    kp = most_active(kp, n)
     if m < n:
         kp = np.concatenate([kp, np.zeros((n - m, t, v, c), np.float32)])
     return kp

@@ -194,7 +194,13 @@ def predict_live(
 ) -> dict:
     """Print an update every `every` s over the last `window` s of `source` until it ends,
     `limit` seconds of source time pass, or Ctrl-C; write the timeline CSV and summary (`out`,
-    default `skelact.live.timeline_path`)."""
+    default `skelact.live.timeline_path`; the summary beside it as .json). An `out` that
+    is a folder, or a .json (the summary's name), is refused before the stream starts."""
+    if out is not None:
+        if Path(out).suffix.lower() == ".json":
+            raise ValueError(f"--out {out}: the timeline is a CSV (the summary is written beside "
+                             "it as .json); name a .csv file")  # fmt: skip
+        check_outputs(out, None, None)
     model = load(ckpt, pose_model=pose_model, threads=1)  # MediaPipe has the other cores
     live = model.stream(source, window=window, every=every, mirrored=mirrored)
     print(f"live: {source}, window {window}s, update every {every}s (Ctrl-C ends)")

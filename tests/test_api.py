@@ -112,6 +112,14 @@ def test_contract_refuses_what_the_model_cannot_read(ntu_ckpt, ntu_bodies, tmp_p
         model.predict(holed)
     with pytest.raises(ContractError, match=r"\d+ non-finite coordinate.*as zeros"):
         model.predict(np.full((1, 5, 25, 3), np.inf, np.float32))
+    # finite in float64, inf in float32: the torch model gave NaN probabilities under a label
+    huge = kp.astype(np.float64)
+    huge[0, 5, 3, 0] = 1e300
+    with pytest.raises(ContractError, match=r"1 non-finite coordinate.*frame 5, joint 3"):
+        model.predict(huge)
+    # nobody in any frame: a confident label before (live and timelines skip such windows)
+    with pytest.raises(ContractError, match="every coordinate is zero: no body in any frame"):
+        model.predict(np.zeros((1, 40, 25, 3), np.float32))
     # a torch tensor of any float dtype gives numpy's answer (bfloat16 was torch's TypeError);
     # complex numbers lost their imaginary part with a warning, text reached the model
     ref = model.predict(kp).probs

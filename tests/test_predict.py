@@ -122,6 +122,10 @@ def test_two_person_model_sees_the_scene_most_active_first(two_people_clip, pose
     sample = model.convert(two_people_clip, mirrored=True)
     variance = [sample["keypoint"][m, sample["mask"][m]].var(0).sum() for m in (0, 1)]
     assert variance[0] >= variance[1] > 0
+    # max_people given: the same order (it was the tracker's slots, and a two-body model's
+    # prediction of that sample differed from predict(video)'s)
+    given = model.convert(two_people_clip, 2, mirrored=True)
+    np.testing.assert_array_equal(given["keypoint"], sample["keypoint"])
     res = predict_video(two_people_clip, ckpt, max_people=2, mirrored=True, pose_model=pose_model)
     assert "people" not in res
     np.testing.assert_allclose(res["top"][0]["prob"], model.predict(sample).prob, atol=1e-6)
@@ -189,6 +193,18 @@ def test_live_ctrl_c_ends_cleanly_and_writes_the_timeline(ntu_ckpt, clip, pose_m
     timeline = pd.read_csv(out)
     assert 1 <= len(timeline) < 30 and set(timeline.columns) >= {"time", "name", "pose_ms"}
     assert json.loads(out.with_suffix(".json").read_text())["updates"] == len(timeline)
+
+
+def test_live_outputs_are_checked_before_the_stream(ntu_ckpt, clip, tmp_path):
+    """--out x.json: the summary (written beside the CSV as .json) overwrote the timeline and
+    the run said "timeline -> x.json"; --out FOLDER failed after the whole live session."""
+    from skelact.predict import predict_live
+
+    with pytest.raises(ValueError, match=r"--out .*tl.json: the timeline is a CSV"):
+        predict_live(clip, ntu_ckpt, out=tmp_path / "tl.json", pose_model="no/such/model")
+    (tmp_path / "outdir").mkdir()
+    with pytest.raises(ValueError, match=r"outdir is a folder: give a file name"):
+        predict_live(clip, ntu_ckpt, out=tmp_path / "outdir", pose_model="no/such/model")
 
 
 def test_live_source_shorter_than_the_window_says_so(ntu_ckpt, clip, pose_model, tmp_path):
