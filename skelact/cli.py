@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate a small synthetic dataset in the real NTU "
         ".skeleton format, prepare it, train the skeleton stream, evaluate "
         "cross-subject and cross-view, and print a results table. With --modality "
-        "rgb+skeleton (or +depth) it renders RGB/depth clips of the synthetic people, caches "
+        "rgb+skeleton (or +depth; rgb is needed) it renders RGB/depth clips of the synthetic "
+        "people, caches "
         "frozen-ResNet features, and trains each stream alone and fused: two class pairs only "
         "the images or only the skeletons can tell apart show what fusion adds.",
     )
@@ -205,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="skeleton_5s (default: the default recipe, five skeleton streams), skeleton_4s, "
         "skeleton_2s or "
         "skeleton (the single-stream recipe) on NTU-format skeletons, both protocols; or a "
-        "combination such as rgb+skeleton or rgb+skeleton+depth (rendered clips, fusion vs "
-        "single streams)",
+        "combination with rgb such as rgb+skeleton or rgb+skeleton+depth (rendered clips, "
+        "fusion vs single streams)",
     )
     demo.add_argument("--workers", type=int, default=2, help="processes for prepare")
     demo.set_defaults(func=cmd_demo)

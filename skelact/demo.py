@@ -4,9 +4,9 @@
 bilstm_4s) on both NTU60 protocols; `skeleton_4s`, `skeleton_2s` and `skeleton` (one stream)
 train theirs, with the model `--modality` pairs them with (`skelact.config.modality_overrides`).
 Any modality with rgb or depth (`rgb+skeleton`, `rgb+skeleton+depth`, ...) runs the fusion
-proof instead: a rendered 4-class set (`skelact.data.synthetic.write_fusion_set`) where one
-class pair only RGB can tell apart and the other only the skeleton (or depth), so each stream
-alone tops out near 75% and their fusion near 100%. It trains every stream alone and the
+proof instead (rgb needed): a rendered 4-class set (`skelact.data.synthetic.write_fusion_set`)
+where one class pair only RGB can tell apart and the other only the skeleton (or depth), so
+each stream alone tops out near 75% and their fusion near 100%. It trains every stream alone and the
 fusion on the same cross-subject split and prints their top-1 side by side.
 """
 
@@ -44,6 +44,9 @@ def run_demo(
     from skelact.terminal import run_log
     from skelact.train import train
 
+    if epochs < 0 or workers < 1:  # before any file is written
+        raise ValueError(f"demo: --epochs must be >= 0 and --workers >= 1, got {epochs} and "
+                         f"{workers}")  # fmt: skip
     out = Path(out)
     if not all(s.startswith("skeleton") for s in modality_config(modality)["streams"]):
         return run_fusion_demo(out, epochs=epochs, modality=modality, workers=workers, seed=seed)
@@ -216,6 +219,12 @@ def run_fusion_demo(
     the fusion (ntu60_xsub), print the table, write results.json."""
     out = Path(out)
     streams = fusion_streams(modality)
+    if "rgb" not in streams:  # skeleton and depth tell the same pair apart: fused caps at 75%
+        raise ValueError(
+            f"demo --modality {modality}: the fusion proof needs rgb (one class pair of its "
+            "set differs only in colour, the other in motion, which skeleton and depth both "
+            "see); try rgb+skeleton, rgb+depth or rgb+skeleton+depth"
+        )
     start = time.perf_counter()
     log.info("1/2 rendering the fusion set to %s and caching features", out)
     print(

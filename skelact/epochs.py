@@ -78,12 +78,6 @@ def prepare_run(cfg, model, data: Data, run_dir: Path, steps_per_epoch: int, inf
     scheduler = cosine_with_warmup(optimizer, steps, warmup, tcfg.min_lr_ratio, cycles)
     ckpt_dir = run_dir / "checkpoints"
     resuming = tcfg.resume and (ckpt_dir / "last.pt").is_file()
-    if not resuming and (ckpt_dir / "last.pt").is_file() and rank == 0:
-        log.warning(
-            "%s holds an earlier run: its checkpoints and logs are replaced "
-            "(trainer.resume=true continues it instead)",
-            run_dir,
-        )
     started = None  # trainer.init_from: where the weights came from (a resumed run has its own)
     if tcfg.get("init_from") and not resuming:
         started = init_weights(model, tcfg.init_from, data.layout, data.classes)
@@ -94,6 +88,37 @@ def prepare_run(cfg, model, data: Data, run_dir: Path, steps_per_epoch: int, inf
     if resuming:
         _resume(run, rank, cfg)
     return run, started
+
+
+# What a run writes beside its checkpoints (and the fusion fit's development runs): removed
+# when a new run replaces an earlier one in its folder, so that none of them is the old run's.
+RUN_OUTPUTS = (
+    "train_log.csv", "training_curves.png", "metrics.json", "predictions.csv", "scores.npy",
+    "stream_scores.npz", "confusion_matrix.csv", "confusion_matrix.png", "fusion_fit",
+    "tensorboard",
+)  # fmt: skip
+
+
+def replace_earlier_run(run_dir: Path, tcfg) -> None:
+    """A new run (not trainer.resume) in a folder that holds an earlier one: say so, and
+    remove the earlier run's outputs (`RUN_OUTPUTS`; its checkpoints are overwritten), which
+    a shorter or other run would otherwise leave beside its own (a train_log.csv of 30 epochs
+    beside a run of 1; an earlier fusion fit taken as this run's)."""
+    import shutil
+
+    if tcfg.resume or not (run_dir / "checkpoints" / "last.pt").is_file():
+        return
+    log.warning(
+        "%s holds an earlier run: its checkpoints and outputs are replaced "
+        "(trainer.resume=true continues it instead)",
+        run_dir,
+    )
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 # What a resumed run may change: how it runs, not what it trains (trainer.epochs: warned below;

@@ -22,7 +22,7 @@ from skelact.config import CONFIG_DIR, absolute_data_paths, check_settings
 from skelact.data.datasets import check_caches
 from skelact.data.run import Data, make_loader
 from skelact.distill import build_teacher
-from skelact.epochs import Run, averaged, prepare_run, train_epochs
+from skelact.epochs import Run, averaged, prepare_run, replace_earlier_run, train_epochs
 from skelact.evaluate import evaluate_model, weights_note
 from skelact.files import atomic_write
 from skelact.fusion import (
@@ -64,6 +64,8 @@ def _train(cfg: DictConfig, run_dir: Path, data: Data | None, lock: RunDirLock) 
     set_threads(tcfg, world)
     # several modalities as an ensemble: their weights from a development run, done first
     check_caches(cfg)  # before a fusion fit trains for minutes on them
+    if rank == 0:
+        replace_earlier_run(Path(run_dir), tcfg)  # before a fusion fit, which reuses its own
     data = data or Data(cfg)
     data.check_splits(cfg.data, str(cfg.data.ann_file))
     # the models it starts from or learns from: refused where they trained on test samples

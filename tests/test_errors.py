@@ -345,3 +345,17 @@ def test_an_error_in_a_dataloader_worker_is_its_own_message():
     assert one_line(raised.value) == (
         "kp.store/arrays.bin: 'keypoint' of sample 27 fails its checksum"
     )
+
+
+def test_demo_options_are_checked_before_anything_is_written(tmp_path, monkeypatch):
+    """--workers 0 wrote 216 files, then named prepare's max_bodies; --epochs -1 prepared the
+    data first; --modality skeleton+depth ran a fusion proof whose fused score could not
+    pass 75 % (skeleton and depth tell the same class pair apart)."""
+    cases = [
+        (["demo", "--out", "d", "--workers", "0"], "--epochs must be >= 0 and --workers >= 1"),
+        (["demo", "--out", "d", "--epochs", "-1"], "got -1 and 2"),
+        (["demo", "--out", "d", "--modality", "skeleton+depth"], "the fusion proof needs rgb"),
+    ]
+    for args, words in cases:
+        assert words in one_line_error(args, tmp_path, monkeypatch)
+    assert not (tmp_path / "d").exists()

@@ -593,3 +593,26 @@ def test_a_model_pretrained_on_the_test_samples_is_refused_and_recorded(toy_file
         f"{third}): its samples cannot be matched by name"
     )
     assert np.isin(test, list(held)).sum() == len(test) - want
+
+
+def test_a_new_run_in_an_earlier_runs_folder_leaves_none_of_its_outputs(tmp_path, caplog):
+    """A run of 0 epochs (or of one stream) into a folder of an earlier run kept its
+    train_log.csv, curves and stream scores beside the new metrics; an earlier fusion fit
+    would have been taken as the new run's. A resume keeps everything."""
+    from omegaconf import OmegaConf
+
+    from skelact.epochs import RUN_OUTPUTS, replace_earlier_run
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"old")
+    (tmp_path / "fusion_fit").mkdir()
+    (tmp_path / "fusion_fit" / "stream_scores.npz").write_bytes(b"old")
+    for name in ("train_log.csv", "stream_scores.npz", "metrics.json", "training_curves.png"):
+        (tmp_path / name).write_text("old")
+    replace_earlier_run(tmp_path, OmegaConf.create({"resume": True}))
+    assert (tmp_path / "train_log.csv").is_file() and (tmp_path / "fusion_fit").is_dir()
+    with caplog.at_level("WARNING", logger="skelact"):
+        replace_earlier_run(tmp_path, OmegaConf.create({"resume": False}))
+    assert "holds an earlier run: its checkpoints and outputs are replaced" in caplog.text
+    assert not any((tmp_path / name).exists() for name in RUN_OUTPUTS)
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == b"old"  # overwritten later
