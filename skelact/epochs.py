@@ -90,26 +90,27 @@ def prepare_run(cfg, model, data: Data, run_dir: Path, steps_per_epoch: int, inf
     return run, started
 
 
-# What a run writes beside its checkpoints (and the fusion fit's development runs): removed
-# when a new run replaces an earlier one in its folder, so that none of them is the old run's.
+# What a run writes (and the fusion fit's development runs): removed when a new run replaces
+# an earlier one in its folder, so that none of them is the old run's.
 RUN_OUTPUTS = (
-    "train_log.csv", "training_curves.png", "metrics.json", "predictions.csv", "scores.npy",
-    "stream_scores.npz", "confusion_matrix.csv", "confusion_matrix.png", "fusion_fit",
-    "tensorboard",
+    "checkpoints", "train_log.csv", "training_curves.png", "metrics.json", "predictions.csv",
+    "scores.npy", "stream_scores.npz", "confusion_matrix.csv", "confusion_matrix.png",
+    "fusion_fit", "tensorboard",
 )  # fmt: skip
 
 
 def replace_earlier_run(run_dir: Path, tcfg) -> None:
     """A new run (not trainer.resume) in a folder that holds an earlier one: say so, and
-    remove the earlier run's outputs (`RUN_OUTPUTS`; its checkpoints are overwritten), which
-    a shorter or other run would otherwise leave beside its own (a train_log.csv of 30 epochs
-    beside a run of 1; an earlier fusion fit taken as this run's)."""
+    remove the earlier run's outputs (`RUN_OUTPUTS`), which a shorter or other run would
+    otherwise leave beside its own (a train_log.csv of 30 epochs beside a run of 1; an earlier
+    fusion fit taken as this run's; with trainer.epochs=0 the earlier last.pt, copied to
+    best.pt as this run's)."""
     import shutil
 
     if tcfg.resume or not (run_dir / "checkpoints" / "last.pt").is_file():
         return
     log.warning(
-        "%s holds an earlier run: its checkpoints and outputs are replaced "
+        "%s holds an earlier run: its checkpoints and outputs are removed "
         "(trainer.resume=true continues it instead)",
         run_dir,
     )

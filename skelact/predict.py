@@ -107,9 +107,12 @@ def check_outputs(json_out, render, timeline) -> None:
             raise ValueError(f"{path} is a folder: give a file name")
         path.parent.mkdir(parents=True, exist_ok=True)
     if render:
+        existed = Path(render).exists()
         writer = cv2.VideoWriter(str(render), cv2.VideoWriter_fourcc(*"mp4v"), 30, (64, 64))
         ok = writer.isOpened()
         writer.release()
+        if not existed:  # the probe's file: no video is left if the pose pass then fails
+            Path(render).unlink(missing_ok=True)
         if not ok:
             raise ValueError(f"--render {render}: OpenCV cannot write a video of this kind; "
                              "name a .mp4 or .avi file")  # fmt: skip

@@ -205,13 +205,11 @@ def _final_evaluation(run: Run, cfg, data: Data, run_dir: Path, device, seen=Non
     """best.pt made sure of, then the final model (its weight average) evaluated on the test
     split into the run directory (`evaluate_model`); `seen`: `check_lineage`'s findings."""
     ckpt_dir, best = run.ckpt_dir, run.state["best"]
-    if best is None and (ckpt_dir / "last.pt").is_file():
-        # no monitored epoch: the final model is the best
+    if best is None:  # no monitored epoch: the final model is the best
+        if not (ckpt_dir / "last.pt").is_file():  # epochs=0: the model as it is, the final
+            run.save("last.pt")  # weights too (what metrics.json, eval and init_from name)
         with atomic_write(ckpt_dir / "best.pt") as dst, open(ckpt_dir / "last.pt", "rb") as src:
             shutil.copyfileobj(src, dst)
-    elif best is None:  # epochs=0: nothing was trained, save the model as it is, as the
-        run.save("last.pt")  # final weights too (what metrics.json, eval and init_from name)
-        run.save("best.pt")
     trained_on = data.names_of(cfg.data.train_split)
     # the final weights (last.pt's), a moving average of them with trainer.ema_epochs
     ema = float(cfg.trainer.get("ema_epochs", 0) or 0) if run.average is not None else 0

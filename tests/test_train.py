@@ -613,6 +613,17 @@ def test_a_new_run_in_an_earlier_runs_folder_leaves_none_of_its_outputs(tmp_path
     assert (tmp_path / "train_log.csv").is_file() and (tmp_path / "fusion_fit").is_dir()
     with caplog.at_level("WARNING", logger="skelact"):
         replace_earlier_run(tmp_path, OmegaConf.create({"resume": False}))
-    assert "holds an earlier run: its checkpoints and outputs are replaced" in caplog.text
+    assert "holds an earlier run: its checkpoints and outputs are removed" in caplog.text
     assert not any((tmp_path / name).exists() for name in RUN_OUTPUTS)
-    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == b"old"  # overwritten later
+
+
+def test_zero_epochs_in_an_earlier_runs_folder_saves_its_own_model(toy_file, tmp_path):
+    """trainer.epochs=0 into the folder of a trained run: the earlier last.pt stayed and was
+    copied to best.pt, so the checkpoints were the old run's beside the new run's metrics."""
+    base = [f"data.ann_file={toy_file}", *SPLITS, *FAST]
+    train(compose_config([*base, "trainer.epochs=1"]), tmp_path)
+    train(compose_config([*base, "trainer.epochs=0"]), tmp_path)
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
+    assert last["epoch"] == best["epoch"] == 0
+    assert not (tmp_path / "train_log.csv").exists()  # the earlier run's epoch is not listed

@@ -112,7 +112,7 @@ def convert_videos(
             f"them (searched recursively for {' '.join(VIDEO_EXTENSIONS)})"
         )
     done = {a.get("video") for a in existing}
-    todo = [(p, n, r) for p, n, r in videos if str(p.absolute()) not in done]
+    todo = [(p, n) for p, n, _ in videos if str(p.absolute()) not in done]
     anns, failed = _run(todo, model, (layout, max_people, mirrored), workers, progress)
     anns = existing + anns
     root = video_root(inputs, [a["video"] for a in existing if a.get("video")])
@@ -214,9 +214,9 @@ def _load_existing(out: Path, layout: str, mirrored: bool) -> list[dict]:
 
 
 def _one(job: tuple, on_frame=None) -> tuple[dict | None, str | None]:
-    """One video -> (sample, None) or (None, reason); `job` = (path, name, path under its
-    input, model, layout, M, mirrored)."""
-    path, name, rel, model, layout, max_people, mirrored = job
+    """One video -> (sample, None) or (None, reason); `job` = (path, name, model, layout, M,
+    mirrored)."""
+    path, name, model, layout, max_people, mirrored = job
     try:
         sample = extract_video(path, model, max_people, layout, on_frame, mirrored)
     except Exception as err:  # noqa: BLE001 - any failure skips this video with its reason
@@ -226,9 +226,9 @@ def _one(job: tuple, on_frame=None) -> tuple[dict | None, str | None]:
 
 
 def _run(todo, model, how, workers, progress) -> tuple[list[dict], list[dict]]:
-    """Convert `todo` [(path, name, path under its input)] with `how` = (layout, max people,
-    mirrored); progress bars over videos and (estimated) frames."""
-    counts = {p: frame_count(p) for p, _, _ in todo}  # header counts, for the frame bar only
+    """Convert `todo` [(path, name)] with `how` = (layout, max people, mirrored); progress
+    bars over videos and (estimated) frames."""
+    counts = {p: frame_count(p) for p, _ in todo}  # header counts, for the frame bar only
     vbar = tqdm(total=len(todo), desc="videos", unit="video", disable=not progress)
     fbar = tqdm(total=sum(counts.values()), desc="frames", unit="frame", disable=not progress)
     anns, failed = [], []
@@ -241,7 +241,7 @@ def _run(todo, model, how, workers, progress) -> tuple[list[dict], list[dict]]:
             anns.append(sample)
         vbar.update(1)
 
-    jobs = [(p, n, r, model, *how) for p, n, r in todo]
+    jobs = [(p, n, model, *how) for p, n in todo]
     if workers <= 1:
         for job in jobs:
             frames_before = fbar.n
