@@ -211,6 +211,25 @@ def setting_keys(overrides: list[str] = ()) -> set[str]:
     return leaf_keys(OmegaConf.to_container(compose_config(list(overrides))))
 
 
+def leaf_values(node, prefix: str = "") -> dict:
+    """{dotted key: value} of a nested dict's leaves (lists count as leaves)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out = {}
+    for k, v in node.items():
+        out.update(leaf_values(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def changed_settings(saved: dict, cfg: DictConfig, ignore=()) -> list[str]:
+    """Each setting of `cfg` that differs from the run config `saved` (a checkpoint's), as
+    "key: was -> now", but those in `ignore` and keys only one of them has."""
+    was = leaf_values({k: v for k, v in saved.items() if k != "hydra"})
+    now = leaf_values(OmegaConf.to_container(cfg, resolve=True))
+    return [f"{k}: {was[k]!r} -> {now[k]!r}" for k in sorted(was.keys() & now.keys())
+            if k not in ignore and was[k] != now[k]]  # fmt: skip
+
+
 def leaf_keys(node, prefix: str = "") -> set[str]:
     """The dotted keys of a nested dict's leaves (lists count as leaves)."""
     if not isinstance(node, dict):

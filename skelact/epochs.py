@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from skelact.checkpoints import init_weights, load_checkpoint, save_checkpoint
-from skelact.config import DATA_PATHS
+from skelact.config import DATA_PATHS, changed_settings
 from skelact.data.run import Data, make_loader
 from skelact.engine import evaluate, train_one_epoch
 from skelact.metrics import topk_accuracy
@@ -132,25 +132,6 @@ RESUME_FREE = {
 }  # fmt: skip
 
 
-def changed_settings(saved: dict, cfg) -> list[str]:
-    """Each setting of `cfg` that differs from the run config `saved` (a checkpoint's), as
-    "key: was -> now", but those of `RESUME_FREE` and keys only one of them has."""
-    from omegaconf import OmegaConf
-
-    def leaves(node, prefix=""):
-        if not isinstance(node, dict):
-            return {prefix: node}
-        out = {}
-        for k, v in node.items():
-            out.update(leaves(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-
-    was = leaves({k: v for k, v in saved.items() if k != "hydra"})
-    now = leaves(OmegaConf.to_container(cfg, resolve=True))
-    return [f"{k}: {was[k]!r} -> {now[k]!r}" for k in sorted(was.keys() & now.keys())
-            if k not in RESUME_FREE and was[k] != now[k]]  # fmt: skip
-
-
 def _resume(run: Run, rank: int, cfg) -> None:
     """Weights, weight average, optimizer, schedule and progress from checkpoints/last.pt.
     Refuses, in one line, a checkpoint of another model than this run's, one past
@@ -163,7 +144,7 @@ def _resume(run: Run, rank: int, cfg) -> None:
     fix = (
         "resume with the run's own settings (its config.yaml), or train into another hydra.run.dir"
     )
-    changed = changed_settings(ck.get("config") or {}, cfg)
+    changed = changed_settings(ck.get("config") or {}, cfg, RESUME_FREE)
     if changed:
         shown = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more" if changed[5:] else "")
         raise SystemExit(f"{path} was trained with other settings ({shown}): {fix}")

@@ -11,7 +11,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from skelact.checkpoints import checkpoint_file, load_checkpoint
-from skelact.config import DATA_PATHS, check_settings, config_with_overrides
+from skelact.config import DATA_PATHS, changed_settings, check_settings, config_with_overrides
 from skelact.contract import check_specs
 from skelact.data.formats.annotations import open_annotations
 from skelact.data.run import Data, check_unique, make_loader, split_names
@@ -38,11 +38,9 @@ def conform_config(cfg: DictConfig, ckpt: dict, overrides: list[str]) -> None:
     and the body count (extra bodies of the evaluation data are dropped, most active kept;
     missing ones are zero-padded).
     """
-    from skelact.epochs import changed_settings
-
-    asked = {o.split("=", 1)[0].lstrip("+").split(".")[0] for o in overrides}
-    changed = [c for c in changed_settings(ckpt["config"], cfg) if c.split(".")[0] in asked
-               and c.split(".")[0] in ("model", "modality")]  # fmt: skip
+    groups = {o.split("=", 1)[0].lstrip("+").split(".")[0] for o in overrides}
+    groups &= {"model", "modality"}  # those the command line touches
+    changed = [c for c in changed_settings(ckpt["config"], cfg) if c.split(".")[0] in groups]
     if changed:  # the network is the checkpoint's: another model config scores another model
         raise SystemExit(
             f"skelact eval: {'; '.join(changed[:5])}: the checkpoint was trained with the "

@@ -46,10 +46,7 @@ class StoreWriter:
         # checked before any work: closing would refuse it after every sample was read
         taken = self.path.is_dir() if self.pickle else self.path.exists()
         if taken and (self.pickle or not is_store(self.path)):
-            raise FileExistsError(
-                f"{self.path} exists and is not a skelact store; not replacing it (give another "
-                "output path)"
-            )
+            raise _not_replaced(self.path)
         # not ".NAME.tmpPID": skelact.files.atomic_write uses that name for the exported pickle
         self.tmp = self.path.with_name(f".{self.path.name}.store-tmp{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -249,6 +246,12 @@ def _column(values: list) -> tuple[str, np.ndarray, np.ndarray | None]:
     return kind, arr, None if present.all() else present
 
 
+def _not_replaced(path: Path) -> FileExistsError:
+    return FileExistsError(
+        f"{path} exists and is not a skelact store; not replacing it (give another output path)"
+    )
+
+
 def _remove_orphans(path: Path) -> None:
     """Remove the half-written stores that writers of `path` killed before they finished
     (`kill -9`, the OOM killer) left beside it: .NAME.store-tmpPID of a process that is gone."""
@@ -270,9 +273,9 @@ def _alive(pid: int) -> bool:
 
 def _replace_dir(tmp: Path, path: Path) -> None:
     """Rename `tmp` to `path`, replacing an existing store (moved aside, then removed)."""
-    if path.exists() and not is_store(path):
+    if path.exists() and not is_store(path):  # made since the writer started
         shutil.rmtree(tmp, ignore_errors=True)
-        raise FileExistsError(f"{path} exists and is not a skelact store; not replacing it")
+        raise _not_replaced(path)
     old = path.with_name(f".{path.name}.old{os.getpid()}")
     if path.exists():
         os.replace(path, old)

@@ -280,11 +280,11 @@ def extract_features(
     with tqdm(total=len(todo), desc=f"{modality} features", unit="sample") as progress:
         frames = _encode_all(loader, encoder, device, out_dir, status, progress)
     seconds = time.perf_counter() - start
-    made = {n: stamps[n] for n in fresh if status[n] == "ok"}
-    for name in fresh - set(made):  # failed this time: its old features are not its source's
-        (out_dir / f"{name}.npy").unlink(missing_ok=True)
-    _write_index(out_dir, settings, status, {**{n: v for n, v in stamps.items()
-                                                if n not in fresh}, **made})  # fmt: skip
+    for name in fresh:
+        if status[name] != "ok":  # failed this time: its old features are not its source's
+            (out_dir / f"{name}.npy").unlink(missing_ok=True)
+            del stamps[name]
+    _write_index(out_dir, settings, status, stamps)
     report = _report(samples, status, settings, out_dir, seconds, frames)
     report["renewed"] = len(fresh & before)  # cached, but their source had changed
     return report
