@@ -260,7 +260,7 @@ def _run(todo, model, how, workers, progress) -> tuple[list[dict], list[dict]]:
                 fbar.update(counts[futures[fut]])
     vbar.close()
     fbar.close()
-    order = {n: i for i, (_, n, _) in enumerate(todo)}
+    order = {n: i for i, (_, n) in enumerate(todo)}
     anns.sort(key=lambda a: order[a["frame_dir"]])
     return anns, failed
 
